@@ -1,0 +1,252 @@
+//! Helpers for SEER's integration tests, which start the real programs as separate processes
+//! (on port 0) and talk to them over real gRPC.
+//!
+//! # Finding the binaries
+//!
+//! Cargo hands `CARGO_BIN_EXE_<name>` only to the integration tests of the package that
+//! defines the binary, and artifact dependencies are unstable, so the programs are looked up
+//! next to the running test executable instead: a test runs from `<target>/<profile>/deps/`,
+//! the binaries of the same build sit in `<target>/<profile>/`. Set `SEER_BIN_DIR` to look
+//! elsewhere.
+//!
+//! The binaries must be built, with the same profile, before the tests run:
+//!
+//! ```text
+//! cargo build --release -p utility-server -p key-authority -p meter-client
+//! cargo test --release -p seer-tests
+//! ```
+//!
+//! (`cargo test --release --workspace` also builds them, because `utility-server` and
+//! `key-authority` have integration tests of their own and cargo builds a package's binaries
+//! for those.)
+
+use std::{
+    env,
+    io::{BufRead as _, BufReader, Read as _},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, ChildStderr, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+/// How long a program may take to print its `listening on` line.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The prefix of the one line a SEER server prints on stdout once it is bound.
+pub const LISTENING_PREFIX: &str = "listening on ";
+
+/// The directory holding the workspace's binaries for the profile these tests were built with.
+///
+/// # Errors
+/// When the test executable's path cannot be found.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = env::var_os("SEER_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = env::current_exe().context("locating the test executable")?;
+    let mut dir = exe
+        .parent()
+        .context("the test executable has no parent directory")?
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir)
+}
+
+/// The path of the workspace binary `name`, checked to exist.
+///
+/// # Errors
+/// When the binary has not been built; the message says how to build it.
+pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
+    let path = bin_dir()?.join(format!("{name}{}", env::consts::EXE_SUFFIX));
+    if !path.is_file() {
+        bail!(
+            "{} not found: build the binaries before the tests, with the same profile, \
+             e.g. `cargo build --release -p {name}` (or set SEER_BIN_DIR)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A SEER server running as a child process on a port it chose; killed on drop.
+#[derive(Debug)]
+pub struct ServerProcess {
+    name: String,
+    child: Child,
+    address: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts the workspace binary `name` on port 0 (through its `SERVER__PORT` environment
+    /// override, e.g. `SEER_UTILITY__SERVER__PORT=0` for `env_prefix` `SEER_UTILITY__`)
+    /// and waits for its `listening on ADDRESS` line. Blocks the calling thread while it
+    /// waits (up to [`STARTUP_TIMEOUT`]).
+    ///
+    /// # Errors
+    /// When the binary is missing, cannot start, exits, or prints no valid `listening on`
+    /// line within [`STARTUP_TIMEOUT`]; the error includes what it wrote to stderr.
+    pub fn spawn(name: &str, env_prefix: &str) -> anyhow::Result<Self> {
+        Self::spawn_with(
+            name,
+            &[(format!("{env_prefix}SERVER__PORT"), "0".to_owned())],
+        )
+    }
+
+    /// Starts the workspace binary `name` with the extra environment variables `envs` and
+    /// waits for its `listening on ADDRESS` line.
+    ///
+    /// # Errors
+    /// As [`ServerProcess::spawn`].
+    pub fn spawn_with(name: &str, envs: &[(String, String)]) -> anyhow::Result<Self> {
+        let path = bin_path(name)?;
+        let mut child = Command::new(&path)
+            .envs(envs.iter().map(|(key, value)| (key, value)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", path.display()))?;
+
+        let stdout = child.stdout.take().context("child stdout is piped")?;
+        let stderr = child.stderr.take().context("child stderr is piped")?;
+        let stderr = StderrCollector::start(stderr);
+
+        // Read stdout on a thread so that the wait can time out; after the line, keep draining
+        // it so the child never blocks on a full pipe.
+        let (line_tx, line_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = line_tx.send(first);
+            lines.for_each(drop);
+        });
+
+        let outcome = match line_rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Some(Ok(line))) => parse_listening_line(&line),
+            Ok(Some(Err(error))) => Err(anyhow::Error::new(error).context("reading its stdout")),
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(anyhow::anyhow!("it closed stdout without a listening line"))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(anyhow::anyhow!(
+                "no listening line within {STARTUP_TIMEOUT:?}"
+            )),
+        };
+        match outcome {
+            Ok(address) => Ok(Self {
+                name: name.to_owned(),
+                child,
+                address,
+            }),
+            Err(error) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                let stderr = stderr.finish();
+                Err(error.context(format!(
+                    "{name} did not start (exit status: {status:?}); its stderr:\n{stderr}"
+                )))
+            }
+        }
+    }
+
+    /// The address the server listens on.
+    #[must_use]
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The `http://` URI of the server, for a tonic `Endpoint`.
+    #[must_use]
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The program's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id.
+    #[must_use]
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parses `listening on ADDRESS`.
+///
+/// # Errors
+/// When the line has another form.
+pub fn parse_listening_line(line: &str) -> anyhow::Result<SocketAddr> {
+    let address = line
+        .trim_end()
+        .strip_prefix(LISTENING_PREFIX)
+        .with_context(|| {
+            format!("expected `{LISTENING_PREFIX}ADDRESS` first on stdout, got {line:?}")
+        })?;
+    address
+        .parse()
+        .with_context(|| format!("invalid address in {line:?}"))
+}
+
+/// Drains a child's stderr on a thread (so it never blocks on a full pipe) and keeps it for
+/// error messages.
+struct StderrCollector {
+    handle: thread::JoinHandle<String>,
+}
+
+impl StderrCollector {
+    fn start(mut stderr: ChildStderr) -> Self {
+        let handle = thread::spawn(move || {
+            let mut text = String::new();
+            let mut bytes = Vec::new();
+            if stderr.read_to_end(&mut bytes).is_ok() {
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            text
+        });
+        Self { handle }
+    }
+
+    /// The stderr written so far; call after the child has exited.
+    fn finish(self) -> String {
+        self.handle
+            .join()
+            .unwrap_or_else(|_| "<stderr reader panicked>".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_listening_line() {
+        let address = parse_listening_line("listening on 127.0.0.1:4321\n").expect("valid line");
+        assert_eq!(address, SocketAddr::from(([127, 0, 0, 1], 4321)));
+        parse_listening_line("serving on 127.0.0.1:1").expect_err("wrong prefix");
+        parse_listening_line("listening on nowhere").expect_err("not an address");
+    }
+
+    #[test]
+    fn missing_binary_error_says_how_to_build_it() {
+        let error = bin_path("no-such-seer-binary").expect_err("absent");
+        assert!(
+            format!("{error}").contains("cargo build --release"),
+            "{error}"
+        );
+    }
+}

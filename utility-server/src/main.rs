@@ -1,0 +1,34 @@
+//! `utility-server`: a thin main over the `utility_server` library.
+
+use std::{io::Write as _, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::Parser;
+use utility_server::{Application, Settings, telemetry};
+
+/// The SEER utility server: bills, forecasts and anomaly scores on encrypted readings.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML settings file; environment variables prefixed `SEER_UTILITY__` override it
+    /// (e.g. `SEER_UTILITY__SERVER__PORT=0`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    telemetry::init(&settings.log.filter)?;
+    let application = Application::build(settings).await?;
+
+    // The one line on stdout, for whoever started us on port 0.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {}", application.local_addr())
+        .and_then(|()| stdout.flush())
+        .context("writing the listening line to stdout")?;
+    drop(stdout);
+
+    application.run_until_stopped().await
+}
