@@ -369,7 +369,6 @@ impl Evaluator {
     pub fn multiply(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, CkksError> {
         self.check_level(a, 1)?;
         self.check_level(b, 1)?;
-        self.relin()?;
         let product = self.multiply_without_rescale(a, b)?;
         self.rescale(&product)
     }

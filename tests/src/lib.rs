@@ -179,6 +179,35 @@ impl ServerProcess {
     }
 }
 
+impl ServerProcess {
+    /// Sends SIGTERM and waits (up to `timeout`) for the process to exit; returns its status.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent or the process outlives the timeout.
+    pub fn terminate(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        anyhow::ensure!(status.success(), "kill -TERM {} failed", self.child.id());
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().context("waiting for the process")? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{} did not exit within {timeout:?} of SIGTERM",
+                self.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

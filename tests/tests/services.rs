@@ -1,5 +1,6 @@
 //! `utility-server` and `key-authority` started as separate processes on port 0, each asked
-//! `seer.v1.Node/GetInfo` and `grpc.health.v1.Health/Check` over real gRPC.
+//! `seer.v1.Node/GetInfo`, `grpc.health.v1.Health/Check` and server reflection over real
+//! gRPC, then stopped with SIGTERM, which they must survive gracefully (exit status 0).
 //!
 //! Needs the binaries built first with the same profile (see the `seer_tests` crate docs):
 //! `cargo build --release -p utility-server -p key-authority && cargo test --release -p seer-tests`.
@@ -14,6 +15,10 @@ use seer_tests::ServerProcess;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
 async fn connect(server: &ServerProcess) -> Channel {
@@ -52,8 +57,32 @@ async fn health(channel: Channel, service: &str) -> ServingStatus {
         .status()
 }
 
+async fn reflected_services(channel: Channel) -> Vec<String> {
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection call succeeds")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("reflection stream succeeds")
+        .expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response {response:?}");
+    };
+    list.service
+        .into_iter()
+        .map(|service| service.name)
+        .collect()
+}
+
 async fn check_server(name: &str, env_prefix: &str, role: Role) {
-    let server = ServerProcess::spawn(name, env_prefix).expect("server starts");
+    let mut server = ServerProcess::spawn(name, env_prefix).expect("server starts");
     assert!(server.address().ip().is_loopback());
     assert_ne!(server.address().port(), 0);
     let channel = connect(&server).await;
@@ -64,8 +93,26 @@ async fn check_server(name: &str, env_prefix: &str, role: Role) {
 
     assert_eq!(health(channel.clone(), "").await, ServingStatus::Serving);
     assert_eq!(
-        health(channel, "seer.v1.Node").await,
+        health(channel.clone(), "seer.v1.Node").await,
         ServingStatus::Serving
+    );
+    let names = reflected_services(channel).await;
+    for expected in ["seer.v1.Node", "grpc.health.v1.Health"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+
+    // Off the runtime: the client side must stay responsive while the server drains its
+    // connections (it sends GOAWAY and waits for this client to close them).
+    let status = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(10)))
+        .await
+        .expect("terminate task")
+        .expect("exits after SIGTERM");
+    assert!(
+        status.success(),
+        "{name} exited with {status} after SIGTERM"
     );
 }
 

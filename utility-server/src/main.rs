@@ -1,8 +1,7 @@
 //! `utility-server`: a thin main over the `utility_server` library.
 
-use std::{io::Write as _, path::PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::Parser;
 use utility_server::{Application, Settings, telemetry};
 
@@ -24,11 +23,6 @@ async fn main() -> anyhow::Result<()> {
     let application = Application::build(settings).await?;
 
     // The one line on stdout, for whoever started us on port 0.
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on {}", application.local_addr())
-        .and_then(|()| stdout.flush())
-        .context("writing the listening line to stdout")?;
-    drop(stdout);
-
+    seer_service::announce(application.local_addr())?;
     application.run_until_stopped().await
 }

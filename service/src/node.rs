@@ -1,34 +1,26 @@
-//! `seer.v1.Node`: what this process says about itself.
+//! `seer.v1.Node`: what a process says about itself.
 
 use seer_proto::v1::{GetInfoRequest, NodeInfo, Role, node_server::Node};
 use tonic::{Request, Response, Status};
 
-/// The software version of this binary (its crate version).
-pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Serves `seer.v1.Node` for the key-authority.
+/// Serves `seer.v1.Node` with a fixed identity.
 #[derive(Debug, Clone)]
 pub struct NodeService {
     info: NodeInfo,
 }
 
 impl NodeService {
-    /// The key-authority's identity. No CKKS parameter set is configured yet, so its id is empty.
+    /// The identity of a program: its role, its software version and its CKKS parameter-set
+    /// id (empty while it has none configured).
     #[must_use]
-    pub fn new() -> Self {
+    pub fn new(role: Role, software_version: &str, ckks_parameter_set_id: &str) -> Self {
         Self {
             info: NodeInfo {
-                role: Role::KeyAuthority.into(),
-                software_version: SOFTWARE_VERSION.to_owned(),
-                ckks_parameter_set_id: String::new(),
+                role: role.into(),
+                software_version: software_version.to_owned(),
+                ckks_parameter_set_id: ckks_parameter_set_id.to_owned(),
             },
         }
-    }
-}
-
-impl Default for NodeService {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -49,12 +41,13 @@ mod tests {
 
     #[tokio::test]
     async fn reports_role_and_version() {
-        let info = NodeService::new()
+        let info = NodeService::new(Role::KeyAuthority, "1.2.3", "ckks1-n8192-q60-s40x2-p60")
             .get_info(Request::new(GetInfoRequest {}))
             .await
             .expect("get_info never fails")
             .into_inner();
         assert_eq!(info.role(), Role::KeyAuthority);
-        assert_eq!(info.software_version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(info.software_version, "1.2.3");
+        assert_eq!(info.ckks_parameter_set_id, "ckks1-n8192-q60-s40x2-p60");
     }
 }

@@ -1,0 +1,139 @@
+//! A gRPC server with `grpc.health.v1`, reflection (v1 and v1alpha) and `seer.v1.Node` on one
+//! port, graceful shutdown, and the one machine-readable stdout line that tells whoever
+//! started the process on port 0 where it listens.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use seer_proto::WithMessageLimits as _;
+use seer_proto::v1::node_server::NodeServer;
+use tokio::net::TcpListener;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic::transport::server::{Router, TcpIncoming};
+
+use crate::node::NodeService;
+
+/// A bound, not yet serving, listener.
+#[derive(Debug)]
+pub struct GrpcListener {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl GrpcListener {
+    /// Binds `address` (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn bind(address: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+        Ok(Self {
+            listener,
+            local_addr,
+        })
+    }
+
+    /// The address actually bound.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+/// Prints `listening on ADDRESS` as the one line on stdout.
+///
+/// # Errors
+/// When stdout cannot be written.
+pub fn announce(address: SocketAddr) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {address}")
+        .and_then(|()| stdout.flush())
+        .context("writing the listening line to stdout")
+}
+
+/// Serves `node`, health, reflection and whatever `add_services` adds, until `shutdown`
+/// completes; then reports NOT_SERVING, stops accepting and finishes in-flight calls.
+/// `service_names` are the fully qualified names (`NamedService::NAME`) of the services
+/// `add_services` adds, reported SERVING by the health service.
+///
+/// # Errors
+/// When the reflection service cannot be built or the server fails.
+pub async fn serve(
+    listener: GrpcListener,
+    node: NodeService,
+    service_names: &[&'static str],
+    add_services: impl FnOnce(Router) -> Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let mut names = vec![<NodeServer<NodeService> as NamedService>::NAME];
+    names.extend_from_slice(service_names);
+    for name in &names {
+        health
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let reflection_v1 = reflection()
+        .build_v1()
+        .context("building the reflection service")?;
+    // grpcurl and older tools still ask the v1alpha service.
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("building the reflection service")?;
+
+    let shutdown = {
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            for name in names.iter().chain(std::iter::once(&"")) {
+                health
+                    .set_service_status(*name, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+        }
+    };
+
+    tracing::info!(address = %listener.local_addr, "serving");
+    let router = Server::builder()
+        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(NodeServer::new(node).with_seer_limits());
+    add_services(router)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener.listener), shutdown)
+        .await
+        .context("serving gRPC")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The reflection service's builder, with every file descriptor set SEER serves.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(seer_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+///
+/// # Errors
+/// When the signal handlers cannot be installed.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "received"),
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "received"),
+        }
+    })
+}

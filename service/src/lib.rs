@@ -1,0 +1,13 @@
+//! The common runtime of SEER's servers (`utility-server`, `key-authority`): settings layered
+//! from defaults, a TOML file and environment variables; `tracing` to stderr; and a gRPC
+//! server that always carries `grpc.health.v1`, reflection and `seer.v1.Node`, with graceful
+//! shutdown on SIGINT/SIGTERM. Each program adds its own services on top.
+
+pub mod grpc;
+pub mod node;
+pub mod settings;
+pub mod telemetry;
+
+pub use grpc::{GrpcListener, announce, serve, shutdown_signal};
+pub use node::NodeService;
+pub use settings::{LogSettings, ServerSettings, load_settings};
