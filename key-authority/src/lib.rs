@@ -6,6 +6,11 @@
 //! [`Application`] and runs it until SIGINT or SIGTERM. Tests build the same [`Application`]
 //! on port 0.
 
+pub mod audit;
+/// Authentication: SEER's JWT roles (the `seer-auth` crate, with token issuing).
+pub use seer_auth as auth;
+pub mod keys;
+pub mod keys_api;
 pub mod settings;
 pub mod startup;
 

@@ -2,9 +2,12 @@
 //! variables prefixed [`ENV_PREFIX`] (nested keys separated by `__`, e.g.
 //! `SEER_KEY_AUTHORITY__SERVER__PORT=0`). Unknown keys are rejected.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use seer_ckks::{ParameterSet, steps_for_sum};
 use seer_service::{LogSettings, ServerSettings};
+
+use crate::keys::KeySetSpec;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of the environment variables that override the settings file.
@@ -21,6 +24,68 @@ pub struct Settings {
     pub server: ServerSettings,
     /// What is logged.
     pub log: LogSettings,
+    /// Where the CKKS keys live and which key sets to hold.
+    pub keys: KeysSettings,
+    /// The JWT signing key.
+    pub auth: AuthSettings,
+    /// The audit log's database.
+    pub audit: AuditSettings,
+}
+
+/// Token signing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// PKCS#8 PEM Ed25519 key file (mode 0600), generated on first start.
+    pub signing_key_file: PathBuf,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            signing_key_file: PathBuf::from("var/key-authority/jwt-signing-key.pem"),
+        }
+    }
+}
+
+/// The audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// `sqlite:PATH` (embedded, the default) or `postgres://...`.
+    pub database_url: String,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite:var/key-authority/audit.db".to_owned(),
+        }
+    }
+}
+
+/// The CKKS key store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysSettings {
+    /// Directory of the key store (created with mode 0700).
+    pub dir: PathBuf,
+    /// The key sets: one per parameter set, with the rotation steps its computations need.
+    pub sets: Vec<KeySetSpec>,
+}
+
+impl Default for KeysSettings {
+    /// `var/key-authority/keys`; one n = 8192 key set with the rotations that sum 128
+    /// consecutive slots (the engine demonstration's per-day sums).
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("var/key-authority/keys"),
+            sets: vec![KeySetSpec {
+                parameter_set: ParameterSet::N8192_L2_SEC128.id(),
+                galois_steps: steps_for_sum(128).into_iter().map(i64::from).collect(),
+            }],
+        }
+    }
 }
 
 impl Default for Settings {
@@ -28,6 +93,9 @@ impl Default for Settings {
         Self {
             server: ServerSettings::loopback(DEFAULT_PORT),
             log: LogSettings::default(),
+            keys: KeysSettings::default(),
+            auth: AuthSettings::default(),
+            audit: AuditSettings::default(),
         }
     }
 }

@@ -4,26 +4,90 @@
 use std::{future::Future, net::SocketAddr};
 
 use anyhow::Context as _;
+use std::sync::Arc;
+
+use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::Role;
+use seer_proto::v1::keys_server::KeysServer;
 use seer_service::{GrpcListener, NodeService};
+use tonic::server::NamedService as _;
+
+use seer_auth::{
+    AUDIENCE_KEY_AUTHORITY, AuthInterceptor, DEFAULT_ISSUER, JwtSigningKey, OnFailure, TokenIssuer,
+};
+use seer_proto::v1::audit_server::AuditServer;
 
 use crate::Settings;
+use crate::audit::{AuditLog, AuditService};
+use crate::keys::KeyStore;
+use crate::keys_api::KeysApi;
 
 /// A bound, not yet running, key-authority.
 #[derive(Debug)]
 pub struct Application {
     listener: GrpcListener,
+    keys: Arc<KeyStore>,
+    issuer: TokenIssuer,
+    audit: Arc<AuditLog>,
 }
 
 impl Application {
-    /// Binds the listener described by `settings` (port 0 picks a free port).
+    /// Opens (or creates) the key store, the JWT signing key and the audit log, then binds
+    /// the listener described by `settings` (port 0 picks a free port).
     ///
     /// # Errors
-    /// When the address cannot be bound.
+    /// When a key or the audit log cannot be opened or the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let key_file = settings.auth.signing_key_file.clone();
+        let (signing_key, origin) =
+            tokio::task::spawn_blocking(move || JwtSigningKey::load_or_generate(&key_file))
+                .await
+                .context("signing key task")?
+                .with_context(|| {
+                    format!(
+                        "opening the JWT signing key {}",
+                        settings.auth.signing_key_file.display()
+                    )
+                })?;
+        tracing::info!(
+            ?origin,
+            key_id = signing_key.key_id(),
+            "jwt signing key ready"
+        );
+        let signing_key = Arc::new(signing_key);
+        let audit = AuditLog::connect(&settings.audit.database_url, Arc::clone(&signing_key))
+            .await
+            .with_context(|| format!("opening the audit log at {}", settings.audit.database_url))?;
+        let keys = settings.keys.clone();
+        // Key generation is CPU-heavy: off the async runtime.
+        let store = tokio::task::spawn_blocking(move || KeyStore::open(&keys.dir, &keys.sets))
+            .await
+            .context("key store task")?
+            .with_context(|| format!("opening the key store in {}", settings.keys.dir.display()))?;
         Ok(Self {
             listener: GrpcListener::bind(settings.server.address()).await?,
+            keys: Arc::new(store),
+            issuer: TokenIssuer::new(signing_key, DEFAULT_ISSUER),
+            audit: Arc::new(audit),
         })
+    }
+
+    /// The key store.
+    #[must_use]
+    pub fn keys(&self) -> &Arc<KeyStore> {
+        &self.keys
+    }
+
+    /// The token issuer (the key authority's signing key).
+    #[must_use]
+    pub fn issuer(&self) -> &TokenIssuer {
+        &self.issuer
+    }
+
+    /// The audit log.
+    #[must_use]
+    pub fn audit_log(&self) -> &Arc<AuditLog> {
+        &self.audit
     }
 
     /// The port actually bound.
@@ -52,8 +116,28 @@ impl Application {
     /// # Errors
     /// When the server fails.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        // No CKKS parameter set is configured yet, so the node reports an empty id.
-        let node = NodeService::new(Role::KeyAuthority, env!("CARGO_PKG_VERSION"), "");
-        seer_service::serve(self.listener, node, &[], |router| router, shutdown).await
+        let ids: Vec<&str> = self.keys.iter().map(|(id, _)| id).collect();
+        let node = NodeService::new(
+            Role::KeyAuthority,
+            env!("CARGO_PKG_VERSION"),
+            &ids.join(","),
+        );
+        let keys = KeysServer::new(KeysApi::new(Arc::clone(&self.keys))).with_seer_limits();
+        let verifier = Arc::new(self.issuer.verifier(AUDIENCE_KEY_AUTHORITY));
+        let audit = AuditServer::with_interceptor(
+            AuditService::new(Arc::clone(&self.audit)),
+            AuthInterceptor::new(verifier, OnFailure::Reject),
+        );
+        seer_service::serve(
+            self.listener,
+            node,
+            &[
+                KeysServer::<KeysApi>::NAME,
+                AuditServer::<AuditService>::NAME,
+            ],
+            |router| router.add_service(keys).add_service(audit),
+            shutdown,
+        )
+        .await
     }
 }

@@ -1,69 +1,99 @@
-//! The SEER meter client, run by each household. It will read the meter, split each reading
-//! into the billing and analytics lanes, encrypt both and stream them to the utility server;
-//! for now it is the command-line scaffolding those commands will hang from.
+//! The SEER meter client, run by each household: it reads the meter, builds the two lanes of
+//! every batch, encrypts them under the key authority's public key, keeps them in a durable
+//! local queue and streams them to the utility server.
 //!
-//! The binary in `main.rs` is thin: it parses [`Cli`] and calls [`run`].
+//! ```text
+//! source ──► readings (15 min) ──► batch window (a day) ──► billing lane  (exact Wh per tariff
+//!  uci: / csv: / synthetic:                                 │               cell, at the home's block)
+//!                                                           └► analytics lane (clamped + discrete
+//!                                                                             Laplace noise, ε charged)
+//!        ──► encrypt both (public key, pinned) ──► commit to SQLite outbox + lane state
+//!        ──► Ingest.Upload (in order, resumable from GetCursor) ──► ack ──► remove from outbox
+//! ```
+//!
+//! - [`source`]: the UCI minute file, `timestamp,kwh` files and the [`synthetic`] generator,
+//!   brought to a 15-minute grid (incomplete intervals are skipped, never invented);
+//! - [`batch`]: windows (cut at month ends), the billing and analytics lanes, encryption;
+//! - [`queue`]: the SQLite state and outbox, and the crash-safety argument;
+//! - [`grpc`]: connections, the bearer token, fetching and pinning the public key;
+//! - [`upload`]: the resumable upload with retries;
+//! - [`app`]: one run of all of the above, [`cli`]: the command line.
+//!
+//! The client never holds a secret key: it is built without `seer-ckks/secret-key`.
 
-use std::io::Write;
+pub mod app;
+pub mod batch;
+pub mod cli;
+pub mod error;
+pub mod grpc;
+pub mod queue;
+pub mod source;
+pub mod synthetic;
+pub mod upload;
 
-use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use seer_core::data::Interval;
+
+pub use app::{RunReport, Settings, run, run_with_noise};
+pub use cli::{Cli, Command, execute};
+pub use error::Error;
 
 /// The software version of this binary (its crate version).
 pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The SEER meter client: encrypts a household's readings before they leave it.
-#[derive(Debug, Parser)]
-#[command(name = "meter-client", version, about)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The meter client's subcommands.
-#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
-pub enum Command {
-    /// Print this client's role and software version.
-    Info,
-}
-
-/// Runs `cli`, writing what it prints to `out`.
-///
-/// # Errors
-/// When writing to `out` fails.
-pub fn run(cli: &Cli, out: &mut impl Write) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Info => {
-            writeln!(out, "meter-client {SOFTWARE_VERSION}")?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory as _;
-
-    #[test]
-    fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn info_prints_the_version() {
-        let cli = Cli::try_parse_from(["meter-client", "info"]).expect("valid arguments");
-        assert_eq!(cli.command, Command::Info);
-        let mut out = Vec::new();
-        run(&cli, &mut out).expect("writing to a Vec succeeds");
-        assert_eq!(
-            String::from_utf8(out).expect("utf-8"),
-            format!("meter-client {}\n", env!("CARGO_PKG_VERSION"))
-        );
-    }
-
-    #[test]
-    fn a_subcommand_is_required() {
-        Cli::try_parse_from(["meter-client"]).expect_err("no subcommand");
-    }
+/// Progress of a run, reported to an observer (the binary prints them to stderr).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The public key was fetched and pinned (first use) or matched the pin.
+    KeyPinned {
+        /// The parameter set.
+        parameter_set: String,
+        /// BLAKE3 of the key, hex.
+        blake3: String,
+        /// Whether this run pinned it.
+        first_use: bool,
+    },
+    /// The source was loaded.
+    SourceLoaded {
+        /// Readings in range.
+        readings: usize,
+        /// Intervals skipped for missing readings.
+        skipped_intervals: usize,
+        /// The readings' interval.
+        interval: Interval,
+    },
+    /// A batch was built and committed to the outbox.
+    Queued {
+        /// Its sequence.
+        sequence: u64,
+        /// Its first reading's start.
+        start: NaiveDateTime,
+        /// Its readings.
+        readings: u32,
+        /// Billing-lane ciphertext bytes.
+        billing_bytes: usize,
+        /// Analytics-lane ciphertext bytes.
+        analytics_bytes: usize,
+        /// ε charged.
+        epsilon_spent: f64,
+    },
+    /// The utility server acknowledged a batch.
+    Acknowledged {
+        /// Its sequence.
+        sequence: u64,
+        /// Whether the server had it already.
+        duplicate: bool,
+    },
+    /// A call failed transiently; the client retries after `delay`.
+    Reconnecting {
+        /// Consecutive failures so far.
+        attempt: u32,
+        /// The wait before the next attempt.
+        delay: Duration,
+        /// The failure.
+        error: String,
+    },
 }

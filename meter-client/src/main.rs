@@ -3,11 +3,13 @@
 use std::io::IsTerminal as _;
 
 use clap::Parser as _;
-use meter_client::{Cli, run};
+use meter_client::{Cli, execute};
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
-    // Logs go to stderr (filtered by RUST_LOG, `warn` by default); stdout is the command's output.
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // Logs go to stderr (filtered by RUST_LOG, `warn` by default); stdout is the command's
+    // result, progress lines go to stderr.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
@@ -16,5 +18,6 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    run(&cli, &mut std::io::stdout().lock())
+    let mut out = std::io::stdout();
+    execute(&cli, &mut out, Box::new(std::io::stderr())).await
 }

@@ -76,6 +76,12 @@ macro_rules! impl_message_limits {
 // One line per generated service, client and server, as services are added to the API.
 impl_message_limits!(client v1::node_client::NodeClient);
 impl_message_limits!(server v1::node_server::NodeServer);
+impl_message_limits!(client v1::keys_client::KeysClient);
+impl_message_limits!(server v1::keys_server::KeysServer);
+impl_message_limits!(client v1::ingest_client::IngestClient);
+impl_message_limits!(server v1::ingest_server::IngestServer);
+impl_message_limits!(client v1::audit_client::AuditClient);
+impl_message_limits!(server v1::audit_server::AuditServer);
 
 #[cfg(test)]
 mod tests {

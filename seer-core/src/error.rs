@@ -12,7 +12,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use chrono::{FixedOffset, NaiveDateTime};
+use chrono::{FixedOffset, NaiveDate, NaiveDateTime};
 
 use crate::data::Interval;
 
@@ -134,6 +134,136 @@ pub enum Error {
         /// The requested interval.
         to: Interval,
     },
+
+    // --- Differential privacy (`dp`): the analytics lane's noise and privacy budgets. ---
+    /// A privacy-loss parameter ε is not a positive finite number within the accepted range.
+    #[error("invalid epsilon {value}: {reason}")]
+    InvalidEpsilon {
+        /// The refused value.
+        value: f64,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// A release would take a meter's spent ε past its budget for the period; nothing was
+    /// released or charged.
+    #[error(
+        "privacy budget exhausted for meter {meter}: spent {spent}, requested {requested}, \
+         budget {budget} for the period starting {period_start}"
+    )]
+    BudgetExhausted {
+        /// The meter.
+        meter: String,
+        /// The first day of the budget period.
+        period_start: NaiveDate,
+        /// The ε already spent in the period.
+        spent: f64,
+        /// The ε the refused release would cost.
+        requested: f64,
+        /// The budget per period.
+        budget: f64,
+    },
+
+    /// A privacy budget was asked to charge a period before its current one.
+    #[error(
+        "privacy budget period of meter {meter} cannot go back from the period starting \
+         {current} to {requested}"
+    )]
+    PeriodRegression {
+        /// The meter.
+        meter: String,
+        /// The first day of the current budget period.
+        current: NaiveDate,
+        /// The date asked for.
+        requested: NaiveDate,
+    },
+
+    /// A persisted privacy-budget state is inconsistent.
+    #[error("invalid privacy budget state for meter {meter}: {reason}")]
+    InvalidPrivacyState {
+        /// The meter the state names.
+        meter: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The operating system's random number generator failed.
+    #[error("operating system randomness unavailable")]
+    EntropyUnavailable {
+        /// The underlying error.
+        #[source]
+        source: rand::rngs::SysError,
+    },
+    // --- end of differential privacy ---
+
+    // --- Tariffs and billing (`tariff`, `circuits::billing`). ---
+    /// A tariff configuration is invalid.
+    #[error("invalid tariff: {location}: {reason}")]
+    InvalidTariff {
+        /// Where in the configuration, e.g. `slabs[2].up_to_kwh`.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A reading handed to the billing lane does not start after the previous one.
+    #[error("reading at {timestamp} does not start after the previous reading at {previous}")]
+    ReadingOutOfOrder {
+        /// The refused reading's start.
+        timestamp: NaiveDateTime,
+        /// The previous reading's start.
+        previous: NaiveDateTime,
+    },
+
+    /// Per-cell energies shaped for one tariff met a tariff (or energies) of another shape.
+    #[error(
+        "cell shape mismatch: expected {expected_slabs} slabs × {expected_bands} bands, found \
+         {found_slabs} × {found_bands}"
+    )]
+    CellShapeMismatch {
+        /// Slabs expected.
+        expected_slabs: usize,
+        /// Bands expected.
+        expected_bands: usize,
+        /// Slabs found (for a flat list: its length).
+        found_slabs: usize,
+        /// Bands found (for a flat list: 1).
+        found_bands: usize,
+    },
+
+    /// A home's position is outside its packing group.
+    #[error("home position {position} is outside a packing group of {capacity} homes")]
+    HomeOutsideGroup {
+        /// The refused position.
+        position: usize,
+        /// The number of homes a group holds.
+        capacity: usize,
+    },
+
+    /// A billing layout does not fit the CKKS parameters, or a ciphertext or slot vector does
+    /// not fit the layout.
+    #[error("billing layout mismatch: {reason}")]
+    BillingLayout {
+        /// What does not fit.
+        reason: String,
+    },
+
+    /// A batch's charge or a decrypted bill is outside the range the billing circuit can
+    /// represent (a wrong key, a corrupted ciphertext or an implausible consumption).
+    #[error("bill out of range for home position {position}: {value} rupees, limit {limit}")]
+    BillOutOfRange {
+        /// The home's position in its group.
+        position: usize,
+        /// The value in rupees.
+        value: f64,
+        /// The largest magnitude accepted.
+        limit: f64,
+    },
+
+    /// The CKKS engine refused an operation.
+    #[error("ckks: {0}")]
+    Ckks(#[from] seer_ckks::CkksError),
+    // --- end of tariffs and billing ---
 }
 
 /// What is wrong with one row of an input (or one reading handed to a series).

@@ -81,8 +81,33 @@ async fn reflected_services(channel: Channel) -> Vec<String> {
         .collect()
 }
 
+/// Starts `name` on port 0 with every file it writes (keys, databases) under `keys`.
+fn spawn(name: &str, env_prefix: &str, keys: &tempfile::TempDir) -> ServerProcess {
+    let mut envs = vec![(format!("{env_prefix}SERVER__PORT"), "0".to_owned())];
+    let dir = keys.path().display();
+    if name == "utility-server" {
+        envs.push((
+            format!("{env_prefix}DATABASE__URL"),
+            format!("sqlite://{dir}/utility.db"),
+        ));
+    }
+    if name == "key-authority" {
+        envs.push((format!("{env_prefix}KEYS__DIR"), format!("{dir}/keys")));
+        envs.push((
+            format!("{env_prefix}AUTH__SIGNING_KEY_FILE"),
+            format!("{dir}/jwt.pem"),
+        ));
+        envs.push((
+            format!("{env_prefix}AUDIT__DATABASE_URL"),
+            format!("sqlite:{dir}/audit.db"),
+        ));
+    }
+    ServerProcess::spawn_with(name, &envs).expect("server starts")
+}
+
 async fn check_server(name: &str, env_prefix: &str, role: Role) {
-    let mut server = ServerProcess::spawn(name, env_prefix).expect("server starts");
+    let keys = tempfile::tempdir().expect("temporary key directory");
+    let mut server = spawn(name, env_prefix, &keys);
     assert!(server.address().ip().is_loopback());
     assert_ne!(server.address().port(), 0);
     let channel = connect(&server).await;
@@ -90,6 +115,10 @@ async fn check_server(name: &str, env_prefix: &str, role: Role) {
     let info = get_info(channel.clone()).await;
     assert_eq!(info.role(), role);
     assert_eq!(info.software_version, env!("CARGO_PKG_VERSION"));
+    if role == Role::KeyAuthority {
+        // The default key store holds one n = 8192 key set.
+        assert_eq!(info.ckks_parameter_set_id, "ckks1-n8192-q60-s40x2-p60");
+    }
 
     assert_eq!(health(channel.clone(), "").await, ServingStatus::Serving);
     assert_eq!(
@@ -128,8 +157,9 @@ async fn key_authority_serves_node_info_and_health() {
 
 #[tokio::test]
 async fn both_servers_run_side_by_side() {
-    let utility = ServerProcess::spawn("utility-server", "SEER_UTILITY__").expect("starts");
-    let authority = ServerProcess::spawn("key-authority", "SEER_KEY_AUTHORITY__").expect("starts");
+    let keys = tempfile::tempdir().expect("temporary key directory");
+    let utility = spawn("utility-server", "SEER_UTILITY__", &keys);
+    let authority = spawn("key-authority", "SEER_KEY_AUTHORITY__", &keys);
     assert_ne!(utility.address(), authority.address());
     let utility_info = get_info(connect(&utility).await).await;
     let authority_info = get_info(connect(&authority).await).await;

@@ -1,14 +1,44 @@
-//! The SEER utility server. It will ingest households' encrypted readings, run the
-//! homomorphic billing, forecasting and anomaly computations, and ask the key authority to
-//! release their results; for now it serves only `seer.v1.Node`, health and reflection.
+//! The SEER utility server: ingests households' encrypted batches exactly once per (meter,
+//! sequence) into its store; the homomorphic billing, forecasting and anomaly jobs and the
+//! releases they ask the key authority for build on it.
+//!
+//! - [`batch`]: the wire batch checked into a [`Batch`](batch::Batch), with its content
+//!   digest;
+//! - [`lanes`]: both lanes parsed as ciphertexts of the configured parameter sets;
+//! - [`store`]: the ciphertext store (SQLite by default, PostgreSQL), its migrations, the
+//!   ingest cursor, the billing job's reads and [usage summaries](store::Store::usage_summary);
+//! - [`auth`]: who may act for which meter;
+//! - [`ingest`]: the `seer.v1.Ingest` service.
+//!
+//! The utility never holds a secret key: this crate is built without `seer-ckks`'s
+//! `secret-key` feature.
 //!
 //! The binary in `main.rs` is thin: it loads [`Settings`], starts the telemetry, builds an
 //! [`Application`] and runs it until SIGINT or SIGTERM. Tests build the same [`Application`]
 //! on port 0.
 
+pub mod auth;
+pub mod batch;
+pub mod ingest;
+pub mod lanes;
 pub mod settings;
 pub mod startup;
+pub mod store;
 
 pub use seer_service::telemetry;
 pub use settings::Settings;
 pub use startup::Application;
+pub use store::{Store, UsageSummary};
+
+/// The usage summary of `meter_id` in `period` (counts, times and ε only; nothing is
+/// decrypted): see [`Store::usage_summary`].
+///
+/// # Errors
+/// When the store fails.
+pub async fn usage_summary(
+    store: &Store,
+    meter_id: &batch::MeterId,
+    period: batch::Period,
+) -> Result<UsageSummary, store::StoreError> {
+    store.usage_summary(meter_id, period).await
+}

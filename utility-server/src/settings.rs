@@ -4,14 +4,24 @@
 
 use std::path::Path;
 
+use anyhow::Context as _;
+use seer_ckks::ParameterSet;
+use seer_core::circuits::billing;
+use seer_core::tariff::Tariff;
 use seer_service::{LogSettings, ServerSettings};
 use serde::{Deserialize, Serialize};
+
+use crate::store::Backend;
 
 /// Prefix of the environment variables that override the settings file.
 pub const ENV_PREFIX: &str = "SEER_UTILITY__";
 
 /// Port the utility-server listens on when no setting says otherwise.
 pub const DEFAULT_PORT: u16 = 50051;
+
+/// The database when no setting says otherwise: an embedded SQLite file, relative to the
+/// working directory, created (with its directories) on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://var/utility-server/seer.db";
 
 /// Everything the utility-server can be configured with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +31,15 @@ pub struct Settings {
     pub server: ServerSettings,
     /// What is logged.
     pub log: LogSettings,
+    /// Where batches are stored.
+    pub database: DatabaseSettings,
+    /// The CKKS parameter set of each lane.
+    pub ckks: CkksSettings,
+    /// How callers are authenticated.
+    pub auth: AuthSettings,
+    /// The tariff bills are computed with (a `seer_core::tariff` configuration: `name`,
+    /// `slabs = [{ up_to_kwh, rate_paise }, ...]`, optional `bands`); BESCOM by default.
+    pub tariff: Tariff,
 }
 
 impl Default for Settings {
@@ -28,7 +47,68 @@ impl Default for Settings {
         Self {
             server: ServerSettings::loopback(DEFAULT_PORT),
             log: LogSettings::default(),
+            database: DatabaseSettings::default(),
+            ckks: CkksSettings::default(),
+            auth: AuthSettings::default(),
+            tariff: Tariff::bescom(),
         }
+    }
+}
+
+/// Where batches are stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite:PATH` (`sqlite://relative/path.db`, `sqlite:///absolute/path.db`; created if
+    /// missing) or `postgres://user@host:port/database`.
+    pub url: String,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_DATABASE_URL.to_owned(),
+        }
+    }
+}
+
+/// The CKKS parameter set (by id, e.g. `ckks1-n8192-q60-s40x2-p60`) each lane's ciphertexts
+/// must be made under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CkksSettings {
+    /// The billing lane's set; it needs the billing circuit's two levels.
+    pub billing_parameter_set: String,
+    /// The analytics lane's set.
+    pub analytics_parameter_set: String,
+}
+
+impl Default for CkksSettings {
+    fn default() -> Self {
+        let id = billing::PARAMETER_SET.id();
+        Self {
+            billing_parameter_set: id.clone(),
+            analytics_parameter_set: id,
+        }
+    }
+}
+
+impl CkksSettings {
+    /// The billing lane's parameter set.
+    ///
+    /// # Errors
+    /// When the id names no valid parameter set.
+    pub fn billing(&self) -> anyhow::Result<ParameterSet> {
+        ParameterSet::try_from_id(&self.billing_parameter_set).context("ckks.billing_parameter_set")
+    }
+
+    /// The analytics lane's parameter set.
+    ///
+    /// # Errors
+    /// When the id names no valid parameter set.
+    pub fn analytics(&self) -> anyhow::Result<ParameterSet> {
+        ParameterSet::try_from_id(&self.analytics_parameter_set)
+            .context("ckks.analytics_parameter_set")
     }
 }
 
@@ -40,9 +120,38 @@ impl Settings {
     pub fn load(config_file: Option<&Path>) -> anyhow::Result<Self> {
         let settings: Self =
             seer_service::load_settings(&Self::default(), config_file, ENV_PREFIX)?;
-        settings.log.validate()?;
+        settings.validate()?;
         Ok(settings)
     }
+
+    /// Checks what deserialization cannot: the log filter, the database URL's scheme, the
+    /// parameter-set ids and the billing circuit's level budget.
+    ///
+    /// # Errors
+    /// The first invalid value.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.log.validate()?;
+        Backend::of_url(&self.database.url).context("database.url")?;
+        let billing_set = self.ckks.billing()?;
+        self.ckks.analytics()?;
+        anyhow::ensure!(
+            billing_set.levels() >= billing::LEVELS_USED,
+            "ckks.billing_parameter_set: {} has {} levels, the billing circuit needs {}",
+            self.ckks.billing_parameter_set,
+            billing_set.levels(),
+            billing::LEVELS_USED
+        );
+        Ok(())
+    }
+}
+
+/// Authentication of callers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// PEM file with the key authority's JWT public key (`key-authority jwt-public-key >
+    /// FILE`). Without it no call is authenticated, so every ingest call is refused.
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]
@@ -64,6 +173,83 @@ mod tests {
             assert_eq!(settings.log.filter, "debug");
             jail.set_env(format!("{ENV_PREFIX}LOG__FILTER"), "=[");
             Settings::load(None).expect_err("invalid filter");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_database_the_billing_set_and_bescom() {
+        let settings = Settings::default();
+        assert_eq!(settings.database.url, "sqlite://var/utility-server/seer.db");
+        assert_eq!(
+            settings.ckks.billing_parameter_set,
+            "ckks1-n8192-q60-s40x2-p60"
+        );
+        assert_eq!(
+            settings.ckks.analytics_parameter_set,
+            "ckks1-n8192-q60-s40x2-p60"
+        );
+        assert_eq!(settings.tariff, Tariff::bescom());
+        settings.validate().expect("the defaults are valid");
+    }
+
+    #[test]
+    fn a_file_sets_database_parameter_sets_and_tariff_and_rejects_unknown_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "utility.toml",
+                r#"
+                [database]
+                url = "postgres://postgres@127.0.0.1:5432/seer"
+
+                [ckks]
+                billing_parameter_set = "ckks1-n16384-q60-s40x7-p60"
+                analytics_parameter_set = "ckks1-n16384-q60-s40x7-p60"
+
+                [tariff]
+                name = "flat"
+                slabs = [{ rate_paise = 500 }]
+                "#,
+            )?;
+            let settings = Settings::load(Some(Path::new("utility.toml"))).expect("file");
+            assert_eq!(
+                settings.database.url,
+                "postgres://postgres@127.0.0.1:5432/seer"
+            );
+            assert_eq!(
+                settings.ckks.billing().expect("set"),
+                ParameterSet::N16384_L7_SEC128
+            );
+            assert_eq!(settings.tariff.name(), "flat");
+            assert_eq!(settings.tariff.slab_count(), 1);
+
+            jail.set_env(format!("{ENV_PREFIX}DATABASE__URL"), "mysql://db/seer");
+            let error = Settings::load(Some(Path::new("utility.toml"))).expect_err("mysql");
+            assert!(format!("{error:#}").contains("database.url"), "{error:#}");
+            jail.set_env(format!("{ENV_PREFIX}DATABASE__URL"), "sqlite:seer.db");
+
+            jail.set_env(
+                format!("{ENV_PREFIX}CKKS__BILLING_PARAMETER_SET"),
+                "ckks1-n4096",
+            );
+            let error = Settings::load(Some(Path::new("utility.toml"))).expect_err("bad set");
+            assert!(
+                format!("{error:#}").contains("billing_parameter_set"),
+                "{error:#}"
+            );
+            jail.set_env(
+                format!("{ENV_PREFIX}CKKS__BILLING_PARAMETER_SET"),
+                "ckks1-n8192-q60-s40x2-p60",
+            );
+            Settings::load(Some(Path::new("utility.toml"))).expect("valid again");
+
+            jail.create_file("typo.toml", "[database]\nurll = \"sqlite:x.db\"\n")?;
+            Settings::load(Some(Path::new("typo.toml"))).expect_err("unknown key");
+            jail.create_file(
+                "bad-tariff.toml",
+                "[tariff]\nslabs = [{ up_to_kwh = 50.0, rate_paise = 415 }]\n",
+            )?;
+            Settings::load(Some(Path::new("bad-tariff.toml"))).expect_err("open-ended last slab");
             Ok(())
         });
     }

@@ -1,29 +1,104 @@
 //! The utility-server's gRPC server (see [`seer_service::serve`] for what every SEER server
-//! carries).
+//! carries): `seer.v1.Ingest` over the store.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
+use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::Role;
+use seer_proto::v1::ingest_server::IngestServer;
 use seer_service::{GrpcListener, NodeService};
+use tonic::server::NamedService as _;
 
 use crate::Settings;
+use crate::auth::{AuthInterceptor, Authenticator, JwtAuthenticator, NoAuthenticator};
+use crate::ingest::IngestService;
+use crate::lanes::LaneValidator;
+use crate::store::{Store, redact_url};
 
 /// A bound, not yet running, utility-server.
-#[derive(Debug)]
 pub struct Application {
     listener: GrpcListener,
+    store: Store,
+    lanes: LaneValidator,
+    authenticator: Arc<dyn Authenticator>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("listener", &self.listener)
+            .field("store", &self.store)
+            .field("lanes", &self.lanes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Application {
-    /// Binds the listener described by `settings` (port 0 picks a free port).
+    /// Opens the database (creating the SQLite file when missing) and applies its
+    /// migrations, builds the CKKS contexts of both lanes and the billing layout of the
+    /// tariff, and binds the listener described by `settings` (port 0 picks a free port).
+    ///
+    /// Callers are authenticated with the key authority's JWTs when
+    /// `auth.jwt_public_key_file` is set; otherwise (or until
+    /// [`with_authenticator`](Self::with_authenticator)) every ingest call is refused as
+    /// unauthenticated.
     ///
     /// # Errors
-    /// When the address cannot be bound.
+    /// When the settings are invalid, the database cannot be opened or migrated, or the
+    /// address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let billing = settings.ckks.billing()?;
+        let analytics = settings.ckks.analytics()?;
+        let tariff = settings.tariff.clone();
+        let lanes =
+            tokio::task::spawn_blocking(move || LaneValidator::new(billing, analytics, &tariff))
+                .await
+                .context("building the CKKS contexts")??;
+        let store = Store::connect(&settings.database.url)
+            .await
+            .with_context(|| format!("opening {}", redact_url(&settings.database.url)))?;
+        tracing::info!(
+            backend = ?store.backend(),
+            billing = lanes.billing_context().parameter_set_id(),
+            analytics = lanes.analytics_context().parameter_set_id(),
+            capacity = lanes.billing_capacity(),
+            tariff = settings.tariff.name(),
+            "store open"
+        );
+        let authenticator: Arc<dyn Authenticator> = match &settings.auth.jwt_public_key_file {
+            Some(path) => {
+                let pem = tokio::fs::read_to_string(path)
+                    .await
+                    .with_context(|| format!("reading the JWT public key {}", path.display()))?;
+                Arc::new(
+                    JwtAuthenticator::from_public_key_pem(&pem).with_context(|| {
+                        format!("{} is not an Ed25519 public key", path.display())
+                    })?,
+                )
+            }
+            None => {
+                tracing::warn!(
+                    "auth.jwt_public_key_file is not set: every ingest call will be refused \
+                     (write it with `key-authority jwt-public-key > FILE`)"
+                );
+                Arc::new(NoAuthenticator)
+            }
+        };
         Ok(Self {
             listener: GrpcListener::bind(settings.server.address()).await?,
+            store,
+            lanes,
+            authenticator,
         })
+    }
+
+    /// Sets what turns a call's metadata into its principal (the JWT verifier).
+    #[must_use]
+    pub fn with_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = authenticator;
+        self
     }
 
     /// The port actually bound.
@@ -36,6 +111,18 @@ impl Application {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// The store (for jobs and tests).
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The lanes' contexts and the billing layout.
+    #[must_use]
+    pub fn lanes(&self) -> &LaneValidator {
+        &self.lanes
     }
 
     /// Serves until SIGINT or SIGTERM, then stops accepting and finishes in-flight calls.
@@ -52,8 +139,27 @@ impl Application {
     /// # Errors
     /// When the server fails.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        // No CKKS parameter set is configured yet, so the node reports an empty id.
-        let node = NodeService::new(Role::UtilityServer, env!("CARGO_PKG_VERSION"), "");
-        seer_service::serve(self.listener, node, &[], |router| router, shutdown).await
+        let node = NodeService::new(
+            Role::UtilityServer,
+            env!("CARGO_PKG_VERSION"),
+            self.lanes.billing_context().parameter_set_id(),
+        );
+        let ingest = IngestServer::new(IngestService::new(self.store.clone(), self.lanes))
+            .with_seer_limits();
+        let ingest = tonic::service::interceptor::InterceptedService::new(
+            ingest,
+            AuthInterceptor::new(self.authenticator),
+        );
+        let store = self.store;
+        let served = seer_service::serve(
+            self.listener,
+            node,
+            &[IngestServer::<IngestService>::NAME],
+            |router| router.add_service(ingest),
+            shutdown,
+        )
+        .await;
+        store.close().await;
+        served
     }
 }

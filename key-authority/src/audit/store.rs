@@ -1,0 +1,682 @@
+//! The audit log in the key authority's database (SQLite or PostgreSQL through sqlx's `Any`
+//! driver): connecting and migrating, appending, listing and verifying.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row as _};
+
+use super::AuditError;
+use super::entry::{
+    AuditEntry, Decision, EntryCaller, EntryHash, InputDigest, NewEntry, RequestKind, head_message,
+};
+use super::verify::{Anchor, ChainWalker, SignedHead, VerifyReport};
+use crate::auth::{JwtSigningKey, Role};
+
+/// The schema, embedded at build time from `migrations/key-authority/`.
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations/key-authority");
+
+/// Entries returned by a listing when it asks for none in particular.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Most entries one listing returns.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Rows read per query while verifying.
+const VERIFY_BATCH: i64 = 1000;
+
+/// `SELECT <every entry column> FROM audit_entries <rest>`, as one static string.
+macro_rules! select_entries {
+    ($rest:literal) => {
+        concat!(
+            "SELECT seq, recorded_at_us, caller_subject, caller_role, request_kind, meter_id, ",
+            "period, input_digest, decision, reason, prev_hash, entry_hash FROM audit_entries ",
+            $rest
+        )
+    };
+}
+
+/// Which database holds the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (`sqlite:PATH`; created if missing).
+    Sqlite,
+    /// A PostgreSQL server (`postgres://...`).
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names.
+    ///
+    /// # Errors
+    /// [`AuditError::UnsupportedUrl`] for other schemes.
+    pub fn of_url(url: &str) -> Result<Self, AuditError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(AuditError::UnsupportedUrl {
+                url: redact_url(url),
+            })
+        }
+    }
+}
+
+/// A listing query: filters (combined with AND) and a page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only entries naming this meter.
+    pub meter_id: Option<String>,
+    /// Only entries of this kind.
+    pub kind: Option<RequestKind>,
+    /// Only entries recorded at or after this instant.
+    pub from: Option<DateTime<Utc>>,
+    /// Only entries recorded strictly before this instant.
+    pub to: Option<DateTime<Utc>>,
+    /// Only entries with a greater sequence (0: from the start).
+    pub after_sequence: u64,
+    /// Most entries to return: 0 means [`DEFAULT_PAGE_SIZE`]; at most [`MAX_PAGE_SIZE`].
+    pub limit: u32,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryPage {
+    /// The entries, in increasing sequence order.
+    pub entries: Vec<AuditEntry>,
+    /// When more entries may match: the `after_sequence` of the next page.
+    pub next_after_sequence: Option<u64>,
+}
+
+/// The append-only, hash-chained audit log. Share it with `Arc`.
+///
+/// See the [module documentation](super) for the schema, the hash encoding and what each check
+/// protects against.
+pub struct AuditLog {
+    pool: AnyPool,
+    backend: Backend,
+    key: Arc<JwtSigningKey>,
+    /// Serializes this process's appends (the head row lock serializes across processes).
+    append_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("backend", &self.backend)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens the log at `url`, creating the SQLite file (and its directory) when missing,
+    /// applies the schema migrations, and signs the empty log's head with `key` on first use.
+    ///
+    /// `url` is `sqlite:PATH` (`sqlite:///absolute/path.db`, `sqlite:relative.db`; opened
+    /// read-write-create unless it has a `mode=` parameter) or `postgres://...`. SQLite runs
+    /// in WAL mode with `synchronous = FULL`, so a committed append survives power loss.
+    ///
+    /// # Errors
+    /// When the URL is not supported, the database cannot be opened or migrated, or the head
+    /// cannot be signed.
+    pub async fn connect(url: &str, key: Arc<JwtSigningKey>) -> Result<Self, AuditError> {
+        let backend = Backend::of_url(url)?;
+        sqlx::any::install_default_drivers();
+        let url = match backend {
+            Backend::Sqlite => prepare_sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let connect_error = |source| AuditError::Connect {
+            url: redact_url(&url),
+            source,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    if conn.backend_name() == "SQLite" {
+                        // FULL: the WAL is synced at every commit (NORMAL would lose the last
+                        // commits on power loss).
+                        sqlx::query("PRAGMA synchronous = FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(connect_error)?;
+        if backend == Backend::Sqlite {
+            // WAL lets auditors verify while the key authority appends. A read-only database
+            // may refuse to switch; the log then works in rollback-journal mode.
+            if let Err(error) = sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(%error, "could not switch the audit database to WAL mode");
+            }
+        }
+        MIGRATOR.run(&pool).await?;
+        let log = Self {
+            pool,
+            backend,
+            key,
+            append_lock: tokio::sync::Mutex::new(()),
+        };
+        log.sign_empty_head().await?;
+        Ok(log)
+    }
+
+    /// Which database holds the log.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The public key that verifies the head's signature.
+    #[must_use]
+    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// Closes the connections; later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn sign_empty_head(&self) -> Result<(), AuditError> {
+        let head = self.head().await?;
+        if head.sequence == 0 && head.signature.is_none() {
+            let signature = self.key.sign(&head_message(0, &EntryHash::ZERO));
+            sqlx::query(
+                "UPDATE audit_head SET key_id = $1, signature = $2 \
+                 WHERE id = 1 AND last_seq = 0 AND signature IS NULL",
+            )
+            .bind(self.key.key_id().to_owned())
+            .bind(hex::encode(signature.to_bytes()))
+            .execute(&self.pool)
+            .await
+            .map_err(AuditError::Write)?;
+        }
+        Ok(())
+    }
+
+    /// The stored head.
+    ///
+    /// # Errors
+    /// When the log cannot be read or the head row is missing or malformed.
+    pub async fn head(&self) -> Result<SignedHead, AuditError> {
+        let row = sqlx::query(
+            "SELECT last_seq, last_hash, key_id, signature FROM audit_head WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(AuditError::Read)?
+        .ok_or(AuditError::HeadMissing)?;
+        head_from_row(&row)
+    }
+
+    /// Appends `entry` and returns it as stored, once the transaction that writes it (and
+    /// the new signed head) has committed: when this returns `Ok`, the entry is durable.
+    ///
+    /// The entry's strings are made storable first (see [`NewEntry`]); the timestamp is the
+    /// current time, or the previous entry's if the clock went back, so time never decreases
+    /// along the chain.
+    ///
+    /// # Errors
+    /// [`AuditError::Write`] when the database cannot be written (nothing is recorded, and
+    /// the caller must not release anything), [`AuditError::ChainBroken`] when the stored
+    /// head no longer matches the chain (the log was tampered with: appends stop until an
+    /// operator investigates), [`AuditError::HeadMissing`] when the schema was damaged.
+    #[tracing::instrument(name = "audit.append", skip_all, fields(kind = %entry.kind))]
+    pub async fn append(&self, entry: NewEntry) -> Result<AuditEntry, AuditError> {
+        let entry = entry.sanitized();
+        let _serialized = self.append_lock.lock().await;
+        let mut tx = self.pool.begin().await.map_err(AuditError::Write)?;
+
+        // A no-op write to the head row first: it takes the row lock (PostgreSQL) or the
+        // write lock (SQLite) before anything is read, so concurrent appends queue here.
+        let head_row = sqlx::query(
+            "UPDATE audit_head SET last_seq = last_seq WHERE id = 1 \
+             RETURNING last_seq, last_hash, key_id, signature",
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(AuditError::Write)?
+        .ok_or(AuditError::HeadMissing)?;
+        let head = head_from_row(&head_row)?;
+        head.check_signature(&self.key.verifying_key())
+            .map_err(|detail| AuditError::ChainBroken { detail })?;
+
+        let now =
+            DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap_or_else(Utc::now);
+        let recorded_at = if head.sequence == 0 {
+            now
+        } else {
+            let last = sqlx::query(select_entries!("WHERE seq = $1"))
+                .bind(sequence_to_db(head.sequence)?)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(AuditError::Write)?
+                .ok_or_else(|| AuditError::ChainBroken {
+                    detail: format!("the head's entry {} is missing", head.sequence),
+                })?;
+            let last = StoredRow::from_row(&last)
+                .and_then(|row| row.to_entry())
+                .map_err(|detail| AuditError::ChainBroken { detail })?;
+            if last.entry_hash != head.entry_hash || last.compute_hash() != last.entry_hash {
+                return Err(AuditError::ChainBroken {
+                    detail: format!("entry {} does not match the signed head", head.sequence),
+                });
+            }
+            now.max(last.recorded_at)
+        };
+
+        let sequence = head.sequence.checked_add(1).ok_or(AuditError::Full)?;
+        let mut stored = AuditEntry {
+            sequence,
+            recorded_at,
+            caller: entry.caller,
+            kind: entry.kind,
+            meter_id: entry.meter_id,
+            period: entry.period,
+            input_digest: entry.input_digest,
+            decision: entry.decision,
+            previous_hash: head.entry_hash,
+            entry_hash: EntryHash::ZERO,
+        };
+        stored.entry_hash = stored.compute_hash();
+
+        sqlx::query(
+            "INSERT INTO audit_entries (seq, recorded_at_us, caller_subject, caller_role, \
+             request_kind, meter_id, period, input_digest, decision, reason, prev_hash, \
+             entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(sequence_to_db(stored.sequence)?)
+        .bind(stored.recorded_at.timestamp_micros())
+        .bind(stored.caller.as_ref().map(|c| c.subject.clone()))
+        .bind(stored.caller.as_ref().map(|c| c.role.as_str().to_owned()))
+        .bind(stored.kind.as_str().to_owned())
+        .bind(stored.meter_id.clone())
+        .bind(stored.period.clone())
+        .bind(stored.input_digest.map(|d| d.to_string()))
+        .bind(stored.decision.as_str().to_owned())
+        .bind(stored.decision.reason().map(str::to_owned))
+        .bind(stored.previous_hash.to_string())
+        .bind(stored.entry_hash.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(AuditError::Write)?;
+
+        let signature = self.key.sign(&head_message(sequence, &stored.entry_hash));
+        let updated = sqlx::query(
+            "UPDATE audit_head SET last_seq = $1, last_hash = $2, key_id = $3, signature = $4 \
+             WHERE id = 1",
+        )
+        .bind(sequence_to_db(sequence)?)
+        .bind(stored.entry_hash.to_string())
+        .bind(self.key.key_id().to_owned())
+        .bind(hex::encode(signature.to_bytes()))
+        .execute(&mut *tx)
+        .await
+        .map_err(AuditError::Write)?;
+        if updated.rows_affected() != 1 {
+            return Err(AuditError::HeadMissing);
+        }
+        tx.commit().await.map_err(AuditError::Write)?;
+        tracing::debug!(
+            sequence,
+            decision = stored.decision.as_str(),
+            "audit entry appended"
+        );
+        Ok(stored)
+    }
+
+    /// Lists entries matching `query`, in increasing sequence order.
+    ///
+    /// # Errors
+    /// [`AuditError::InvalidQuery`] for a page size over [`MAX_PAGE_SIZE`] or a sequence out
+    /// of range; [`AuditError::Read`] when the log cannot be read; [`AuditError::Corrupt`]
+    /// when a matching row cannot be read back.
+    pub async fn list(&self, query: &ListQuery) -> Result<EntryPage, AuditError> {
+        let limit = match query.limit {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n <= MAX_PAGE_SIZE => n,
+            n => {
+                return Err(AuditError::InvalidQuery(format!(
+                    "page size {n} exceeds {MAX_PAGE_SIZE}"
+                )));
+            }
+        };
+        let after = i64::try_from(query.after_sequence)
+            .map_err(|_| AuditError::InvalidQuery("after_sequence out of range".into()))?;
+        let rows = sqlx::query(select_entries!(
+            "WHERE seq > $1 \
+             AND ($2 IS NULL OR meter_id = $2) \
+             AND ($3 IS NULL OR request_kind = $3) \
+             AND ($4 IS NULL OR recorded_at_us >= $4) \
+             AND ($5 IS NULL OR recorded_at_us < $5) \
+             ORDER BY seq LIMIT $6"
+        ))
+        .bind(after)
+        .bind(query.meter_id.clone())
+        .bind(query.kind.as_ref().map(|k| k.as_str().to_owned()))
+        .bind(query.from.map(|t| t.timestamp_micros()))
+        .bind(query.to.map(|t| t.timestamp_micros()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(AuditError::Read)?;
+        let more = rows.len() > limit as usize;
+        let mut entries = Vec::with_capacity(rows.len().min(limit as usize));
+        for row in rows.iter().take(limit as usize) {
+            let stored = StoredRow::from_row(row).map_err(|detail| AuditError::Corrupt {
+                sequence: row.try_get::<i64, _>(0).unwrap_or(-1),
+                detail,
+            })?;
+            let entry = stored.to_entry().map_err(|detail| AuditError::Corrupt {
+                sequence: stored.seq,
+                detail,
+            })?;
+            entries.push(entry);
+        }
+        let next_after_sequence = if more {
+            entries.last().map(|e| e.sequence)
+        } else {
+            None
+        };
+        Ok(EntryPage {
+            entries,
+            next_after_sequence,
+        })
+    }
+
+    /// Walks the whole chain and checks the signed head (and `anchor`, a head an auditor kept
+    /// from an earlier verification), reporting the first problem.
+    ///
+    /// Damage is reported in the [`VerifyReport`], not as an error.
+    ///
+    /// # Errors
+    /// Only when the log cannot be read.
+    #[tracing::instrument(name = "audit.verify", skip_all)]
+    pub async fn verify(&self, anchor: Option<Anchor>) -> Result<VerifyReport, AuditError> {
+        let head_before = self.head_if_present().await?;
+        let mut walker = ChainWalker::new(head_before, anchor);
+        let mut after: i64 = 0;
+        while !walker.stopped() {
+            let rows = sqlx::query(select_entries!("WHERE seq > $1 ORDER BY seq LIMIT $2"))
+                .bind(after)
+                .bind(VERIFY_BATCH)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(AuditError::Read)?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                walker.push(&StoredRow::from_row(row).unwrap_or_else(StoredRow::unreadable));
+                if walker.stopped() {
+                    break;
+                }
+            }
+            after = sequence_to_db(walker.last_sequence())?;
+            if (rows.len() as i64) < VERIFY_BATCH {
+                break;
+            }
+        }
+        let head_after = self.head_if_present().await?;
+        Ok(walker.finish(head_after, &self.key.verifying_key()))
+    }
+
+    async fn head_if_present(&self) -> Result<Option<SignedHead>, AuditError> {
+        match self.head().await {
+            Ok(head) => Ok(Some(head)),
+            Err(AuditError::HeadMissing | AuditError::Corrupt { .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+fn sequence_to_db(sequence: u64) -> Result<i64, AuditError> {
+    i64::try_from(sequence).map_err(|_| AuditError::Full)
+}
+
+fn head_from_row(row: &AnyRow) -> Result<SignedHead, AuditError> {
+    let corrupt = |detail: String| AuditError::Corrupt {
+        sequence: 0,
+        detail: format!("head: {detail}"),
+    };
+    let sequence: i64 = row.try_get(0).map_err(|e| corrupt(e.to_string()))?;
+    let hash: String = row.try_get(1).map_err(|e| corrupt(e.to_string()))?;
+    Ok(SignedHead {
+        sequence: u64::try_from(sequence).map_err(|_| corrupt("negative sequence".into()))?,
+        entry_hash: EntryHash::from_hex(&hash).map_err(corrupt)?,
+        key_id: row.try_get(2).map_err(|e| corrupt(e.to_string()))?,
+        signature: row.try_get(3).map_err(|e| corrupt(e.to_string()))?,
+    })
+}
+
+/// One row of `audit_entries` exactly as stored (before any interpretation), so that
+/// verification can report malformed values as damage rather than fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StoredRow {
+    pub(super) seq: i64,
+    recorded_at_us: i64,
+    caller_subject: Option<String>,
+    caller_role: Option<String>,
+    request_kind: String,
+    meter_id: Option<String>,
+    period: Option<String>,
+    input_digest: Option<String>,
+    decision: String,
+    reason: Option<String>,
+    prev_hash: String,
+    entry_hash: String,
+    unreadable: Option<String>,
+}
+
+impl StoredRow {
+    fn from_row(row: &AnyRow) -> Result<Self, String> {
+        fn get<T>(row: &AnyRow, index: usize, name: &str) -> Result<T, String>
+        where
+            T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+        {
+            row.try_get(index)
+                .map_err(|e| format!("column {name} cannot be read: {e}"))
+        }
+        Ok(Self {
+            seq: get(row, 0, "seq")?,
+            recorded_at_us: get(row, 1, "recorded_at_us")?,
+            caller_subject: get(row, 2, "caller_subject")?,
+            caller_role: get(row, 3, "caller_role")?,
+            request_kind: get(row, 4, "request_kind")?,
+            meter_id: get(row, 5, "meter_id")?,
+            period: get(row, 6, "period")?,
+            input_digest: get(row, 7, "input_digest")?,
+            decision: get(row, 8, "decision")?,
+            reason: get(row, 9, "reason")?,
+            prev_hash: get(row, 10, "prev_hash")?,
+            entry_hash: get(row, 11, "entry_hash")?,
+            unreadable: None,
+        })
+    }
+
+    /// A placeholder for a row whose columns could not even be decoded.
+    fn unreadable(detail: String) -> Self {
+        Self {
+            seq: -1,
+            recorded_at_us: 0,
+            caller_subject: None,
+            caller_role: None,
+            request_kind: String::new(),
+            meter_id: None,
+            period: None,
+            input_digest: None,
+            decision: String::new(),
+            reason: None,
+            prev_hash: String::new(),
+            entry_hash: String::new(),
+            unreadable: Some(detail),
+        }
+    }
+
+    /// Interprets the row; `Err` says what is malformed.
+    pub(super) fn to_entry(&self) -> Result<AuditEntry, String> {
+        if let Some(detail) = &self.unreadable {
+            return Err(detail.clone());
+        }
+        let sequence =
+            u64::try_from(self.seq).map_err(|_| format!("negative sequence {}", self.seq))?;
+        let recorded_at = DateTime::from_timestamp_micros(self.recorded_at_us)
+            .ok_or_else(|| format!("timestamp {} out of range", self.recorded_at_us))?;
+        let caller = match (&self.caller_subject, &self.caller_role) {
+            (None, None) => None,
+            (Some(subject), Some(role)) => Some(EntryCaller {
+                subject: subject.clone(),
+                role: role
+                    .parse::<Role>()
+                    .map_err(|_| format!("unknown caller role {role:?}"))?,
+            }),
+            _ => return Err("caller subject and role must be both set or both empty".into()),
+        };
+        let kind = RequestKind::try_new(self.request_kind.clone())
+            .map_err(|_| format!("invalid request kind {:?}", self.request_kind))?;
+        let input_digest = self
+            .input_digest
+            .as_deref()
+            .map(InputDigest::from_hex)
+            .transpose()
+            .map_err(|e| format!("input digest: {e}"))?;
+        let decision = match (self.decision.as_str(), &self.reason) {
+            ("granted", None) => Decision::Granted,
+            ("refused", Some(reason)) => Decision::Refused {
+                reason: reason.clone(),
+            },
+            (decision, reason) => {
+                return Err(format!(
+                    "decision {decision:?} with {} reason",
+                    if reason.is_some() { "a" } else { "no" }
+                ));
+            }
+        };
+        Ok(AuditEntry {
+            sequence,
+            recorded_at,
+            caller,
+            kind,
+            meter_id: self.meter_id.clone(),
+            period: self.period.clone(),
+            input_digest,
+            decision,
+            previous_hash: EntryHash::from_hex(&self.prev_hash)
+                .map_err(|e| format!("previous hash: {e}"))?,
+            entry_hash: EntryHash::from_hex(&self.entry_hash)
+                .map_err(|e| format!("entry hash: {e}"))?,
+        })
+    }
+}
+
+/// Makes a SQLite URL open read-write-create (unless it says otherwise) and creates the
+/// file's directory.
+fn prepare_sqlite_url(url: &str) -> Result<String, AuditError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, params) = match rest.split_once('?') {
+        Some((path, params)) => (path, Some(params)),
+        None => (rest, None),
+    };
+    let in_memory = path.is_empty() || path == ":memory:";
+    if !in_memory
+        && let Some(parent) = Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|source| AuditError::CreateDirectory {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(match params {
+        None if !in_memory => format!("{url}?mode=rwc"),
+        Some(params) if !params.split('&').any(|p| p.starts_with("mode=")) => {
+            format!("{url}&mode=rwc")
+        }
+        _ => url.to_owned(),
+    })
+}
+
+/// The URL with any password replaced by `***`, for messages.
+pub(super) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://seer:hunter2@db:5432/ka?sslmode=require"),
+            "postgres://seer:***@db:5432/ka?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://seer@db/ka"), "postgres://seer@db/ka");
+        assert_eq!(redact_url("sqlite:ka.db"), "sqlite:ka.db");
+    }
+
+    #[test]
+    fn backends_follow_the_scheme() {
+        assert_eq!(Backend::of_url("sqlite:a.db").expect("ok"), Backend::Sqlite);
+        assert_eq!(
+            Backend::of_url("postgresql://x/y").expect("ok"),
+            Backend::Postgres
+        );
+        assert!(Backend::of_url("mysql://x/y").is_err());
+        assert!(Backend::of_url("a.db").is_err());
+    }
+
+    #[test]
+    fn sqlite_urls_open_read_write_create() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub").join("audit.db");
+        let url = format!("sqlite://{}", path.display());
+        assert_eq!(
+            prepare_sqlite_url(&url).expect("ok"),
+            format!("{url}?mode=rwc")
+        );
+        assert!(path.parent().expect("parent").is_dir());
+        assert_eq!(
+            prepare_sqlite_url(&format!("{url}?mode=ro")).expect("ok"),
+            format!("{url}?mode=ro")
+        );
+        assert_eq!(
+            prepare_sqlite_url(&format!("{url}?cache=private")).expect("ok"),
+            format!("{url}?cache=private&mode=rwc")
+        );
+        assert_eq!(
+            prepare_sqlite_url("sqlite::memory:").expect("ok"),
+            "sqlite::memory:"
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! The meter's run: source → batches → durable queue, with the uploader draining the queue
+//! concurrently.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use seer_ckks::{CkksContext, Encryptor};
+use seer_core::circuits::billing::{self, BillingLayout};
+use seer_core::dp::AnalyticsNoise;
+use seer_core::tariff::Tariff;
+
+use crate::Event;
+use crate::batch::{BatchBuilder, BatchConfig, PrivacySettings, split_windows};
+use crate::error::Error;
+use crate::grpc::{BearerToken, fetch_public_key, pin_and_load};
+use crate::queue::{Identity, PinOutcome, StateStore};
+use crate::source::{DateRange, SourceSpec, load};
+use crate::upload::{Backoff, ProducerStatus, UploadConfig, UploadReport, upload};
+
+/// Everything a run needs. Built from the command line by the binary; tests build it directly.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The meter's id (a household token's meter).
+    pub meter_id: String,
+    /// Where readings come from.
+    pub source: SourceSpec,
+    /// Which dates of the source to read.
+    pub range: DateRange,
+    /// The meter's home number in the deployment: its billing block is
+    /// [`BillingLayout::locate`] of it.
+    pub home_index: u64,
+    /// The utility server; `None` only queues (an offline meter: a later run uploads).
+    pub utility_url: Option<String>,
+    /// The key authority (public key).
+    pub key_authority_url: String,
+    /// The household token, sent on every call.
+    pub token: Option<BearerToken>,
+    /// The state directory (SQLite queue and lane state).
+    pub state_dir: PathBuf,
+    /// The analytics lane's privacy settings.
+    pub privacy: PrivacySettings,
+    /// Days per batch, `1 ..= 31`.
+    pub batch_days: u32,
+    /// The tariff (the utility's; its slabs and bands shape the billing lane).
+    pub tariff: Tariff,
+    /// Replay pace as a multiple of real time (`86400`: a day per second); `None`: as fast
+    /// as possible.
+    pub replay_speed: Option<f64>,
+    /// The producer waits while this many batches are unacknowledged (when uploading).
+    pub max_queued: u64,
+    /// Batches in flight on the upload stream.
+    pub upload_window: usize,
+    /// Delays between reconnection attempts.
+    pub backoff: Backoff,
+    /// Consecutive failed attempts before giving up (key fetch and upload).
+    pub max_attempts: u32,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunReport {
+    /// Readings in the source range.
+    pub readings: usize,
+    /// Intervals skipped for missing source readings.
+    pub skipped_intervals: usize,
+    /// Batches built and queued by this run.
+    pub queued: u64,
+    /// Bytes of billing-lane ciphertext queued by this run.
+    pub billing_bytes: u64,
+    /// Bytes of analytics-lane ciphertext queued by this run.
+    pub analytics_bytes: u64,
+    /// Whether the public key was pinned by this run (first use).
+    pub key_pinned_now: bool,
+    /// The upload, when a utility server was given.
+    pub upload: Option<UploadReport>,
+    /// Batches left in the outbox at the end.
+    pub still_queued: u64,
+}
+
+/// Runs the meter with noise seeded from the operating system.
+///
+/// # Errors
+/// See [`run_with_noise`].
+pub async fn run(
+    settings: Settings,
+    observer: Arc<dyn Fn(&Event) + Send + Sync>,
+) -> Result<RunReport, Error> {
+    let noise = BatchBuilder::os_noise(&settings.privacy)?;
+    run_with_noise(settings, noise, observer).await
+}
+
+/// Runs the meter: opens the state, fetches and pins the public key, loads the source, builds
+/// and commits a batch per window after the last committed reading, and (with a utility
+/// server) uploads concurrently until every batch is acknowledged. `noise` is injected so
+/// tests can fix its seed.
+///
+/// # Errors
+/// Any [`Error`]: bad settings or input, a changed public key or identity, a refused upload,
+/// exhausted retries. Batches committed before the error stay queued for the next run.
+pub async fn run_with_noise(
+    settings: Settings,
+    noise: AnalyticsNoise,
+    observer: Arc<dyn Fn(&Event) + Send + Sync>,
+) -> Result<RunReport, Error> {
+    let store = Arc::new(StateStore::open(&settings.state_dir).await?);
+    let result = run_on(&settings, Arc::clone(&store), noise, observer).await;
+    if let Ok(store) = Arc::try_unwrap(store) {
+        store.close().await;
+    }
+    result
+}
+
+async fn run_on(
+    settings: &Settings,
+    store: Arc<StateStore>,
+    noise: AnalyticsNoise,
+    observer: Arc<dyn Fn(&Event) + Send + Sync>,
+) -> Result<RunReport, Error> {
+    let mut report = RunReport::default();
+    let ctx = tokio::task::spawn_blocking(|| CkksContext::new(billing::PARAMETER_SET)).await??;
+    let layout = BillingLayout::try_new(&settings.tariff, &ctx)?;
+    let home_index = usize::try_from(settings.home_index).map_err(|_| Error::InvalidSetting {
+        setting: "home index",
+        reason: format!("{} is too large", settings.home_index),
+    })?;
+    store
+        .ensure_identity(&Identity::new(
+            settings.meter_id.clone(),
+            settings.home_index,
+            &settings.tariff,
+        ))
+        .await?;
+
+    // The source first: bad input fails before any network call.
+    let (spec, range) = (settings.source.clone(), settings.range);
+    let stream = tokio::task::spawn_blocking(move || load(&spec, range)).await??;
+    report.readings = stream.readings().len();
+    report.skipped_intervals = stream.skipped_intervals();
+    observer(&Event::SourceLoaded {
+        readings: stream.readings().len(),
+        skipped_intervals: stream.skipped_intervals(),
+        interval: stream.interval(),
+    });
+    // The public key: fetched, checked against the pin, loaded.
+    let key_bytes = with_retries(settings, &*observer, || {
+        fetch_public_key(
+            &settings.key_authority_url,
+            settings.token.clone(),
+            ctx.parameter_set_id(),
+        )
+    })
+    .await?;
+    let (public_key, outcome) = pin_and_load(&store, &ctx, &key_bytes).await?;
+    report.key_pinned_now = outcome == PinOutcome::Pinned;
+    observer(&Event::KeyPinned {
+        parameter_set: ctx.parameter_set_id().to_owned(),
+        blake3: blake3::hash(&key_bytes).to_hex().to_string(),
+        first_use: report.key_pinned_now,
+    });
+    let encryptor = Encryptor::new(&ctx, &public_key)?;
+
+    let minutes = stream.interval().as_secs() / 60;
+    if !settings.tariff.boundaries_aligned_to(minutes.max(1)) {
+        tracing::warn!(
+            interval = %stream.interval(),
+            "the tariff's time-of-use boundaries are not aligned to the readings: a reading \
+             is billed entirely in the band of its start"
+        );
+    }
+    let config = BatchConfig {
+        meter_id: settings.meter_id.clone(),
+        home_index,
+        interval: stream.interval(),
+        utc_offset: stream.utc_offset(),
+        batch_days: settings.batch_days,
+        privacy: settings.privacy,
+    };
+    let mut builder = BatchBuilder::try_new(config, &ctx, encryptor, layout, noise)?;
+
+    // The uploader, concurrently.
+    let mut state = store.lane_state(&settings.tariff).await?;
+    let (status_tx, status_rx) = tokio::sync::watch::channel(ProducerStatus {
+        built_through: state.next_sequence - 1,
+        finished: false,
+    });
+    let mut uploader = match &settings.utility_url {
+        Some(url) => {
+            let config = UploadConfig {
+                url: url.clone(),
+                token: settings.token.clone(),
+                meter_id: settings.meter_id.clone(),
+                window: settings.upload_window,
+                backoff: settings.backoff,
+                max_attempts: settings.max_attempts,
+            };
+            let store = Arc::clone(&store);
+            let observer = Arc::clone(&observer);
+            Some(tokio::spawn(async move {
+                upload(store, &config, status_rx, &*observer).await
+            }))
+        }
+        None => None,
+    };
+
+    // The producer.
+    let pending: Vec<_> = stream
+        .readings()
+        .iter()
+        .copied()
+        .filter(|r| state.last_reading.is_none_or(|last| r.start > last))
+        .collect();
+    let produced: Result<(), Error> = async {
+        for window in split_windows(&pending, settings.batch_days)? {
+            if let Some(handle) = &uploader {
+                while store.queued_count().await? >= settings.max_queued.max(1) {
+                    if handle.is_finished() {
+                        // The uploader stopped (its error is reported below).
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let chunk = window.to_vec();
+            let current = state.clone();
+            let (returned, built) = tokio::task::spawn_blocking(move || {
+                let built = builder.build(&current, &chunk);
+                (builder, built)
+            })
+            .await?;
+            builder = returned;
+            let (batch, next) = built?;
+            store.commit_batch(&batch, &next).await?;
+            state = next;
+            report.queued += 1;
+            report.billing_bytes += batch.billing_lane.len() as u64;
+            report.analytics_bytes += batch.analytics_lane.len() as u64;
+            status_tx.send_replace(ProducerStatus {
+                built_through: batch.sequence,
+                finished: false,
+            });
+            observer(&Event::Queued {
+                sequence: batch.sequence,
+                start: batch.start,
+                readings: batch.readings,
+                billing_bytes: batch.billing_lane.len(),
+                analytics_bytes: batch.analytics_lane.len(),
+                epsilon_spent: batch.epsilon_spent,
+            });
+            if let Some(speed) = settings.replay_speed
+                && speed > 0.0
+            {
+                let span = (batch.end - batch.start).to_std().unwrap_or_default();
+                tokio::time::sleep(span.div_f64(speed)).await;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    status_tx.send_replace(ProducerStatus {
+        built_through: state.next_sequence - 1,
+        finished: true,
+    });
+    if let Err(e) = produced {
+        if let Some(handle) = uploader.take() {
+            handle.abort();
+            // Wait for the task to be dropped, so the store (and its lock) is released.
+            let _ = handle.await;
+        }
+        return Err(e);
+    }
+    if let Some(handle) = uploader.take() {
+        report.upload = Some(handle.await??);
+    }
+    report.still_queued = store.queued_count().await?;
+    Ok(report)
+}
+
+/// Runs `attempt` until it succeeds, fails finally, or has failed transiently
+/// `max_attempts` times in a row.
+async fn with_retries<T, F, Fut>(
+    settings: &Settings,
+    observer: &(dyn Fn(&Event) + Send + Sync),
+    mut attempt: F,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut failures = 0;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() => {
+                failures += 1;
+                if failures >= settings.max_attempts.max(1) {
+                    return Err(Error::RetriesExhausted {
+                        attempts: failures,
+                        last: Box::new(e),
+                    });
+                }
+                let delay = settings.backoff.delay(failures);
+                observer(&Event::Reconnecting {
+                    attempt: failures,
+                    delay,
+                    error: e.to_string(),
+                });
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

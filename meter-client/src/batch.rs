@@ -1,0 +1,467 @@
+//! Building a batch: readings → billing lane and analytics lane → two serialized ciphertexts.
+//!
+//! # Windows
+//!
+//! Batches are cut on a calendar grid anchored at the first day of each month: with
+//! `batch_days = N`, the windows of a month are days `1 ..= N`, `N+1 ..= 2N`, … and the last
+//! one is cut short at the month's end (with `N = 10`, January's windows are 1–10, 11–20,
+//! 21–30 and 31). A batch therefore never spans two billing periods, and the same
+//! readings always fall into the same windows. A window without readings produces no batch.
+//! The last window of a finite source is sent when the source ends, even if incomplete; if the
+//! source later continues, the rest of that window becomes the next batch.
+//!
+//! # The billing lane
+//!
+//! Each reading's exact energy (integer joules) goes through the meter's
+//! [`WhRegister`](seer_core::tariff::WhRegister), which turns it into whole Wh and carries the
+//! sub-Wh remainder to the next reading, and then into the period's
+//! [`SlabAccumulator`](seer_core::tariff::SlabAccumulator), which splits it into (slab, band)
+//! cells by the period's running total and restarts at each calendar month. The batch's
+//! per-cell totals are encoded at the meter's block with
+//! [`BillingLayout::encrypt_batch`](seer_core::circuits::billing::BillingLayout::encrypt_batch).
+//! The register's remainder, the period and its cells so far are part of [`LaneState`].
+//!
+//! # The analytics lane
+//!
+//! The same whole-Wh readings, clamped to the sensitivity and noised with discrete Laplace
+//! noise ([`AnalyticsNoise`]) at the configured ε per reading, charged to the meter's
+//! [`PrivacyAccountant`] (budget per calendar month, the billing period, so a batch never
+//! straddles two budget periods either). Slot `i` of the ciphertext is the reading starting
+//! `i` intervals after the batch's first reading; slots of skipped intervals hold zero.
+//!
+//! # Atomicity
+//!
+//! [`BatchBuilder::build`] never modifies the state it is given: it returns the batch together
+//! with the state after it, and the caller commits both in one transaction
+//! ([`StateStore::commit_batch`](crate::queue::StateStore::commit_batch)). Noise drawn for a
+//! batch that is never committed is never sent and never drawn again.
+
+use chrono::{Datelike, FixedOffset, NaiveDate, NaiveDateTime, Offset as _, TimeDelta, Utc};
+use seer_ckks::{CkksContext, Encryptor};
+use seer_core::circuits::billing::{BillingLayout, HomeSlot};
+use seer_core::data::{Interval, YearMonth};
+use seer_core::dp::{AnalyticsNoise, BudgetPeriod, Epsilon, LaplaceMechanism, PrivacyAccountant};
+use seer_core::tariff::{CellEnergy, SlabAccumulator, WhRegister};
+use seer_core::units::{Joules, Wh};
+
+use crate::error::Error;
+use crate::source::MeterReading;
+
+/// The most days a batch window may span (a whole month: windows are cut at month ends).
+pub const MAX_BATCH_DAYS: u32 = 31;
+
+/// The window `[start, end)` of the batch containing `t`; see the [module docs](self#windows).
+pub fn window_of(
+    t: NaiveDateTime,
+    batch_days: u32,
+) -> Result<(NaiveDateTime, NaiveDateTime), Error> {
+    let month = YearMonth::containing(t.date())?;
+    let days = i64::from(batch_days.clamp(1, MAX_BATCH_DAYS));
+    let k = i64::from(t.date().day0()) / days;
+    let start = month.start() + TimeDelta::days(k * days);
+    let end = (start + TimeDelta::days(days)).min(month.end());
+    Ok((start, end))
+}
+
+/// Splits readings into consecutive runs, one per batch window (readings in time order).
+pub fn split_windows(
+    readings: &[MeterReading],
+    batch_days: u32,
+) -> Result<Vec<&[MeterReading]>, Error> {
+    let mut out = Vec::new();
+    let mut rest = readings;
+    while let Some(first) = rest.first() {
+        let (_, end) = window_of(first.start, batch_days)?;
+        let n = rest.partition_point(|r| r.start < end);
+        let (head, tail) = rest.split_at(n);
+        out.push(head);
+        rest = tail;
+    }
+    Ok(out)
+}
+
+/// The meter's lane state between batches: everything that must survive a restart so that the
+/// next batch continues exactly where the last committed one stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaneState {
+    /// The sequence the next batch gets (1 for the first).
+    pub next_sequence: u64,
+    /// The start of the last reading put in a committed batch.
+    pub last_reading: Option<NaiveDateTime>,
+    /// The Wh register's sub-Wh remainder.
+    pub register: WhRegister,
+    /// The billing period of `period_cells`.
+    pub period: Option<YearMonth>,
+    /// The period's cells so far (the sum of its committed batches' cells).
+    pub period_cells: Option<CellEnergy>,
+    /// The privacy accountant (created with the first batch).
+    pub accountant: Option<PrivacyAccountant>,
+}
+
+impl Default for LaneState {
+    fn default() -> Self {
+        Self {
+            next_sequence: 1,
+            last_reading: None,
+            register: WhRegister::new(),
+            period: None,
+            period_cells: None,
+            accountant: None,
+        }
+    }
+}
+
+/// One batch, fully built: what is queued and then sent as an `UploadBatch`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SealedBatch {
+    /// 1, 2, 3, … per meter.
+    pub sequence: u64,
+    /// The billing period.
+    pub period: YearMonth,
+    /// Start of the first reading.
+    pub start: NaiveDateTime,
+    /// End (exclusive) of the last reading.
+    pub end: NaiveDateTime,
+    /// The UTC offset of `start` and `end` (UTC when the source's offset is unknown, as for
+    /// the UCI data: the meter's wall-clock time is then sent as if it were UTC).
+    pub utc_offset: FixedOffset,
+    /// Readings in the batch.
+    pub readings: u32,
+    /// The billing packing group.
+    pub billing_group: u32,
+    /// The meter's block position in its group.
+    pub billing_position: u32,
+    /// The billing lane ciphertext, serialized.
+    pub billing_lane: Vec<u8>,
+    /// The analytics lane ciphertext, serialized.
+    pub analytics_lane: Vec<u8>,
+    /// ε charged for the analytics lane.
+    pub epsilon_spent: f64,
+}
+
+impl SealedBatch {
+    /// The BLAKE3 digest of the batch's content (every field but the sequence), hex: the
+    /// queue stores it and checks it before sending.
+    pub fn digest(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(self.period.to_string().as_bytes());
+        h.update(self.start.to_string().as_bytes());
+        h.update(self.end.to_string().as_bytes());
+        h.update(&self.utc_offset.local_minus_utc().to_le_bytes());
+        h.update(&self.readings.to_le_bytes());
+        h.update(&self.billing_group.to_le_bytes());
+        h.update(&self.billing_position.to_le_bytes());
+        h.update(&(self.billing_lane.len() as u64).to_le_bytes());
+        h.update(&self.billing_lane);
+        h.update(&(self.analytics_lane.len() as u64).to_le_bytes());
+        h.update(&self.analytics_lane);
+        h.update(&self.epsilon_spent.to_le_bytes());
+        h.finalize().to_hex().to_string()
+    }
+}
+
+/// The privacy settings of the analytics lane.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrivacySettings {
+    /// ε per reading.
+    pub epsilon: Epsilon,
+    /// The clamp bound Δ (the sensitivity), Wh per reading.
+    pub sensitivity: Wh,
+    /// The ε budget per calendar month.
+    pub monthly_budget: Epsilon,
+}
+
+/// What a [`BatchBuilder`] needs to know about the meter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchConfig {
+    /// The meter's id (the privacy accountant's owner).
+    pub meter_id: String,
+    /// The meter's home number in the deployment (its billing block: see
+    /// [`BillingLayout::locate`]).
+    pub home_index: usize,
+    /// The grid of the readings.
+    pub interval: Interval,
+    /// The UTC offset of the readings' wall-clock times, if known.
+    pub utc_offset: Option<FixedOffset>,
+    /// Days per batch window, `1 ..= 31`.
+    pub batch_days: u32,
+    /// The analytics lane's privacy settings.
+    pub privacy: PrivacySettings,
+}
+
+/// Builds batches for one meter: holds the encryptor, the billing layout and the noise.
+pub struct BatchBuilder {
+    config: BatchConfig,
+    ctx: CkksContext,
+    encryptor: Encryptor,
+    layout: BillingLayout,
+    home: HomeSlot,
+    noise: AnalyticsNoise,
+}
+
+impl std::fmt::Debug for BatchBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchBuilder")
+            .field("config", &self.config)
+            .field("home", &self.home)
+            .field("noise", &self.noise)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchBuilder {
+    /// A builder for the meter of `config`. `noise` is [`BatchBuilder::os_noise`] in
+    /// production (tests inject a seeded generator); its mechanism must use `config`'s ε and
+    /// sensitivity.
+    ///
+    /// # Errors
+    /// When the home index does not fit the wire format, the batch length is out of range, or
+    /// the mechanism does not match the settings.
+    pub fn try_new(
+        config: BatchConfig,
+        ctx: &CkksContext,
+        encryptor: Encryptor,
+        layout: BillingLayout,
+        noise: AnalyticsNoise,
+    ) -> Result<Self, Error> {
+        let home = layout.locate(config.home_index);
+        if u32::try_from(home.group).is_err() {
+            return Err(Error::InvalidSetting {
+                setting: "home index",
+                reason: format!(
+                    "{} is beyond the wire format's packing groups",
+                    config.home_index
+                ),
+            });
+        }
+        if !(1..=MAX_BATCH_DAYS).contains(&config.batch_days) {
+            return Err(Error::InvalidSetting {
+                setting: "batch days",
+                reason: format!("{} is not in 1..={MAX_BATCH_DAYS}", config.batch_days),
+            });
+        }
+        let m = noise.mechanism();
+        if m.epsilon() != config.privacy.epsilon || m.sensitivity() != config.privacy.sensitivity {
+            return Err(Error::InvalidSetting {
+                setting: "noise",
+                reason: "the noise mechanism does not match the privacy settings".into(),
+            });
+        }
+        Ok(Self {
+            config,
+            ctx: ctx.clone(),
+            encryptor,
+            layout,
+            home,
+            noise,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BatchConfig {
+        &self.config
+    }
+
+    /// The noise mechanism for `privacy`, seeded from the operating system.
+    ///
+    /// # Errors
+    /// An invalid sensitivity, or no operating-system randomness.
+    pub fn os_noise(privacy: &PrivacySettings) -> Result<AnalyticsNoise, Error> {
+        let mechanism = LaplaceMechanism::try_new(privacy.sensitivity, privacy.epsilon)?;
+        Ok(AnalyticsNoise::from_os_entropy(mechanism)?)
+    }
+
+    /// The meter's block.
+    pub fn home(&self) -> HomeSlot {
+        self.home
+    }
+
+    /// The billing layout.
+    pub fn layout(&self) -> &BillingLayout {
+        &self.layout
+    }
+
+    /// Builds the batch of `readings` (one window's, all after `state.last_reading`) and the
+    /// state after it. `state` is not modified; see the [module docs](self#atomicity).
+    ///
+    /// CPU-bound (two encryptions): call it from a blocking task in async code.
+    ///
+    /// # Errors
+    /// Readings that are empty, out of order, span two windows or precede the state; a
+    /// privacy budget that would be exceeded; a batch beyond the billing circuit's range.
+    pub fn build(
+        &mut self,
+        state: &LaneState,
+        readings: &[MeterReading],
+    ) -> Result<(SealedBatch, LaneState), Error> {
+        let batch_days = self.config.batch_days;
+        let (first, last) = match (readings.first(), readings.last()) {
+            (Some(f), Some(l)) => (*f, *l),
+            _ => {
+                return Err(Error::InvalidSetting {
+                    setting: "readings",
+                    reason: "a batch needs at least one reading".into(),
+                });
+            }
+        };
+        let window = window_of(first.start, batch_days)?;
+        if last.start >= window.1 {
+            return Err(Error::InvalidSetting {
+                setting: "readings",
+                reason: format!(
+                    "readings from {} to {} span more than the window ending {}",
+                    first.start, last.start, window.1
+                ),
+            });
+        }
+        if let Some(previous) = state.last_reading
+            && first.start <= previous
+        {
+            return Err(Error::InvalidSetting {
+                setting: "readings",
+                reason: format!(
+                    "reading at {} is not after the last one queued, at {previous}",
+                    first.start
+                ),
+            });
+        }
+        let tariff = self.layout.tariff();
+        let period = YearMonth::containing(first.start.date())?;
+        let mut accumulator = match (&state.period, &state.period_cells) {
+            (Some(p), Some(cells)) if *p == period => {
+                SlabAccumulator::resume(tariff, cells.clone(), state.last_reading)?
+            }
+            _ => SlabAccumulator::new(tariff),
+        };
+        let mut register = state.register;
+        let step = self.config.interval.as_time_delta();
+        let end = last.start + step;
+        let slots = usize::try_from((end - first.start).num_seconds() / step.num_seconds())
+            .unwrap_or(usize::MAX);
+        if slots > self.ctx.slots() {
+            return Err(Error::InvalidSetting {
+                setting: "batch days",
+                reason: format!(
+                    "a batch of {slots} intervals does not fit {} slots",
+                    self.ctx.slots()
+                ),
+            });
+        }
+        let mut wh = Vec::with_capacity(readings.len());
+        for r in readings {
+            let e = register.advance(r.energy);
+            accumulator.push(r.start, e)?;
+            wh.push(e);
+        }
+        let cells = accumulator.take_batch();
+
+        // The analytics lane: charge and noise (the accountant is a copy until committed).
+        let mut accountant = match &state.accountant {
+            Some(a) => a.clone(),
+            None => PrivacyAccountant::new(
+                self.config.meter_id.clone(),
+                BudgetPeriod::Month,
+                self.config.privacy.monthly_budget,
+                period.first_day(),
+            ),
+        };
+        let lane = self
+            .noise
+            .analytics_lane(&wh, first.start.date(), &mut accountant)?;
+        let mut analytics = vec![0.0; slots];
+        for (r, noisy) in readings.iter().zip(lane.readings()) {
+            let i = ((r.start - first.start).num_seconds() / step.num_seconds()) as usize;
+            // |noisy| is far below 2^53 for any sensible sensitivity and ε.
+            analytics[i] = noisy.get() as f64;
+        }
+
+        let billing_ct = self
+            .layout
+            .encrypt_batch(&self.encryptor, self.home.position, &cells)?;
+        let analytics_ct = self.encryptor.encrypt_values(&analytics)?;
+        let batch = SealedBatch {
+            sequence: state.next_sequence,
+            period,
+            start: first.start,
+            end,
+            utc_offset: self.config.utc_offset.unwrap_or_else(|| Utc.fix()),
+            readings: u32::try_from(readings.len()).unwrap_or(u32::MAX),
+            billing_group: u32::try_from(self.home.group).unwrap_or(u32::MAX),
+            billing_position: u32::try_from(self.home.position).unwrap_or(u32::MAX),
+            billing_lane: billing_ct.to_bytes(&self.ctx)?,
+            analytics_lane: analytics_ct.to_bytes(&self.ctx)?,
+            epsilon_spent: lane.epsilon_spent(),
+        };
+        let next = LaneState {
+            next_sequence: state.next_sequence + 1,
+            last_reading: Some(last.start),
+            register,
+            period: Some(period),
+            period_cells: Some(accumulator.period_cells().clone()),
+            accountant: Some(accountant),
+        };
+        Ok((batch, next))
+    }
+}
+
+/// The first day of the month of `date` (for messages and budgets).
+pub fn month_start(date: NaiveDate) -> NaiveDate {
+    date.with_day(1).unwrap_or(date)
+}
+
+/// The register remainder as stored (joules below one Wh).
+pub(crate) fn register_remainder(register: &WhRegister) -> i64 {
+    register.remainder().get()
+}
+
+/// A register from its stored remainder.
+pub(crate) fn register_from(remainder: i64) -> Result<WhRegister, Error> {
+    Ok(WhRegister::resume(Joules::try_new(remainder)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap()
+    }
+
+    #[test]
+    fn windows_are_days_by_default_and_stop_at_month_ends() {
+        assert_eq!(
+            window_of(at("2024-01-31 23:45"), 1).unwrap(),
+            (at("2024-01-31 00:00"), at("2024-02-01 00:00"))
+        );
+        // Seven-day windows: the month's fifth window is cut at its end.
+        assert_eq!(
+            window_of(at("2024-01-30 12:00"), 7).unwrap(),
+            (at("2024-01-29 00:00"), at("2024-02-01 00:00"))
+        );
+        assert_eq!(
+            window_of(at("2024-02-29 12:00"), 31).unwrap(),
+            (at("2024-02-01 00:00"), at("2024-03-01 00:00"))
+        );
+    }
+
+    #[test]
+    fn split_windows_never_spans_months() {
+        let mut t = at("2024-01-25 00:00");
+        let mut readings = Vec::new();
+        while t < at("2024-02-10 00:00") {
+            readings.push(MeterReading {
+                start: t,
+                energy: Joules::try_new(3_600).unwrap(),
+            });
+            t += TimeDelta::hours(6);
+        }
+        let runs = split_windows(&readings, 10).unwrap();
+        // Jan 21–30 (from the 25th), Jan 31 (the month's short last window), Feb 1–10.
+        assert_eq!(runs.len(), 3);
+        assert_eq!(runs[0].last().unwrap().start, at("2024-01-30 18:00"));
+        assert_eq!(runs[1].len(), 4);
+        assert_eq!(runs[2][0].start, at("2024-02-01 00:00"));
+        let total: usize = runs.iter().map(|r| r.len()).sum();
+        assert_eq!(total, readings.len());
+    }
+}

@@ -1,0 +1,439 @@
+//! The command line: `meter-client run …` and `meter-client info`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand};
+use seer_core::dp::Epsilon;
+use seer_core::tariff::Tariff;
+use seer_core::units::Wh;
+
+use crate::app::{RunReport, Settings, run};
+use crate::batch::{MAX_BATCH_DAYS, PrivacySettings};
+use crate::error::Error;
+use crate::grpc::BearerToken;
+use crate::queue::StateStore;
+use crate::source::{DateRange, SourceSpec};
+use crate::upload::Backoff;
+use crate::{Event, SOFTWARE_VERSION};
+
+/// Readings of 15 minutes in the longest month: the default monthly budget is ε times this,
+/// so an honest 15-minute meter never exhausts it.
+pub const MAX_READINGS_PER_MONTH: usize = 31 * 96;
+
+/// The SEER meter client: encrypts a household's readings before they leave it.
+#[derive(Debug, Parser)]
+#[command(name = "meter-client", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The meter client's subcommands.
+#[derive(Debug, Clone, PartialEq, Subcommand)]
+pub enum Command {
+    /// Read a source, build and encrypt both lanes per batch, queue them durably and upload
+    /// them to the utility server.
+    Run(Box<RunArgs>),
+    /// Print the software version, and with --state what the state directory holds.
+    Info(InfoArgs),
+}
+
+/// `meter-client run`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct RunArgs {
+    /// The meter's id (the one its household token is bound to).
+    #[arg(long)]
+    pub meter_id: String,
+    /// The readings: uci:FILE (UCI minute data), csv:FILE (timestamp,kwh, any interval) or
+    /// synthetic:SEED:HOME (a deterministic synthetic home).
+    #[arg(long)]
+    pub source: String,
+    /// First day to read (YYYY-MM-DD); synthetic sources start on 2024-01-01 by default.
+    #[arg(long)]
+    pub from: Option<NaiveDate>,
+    /// First day not to read (YYYY-MM-DD); synthetic sources generate one month by default.
+    #[arg(long)]
+    pub until: Option<NaiveDate>,
+    /// The utility server's URL, e.g. http://127.0.0.1:50051; without it batches are only
+    /// queued (a later run uploads them).
+    #[arg(long)]
+    pub utility: Option<String>,
+    /// The key authority's URL (the public key is fetched from it and pinned on first use).
+    #[arg(long)]
+    pub key_authority: String,
+    /// The environment variable holding the household's bearer token (a JWT from the key
+    /// authority).
+    #[arg(long, default_value = "SEER_METER_TOKEN")]
+    pub token_env: String,
+    /// The state directory: the SQLite queue, lane state and pinned key.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// The meter's home number in the deployment (its billing block); defaults to HOME for a
+    /// synthetic source.
+    #[arg(long)]
+    pub home_index: Option<u64>,
+    /// ε per reading of the analytics lane.
+    #[arg(long, default_value_t = 0.05)]
+    pub epsilon: f64,
+    /// The analytics lane's clamp bound (sensitivity) in Wh per reading.
+    #[arg(long, default_value_t = 2_500)]
+    pub sensitivity_wh: i64,
+    /// The ε budget per calendar month (default: ε × 2976, a month of 15-minute readings).
+    #[arg(long)]
+    pub monthly_budget: Option<f64>,
+    /// Days per batch (1 to 31); batches never span two months.
+    #[arg(long, default_value_t = 1)]
+    pub batch_days: u32,
+    /// The tariff as a TOML file (default: the BESCOM slabs); must be the utility's.
+    #[arg(long)]
+    pub tariff: Option<PathBuf>,
+    /// Replay pace as a multiple of real time (86400: a day per second); default: as fast as
+    /// possible.
+    #[arg(long)]
+    pub replay_speed: Option<f64>,
+    /// Unacknowledged batches after which the producer waits for the uploader.
+    #[arg(long, default_value_t = 64)]
+    pub max_queued: u64,
+    /// Consecutive failed connection attempts before giving up.
+    #[arg(long, default_value_t = 30)]
+    pub max_attempts: u32,
+}
+
+/// `meter-client info`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct InfoArgs {
+    /// A state directory to describe.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// Validated settings (reads the tariff file and the token variable).
+    ///
+    /// # Errors
+    /// Invalid values, an unreadable tariff, a missing token when uploading.
+    pub fn to_settings(&self) -> Result<Settings, Error> {
+        let source: SourceSpec = self.source.parse()?;
+        let home_index = match (self.home_index, &source) {
+            (Some(i), _) => i,
+            (None, SourceSpec::Synthetic { home, .. }) => u64::from(*home),
+            (None, _) => {
+                return Err(Error::InvalidSetting {
+                    setting: "home index",
+                    reason: "--home-index is required for uci: and csv: sources".into(),
+                });
+            }
+        };
+        if !(1..=MAX_BATCH_DAYS).contains(&self.batch_days) {
+            return Err(Error::InvalidSetting {
+                setting: "batch days",
+                reason: format!("{} is not in 1..={MAX_BATCH_DAYS}", self.batch_days),
+            });
+        }
+        let epsilon = Epsilon::try_new(self.epsilon)?;
+        let monthly_budget = match self.monthly_budget {
+            Some(b) => Epsilon::try_new(b)?,
+            None => Epsilon::try_new(self.epsilon * MAX_READINGS_PER_MONTH as f64)?,
+        };
+        let tariff = match &self.tariff {
+            None => Tariff::bescom(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| Error::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+        };
+        let token = match BearerToken::from_env(&self.token_env) {
+            Ok(t) => Some(t),
+            Err(e) if self.utility.is_some() => return Err(e),
+            Err(_) => None,
+        };
+        if let Some(speed) = self.replay_speed
+            && !(speed.is_finite() && speed > 0.0)
+        {
+            return Err(Error::InvalidSetting {
+                setting: "replay speed",
+                reason: format!("{speed} is not a positive number"),
+            });
+        }
+        if let (Some(from), Some(until)) = (self.from, self.until)
+            && from >= until
+        {
+            return Err(Error::InvalidSetting {
+                setting: "until",
+                reason: format!("{until} is not after --from {from}"),
+            });
+        }
+        Ok(Settings {
+            meter_id: self.meter_id.clone(),
+            source,
+            range: DateRange {
+                from: self.from,
+                until: self.until,
+            },
+            home_index,
+            utility_url: self.utility.clone(),
+            key_authority_url: self.key_authority.clone(),
+            token,
+            state_dir: self.state.clone(),
+            privacy: PrivacySettings {
+                epsilon,
+                sensitivity: Wh::try_new(self.sensitivity_wh)?,
+                monthly_budget,
+            },
+            batch_days: self.batch_days,
+            tariff,
+            replay_speed: self.replay_speed,
+            max_queued: self.max_queued,
+            upload_window: 8,
+            backoff: Backoff::default(),
+            max_attempts: self.max_attempts,
+        })
+    }
+}
+
+/// Runs `cli`: the command's result goes to `out`, progress lines to `progress`.
+///
+/// # Errors
+/// Any failure, with context.
+pub async fn execute(
+    cli: &Cli,
+    out: &mut (impl Write + Send),
+    progress: Box<dyn Write + Send>,
+) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Info(args) => {
+            writeln!(out, "meter-client {SOFTWARE_VERSION}")?;
+            if let Some(dir) = &args.state {
+                let store = StateStore::open(dir)
+                    .await
+                    .with_context(|| format!("opening the state in {}", dir.display()))?;
+                let summary = store.summary().await.context("reading the state")?;
+                store.close().await;
+                write_summary(out, &summary)?;
+            }
+        }
+        Command::Run(args) => {
+            let settings = args.to_settings().context("invalid settings")?;
+            let progress = Arc::new(Mutex::new(progress));
+            let observer = Arc::new(move |event: &Event| {
+                if let Ok(mut w) = progress.lock() {
+                    let _ = writeln!(w, "{}", describe(event));
+                }
+            });
+            let meter = settings.meter_id.clone();
+            let report = run(settings, observer)
+                .await
+                .with_context(|| format!("meter {meter}"))?;
+            write_report(out, &meter, &report)?;
+        }
+    }
+    Ok(())
+}
+
+fn describe(event: &Event) -> String {
+    match event {
+        Event::KeyPinned {
+            parameter_set,
+            blake3,
+            first_use,
+        } => format!(
+            "public key {parameter_set} blake3 {blake3} {}",
+            if *first_use {
+                "pinned (first use)"
+            } else {
+                "matches the pin"
+            }
+        ),
+        Event::SourceLoaded {
+            readings,
+            skipped_intervals,
+            interval,
+        } => format!(
+            "source: {readings} readings of {interval}, {skipped_intervals} incomplete intervals skipped"
+        ),
+        Event::Queued {
+            sequence,
+            start,
+            readings,
+            billing_bytes,
+            analytics_bytes,
+            epsilon_spent,
+        } => format!(
+            "queued batch {sequence}: {start}, {readings} readings, billing {billing_bytes} B, \
+             analytics {analytics_bytes} B, ε {epsilon_spent}"
+        ),
+        Event::Acknowledged {
+            sequence,
+            duplicate,
+        } => format!(
+            "sent batch {sequence}{}",
+            if *duplicate {
+                " (server had it already)"
+            } else {
+                ""
+            }
+        ),
+        Event::Reconnecting {
+            attempt,
+            delay,
+            error,
+        } => format!("retrying in {delay:?} (attempt {attempt}): {error}"),
+    }
+}
+
+fn write_report(out: &mut impl Write, meter: &str, r: &RunReport) -> std::io::Result<()> {
+    let per_batch = |bytes: u64| bytes.checked_div(r.queued).unwrap_or(0);
+    writeln!(
+        out,
+        "meter {meter}: {} readings ({} incomplete intervals skipped), {} batches queued \
+         (billing {} B, analytics {} B per batch), {} acknowledged ({} duplicates), {} still queued",
+        r.readings,
+        r.skipped_intervals,
+        r.queued,
+        per_batch(r.billing_bytes),
+        per_batch(r.analytics_bytes),
+        r.upload.map_or(0, |u| u.acknowledged),
+        r.upload.map_or(0, |u| u.duplicates),
+        r.still_queued
+    )
+}
+
+fn write_summary(out: &mut impl Write, s: &crate::queue::StateSummary) -> std::io::Result<()> {
+    match &s.identity {
+        Some(id) => writeln!(
+            out,
+            "meter {} (home index {}), tariff blake3 {}",
+            id.meter_id, id.home_index, id.tariff_blake3
+        )?,
+        None => writeln!(out, "no meter has run in this state directory yet")?,
+    }
+    for k in &s.pinned_keys {
+        writeln!(
+            out,
+            "pinned public key {}: blake3 {} ({} bytes)",
+            k.parameter_set_id, k.public_key_blake3, k.public_key_bytes
+        )?;
+    }
+    writeln!(
+        out,
+        "batches built {}, acknowledged through {}, queued {} ({} bytes)",
+        s.batches_built, s.acked_through, s.queued, s.queued_bytes
+    )?;
+    if let Some(last) = s.last_reading {
+        writeln!(out, "last reading queued: {last}")?;
+    }
+    if let Some(a) = &s.accountant {
+        writeln!(
+            out,
+            "privacy budget: ε {} spent of {} in the month from {}",
+            a.spent(),
+            a.budget(),
+            a.period_start()
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[tokio::test]
+    async fn info_prints_the_version() {
+        let cli = Cli::try_parse_from(["meter-client", "info"]).expect("valid arguments");
+        let mut out = Vec::new();
+        execute(&cli, &mut out, Box::new(std::io::sink()))
+            .await
+            .expect("writing to a Vec succeeds");
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            format!("meter-client {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+
+    #[tokio::test]
+    async fn info_describes_a_fresh_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let cli = Cli::try_parse_from(["meter-client", "info", "--state", path.to_str().unwrap()])
+            .unwrap();
+        let mut out = Vec::new();
+        execute(&cli, &mut out, Box::new(std::io::sink()))
+            .await
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("no meter has run"), "{text}");
+        assert!(text.contains("batches built 0"), "{text}");
+    }
+
+    #[test]
+    fn a_subcommand_is_required() {
+        Cli::try_parse_from(["meter-client"]).expect_err("no subcommand");
+    }
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec![
+            "meter-client",
+            "run",
+            "--meter-id",
+            "m-1",
+            "--key-authority",
+            "http://127.0.0.1:1",
+            "--state",
+            "/tmp/x",
+            "--token-env",
+            "SEER_TEST_TOKEN_THAT_IS_NOT_SET",
+        ];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(args) => *args,
+            Command::Info(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn run_settings_are_validated() {
+        let s = run_args(&["--source", "synthetic:3:17"])
+            .to_settings()
+            .unwrap();
+        assert_eq!(s.home_index, 17);
+        assert_eq!(s.batch_days, 1);
+        assert!((s.privacy.monthly_budget.get() - 0.05 * 2976.0).abs() < 1e-9);
+        assert!(s.token.is_none());
+
+        let err = run_args(&["--source", "csv:x.csv"])
+            .to_settings()
+            .unwrap_err();
+        assert!(err.to_string().contains("--home-index"), "{err}");
+        let err = run_args(&["--source", "synthetic:1:1", "--batch-days", "32"])
+            .to_settings()
+            .unwrap_err();
+        assert!(err.to_string().contains("batch days"), "{err}");
+        let err = run_args(&["--source", "synthetic:1:1", "--epsilon", "0"])
+            .to_settings()
+            .unwrap_err();
+        assert!(err.to_string().contains("epsilon"), "{err}");
+        // Uploading needs the token.
+        let err = run_args(&["--source", "synthetic:1:1", "--utility", "http://x:1"])
+            .to_settings()
+            .unwrap_err();
+        assert!(matches!(err, Error::Token { .. }), "{err}");
+    }
+}

@@ -1,0 +1,698 @@
+//! The durable local state and outbound queue: one SQLite file, `state.db`, in the meter's
+//! `--state` directory.
+//!
+//! # Why SQLite
+//!
+//! The state that must survive a crash is small and relational — the lane state (sequence,
+//! Wh register, slab accumulator, privacy accountant), the pinned public keys and the queued
+//! batches — and the invariant that matters is that a batch and the state that produced it
+//! change **together**. SQLite gives exactly that as one transaction, with its journal doing
+//! the fsync ordering that an append-only directory of files would have to reimplement
+//! (write, fsync, rename, fsync the directory, and a separate mechanism to make the state
+//! update and the file appear atomically). It is embedded (nothing to run), and the
+//! workspace already builds it through `sqlx`. The database runs in WAL mode with
+//! `synchronous = FULL`, so a committed transaction survives power loss.
+//!
+//! # The crash-safety argument
+//!
+//! - **Build, commit, then send.** [`StateStore::commit_batch`] inserts the fully built batch
+//!   (both ciphertexts serialized, sequence assigned) and advances the lane state in one
+//!   transaction, guarded by the expected sequence. Nothing is sent before that commit.
+//! - A crash **before the commit** loses only in-memory work: no byte of the batch left the
+//!   meter, the ε it charged and the slab split it made were never persisted, and the restart
+//!   rebuilds the batch from the same readings with the same sequence (and fresh noise, which
+//!   is fine: the first draws were never released, and no draw is ever used twice).
+//! - A crash **after the commit** (before sending, or after sending but before the ack was
+//!   processed) leaves the batch in the outbox: the restart sends the **same bytes** with the
+//!   same sequence. The utility server acknowledges a resend of a stored sequence with equal
+//!   content as a duplicate, so nothing is stored twice; the ε was charged once, in the
+//!   committed state.
+//! - A batch leaves the outbox only when its ack arrives ([`StateStore::acknowledge`]) or the
+//!   server's cursor shows it stored. Sequences come from the lane state, which only the
+//!   committing transaction advances: they start at 1 and have no gaps.
+//! - Each batch row carries a BLAKE3 digest of its content, checked before it is sent, so a
+//!   damaged file is reported instead of uploaded.
+//! - One process at a time: the directory is locked (`state.lock`) while a store is open.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use chrono::{FixedOffset, NaiveDateTime, Utc};
+use seer_core::data::YearMonth;
+use seer_core::dp::PrivacyAccountant;
+use seer_core::tariff::{CellEnergy, Tariff};
+use seer_core::units::Wh;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row as _, Sqlite, Transaction};
+
+use crate::batch::{LaneState, SealedBatch, register_from, register_remainder};
+use crate::error::Error;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The database file inside the state directory.
+pub const DATABASE_FILE: &str = "state.db";
+/// The lock file inside the state directory.
+pub const LOCK_FILE: &str = "state.lock";
+
+const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
+
+/// Who a state directory belongs to: checked on every start, so one directory never mixes two
+/// meters, two billing blocks or two tariffs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The meter's id.
+    pub meter_id: String,
+    /// The meter's home number in the deployment (its billing block).
+    pub home_index: u64,
+    /// BLAKE3 of the tariff's canonical JSON form (slab splits depend on it).
+    pub tariff_blake3: String,
+}
+
+impl Identity {
+    /// The identity of `meter_id` at `home_index` billed under `tariff`.
+    pub fn new(meter_id: impl Into<String>, home_index: u64, tariff: &Tariff) -> Self {
+        let canonical = serde_json::to_vec(tariff).unwrap_or_default();
+        Self {
+            meter_id: meter_id.into(),
+            home_index,
+            tariff_blake3: blake3::hash(&canonical).to_hex().to_string(),
+        }
+    }
+}
+
+/// A public key pinned on first use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedKey {
+    /// The parameter-set id.
+    pub parameter_set_id: String,
+    /// BLAKE3 of the key object, hex.
+    pub public_key_blake3: String,
+    /// The key object's size in bytes.
+    pub public_key_bytes: u64,
+}
+
+/// Whether a key was pinned now or matched an earlier pin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinOutcome {
+    /// First use: the digest is now pinned.
+    Pinned,
+    /// The digest equals the pinned one.
+    Matched,
+}
+
+/// What `meter-client info` shows about a state directory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateSummary {
+    /// The identity, once the client has run.
+    pub identity: Option<Identity>,
+    /// Pinned public keys.
+    pub pinned_keys: Vec<PinnedKey>,
+    /// Batches built so far (the last sequence assigned).
+    pub batches_built: u64,
+    /// The highest sequence the utility server acknowledged.
+    pub acked_through: u64,
+    /// Batches in the outbox.
+    pub queued: u64,
+    /// Bytes of ciphertext in the outbox.
+    pub queued_bytes: u64,
+    /// The start of the last reading queued.
+    pub last_reading: Option<NaiveDateTime>,
+    /// The privacy accountant.
+    pub accountant: Option<PrivacyAccountant>,
+}
+
+/// The meter's durable state and outbox; see the [module docs](self).
+#[derive(Debug)]
+pub struct StateStore {
+    pool: SqlitePool,
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the state in `dir`, locks the directory and applies the
+    /// schema.
+    ///
+    /// # Errors
+    /// When the directory cannot be created or is locked by another process, or the database
+    /// cannot be opened or migrated.
+    pub async fn open(dir: &Path) -> Result<Self, Error> {
+        let dir_error = |reason: String| Error::StateDirectory {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| dir_error(format!("cannot create: {e}")))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(|e| dir_error(format!("cannot open {LOCK_FILE}: {e}")))?;
+        lock.try_lock().map_err(|e| {
+            dir_error(format!(
+                "cannot lock {LOCK_FILE} ({e}): another meter-client is using this directory"
+            ))
+        })?;
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join(DATABASE_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(Error::db("opening the database"))?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Closes the database (waits for the connections to finish).
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
+    /// The recorded identity, if any.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn identity(&self) -> Result<Option<Identity>, Error> {
+        let row = sqlx::query("SELECT meter_id, home_index, tariff_blake3 FROM identity")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::db("reading the identity"))?;
+        row.map(|row| {
+            Ok(Identity {
+                meter_id: row
+                    .try_get("meter_id")
+                    .map_err(Error::db("reading the identity"))?,
+                home_index: get_u64(&row, "home_index")?,
+                tariff_blake3: row
+                    .try_get("tariff_blake3")
+                    .map_err(Error::db("reading the identity"))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records `configured` on first use; afterwards refuses any difference.
+    ///
+    /// # Errors
+    /// [`Error::StateMismatch`] naming the differing field; a database error.
+    pub async fn ensure_identity(&self, configured: &Identity) -> Result<(), Error> {
+        if let Some(stored) = self.identity().await? {
+            let mismatch = |field, stored: String, configured: String| {
+                Err(Error::StateMismatch {
+                    field,
+                    stored,
+                    configured,
+                })
+            };
+            if stored.meter_id != configured.meter_id {
+                return mismatch("meter id", stored.meter_id, configured.meter_id.clone());
+            }
+            if stored.home_index != configured.home_index {
+                return mismatch(
+                    "home index",
+                    stored.home_index.to_string(),
+                    configured.home_index.to_string(),
+                );
+            }
+            if stored.tariff_blake3 != configured.tariff_blake3 {
+                return mismatch(
+                    "tariff",
+                    format!("blake3 {}", stored.tariff_blake3),
+                    format!("blake3 {}", configured.tariff_blake3),
+                );
+            }
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO identity (id, meter_id, home_index, tariff_blake3, created_at) \
+             VALUES (1, ?, ?, ?, ?)",
+        )
+        .bind(&configured.meter_id)
+        .bind(to_i64(configured.home_index)?)
+        .bind(&configured.tariff_blake3)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(Error::db("recording the identity"))?;
+        Ok(())
+    }
+
+    /// Pins `key` on first use for its parameter set, or checks it against the pin.
+    ///
+    /// # Errors
+    /// [`Error::PublicKeyChanged`] when the digest differs from the pinned one.
+    pub async fn pin_public_key(&self, key: &PinnedKey) -> Result<PinOutcome, Error> {
+        let pinned: Option<String> = sqlx::query_scalar(
+            "SELECT public_key_blake3 FROM pinned_keys WHERE parameter_set_id = ?",
+        )
+        .bind(&key.parameter_set_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(Error::db("reading the pinned key"))?;
+        match pinned {
+            Some(p) if p == key.public_key_blake3 => Ok(PinOutcome::Matched),
+            Some(p) => Err(Error::PublicKeyChanged {
+                parameter_set: key.parameter_set_id.clone(),
+                pinned: p,
+                served: key.public_key_blake3.clone(),
+            }),
+            None => {
+                sqlx::query(
+                    "INSERT INTO pinned_keys \
+                     (parameter_set_id, public_key_blake3, public_key_bytes, pinned_at) \
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(&key.parameter_set_id)
+                .bind(&key.public_key_blake3)
+                .bind(to_i64(key.public_key_bytes)?)
+                .bind(now())
+                .execute(&self.pool)
+                .await
+                .map_err(Error::db("pinning the public key"))?;
+                Ok(PinOutcome::Pinned)
+            }
+        }
+    }
+
+    /// The pinned keys.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn pinned_keys(&self) -> Result<Vec<PinnedKey>, Error> {
+        let rows = sqlx::query(
+            "SELECT parameter_set_id, public_key_blake3, public_key_bytes FROM pinned_keys \
+             ORDER BY parameter_set_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::db("reading the pinned keys"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(PinnedKey {
+                    parameter_set_id: row
+                        .try_get("parameter_set_id")
+                        .map_err(Error::db("reading the pinned keys"))?,
+                    public_key_blake3: row
+                        .try_get("public_key_blake3")
+                        .map_err(Error::db("reading the pinned keys"))?,
+                    public_key_bytes: get_u64(row, "public_key_bytes")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The lane state after the last committed batch, for `tariff` (whose shape the stored
+    /// period cells must have).
+    ///
+    /// # Errors
+    /// A database error or an inconsistent stored state.
+    pub async fn lane_state(&self, tariff: &Tariff) -> Result<LaneState, Error> {
+        let row = sqlx::query(
+            "SELECT next_sequence, last_reading, register_remainder_j, period, period_cells, \
+             accountant FROM lane_state WHERE id = 1",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(Error::db("reading the lane state"))?;
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| Error::CorruptState {
+            reason: format!("lane state {what}: {e}"),
+        };
+        let get_text = |col: &str| -> Result<Option<String>, Error> {
+            row.try_get(col).map_err(|e| corrupt(col, &e))
+        };
+        let last_reading = get_text("last_reading")?
+            .map(|t| parse_time(&t))
+            .transpose()?;
+        let period = get_text("period")?
+            .map(|p| YearMonth::from_str(&p).map_err(|e| corrupt("period", &e)))
+            .transpose()?;
+        let period_cells = get_text("period_cells")?
+            .map(|json| -> Result<CellEnergy, Error> {
+                let raw: Vec<i64> =
+                    serde_json::from_str(&json).map_err(|e| corrupt("period cells", &e))?;
+                let cells = raw
+                    .into_iter()
+                    .map(Wh::try_new)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(CellEnergy::try_from_cells(tariff, cells)?)
+            })
+            .transpose()?;
+        let accountant = get_text("accountant")?
+            .map(|json| {
+                serde_json::from_str::<PrivacyAccountant>(&json)
+                    .map_err(|e| corrupt("accountant", &e))
+            })
+            .transpose()?;
+        let remainder: i64 = row
+            .try_get("register_remainder_j")
+            .map_err(|e| corrupt("register", &e))?;
+        Ok(LaneState {
+            next_sequence: get_u64(&row, "next_sequence")?,
+            last_reading,
+            register: register_from(remainder)?,
+            period,
+            period_cells,
+            accountant,
+        })
+    }
+
+    /// Commits `batch` to the outbox and `next` as the lane state, in one transaction. The
+    /// stored lane state's next sequence must be `batch.sequence` (so two writers cannot both
+    /// commit), and `next.next_sequence` must follow it.
+    ///
+    /// # Errors
+    /// [`Error::CorruptState`] if the sequences do not line up; a database error (nothing is
+    /// committed then).
+    pub async fn commit_batch(&self, batch: &SealedBatch, next: &LaneState) -> Result<(), Error> {
+        if next.next_sequence != batch.sequence + 1 {
+            return Err(Error::CorruptState {
+                reason: format!(
+                    "batch {} would be followed by sequence {}",
+                    batch.sequence, next.next_sequence
+                ),
+            });
+        }
+        let cells = next
+            .period_cells
+            .as_ref()
+            .map(|c| serde_json::to_string(&c.cells().iter().map(|w| w.get()).collect::<Vec<_>>()))
+            .transpose()
+            .map_err(|e| Error::CorruptState {
+                reason: format!("cannot serialize period cells: {e}"),
+            })?;
+        let accountant = next
+            .accountant
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| Error::CorruptState {
+                reason: format!("cannot serialize the accountant: {e}"),
+            })?;
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE lane_state SET next_sequence = ?, last_reading = ?, \
+             register_remainder_j = ?, period = ?, period_cells = ?, accountant = ? \
+             WHERE id = 1 AND next_sequence = ?",
+        )
+        .bind(to_i64(next.next_sequence)?)
+        .bind(next.last_reading.map(format_time))
+        .bind(register_remainder(&next.register))
+        .bind(next.period.map(|p| p.to_string()))
+        .bind(cells)
+        .bind(accountant)
+        .bind(to_i64(batch.sequence)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::db("advancing the lane state"))?;
+        if updated.rows_affected() != 1 {
+            return Err(Error::CorruptState {
+                reason: format!(
+                    "the lane state is not at sequence {} (another writer?)",
+                    batch.sequence
+                ),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO outbox (sequence, period, start_at, end_at, utc_offset_s, readings, \
+             billing_group, billing_position, billing_lane, analytics_lane, epsilon_spent, \
+             digest, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(to_i64(batch.sequence)?)
+        .bind(batch.period.to_string())
+        .bind(format_time(batch.start))
+        .bind(format_time(batch.end))
+        .bind(i64::from(batch.utc_offset.local_minus_utc()))
+        .bind(i64::from(batch.readings))
+        .bind(i64::from(batch.billing_group))
+        .bind(i64::from(batch.billing_position))
+        .bind(batch.billing_lane.clone())
+        .bind(batch.analytics_lane.clone())
+        .bind(batch.epsilon_spent)
+        .bind(batch.digest())
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::db("queueing the batch"))?;
+        tx.commit()
+            .await
+            .map_err(Error::db("committing the batch"))?;
+        Ok(())
+    }
+
+    /// The queued batch with `sequence`, if it is still queued; its digest is checked.
+    ///
+    /// # Errors
+    /// [`Error::CorruptState`] when the row does not match its digest; a database error.
+    pub async fn batch(&self, sequence: u64) -> Result<Option<SealedBatch>, Error> {
+        let row = sqlx::query("SELECT * FROM outbox WHERE sequence = ?")
+            .bind(to_i64(sequence)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::db("reading a queued batch"))?;
+        row.map(|row| batch_from_row(&row)).transpose()
+    }
+
+    /// The sequences in the outbox, ascending.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn queued_sequences(&self) -> Result<Vec<u64>, Error> {
+        let seqs: Vec<i64> = sqlx::query_scalar("SELECT sequence FROM outbox ORDER BY sequence")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::db("listing the outbox"))?;
+        seqs.into_iter()
+            .map(|s| {
+                u64::try_from(s).map_err(|_| Error::CorruptState {
+                    reason: format!("negative sequence {s}"),
+                })
+            })
+            .collect()
+    }
+
+    /// The number of batches in the outbox.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn queued_count(&self) -> Result<u64, Error> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(Error::db("counting the outbox"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Records that the utility server holds every sequence up to `through`: removes them
+    /// from the outbox. Returns how many rows were removed.
+    ///
+    /// # Errors
+    /// [`Error::CorruptState`] if `through` is beyond the last sequence built; a database
+    /// error.
+    pub async fn acknowledge(&self, through: u64) -> Result<u64, Error> {
+        if through == 0 {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let built: i64 = sqlx::query_scalar("SELECT next_sequence - 1 FROM lane_state")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(Error::db("reading the lane state"))?;
+        if to_i64(through)? > built {
+            return Err(Error::CorruptState {
+                reason: format!(
+                    "acknowledgement of {through}, but only {built} batches were built"
+                ),
+            });
+        }
+        let removed = sqlx::query("DELETE FROM outbox WHERE sequence <= ?")
+            .bind(to_i64(through)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::db("removing acknowledged batches"))?
+            .rows_affected();
+        sqlx::query("UPDATE lane_state SET acked_through = MAX(acked_through, ?) WHERE id = 1")
+            .bind(to_i64(through)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::db("recording the acknowledgement"))?;
+        tx.commit()
+            .await
+            .map_err(Error::db("committing the acknowledgement"))?;
+        Ok(removed)
+    }
+
+    /// The last sequence built (0 before the first batch).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn built_through(&self) -> Result<u64, Error> {
+        let n: i64 = sqlx::query_scalar("SELECT next_sequence - 1 FROM lane_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(Error::db("reading the lane state"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The highest sequence acknowledged so far.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn acked_through(&self) -> Result<u64, Error> {
+        let n: i64 = sqlx::query_scalar("SELECT acked_through FROM lane_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(Error::db("reading the lane state"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// A summary for `meter-client info` (no tariff needed: the cells are not decoded).
+    ///
+    /// # Errors
+    /// A database error or an inconsistent stored state.
+    pub async fn summary(&self) -> Result<StateSummary, Error> {
+        let row = sqlx::query(
+            "SELECT next_sequence, acked_through, last_reading, accountant, \
+             (SELECT COUNT(*) FROM outbox) AS queued, \
+             (SELECT COALESCE(SUM(LENGTH(billing_lane) + LENGTH(analytics_lane)), 0) \
+              FROM outbox) AS queued_bytes \
+             FROM lane_state WHERE id = 1",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(Error::db("reading the lane state"))?;
+        let last: Option<String> = row
+            .try_get("last_reading")
+            .map_err(Error::db("reading the lane state"))?;
+        let accountant: Option<String> = row
+            .try_get("accountant")
+            .map_err(Error::db("reading the lane state"))?;
+        Ok(StateSummary {
+            identity: self.identity().await?,
+            pinned_keys: self.pinned_keys().await?,
+            batches_built: get_u64(&row, "next_sequence")?.saturating_sub(1),
+            acked_through: get_u64(&row, "acked_through")?,
+            queued: get_u64(&row, "queued")?,
+            queued_bytes: get_u64(&row, "queued_bytes")?,
+            last_reading: last.map(|t| parse_time(&t)).transpose()?,
+            accountant: accountant
+                .map(|json| {
+                    serde_json::from_str(&json).map_err(|e| Error::CorruptState {
+                        reason: format!("accountant: {e}"),
+                    })
+                })
+                .transpose()?,
+        })
+    }
+
+    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front (waiting up to
+    /// the busy timeout): a deferred transaction that reads first and then writes would fail
+    /// at once with `SQLITE_BUSY` when another connection is writing.
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, Error> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(Error::db("starting a transaction"))
+    }
+}
+
+fn batch_from_row(row: &SqliteRow) -> Result<SealedBatch, Error> {
+    let read = Error::db("reading a queued batch");
+    let text = |col: &str| -> Result<String, Error> {
+        row.try_get(col)
+            .map_err(Error::db("reading a queued batch"))
+    };
+    let u32_of = |col: &str| -> Result<u32, Error> {
+        u32::try_from(get_u64(row, col)?).map_err(|_| Error::CorruptState {
+            reason: format!("outbox column {col} out of range"),
+        })
+    };
+    let period_text = text("period")?;
+    let batch = SealedBatch {
+        sequence: get_u64(row, "sequence")?,
+        period: YearMonth::from_str(&period_text).map_err(|e| Error::CorruptState {
+            reason: format!("outbox period {period_text:?}: {e}"),
+        })?,
+        start: parse_time(&text("start_at")?)?,
+        end: parse_time(&text("end_at")?)?,
+        utc_offset: {
+            let secs: i64 = row
+                .try_get("utc_offset_s")
+                .map_err(Error::db("reading a queued batch"))?;
+            i32::try_from(secs)
+                .ok()
+                .and_then(FixedOffset::east_opt)
+                .ok_or_else(|| Error::CorruptState {
+                    reason: format!("outbox utc offset {secs} s is out of range"),
+                })?
+        },
+        readings: u32_of("readings")?,
+        billing_group: u32_of("billing_group")?,
+        billing_position: u32_of("billing_position")?,
+        billing_lane: row
+            .try_get("billing_lane")
+            .map_err(Error::db("reading a queued batch"))?,
+        analytics_lane: row
+            .try_get("analytics_lane")
+            .map_err(Error::db("reading a queued batch"))?,
+        epsilon_spent: row.try_get("epsilon_spent").map_err(read)?,
+    };
+    let stored = text("digest")?;
+    if batch.digest() != stored {
+        return Err(Error::CorruptState {
+            reason: format!(
+                "queued batch {} does not match its digest (the state file is damaged)",
+                batch.sequence
+            ),
+        });
+    }
+    Ok(batch)
+}
+
+fn get_u64(row: &SqliteRow, col: &str) -> Result<u64, Error> {
+    let v: i64 = row.try_get(col).map_err(Error::db("reading a row"))?;
+    u64::try_from(v).map_err(|_| Error::CorruptState {
+        reason: format!("column {col} holds the negative value {v}"),
+    })
+}
+
+fn to_i64(v: u64) -> Result<i64, Error> {
+    i64::try_from(v).map_err(|_| Error::CorruptState {
+        reason: format!("{v} does not fit the database's integers"),
+    })
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339()
+}
+
+fn format_time(t: NaiveDateTime) -> String {
+    t.format(TIME_FORMAT).to_string()
+}
+
+fn parse_time(text: &str) -> Result<NaiveDateTime, Error> {
+    NaiveDateTime::parse_from_str(text, TIME_FORMAT).map_err(|e| Error::CorruptState {
+        reason: format!("timestamp {text:?}: {e}"),
+    })
+}

@@ -1,0 +1,440 @@
+//! The homomorphic tiered bill, packed many homes per ciphertext, beside its plaintext twin.
+//!
+//! # The computation
+//!
+//! Comparisons are expensive and inexact under CKKS, so the slab logic runs on the meter, in the
+//! clear, on the meter's own data: a [`SlabAccumulator`](crate::tariff::SlabAccumulator)
+//! splits each reading into (slab, time-of-use band) cells by the period's running total. What
+//! is encrypted is a batch's whole Wh per cell (exact integers in the slots). The bill is then
+//! linear in the encrypted values:
+//!
+//! ```text
+//! bill(home) = Σ_cells rate[cell] × Σ_batches Wh[batch][cell]     (rates in ₹ per Wh)
+//! ```
+//!
+//! # Layout: many homes per ciphertext
+//!
+//! A [`BillingLayout`] gives every home of a **packing group** its own block of
+//! `block_width = cell_count.next_power_of_two()` consecutive slots; a group holds
+//! `capacity = slots / block_width` homes (1024 homes for the BESCOM slabs at n = 8192: 4 cells,
+//! 4 slots per home, 4096 slots). Home `i` of the deployment is position `i % capacity` of group
+//! `i / capacity` ([`BillingLayout::locate`]). A meter encrypts each batch as a full slot vector
+//! with its cells at its block ([`BillingLayout::encode_batch`]) and zeros elsewhere, so the
+//! ciphertexts of all homes of a group simply add up: one ciphertext then carries the whole
+//! group. The server, per group and period ([`BillingLayout::evaluate`], or incrementally
+//! with a [`GroupAccumulator`] as batches arrive):
+//!
+//! 1. adds every batch ciphertext of every home of the group (no level);
+//! 2. multiplies once by the plaintext rate vector — each cell's rate in ₹ per Wh, repeated in
+//!    every block, zero in padding slots (one level);
+//! 3. sums each block with `log2(block_width)` rotations ([`Evaluator::sum_slots`]), which puts
+//!    each home's bill in its block's first slot (no level);
+//! 4. multiplies by a 0/1 mask keeping only the blocks' first slots (one level), so the
+//!    ciphertext sent for release holds the bills and nothing else: without it the other slots
+//!    would hold partial sums mixing one home's cells with its neighbour's, which the key
+//!    authority has no business seeing.
+//!
+//! The rotations need Galois keys for [`BillingLayout::galois_steps`] only (1 and 2 for the
+//! BESCOM slabs); no relinearization keys are needed.
+//!
+//! # Parameters: [`PARAMETER_SET`] = n = 8192, 2 levels, 128-bit security
+//!
+//! The circuit consumes exactly two levels (rates, mask), which is what
+//! `N8192_L2_SEC128` has, and it is the smallest 128-bit set with two levels: n = 16384 would
+//! quadruple the cost of every operation and halve nothing. Its 4096 slots pack 1024 homes of
+//! a 4-cell tariff per ciphertext. Results are worked in rupees, not paise: at level 0 a slot
+//! must stay below about 2¹⁹ (the engine's `max_result_magnitude`, 60-bit `q0` with 40-bit
+//! scale), and [`BillingLayout::max_bill_rupees`] keeps a factor 2 of headroom, so bills up to
+//! ₹262,144 per home and period are representable (some 32,000 kWh a month at ₹8.20; no
+//! domestic meter comes close). The meter refuses to encode a batch whose charge alone exceeds
+//! it; a period total beyond it would wrap modulo `q0` and is caught as out of range on decoding
+//! with high probability, not with certainty.
+//!
+//! # Precision and rounding
+//!
+//! Every exact bill is a whole multiple of the tariff's amount quantum
+//! ([`Tariff::amount_quantum`]: ₹0.00005 for the BESCOM slabs, ₹0.00001 with 120 % and 80 %
+//! bands). The CKKS error of this circuit is a few 10⁻⁷ rupee (measured up to ₹4·10⁻⁶ over a
+//! full group of 31,744 batches; it comes from the fresh-encryption noise of every added ciphertext, which grows
+//! with the square root of their number, and from the encoding precision of the rates at the
+//! engine's 2⁴⁰ scale). Slots hold whole Wh rather than kWh: exact integers, and a smaller
+//! share of fresh noise per rupee. That error is far below ₹0.005 and below half a quantum.
+//! Decoding
+//! ([`BillingLayout::decode_bills`]) therefore first snaps the decrypted value to the nearest
+//! multiple of the quantum — which recovers the exact amount — and then rounds to the paisa
+//! with the plaintext bill's rule (halves up, [`ExactAmount::round_to_paise`]). Decrypted bills
+//! thus round to the same paisa as the plaintext bill even when the exact amount ends in half a
+//! paisa, where a plain rounding of a noisy value could go either way.
+//!
+//! In the deployed system decryption and this decoding happen **at the key authority**, which
+//! releases only the rounded paise (never the raw decrypted slots: CKKS decryptions leak
+//! information about the secret key, Li–Micciancio 2021). The raw values
+//! ([`BillingLayout::decode_raw`]) are for diagnostics and tests.
+//!
+//! # Cost
+//!
+//! The server touches each batch ciphertext once (an addition, about 55 µs at n = 8192 on the
+//! development machine); steps 2–4 run once per group, shared by up to `capacity` homes. The
+//! amortized server time per home-month is therefore dominated by the number of batch
+//! ciphertexts a home sends per period; see `benches/billing.rs`
+//! (31 daily batches per home: about 1.7 ms per home-month; one batch per home and period:
+//! about 0.06 ms). Meters
+//! may instead encrypt their period-to-date cells
+//! ([`SlabAccumulator::period_cells`](crate::tariff::SlabAccumulator::period_cells)) at each
+//! batch close; the server then feeds only each home's latest batch of the period to the
+//! circuit (never two batches of one home: they would be counted twice).
+//!
+//! # The plaintext twin
+//!
+//! [`plaintext_bill`] computes the same bill with exact integers from the same per-cell batches;
+//! [`Tariff::bill`] computes it from the raw readings. The tests check the circuit against both.
+
+use seer_ckks::{
+    Ciphertext, CkksContext, Encryptor, Evaluator, Level, ParameterSet, steps_for_sum,
+};
+
+use crate::error::Error;
+use crate::tariff::{Bill, CellEnergy, ExactAmount, Paise, Tariff};
+
+/// The parameter set the billing circuit is designed for (see the
+/// [module documentation](self#parameters-parameter_set--n--8192-2-levels-128-bit-security)).
+pub const PARAMETER_SET: ParameterSet = ParameterSet::N8192_L2_SEC128;
+
+/// The rescale levels the circuit consumes: one for the rates, one for the mask.
+pub const LEVELS_USED: u32 = 2;
+
+/// Where a home's block lies: its packing group and its position in that group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HomeSlot {
+    /// The packing group (one ciphertext per group and period).
+    pub group: usize,
+    /// The position within the group, `0 .. capacity`.
+    pub position: usize,
+}
+
+/// The slot layout of the billing circuit for one tariff and one CKKS parameter set.
+///
+/// See the [module documentation](self#layout-many-homes-per-ciphertext).
+#[derive(Clone, Debug)]
+pub struct BillingLayout {
+    tariff: Tariff,
+    parameter_set_id: String,
+    slots: usize,
+    block_width: usize,
+    capacity: usize,
+    max_bill_rupees: f64,
+    quantum: ExactAmount,
+    rates: Vec<f64>,
+    mask: Vec<f64>,
+}
+
+impl BillingLayout {
+    /// The layout of `tariff` in `ctx`'s slots. Fails if the context has fewer than
+    /// [`LEVELS_USED`] levels, if a block does not fit the slots, or if every rate is zero (the
+    /// product with an all-zero plaintext would be a transparent ciphertext).
+    pub fn try_new(tariff: &Tariff, ctx: &CkksContext) -> Result<Self, Error> {
+        let params = ctx.parameter_set();
+        if params.levels() < LEVELS_USED {
+            return Err(Error::BillingLayout {
+                reason: format!(
+                    "parameter set {} has {} levels, the billing circuit needs {LEVELS_USED}",
+                    ctx.parameter_set_id(),
+                    params.levels()
+                ),
+            });
+        }
+        let slots = ctx.slots();
+        let cells = tariff.cell_count();
+        let block_width = cells.next_power_of_two();
+        if block_width > slots {
+            return Err(Error::BillingLayout {
+                reason: format!("{cells} tariff cells do not fit {slots} slots"),
+            });
+        }
+        let quantum = tariff.amount_quantum();
+        if quantum == ExactAmount::ZERO {
+            return Err(Error::InvalidTariff {
+                location: "slabs".into(),
+                reason: "every rate is zero: there is nothing to bill".into(),
+            });
+        }
+        let capacity = slots / block_width;
+        let rates = (0..slots)
+            .map(|s| {
+                let cell = s % block_width;
+                if cell < cells {
+                    tariff.cell_units_per_wh(cell) as f64 / ExactAmount::UNITS_PER_RUPEE as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = (0..slots)
+            .map(|s| if s % block_width == 0 { 1.0 } else { 0.0 })
+            .collect();
+        Ok(Self {
+            tariff: tariff.clone(),
+            parameter_set_id: ctx.parameter_set_id().to_owned(),
+            slots,
+            block_width,
+            capacity,
+            max_bill_rupees: params.max_result_magnitude() / 2.0,
+            quantum,
+            rates,
+            mask,
+        })
+    }
+
+    /// The tariff.
+    pub fn tariff(&self) -> &Tariff {
+        &self.tariff
+    }
+
+    /// The id of the parameter set the layout was built for.
+    pub fn parameter_set_id(&self) -> &str {
+        &self.parameter_set_id
+    }
+
+    /// Slots per ciphertext.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Slots per home: the tariff's cell count rounded up to a power of two.
+    pub fn block_width(&self) -> usize {
+        self.block_width
+    }
+
+    /// Homes per packing group (per ciphertext).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The largest bill, in rupees, the circuit represents with headroom (half the level-0
+    /// range).
+    pub fn max_bill_rupees(&self) -> f64 {
+        self.max_bill_rupees
+    }
+
+    /// The group and position of the `home`-th home of a deployment (homes numbered from 0).
+    pub fn locate(&self, home: usize) -> HomeSlot {
+        HomeSlot {
+            group: home / self.capacity,
+            position: home % self.capacity,
+        }
+    }
+
+    /// The number of packing groups (ciphertexts per period) `homes` homes need.
+    pub fn groups_for(&self, homes: usize) -> usize {
+        homes.div_ceil(self.capacity)
+    }
+
+    /// The rotation steps the server needs Galois keys for (`1, 2, 4, …, block_width / 2`) —
+    /// and no others.
+    pub fn galois_steps(&self) -> Vec<i64> {
+        steps_for_sum(self.block_width)
+            .into_iter()
+            .map(i64::from)
+            .collect()
+    }
+
+    /// The plaintext rate vector: each cell's rate in ₹ per Wh at its slot in every block,
+    /// zero in padding slots.
+    pub fn rate_vector(&self) -> &[f64] {
+        &self.rates
+    }
+
+    /// The output mask: 1 at each block's first slot, 0 elsewhere.
+    pub fn mask_vector(&self) -> &[f64] {
+        &self.mask
+    }
+
+    /// The meter side: the slot vector (length [`slots`](Self::slots)) for one batch of the
+    /// home at `position` in its group — its cells in whole Wh at its block, zeros elsewhere.
+    pub fn encode_batch(&self, position: usize, cells: &CellEnergy) -> Result<Vec<f64>, Error> {
+        if position >= self.capacity {
+            return Err(Error::HomeOutsideGroup {
+                position,
+                capacity: self.capacity,
+            });
+        }
+        self.tariff.check_shape(cells)?;
+        let charge = self.tariff.bill_cells(cells)?.amount().to_rupees();
+        if charge > self.max_bill_rupees {
+            return Err(Error::BillOutOfRange {
+                position,
+                value: charge,
+                limit: self.max_bill_rupees,
+            });
+        }
+        let mut slots = vec![0.0; self.slots];
+        let base = position * self.block_width;
+        for (i, wh) in cells.cells().iter().enumerate() {
+            // Whole Wh, exact in an f64 (below 2^53).
+            slots[base + i] = wh.get() as f64;
+        }
+        Ok(slots)
+    }
+
+    /// The meter side: encodes ([`encode_batch`](Self::encode_batch)) and encrypts one batch
+    /// with the published public key.
+    pub fn encrypt_batch(
+        &self,
+        encryptor: &Encryptor,
+        position: usize,
+        cells: &CellEnergy,
+    ) -> Result<Ciphertext, Error> {
+        Ok(encryptor.encrypt_values(&self.encode_batch(position, cells)?)?)
+    }
+
+    /// The server side: the bills of one packing group for one period, from every batch
+    /// ciphertext of every home of the group in that period (in any order). The result, at
+    /// level 0, holds each home's bill in rupees at its block's first slot and zero elsewhere.
+    pub fn evaluate<'a, I>(&self, evaluator: &Evaluator, batches: I) -> Result<Ciphertext, Error>
+    where
+        I: IntoIterator<Item = &'a Ciphertext>,
+    {
+        let mut acc = GroupAccumulator::new(self, evaluator)?;
+        for ct in batches {
+            acc.add(ct)?;
+        }
+        acc.finish()
+    }
+
+    /// Decoding at the key authority: each of the first `homes` homes' bill rounded to the
+    /// paisa (snapped to the tariff's amount quantum first; see the
+    /// [module documentation](self#precision-and-rounding)).
+    pub fn decode_bills(&self, slots: &[f64], homes: usize) -> Result<Vec<Paise>, Error> {
+        let q = self.quantum.units();
+        self.decode_raw(slots, homes)?
+            .into_iter()
+            .map(|raw| {
+                let k = (raw * ExactAmount::UNITS_PER_RUPEE as f64 / q as f64).round();
+                // decode_raw bounds raw to [-0.005, max_bill], so k fits an i128.
+                let k = (k as i128).max(0);
+                Ok(ExactAmount::from_units(k * q).round_to_paise())
+            })
+            .collect()
+    }
+
+    /// The first `homes` homes' raw decrypted bills in rupees, checked to be finite and within
+    /// `-0.005 ..= max_bill_rupees()` (anything else means a wrong key, a corrupted or foreign
+    /// ciphertext, or a bill beyond the circuit's range).
+    pub fn decode_raw(&self, slots: &[f64], homes: usize) -> Result<Vec<f64>, Error> {
+        if slots.len() != self.slots {
+            return Err(Error::BillingLayout {
+                reason: format!(
+                    "{} decrypted slots for a layout of {}",
+                    slots.len(),
+                    self.slots
+                ),
+            });
+        }
+        if homes > self.capacity {
+            return Err(Error::HomeOutsideGroup {
+                position: homes - 1,
+                capacity: self.capacity,
+            });
+        }
+        (0..homes)
+            .map(|position| {
+                let value = slots[position * self.block_width];
+                if value.is_finite() && (-0.005..=self.max_bill_rupees).contains(&value) {
+                    Ok(value)
+                } else {
+                    Err(Error::BillOutOfRange {
+                        position,
+                        value,
+                        limit: self.max_bill_rupees,
+                    })
+                }
+            })
+            .collect()
+    }
+}
+
+/// The server side, incrementally: adds a group's batch ciphertexts as they arrive, then
+/// [`finish`](Self::finish)es the bill at the close of the period.
+#[derive(Debug)]
+pub struct GroupAccumulator<'a> {
+    layout: &'a BillingLayout,
+    evaluator: &'a Evaluator,
+    sum: Option<Ciphertext>,
+    batches: usize,
+}
+
+impl<'a> GroupAccumulator<'a> {
+    /// An empty accumulator; fails if the evaluator's parameter set is not the layout's.
+    pub fn new(layout: &'a BillingLayout, evaluator: &'a Evaluator) -> Result<Self, Error> {
+        let id = evaluator.context().parameter_set_id();
+        if id != layout.parameter_set_id {
+            return Err(Error::BillingLayout {
+                reason: format!(
+                    "evaluator for parameter set {id}, layout for {}",
+                    layout.parameter_set_id
+                ),
+            });
+        }
+        Ok(Self {
+            layout,
+            evaluator,
+            sum: None,
+            batches: 0,
+        })
+    }
+
+    /// Adds one batch ciphertext (of any home of the group).
+    pub fn add(&mut self, batch: &Ciphertext) -> Result<(), Error> {
+        if batch.level() < Level(LEVELS_USED) {
+            return Err(seer_ckks::CkksError::LevelExhausted {
+                needed: LEVELS_USED,
+                available: batch.level().0,
+            }
+            .into());
+        }
+        match &mut self.sum {
+            Some(sum) => self.evaluator.add_assign(sum, batch)?,
+            None => self.sum = Some(batch.try_clone()?),
+        }
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// The number of batches added.
+    pub fn batches(&self) -> usize {
+        self.batches
+    }
+
+    /// Charges the sum: rates, block sums, mask (see the
+    /// [module documentation](self#layout-many-homes-per-ciphertext)). Fails if no batch was
+    /// added.
+    pub fn finish(self) -> Result<Ciphertext, Error> {
+        let ev = self.evaluator;
+        let layout = self.layout;
+        let Some(mut sum) = self.sum else {
+            return Err(Error::BillingLayout {
+                reason: "no batch ciphertexts to bill".into(),
+            });
+        };
+        // Larger parameter sets: drop to the last levels the circuit needs (cheaper, exact).
+        if sum.level() > Level(LEVELS_USED) {
+            sum = ev.mod_switch_to(&sum, Level(LEVELS_USED))?;
+        }
+        let charged = ev.multiply_plain(&sum, &layout.rates)?;
+        let totals = ev.sum_slots(&charged, layout.block_width)?;
+        Ok(ev.multiply_plain(&totals, &layout.mask)?)
+    }
+}
+
+/// The plaintext twin of the circuit for one home: adds the home's batches cell by cell and
+/// charges the sum with exact integer arithmetic ([`Tariff::bill_cells`]).
+pub fn plaintext_bill<'a, I>(tariff: &Tariff, batches: I) -> Result<Bill, Error>
+where
+    I: IntoIterator<Item = &'a CellEnergy>,
+{
+    let mut total = CellEnergy::zeros(tariff);
+    for batch in batches {
+        total.try_add(batch)?;
+    }
+    tariff.bill_cells(&total)
+}

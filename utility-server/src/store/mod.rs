@@ -1,0 +1,607 @@
+//! The ciphertext store: meters, their batches and their ingest cursors, in an embedded
+//! SQLite file (the default) or PostgreSQL, through sqlx's `Any` driver.
+//!
+//! # Schema
+//!
+//! Two tables (see `migrations/utility-server/`):
+//! - `meters (meter_id, first_seen_us, last_sequence)`: one row per meter that has stored a
+//!   batch; `last_sequence` is the ingest cursor, the highest sequence stored (sequences have
+//!   no gaps, so it is also the number of batches);
+//! - `batches`, keyed by `(meter_id, sequence)`: the batch's period, interval (UTC
+//!   microseconds and the offset the meter stated), reading count, billing group and
+//!   position, both lanes' ciphertext bytes, ε, the BLAKE3 content digest and when it was
+//!   received.
+//!
+//! The two backends need different SQL for one column type — ciphertexts are `BLOB` in
+//! SQLite and `BYTEA` in PostgreSQL, neither of which the other knows (and sqlx's `Any`
+//! driver refuses to decode a SQLite column declared `BYTEA`); storing them as hex text would
+//! double the largest data the utility keeps. So each backend has its own migration
+//! directory, `migrations/utility-server/{sqlite,postgres}`, kept in step: the same versions,
+//! the same tables, columns and constraints.
+//!
+//! # Exactly once, atomically
+//!
+//! [`Store::insert_batch`] runs in one transaction that first takes the meter's write lock —
+//! `BEGIN IMMEDIATE` in SQLite (the database's single write lock, waited for up to the busy
+//! timeout); in PostgreSQL the meter row's lock, taken by an `UPDATE` of that row (concurrent
+//! inserts of a new meter queue on its primary key) — then reads the cursor, and either
+//! stores `last + 1` together with the advanced cursor and commits, or stores nothing. Two
+//! uploads of one (meter, sequence) therefore serialize: the second sees the first's batch
+//! and is answered as a duplicate or a conflict by comparing digests. The primary key on
+//! `(meter_id, sequence)` backs this up. A crash before the commit leaves neither the batch
+//! nor the advanced cursor (SQLite's WAL and PostgreSQL's transactions are atomic), and a
+//! commit is durable when it returns (SQLite runs with `synchronous = FULL`), so an
+//! acknowledged batch is never lost.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Row as _, Transaction};
+
+use crate::batch::{Batch, MeterId, Period, utc_from_micros};
+
+#[cfg(test)]
+mod tests;
+
+/// SQLite's schema, embedded at build time.
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/utility-server/sqlite");
+/// PostgreSQL's schema, embedded at build time.
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/utility-server/postgres");
+
+/// How long a SQLite connection waits for another writer before giving up.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most batches one [`Store::group_batches`] page returns.
+pub const MAX_PAGE_SIZE: u32 = 1024;
+
+/// Which database holds the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (`sqlite:PATH`, `sqlite://relative/path`,
+    /// `sqlite:///absolute/path`; created with its directory if missing).
+    Sqlite,
+    /// A PostgreSQL server (`postgres://...` or `postgresql://...`).
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names.
+    ///
+    /// # Errors
+    /// [`StoreError::UnsupportedUrl`] for other schemes.
+    pub fn of_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl {
+                url: redact_url(url),
+            })
+        }
+    }
+}
+
+/// What went wrong in the store. Messages may name the (redacted) URL; the gRPC layer logs
+/// them and never sends them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Neither `sqlite:` nor `postgres://`.
+    #[error("unsupported database url {url:?}: expected sqlite:PATH or postgres://...")]
+    UnsupportedUrl {
+        /// The URL, password redacted.
+        url: String,
+    },
+    /// The SQLite file's directory could not be created.
+    #[error("cannot create the database directory {}", path.display())]
+    CreateDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error("cannot open the database {url}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// The schema migrations failed.
+    #[error("cannot migrate the database schema")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database error while {doing}")]
+    Query {
+        /// What the store was doing.
+        doing: &'static str,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// A stored row holds a value this build cannot read (a damaged or foreign database).
+    #[error("corrupt row in {table}: {reason}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn query_error(doing: &'static str) -> impl Fn(sqlx::Error) -> StoreError + Copy {
+    move |source| StoreError::Query { doing, source }
+}
+
+/// What [`Store::insert_batch`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored: it was `last + 1`; the cursor is now its sequence.
+    Inserted,
+    /// Not stored again: the same (meter, sequence) with the same content is already stored.
+    Duplicate {
+        /// The meter's cursor.
+        last: u64,
+    },
+    /// Refused: the (meter, sequence) is already stored with different content.
+    Conflict {
+        /// The meter's cursor.
+        last: u64,
+    },
+    /// Refused: the sequence skips ahead; the next sequence must be `expected`.
+    Gap {
+        /// `last + 1`.
+        expected: u64,
+    },
+}
+
+/// One batch's billing lane, for the billing job.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GroupBatch {
+    /// The meter.
+    pub meter_id: MeterId,
+    /// The batch's sequence.
+    pub sequence: u64,
+    /// The meter's position in the group.
+    pub billing_position: u32,
+    /// The billing lane's serialized ciphertext.
+    pub billing_lane: Vec<u8>,
+}
+
+impl std::fmt::Debug for GroupBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupBatch")
+            .field("meter_id", &self.meter_id)
+            .field("sequence", &self.sequence)
+            .field("billing_position", &self.billing_position)
+            .field("billing_lane_bytes", &self.billing_lane.len())
+            .finish()
+    }
+}
+
+/// Where a [`Store::group_batches`] page starts: after this (meter, sequence).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BatchKey {
+    /// The meter.
+    pub meter_id: MeterId,
+    /// The sequence.
+    pub sequence: u64,
+}
+
+/// What the utility knows of one meter's use in one period without decrypting anything:
+/// counts and times only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageSummary {
+    /// The meter.
+    pub meter_id: MeterId,
+    /// The period.
+    pub period: Period,
+    /// Batches stored.
+    pub batches: u64,
+    /// Readings in those batches.
+    pub readings: u64,
+    /// Start of the earliest batch (`None` without batches).
+    pub first_start: Option<DateTime<Utc>>,
+    /// End of the latest batch (`None` without batches).
+    pub last_end: Option<DateTime<Utc>>,
+    /// ε spent on the analytics lanes of those batches, summed.
+    pub epsilon_spent: f64,
+}
+
+/// How [`Store::insert_batch_then`] ends its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    Commit,
+    /// Drop the transaction after every statement ran, as a crash before the commit would.
+    #[cfg(test)]
+    Abandon,
+}
+
+/// The store. Cheap to clone (a shared connection pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens the store at `url`, creating the SQLite file (and its directories) when missing,
+    /// and applies the schema migrations. SQLite runs in WAL mode (readers never wait for
+    /// the writer) with `synchronous = FULL` (a commit survives power loss) and a busy timeout
+    /// of [`SQLITE_BUSY_TIMEOUT`].
+    ///
+    /// # Errors
+    /// When the URL is not supported or the database cannot be opened or migrated.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let backend = Backend::of_url(url)?;
+        sqlx::any::install_default_drivers();
+        let url = match backend {
+            Backend::Sqlite => prepare_sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    if conn.backend_name() == "SQLite" {
+                        let busy =
+                            format!("PRAGMA busy_timeout = {}", SQLITE_BUSY_TIMEOUT.as_millis());
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(busy))
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::raw_sql("PRAGMA synchronous = FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: redact_url(&url),
+                source,
+            })?;
+        match backend {
+            Backend::Sqlite => {
+                // The journal mode is a property of the file: set once, it stays.
+                let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(query_error("switching to WAL mode"))?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    tracing::warn!(%mode, "the database refused WAL mode");
+                }
+                SQLITE_MIGRATOR.run(&pool).await?;
+            }
+            Backend::Postgres => POSTGRES_MIGRATOR.run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    /// Which database holds the store.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the connections; later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Stores `batch` if it is its meter's next sequence (see the
+    /// [module documentation](self#exactly-once-atomically)); otherwise reports what it is.
+    ///
+    /// # Errors
+    /// When the database fails; nothing is stored then.
+    #[tracing::instrument(
+        name = "store.insert_batch",
+        skip_all,
+        fields(meter_id = %batch.meter_id(), sequence = batch.sequence())
+    )]
+    pub async fn insert_batch(&self, batch: &Batch) -> Result<InsertOutcome, StoreError> {
+        self.insert_batch_then(batch, Finish::Commit).await
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let begin = match self.backend {
+            // Take the write lock now, where the busy timeout applies, rather than upgrading a
+            // read transaction later (which fails at once when another writer got there).
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        };
+        begin.map_err(query_error("beginning a transaction"))
+    }
+
+    async fn insert_batch_then(
+        &self,
+        batch: &Batch,
+        finish: Finish,
+    ) -> Result<InsertOutcome, StoreError> {
+        let meter = batch.meter_id().as_str();
+        let sequence = to_db(batch.sequence());
+        let now = Utc::now().timestamp_micros();
+        let mut tx = self.begin_write().await?;
+
+        sqlx::query(
+            "INSERT INTO meters (meter_id, first_seen_us, last_sequence) VALUES ($1, $2, 0) \
+             ON CONFLICT (meter_id) DO NOTHING",
+        )
+        .bind(meter)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("registering the meter"))?;
+        // A no-op write: in PostgreSQL it locks the meter's row until the commit, so that
+        // concurrent inserts for the meter queue here and then read the cursor it leaves.
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE meters SET last_sequence = last_sequence WHERE meter_id = $1 \
+             RETURNING last_sequence",
+        )
+        .bind(meter)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(query_error("locking the meter's cursor"))?;
+        let last = from_db("meters", "last_sequence", last)?;
+
+        let outcome = if batch.sequence() == last + 1 {
+            sqlx::query(
+                "INSERT INTO batches (meter_id, sequence, period, start_us, end_us, \
+                 utc_offset_s, readings, billing_group, billing_position, billing_lane, \
+                 analytics_lane, epsilon_spent, content_digest, received_at_us) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(meter)
+            .bind(sequence)
+            .bind(batch.period().to_string())
+            .bind(batch.start_micros())
+            .bind(batch.end_micros())
+            .bind(i64::from(batch.utc_offset_seconds()))
+            .bind(i64::from(batch.readings()))
+            .bind(i64::from(batch.billing_group()))
+            .bind(i64::from(batch.billing_position()))
+            .bind(batch.billing_lane())
+            .bind(batch.analytics_lane())
+            .bind(batch.epsilon_spent())
+            .bind(batch.digest().to_hex())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("storing the batch"))?;
+            sqlx::query("UPDATE meters SET last_sequence = $2 WHERE meter_id = $1")
+                .bind(meter)
+                .bind(sequence)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("advancing the meter's cursor"))?;
+            match finish {
+                Finish::Commit => tx
+                    .commit()
+                    .await
+                    .map_err(query_error("committing the batch"))?,
+                #[cfg(test)]
+                Finish::Abandon => drop(tx),
+            }
+            return Ok(InsertOutcome::Inserted);
+        } else if batch.sequence() <= last {
+            let stored: Option<String> = sqlx::query_scalar(
+                "SELECT content_digest FROM batches WHERE meter_id = $1 AND sequence = $2",
+            )
+            .bind(meter)
+            .bind(sequence)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_error("reading the stored batch's digest"))?;
+            match stored {
+                Some(digest) if digest == batch.digest().to_hex() => {
+                    InsertOutcome::Duplicate { last }
+                }
+                Some(_) => InsertOutcome::Conflict { last },
+                None => {
+                    return Err(StoreError::Corrupt {
+                        table: "batches",
+                        reason: format!(
+                            "meter {meter} has cursor {last} but no batch {}",
+                            batch.sequence()
+                        ),
+                    });
+                }
+            }
+        } else {
+            InsertOutcome::Gap { expected: last + 1 }
+        };
+        // Nothing to keep (not even a new meter row).
+        tx.rollback()
+            .await
+            .map_err(query_error("ending the transaction"))?;
+        Ok(outcome)
+    }
+
+    /// The highest sequence stored for `meter_id`, 0 when none.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn last_sequence(&self, meter_id: &MeterId) -> Result<u64, StoreError> {
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT last_sequence FROM meters WHERE meter_id = $1")
+                .bind(meter_id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_error("reading the meter's cursor"))?;
+        last.map_or(Ok(0), |last| from_db("meters", "last_sequence", last))
+    }
+
+    /// One page of the billing lanes of `group` in `period`, ordered by (meter, sequence),
+    /// starting after `after` (from the start when `None`); at most `limit` batches (capped
+    /// at [`MAX_PAGE_SIZE`]). The billing job feeds them to a
+    /// [`GroupAccumulator`](seer_core::circuits::billing::GroupAccumulator) page by page, so
+    /// memory stays bounded however many homes the group has. An empty page is the end.
+    ///
+    /// # Errors
+    /// When the database fails or a row is unreadable.
+    pub async fn group_batches(
+        &self,
+        period: Period,
+        group: u32,
+        after: Option<&BatchKey>,
+        limit: u32,
+    ) -> Result<Vec<GroupBatch>, StoreError> {
+        let limit = i64::from(limit.clamp(1, MAX_PAGE_SIZE));
+        let (after_meter, after_sequence) =
+            after.map_or(("", 0), |key| (key.meter_id.as_str(), to_db(key.sequence)));
+        // Meter ids are never empty, so ("", 0) precedes every row.
+        let rows = sqlx::query(
+            "SELECT meter_id, sequence, billing_position, billing_lane FROM batches \
+             WHERE period = $1 AND billing_group = $2 \
+             AND (meter_id > $3 OR (meter_id = $3 AND sequence > $4)) \
+             ORDER BY meter_id, sequence LIMIT $5",
+        )
+        .bind(period.to_string())
+        .bind(i64::from(group))
+        .bind(after_meter)
+        .bind(after_sequence)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading a billing group's batches"))?;
+        rows.iter().map(group_batch_from_row).collect()
+    }
+
+    /// The usage summary of `meter_id` in `period`: batch and reading counts, the first start
+    /// and last end, and the ε spent — never a decrypted value.
+    ///
+    /// # Errors
+    /// When the database fails or a row is unreadable.
+    pub async fn usage_summary(
+        &self,
+        meter_id: &MeterId,
+        period: Period,
+    ) -> Result<UsageSummary, StoreError> {
+        let row = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS batches, \
+             CAST(COALESCE(SUM(readings), 0) AS BIGINT) AS readings, \
+             MIN(start_us) AS first_start_us, MAX(end_us) AS last_end_us, \
+             CAST(COALESCE(SUM(epsilon_spent), 0) AS DOUBLE PRECISION) AS epsilon_spent \
+             FROM batches WHERE meter_id = $1 AND period = $2",
+        )
+        .bind(meter_id.as_str())
+        .bind(period.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("summarizing a meter's usage"))?;
+        let get_i64 = |column: &'static str| -> Result<Option<i64>, StoreError> {
+            row.try_get::<Option<i64>, _>(column)
+                .map_err(query_error("reading a usage summary"))
+        };
+        let instant = |column: &'static str| -> Result<Option<DateTime<Utc>>, StoreError> {
+            get_i64(column)?
+                .map(|micros| {
+                    utc_from_micros(micros).ok_or_else(|| StoreError::Corrupt {
+                        table: "batches",
+                        reason: format!("{column} {micros} is out of range"),
+                    })
+                })
+                .transpose()
+        };
+        Ok(UsageSummary {
+            meter_id: meter_id.clone(),
+            period,
+            batches: from_db("batches", "count", get_i64("batches")?.unwrap_or(0))?,
+            readings: from_db("batches", "readings", get_i64("readings")?.unwrap_or(0))?,
+            first_start: instant("first_start_us")?,
+            last_end: instant("last_end_us")?,
+            epsilon_spent: row
+                .try_get::<Option<f64>, _>("epsilon_spent")
+                .map_err(query_error("reading a usage summary"))?
+                .unwrap_or(0.0),
+        })
+    }
+}
+
+fn group_batch_from_row(row: &AnyRow) -> Result<GroupBatch, StoreError> {
+    let read = query_error("reading a billing group's batches");
+    let meter_id: String = row.try_get("meter_id").map_err(read)?;
+    let sequence: i64 = row.try_get("sequence").map_err(read)?;
+    let position: i64 = row.try_get("billing_position").map_err(read)?;
+    let billing_lane: Vec<u8> = row.try_get("billing_lane").map_err(read)?;
+    Ok(GroupBatch {
+        meter_id: MeterId::try_new(meter_id).map_err(|e| StoreError::Corrupt {
+            table: "batches",
+            reason: e.to_string(),
+        })?,
+        sequence: from_db("batches", "sequence", sequence)?,
+        billing_position: u32::try_from(position).map_err(|_| StoreError::Corrupt {
+            table: "batches",
+            reason: format!("billing_position {position} is out of range"),
+        })?,
+        billing_lane,
+    })
+}
+
+/// Sequences are at most `i64::MAX` ([`crate::batch::MAX_SEQUENCE`]).
+fn to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_db(table: &'static str, column: &str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt {
+        table,
+        reason: format!("{column} {value} is negative"),
+    })
+}
+
+/// Creates the SQLite file's directory and opens it read-write-create unless the URL says
+/// otherwise.
+fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, params) = match rest.split_once('?') {
+        Some((path, params)) => (path, Some(params)),
+        None => (rest, None),
+    };
+    let in_memory = path.is_empty() || path == ":memory:";
+    if !in_memory
+        && let Some(parent) = Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDirectory {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(match params {
+        None if !in_memory => format!("{url}?mode=rwc"),
+        Some(params) if !params.split('&').any(|p| p.starts_with("mode=")) => {
+            format!("{url}&mode=rwc")
+        }
+        _ => url.to_owned(),
+    })
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
