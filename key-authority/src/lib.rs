@@ -1,6 +1,7 @@
-//! The SEER key authority. It will hold the only CKKS secret key, release only registered
-//! final results under its policy and keep the audit log; for now it serves only
-//! `seer.v1.Node`, health and reflection.
+//! The SEER key authority. It holds the only CKKS secret key, publishes the public key
+//! material (`seer.v1.Keys`), records the meters' batch receipts (`seer.v1.Receipts`), releases
+//! only registered final results under its policy (`seer.v1.Release`: bills, see [`release`])
+//! and keeps the audit log (`seer.v1.Audit`), beside `seer.v1.Node`, health and reflection.
 //!
 //! The binary in `main.rs` is thin: it loads [`Settings`], starts the telemetry, builds an
 //! [`Application`] and runs it until SIGINT or SIGTERM. Tests build the same [`Application`]
@@ -11,6 +12,7 @@ pub mod audit;
 pub use seer_auth as auth;
 pub mod keys;
 pub mod keys_api;
+pub mod release;
 pub mod settings;
 pub mod startup;
 

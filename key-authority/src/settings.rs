@@ -8,6 +8,8 @@ use seer_ckks::{ParameterSet, steps_for_sum};
 use seer_service::{LogSettings, ServerSettings};
 
 use crate::keys::KeySetSpec;
+use seer_core::circuits::billing;
+use seer_core::tariff::Tariff;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of the environment variables that override the settings file.
@@ -30,6 +32,30 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// The audit log's database.
     pub audit: AuditSettings,
+    /// What the key authority re-executes before releasing (the registered computations).
+    #[serde(default)]
+    pub release: ReleaseSettings,
+}
+
+/// The registered computations' configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSettings {
+    /// The tariff bills are computed with (the BESCOM slabs by default); it must be the
+    /// utility's and the meters', since it fixes the billing layout.
+    pub tariff: Tariff,
+    /// The CKKS parameter set of the billing lanes; `keys.sets` must hold a key set for it
+    /// with the billing layout's rotation steps (checked at startup).
+    pub billing_parameter_set: String,
+}
+
+impl Default for ReleaseSettings {
+    fn default() -> Self {
+        Self {
+            tariff: Tariff::bescom(),
+            billing_parameter_set: billing::PARAMETER_SET.id(),
+        }
+    }
 }
 
 /// Token signing.
@@ -96,6 +122,7 @@ impl Default for Settings {
             keys: KeysSettings::default(),
             auth: AuthSettings::default(),
             audit: AuditSettings::default(),
+            release: ReleaseSettings::default(),
         }
     }
 }

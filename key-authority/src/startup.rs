@@ -21,6 +21,10 @@ use crate::Settings;
 use crate::audit::{AuditLog, AuditService};
 use crate::keys::KeyStore;
 use crate::keys_api::KeysApi;
+use crate::release::{BillEngine, BillReleaser, ReceiptStore, ReceiptsService, ReleaseService};
+use seer_proto::v1::receipts_server::ReceiptsServer;
+use seer_proto::v1::release_server::ReleaseServer;
+use tonic::service::interceptor::InterceptedService;
 
 /// A bound, not yet running, key-authority.
 #[derive(Debug)]
@@ -29,6 +33,7 @@ pub struct Application {
     keys: Arc<KeyStore>,
     issuer: TokenIssuer,
     audit: Arc<AuditLog>,
+    bills: Arc<BillEngine>,
 }
 
 impl Application {
@@ -64,9 +69,20 @@ impl Application {
             .await
             .context("key store task")?
             .with_context(|| format!("opening the key store in {}", settings.keys.dir.display()))?;
+        let store = Arc::new(store);
+        let release = settings.release.clone();
+        let engine_keys = Arc::clone(&store);
+        // Parsing the Galois keys is CPU work too.
+        let bills = tokio::task::spawn_blocking(move || {
+            BillEngine::try_new(engine_keys, &release.tariff, &release.billing_parameter_set)
+        })
+        .await
+        .context("billing engine task")?
+        .context("setting up the billing release (settings `release` and `keys.sets`)")?;
         Ok(Self {
             listener: GrpcListener::bind(settings.server.address()).await?,
-            keys: Arc::new(store),
+            keys: store,
+            bills: Arc::new(bills),
             issuer: TokenIssuer::new(signing_key, DEFAULT_ISSUER),
             audit: Arc::new(audit),
         })
@@ -88,6 +104,12 @@ impl Application {
     #[must_use]
     pub fn audit_log(&self) -> &Arc<AuditLog> {
         &self.audit
+    }
+
+    /// The billing engine the release policy re-executes bills with.
+    #[must_use]
+    pub fn bill_engine(&self) -> &Arc<BillEngine> {
+        &self.bills
     }
 
     /// The port actually bound.
@@ -126,7 +148,25 @@ impl Application {
         let verifier = Arc::new(self.issuer.verifier(AUDIENCE_KEY_AUTHORITY));
         let audit = AuditServer::with_interceptor(
             AuditService::new(Arc::clone(&self.audit)),
-            AuthInterceptor::new(verifier, OnFailure::Reject),
+            AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Reject),
+        );
+        let receipts = InterceptedService::new(
+            ReceiptsServer::new(ReceiptsService::new(
+                ReceiptStore::new(&self.audit),
+                self.bills.layout().capacity(),
+            ))
+            .with_seer_limits(),
+            AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Reject),
+        );
+        // Record: a request without a valid token reaches the handler, which logs the
+        // refusal before answering UNAUTHENTICATED.
+        let release = InterceptedService::new(
+            ReleaseServer::new(ReleaseService::new(BillReleaser::new(
+                Arc::clone(&self.audit),
+                Arc::clone(&self.bills),
+            )))
+            .with_seer_limits(),
+            AuthInterceptor::new(verifier, OnFailure::Record),
         );
         seer_service::serve(
             self.listener,
@@ -134,8 +174,16 @@ impl Application {
             &[
                 KeysServer::<KeysApi>::NAME,
                 AuditServer::<AuditService>::NAME,
+                ReceiptsServer::<ReceiptsService>::NAME,
+                ReleaseServer::<ReleaseService>::NAME,
             ],
-            |router| router.add_service(keys).add_service(audit),
+            |router| {
+                router
+                    .add_service(keys)
+                    .add_service(audit)
+                    .add_service(receipts)
+                    .add_service(release)
+            },
             shutdown,
         )
         .await

@@ -1,5 +1,5 @@
-//! The meter's run: source → batches → durable queue, with the uploader draining the queue
-//! concurrently.
+//! The meter's run: source → batches → durable queue, with the receipt recorder and the
+//! uploader draining the queue concurrently (a batch leaves it when both are done with it).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use crate::batch::{BatchBuilder, BatchConfig, PrivacySettings, split_windows};
 use crate::error::Error;
 use crate::grpc::{BearerToken, fetch_public_key, pin_and_load};
 use crate::queue::{Identity, PinOutcome, StateStore};
+use crate::receipts::{ReceiptConfig, ReceiptReport, record_receipts};
 use crate::source::{DateRange, SourceSpec, load};
 use crate::upload::{Backoff, ProducerStatus, UploadConfig, UploadReport, upload};
 
@@ -30,9 +31,10 @@ pub struct Settings {
     /// The meter's home number in the deployment: its billing block is
     /// [`BillingLayout::locate`] of it.
     pub home_index: u64,
-    /// The utility server; `None` only queues (an offline meter: a later run uploads).
+    /// The utility server; `None` only queues (an offline meter: a later run records the
+    /// receipts and uploads).
     pub utility_url: Option<String>,
-    /// The key authority (public key).
+    /// The key authority (public key, receipts).
     pub key_authority_url: String,
     /// The household token, sent on every call.
     pub token: Option<BearerToken>,
@@ -53,7 +55,7 @@ pub struct Settings {
     pub upload_window: usize,
     /// Delays between reconnection attempts.
     pub backoff: Backoff,
-    /// Consecutive failed attempts before giving up (key fetch and upload).
+    /// Consecutive failed attempts before giving up (key fetch, receipts and upload).
     pub max_attempts: u32,
 }
 
@@ -74,6 +76,8 @@ pub struct RunReport {
     pub key_pinned_now: bool,
     /// The upload, when a utility server was given.
     pub upload: Option<UploadReport>,
+    /// The receipts recorded with the key authority, when a utility server was given.
+    pub receipts: Option<ReceiptReport>,
     /// Batches left in the outbox at the end.
     pub still_queued: u64,
 }
@@ -92,12 +96,14 @@ pub async fn run(
 
 /// Runs the meter: opens the state, fetches and pins the public key, loads the source, builds
 /// and commits a batch per window after the last committed reading, and (with a utility
-/// server) uploads concurrently until every batch is acknowledged. `noise` is injected so
-/// tests can fix its seed.
+/// server) records the receipts with the key authority and uploads, concurrently, until every
+/// batch and every receipt is acknowledged. `noise` is injected so tests can fix its seed.
 ///
 /// # Errors
-/// Any [`Error`]: bad settings or input, a changed public key or identity, a refused upload,
-/// exhausted retries. Batches committed before the error stay queued for the next run.
+/// Any [`Error`]: bad settings or input, a changed public key or identity, a refused upload or
+/// receipt, exhausted retries. When both the upload and the receipts fail, the upload's error
+/// is returned (the receipts' is logged). Batches committed before the error stay queued for
+/// the next run.
 pub async fn run_with_noise(
     settings: Settings,
     noise: AnalyticsNoise,
@@ -178,13 +184,13 @@ async fn run_on(
     };
     let mut builder = BatchBuilder::try_new(config, &ctx, encryptor, layout, noise)?;
 
-    // The uploader, concurrently.
+    // The uploader and the receipt recorder, concurrently.
     let mut state = store.lane_state(&settings.tariff).await?;
     let (status_tx, status_rx) = tokio::sync::watch::channel(ProducerStatus {
         built_through: state.next_sequence - 1,
         finished: false,
     });
-    let mut uploader = match &settings.utility_url {
+    let mut workers = match &settings.utility_url {
         Some(url) => {
             let config = UploadConfig {
                 url: url.clone(),
@@ -194,11 +200,27 @@ async fn run_on(
                 backoff: settings.backoff,
                 max_attempts: settings.max_attempts,
             };
-            let store = Arc::clone(&store);
-            let observer = Arc::clone(&observer);
-            Some(tokio::spawn(async move {
-                upload(store, &config, status_rx, &*observer).await
-            }))
+            let uploader = {
+                let store = Arc::clone(&store);
+                let observer = Arc::clone(&observer);
+                let status_rx = status_rx.clone();
+                tokio::spawn(async move { upload(store, &config, status_rx, &*observer).await })
+            };
+            let config = ReceiptConfig {
+                url: settings.key_authority_url.clone(),
+                token: settings.token.clone(),
+                meter_id: settings.meter_id.clone(),
+                backoff: settings.backoff,
+                max_attempts: settings.max_attempts,
+            };
+            let recorder = {
+                let store = Arc::clone(&store);
+                let observer = Arc::clone(&observer);
+                tokio::spawn(
+                    async move { record_receipts(store, &config, status_rx, &*observer).await },
+                )
+            };
+            Some(Workers { uploader, recorder })
         }
         None => None,
     };
@@ -212,10 +234,10 @@ async fn run_on(
         .collect();
     let produced: Result<(), Error> = async {
         for window in split_windows(&pending, settings.batch_days)? {
-            if let Some(handle) = &uploader {
+            if let Some(w) = &workers {
                 while store.queued_count().await? >= settings.max_queued.max(1) {
-                    if handle.is_finished() {
-                        // The uploader stopped (its error is reported below).
+                    if w.uploader.is_finished() || w.recorder.is_finished() {
+                        // A worker stopped early (its error is reported below).
                         return Ok(());
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -262,18 +284,40 @@ async fn run_on(
         finished: true,
     });
     if let Err(e) = produced {
-        if let Some(handle) = uploader.take() {
-            handle.abort();
-            // Wait for the task to be dropped, so the store (and its lock) is released.
-            let _ = handle.await;
+        if let Some(w) = workers.take() {
+            w.uploader.abort();
+            w.recorder.abort();
+            // Wait for the tasks to be dropped, so the store (and its lock) is released.
+            let _ = w.uploader.await;
+            let _ = w.recorder.await;
         }
         return Err(e);
     }
-    if let Some(handle) = uploader.take() {
-        report.upload = Some(handle.await??);
+    if let Some(w) = workers.take() {
+        // Each runs to its own end: a failure of one never interrupts the durable progress of
+        // the other.
+        let uploaded = w.uploader.await.map_err(Error::from).and_then(|r| r);
+        let recorded = w.recorder.await.map_err(Error::from).and_then(|r| r);
+        match (uploaded, recorded) {
+            (Ok(u), Ok(r)) => {
+                report.upload = Some(u);
+                report.receipts = Some(r);
+            }
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+            (Err(e), Err(other)) => {
+                tracing::error!(error = %other, "recording receipts failed too");
+                return Err(e);
+            }
+        }
     }
     report.still_queued = store.queued_count().await?;
     Ok(report)
+}
+
+/// The tasks draining the queue.
+struct Workers {
+    uploader: tokio::task::JoinHandle<Result<UploadReport, Error>>,
+    recorder: tokio::task::JoinHandle<Result<ReceiptReport, Error>>,
 }
 
 /// Runs `attempt` until it succeeds, fails finally, or has failed transiently

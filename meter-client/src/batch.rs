@@ -10,16 +10,35 @@
 //! The last window of a finite source is sent when the source ends, even if incomplete; if the
 //! source later continues, the rest of that window becomes the next batch.
 //!
-//! # The billing lane
+//! # The billing lane: period-to-date cells
 //!
 //! Each reading's exact energy (integer joules) goes through the meter's
 //! [`WhRegister`](seer_core::tariff::WhRegister), which turns it into whole Wh and carries the
 //! sub-Wh remainder to the next reading, and then into the period's
 //! [`SlabAccumulator`](seer_core::tariff::SlabAccumulator), which splits it into (slab, band)
-//! cells by the period's running total and restarts at each calendar month. The batch's
-//! per-cell totals are encoded at the meter's block with
+//! cells by the period's running total and restarts at each calendar month. The billing lane
+//! of a batch encrypts the meter's **period-to-date** cells
+//! ([`SlabAccumulator::period_cells`](seer_core::tariff::SlabAccumulator::period_cells) after
+//! the batch's last reading: every Wh from the start of the billing period through the end of
+//! the batch), not the batch's own cells, at the meter's block with
 //! [`BillingLayout::encrypt_batch`](seer_core::circuits::billing::BillingLayout::encrypt_batch).
-//! The register's remainder, the period and its cells so far are part of [`LaneState`].
+//! The batch with the highest sequence of a period therefore carries the whole period, and
+//! the bill needs exactly one ciphertext per home and period (two batches of one home must
+//! never be added: they overlap). The register's remainder, the period and its cells so far
+//! are part of [`LaneState`].
+//!
+//! A batch **closes its period** ([`SealedBatch::closes_period`]) when its end is the period's
+//! end, the first instant of the next month: its lane then holds the whole period. The utility
+//! bills only closing batches, and the key authority releases a bill only against the closing
+//! batch's receipt ([`Receipt`]). A period whose last interval has no reading (a gap at the
+//! very end of the month) is never closed by this meter.
+//!
+//! # Receipts
+//!
+//! Every batch has a [`Receipt`] (its sequence, period, the BLAKE3 digest of its billing-lane
+//! bytes, its packing group and position, and whether it closes its period), fixed when the
+//! batch is built and recorded with the key authority before the batch may leave the queue
+//! (see [`crate::receipts`]).
 //!
 //! # The analytics lane
 //!
@@ -131,7 +150,7 @@ pub struct SealedBatch {
     pub billing_group: u32,
     /// The meter's block position in its group.
     pub billing_position: u32,
-    /// The billing lane ciphertext, serialized.
+    /// The billing lane ciphertext (the period-to-date cells), serialized.
     pub billing_lane: Vec<u8>,
     /// The analytics lane ciphertext, serialized.
     pub analytics_lane: Vec<u8>,
@@ -140,6 +159,29 @@ pub struct SealedBatch {
 }
 
 impl SealedBatch {
+    /// Whether this batch closes its billing period: its end is the period's end (the first
+    /// instant of the next month), so its billing lane holds the whole period.
+    pub fn closes_period(&self) -> bool {
+        self.end == self.period.end()
+    }
+
+    /// The BLAKE3 digest of the billing lane's bytes, as recorded in the batch's receipt.
+    pub fn billing_lane_blake3(&self) -> [u8; 32] {
+        *blake3::hash(&self.billing_lane).as_bytes()
+    }
+
+    /// The batch's receipt; see the [module docs](self#receipts).
+    pub fn receipt(&self) -> Receipt {
+        Receipt {
+            sequence: self.sequence,
+            period: self.period,
+            billing_lane_blake3: self.billing_lane_blake3(),
+            billing_group: self.billing_group,
+            billing_position: self.billing_position,
+            closes_period: self.closes_period(),
+        }
+    }
+
     /// The BLAKE3 digest of the batch's content (every field but the sequence), hex: the
     /// queue stores it and checks it before sending.
     pub fn digest(&self) -> String {
@@ -158,6 +200,24 @@ impl SealedBatch {
         h.update(&self.epsilon_spent.to_le_bytes());
         h.finalize().to_hex().to_string()
     }
+}
+
+/// What the key authority records for a batch (`seer.v1.Receipts/Record`, with the meter id):
+/// the batch's billing lane, by digest, and where it belongs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The batch's sequence.
+    pub sequence: u64,
+    /// The billing period.
+    pub period: YearMonth,
+    /// BLAKE3 of the billing lane's serialized ciphertext.
+    pub billing_lane_blake3: [u8; 32],
+    /// The billing packing group.
+    pub billing_group: u32,
+    /// The meter's block position in its group.
+    pub billing_position: u32,
+    /// Whether the batch closes its period ([`SealedBatch::closes_period`]).
+    pub closes_period: bool,
 }
 
 /// The privacy settings of the analytics lane.
@@ -353,7 +413,9 @@ impl BatchBuilder {
             accumulator.push(r.start, e)?;
             wh.push(e);
         }
-        let cells = accumulator.take_batch();
+        // The billing lane carries the period to date (see the module docs), not the batch's
+        // own cells.
+        let cells = accumulator.period_cells().clone();
 
         // The analytics lane: charge and noise (the accountant is a copy until committed).
         let mut accountant = match &state.accountant {
@@ -442,6 +504,35 @@ mod tests {
             window_of(at("2024-02-29 12:00"), 31).unwrap(),
             (at("2024-02-01 00:00"), at("2024-03-01 00:00"))
         );
+    }
+
+    #[test]
+    fn only_a_batch_ending_at_the_month_end_closes_its_period() {
+        let batch = |start: &str, end: &str| SealedBatch {
+            sequence: 1,
+            period: YearMonth::containing(at(start).date()).unwrap(),
+            start: at(start),
+            end: at(end),
+            utc_offset: Utc.fix(),
+            readings: 1,
+            billing_group: 0,
+            billing_position: 5,
+            billing_lane: vec![1, 2, 3],
+            analytics_lane: vec![4],
+            epsilon_spent: 0.05,
+        };
+        assert!(batch("2024-02-29 00:00", "2024-03-01 00:00").closes_period());
+        assert!(batch("2024-12-31 23:45", "2025-01-01 00:00").closes_period());
+        // Ends 15 minutes early (a missing last reading) or mid-month: not closing.
+        assert!(!batch("2024-02-29 00:00", "2024-02-29 23:45").closes_period());
+        assert!(!batch("2024-02-01 00:00", "2024-02-02 00:00").closes_period());
+        let b = batch("2024-01-31 00:00", "2024-02-01 00:00");
+        let r = b.receipt();
+        assert_eq!(r.sequence, 1);
+        assert_eq!(r.period.to_string(), "2024-01");
+        assert_eq!(r.billing_lane_blake3, *blake3::hash(&[1, 2, 3]).as_bytes());
+        assert_eq!((r.billing_group, r.billing_position), (0, 5));
+        assert!(r.closes_period);
     }
 
     #[test]

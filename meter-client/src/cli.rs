@@ -36,8 +36,8 @@ pub struct Cli {
 /// The meter client's subcommands.
 #[derive(Debug, Clone, PartialEq, Subcommand)]
 pub enum Command {
-    /// Read a source, build and encrypt both lanes per batch, queue them durably and upload
-    /// them to the utility server.
+    /// Read a source, build and encrypt both lanes per batch, queue them durably, record each
+    /// batch's receipt with the key authority and upload the batches to the utility server.
     Run(Box<RunArgs>),
     /// Print the software version, and with --state what the state directory holds.
     Info(InfoArgs),
@@ -60,10 +60,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub until: Option<NaiveDate>,
     /// The utility server's URL, e.g. http://127.0.0.1:50051; without it batches are only
-    /// queued (a later run uploads them).
+    /// queued (a later run records their receipts and uploads them).
     #[arg(long)]
     pub utility: Option<String>,
-    /// The key authority's URL (the public key is fetched from it and pinned on first use).
+    /// The key authority's URL (the public key is fetched from it and pinned on first use;
+    /// batch receipts are recorded with it).
     #[arg(long)]
     pub key_authority: String,
     /// The environment variable holding the household's bearer token (a JWT from the key
@@ -284,6 +285,17 @@ fn describe(event: &Event) -> String {
                 ""
             }
         ),
+        Event::ReceiptRecorded {
+            sequence,
+            duplicate,
+        } => format!(
+            "receipt of batch {sequence} recorded{}",
+            if *duplicate {
+                " (key authority had it already)"
+            } else {
+                ""
+            }
+        ),
         Event::Reconnecting {
             attempt,
             delay,
@@ -297,7 +309,8 @@ fn write_report(out: &mut impl Write, meter: &str, r: &RunReport) -> std::io::Re
     writeln!(
         out,
         "meter {meter}: {} readings ({} incomplete intervals skipped), {} batches queued \
-         (billing {} B, analytics {} B per batch), {} acknowledged ({} duplicates), {} still queued",
+         (billing {} B, analytics {} B per batch), {} acknowledged ({} duplicates), {} receipts \
+         recorded ({} duplicates), {} still queued",
         r.readings,
         r.skipped_intervals,
         r.queued,
@@ -305,6 +318,8 @@ fn write_report(out: &mut impl Write, meter: &str, r: &RunReport) -> std::io::Re
         per_batch(r.analytics_bytes),
         r.upload.map_or(0, |u| u.acknowledged),
         r.upload.map_or(0, |u| u.duplicates),
+        r.receipts.map_or(0, |u| u.recorded),
+        r.receipts.map_or(0, |u| u.duplicates),
         r.still_queued
     )
 }
@@ -327,8 +342,8 @@ fn write_summary(out: &mut impl Write, s: &crate::queue::StateSummary) -> std::i
     }
     writeln!(
         out,
-        "batches built {}, acknowledged through {}, queued {} ({} bytes)",
-        s.batches_built, s.acked_through, s.queued, s.queued_bytes
+        "batches built {}, acknowledged through {}, queued {} ({} bytes), receipts pending {}",
+        s.batches_built, s.acked_through, s.queued, s.queued_bytes, s.receipts_pending
     )?;
     if let Some(last) = s.last_reading {
         writeln!(out, "last reading queued: {last}")?;

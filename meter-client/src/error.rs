@@ -157,7 +157,24 @@ pub enum Error {
         reason: String,
     },
 
-    /// A call (key fetch, upload) kept failing with transient errors past the retry limit.
+    /// The key authority holds a different receipt (billing-lane digest) under one of this
+    /// meter's sequences: another state directory or program has recorded batches as this
+    /// meter, or the key authority's records are damaged. Retrying cannot fix it.
+    #[error(
+        "the key authority holds a different receipt for batch {sequence} of meter {meter} \
+         ({message}); the batch stays queued: refusing to continue until an operator \
+         reconciles the key authority's receipts with this meter's state"
+    )]
+    ReceiptConflict {
+        /// The meter.
+        meter: String,
+        /// The batch's sequence.
+        sequence: u64,
+        /// The key authority's message.
+        message: String,
+    },
+
+    /// A call (key fetch, upload, receipt) kept failing with transient errors past the retry limit.
     #[error("gave up after {attempts} consecutive failed attempts")]
     RetriesExhausted {
         /// The attempts made.
@@ -224,6 +241,13 @@ mod tests {
         let auth = Error::rpc("Ingest.Upload", &tonic::Status::unauthenticated("no"));
         assert!(!auth.is_transient());
         assert!(!Error::CorruptState { reason: "x".into() }.is_transient());
+        let conflict = Error::ReceiptConflict {
+            meter: "m".into(),
+            sequence: 4,
+            message: "differs".into(),
+        };
+        assert!(!conflict.is_transient());
+        assert!(conflict.to_string().contains("batch 4"), "{conflict}");
     }
 
     #[test]
@@ -242,6 +266,11 @@ mod tests {
                 field: "meter id",
                 stored: "a".into(),
                 configured: "b".into(),
+            },
+            Error::ReceiptConflict {
+                meter: "m".into(),
+                sequence: 1,
+                message: "x".into(),
             },
         ];
         for e in errors {

@@ -1,14 +1,17 @@
 //! The SEER meter client, run by each household: it reads the meter, builds the two lanes of
 //! every batch, encrypts them under the key authority's public key, keeps them in a durable
-//! local queue and streams them to the utility server.
+//! local queue, records each batch's receipt with the key authority and streams the batches to
+//! the utility server.
 //!
 //! ```text
-//! source ──► readings (15 min) ──► batch window (a day) ──► billing lane  (exact Wh per tariff
-//!  uci: / csv: / synthetic:                                 │               cell, at the home's block)
+//! source ──► readings (15 min) ──► batch window (a day) ──► billing lane  (period-to-date exact
+//!  uci: / csv: / synthetic:                                 │               Wh per tariff cell, at
+//!                                                           │               the home's block)
 //!                                                           └► analytics lane (clamped + discrete
 //!                                                                             Laplace noise, ε charged)
-//!        ──► encrypt both (public key, pinned) ──► commit to SQLite outbox + lane state
-//!        ──► Ingest.Upload (in order, resumable from GetCursor) ──► ack ──► remove from outbox
+//!        ──► encrypt both (public key, pinned) ──► commit to SQLite outbox + lane state + receipt
+//!        ──┬► Receipts.Record (key authority, in order) ──► receipt ack ──┐
+//!          └► Ingest.Upload (in order, resumable from GetCursor) ──► ack ─┴► both: remove
 //! ```
 //!
 //! - [`source`]: the UCI minute file, `timestamp,kwh` files and the [`synthetic`] generator,
@@ -17,6 +20,7 @@
 //! - [`queue`]: the SQLite state and outbox, and the crash-safety argument;
 //! - [`grpc`]: connections, the bearer token, fetching and pinning the public key;
 //! - [`upload`]: the resumable upload with retries;
+//! - [`receipts`]: recording each batch's receipt with the key authority;
 //! - [`app`]: one run of all of the above, [`cli`]: the command line.
 //!
 //! The client never holds a secret key: it is built without `seer-ckks/secret-key`.
@@ -27,6 +31,7 @@ pub mod cli;
 pub mod error;
 pub mod grpc;
 pub mod queue;
+pub mod receipts;
 pub mod source;
 pub mod synthetic;
 pub mod upload;
@@ -85,6 +90,13 @@ pub enum Event {
         /// Its sequence.
         sequence: u64,
         /// Whether the server had it already.
+        duplicate: bool,
+    },
+    /// The key authority acknowledged a batch's receipt.
+    ReceiptRecorded {
+        /// The batch's sequence.
+        sequence: u64,
+        /// Whether the key authority had it already.
         duplicate: bool,
     },
     /// A call failed transiently; the client retries after `delay`.

@@ -27,9 +27,23 @@
 //!   same sequence. The utility server acknowledges a resend of a stored sequence with equal
 //!   content as a duplicate, so nothing is stored twice; the ε was charged once, in the
 //!   committed state.
-//! - A batch leaves the outbox only when its ack arrives ([`StateStore::acknowledge`]) or the
-//!   server's cursor shows it stored. Sequences come from the lane state, which only the
-//!   committing transaction advances: they start at 1 and have no gaps.
+//! - A batch leaves the outbox only when **both** the utility server and the key authority
+//!   hold it: the utility's ack ([`StateStore::acknowledge`], or its cursor showing the
+//!   sequence stored) raises `acked_through`, the key authority's ack of the batch's receipt
+//!   ([`StateStore::acknowledge_receipt`]) sets `receipt_acked_at`, and whichever comes second
+//!   deletes the row, in the same transaction that records it. Sequences come from the lane
+//!   state, which only the committing transaction advances: they start at 1 and have no gaps.
+//! - **Receipts are part of the queued batch.** The receipt's digest (BLAKE3 of the billing
+//!   lane) is written in the committing transaction, so a crash can never leave a batch
+//!   without its receipt, and every resend of the receipt — after a lost ack, a crash or a
+//!   restart — carries the same digest (it is checked against the stored lane before each
+//!   use). A crash after the utility's ack but before the receipt's leaves the row queued
+//!   with its receipt pending: the restart records it (the key authority acknowledges an
+//!   identical resend as a duplicate) and only then removes the row. A crash after the
+//!   receipt's ack but before the utility's is the symmetric case.
+//! - Rows queued by a version that predates receipts hold per-batch (not period-to-date)
+//!   billing lanes and no receipt: they are refused ([`Error::CorruptState`]) rather than sent
+//!   under the new semantics.
 //! - Each batch row carries a BLAKE3 digest of its content, checked before it is sent, so a
 //!   damaged file is reported instead of uploaded.
 //! - One process at a time: the directory is locked (`state.lock`) while a store is open.
@@ -122,6 +136,8 @@ pub struct StateSummary {
     pub queued: u64,
     /// Bytes of ciphertext in the outbox.
     pub queued_bytes: u64,
+    /// Queued batches whose receipts the key authority has not acknowledged yet.
+    pub receipts_pending: u64,
     /// The start of the last reading queued.
     pub last_reading: Option<NaiveDateTime>,
     /// The privacy accountant.
@@ -437,7 +453,8 @@ impl StateStore {
         sqlx::query(
             "INSERT INTO outbox (sequence, period, start_at, end_at, utc_offset_s, readings, \
              billing_group, billing_position, billing_lane, analytics_lane, epsilon_spent, \
-             digest, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             digest, queued_at, receipt_blake3) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(to_i64(batch.sequence)?)
         .bind(batch.period.to_string())
@@ -452,6 +469,7 @@ impl StateStore {
         .bind(batch.epsilon_spent)
         .bind(batch.digest())
         .bind(now())
+        .bind(batch.billing_lane_blake3().to_vec())
         .execute(&mut *tx)
         .await
         .map_err(Error::db("queueing the batch"))?;
@@ -504,8 +522,10 @@ impl StateStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Records that the utility server holds every sequence up to `through`: removes them
-    /// from the outbox. Returns how many rows were removed.
+    /// Records that the utility server holds every sequence up to `through`: raises
+    /// `acked_through` and removes from the outbox the batches whose receipts were
+    /// acknowledged too (the others stay until their receipt is). Returns how many queued
+    /// batches this newly marked as held by the utility server.
     ///
     /// # Errors
     /// [`Error::CorruptState`] if `through` is beyond the last sequence built; a database
@@ -515,32 +535,98 @@ impl StateStore {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
-        let built: i64 = sqlx::query_scalar("SELECT next_sequence - 1 FROM lane_state")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(Error::db("reading the lane state"))?;
-        if to_i64(through)? > built {
+        let (built, acked): (i64, i64) =
+            sqlx::query_as("SELECT next_sequence - 1, acked_through FROM lane_state WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(Error::db("reading the lane state"))?;
+        let through = to_i64(through)?;
+        if through > built {
             return Err(Error::CorruptState {
                 reason: format!(
                     "acknowledgement of {through}, but only {built} batches were built"
                 ),
             });
         }
-        let removed = sqlx::query("DELETE FROM outbox WHERE sequence <= ?")
-            .bind(to_i64(through)?)
+        let newly: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sequence > ? AND sequence <= ?")
+                .bind(acked)
+                .bind(through)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(Error::db("reading the outbox"))?;
+        sqlx::query("DELETE FROM outbox WHERE sequence <= ? AND receipt_acked_at IS NOT NULL")
+            .bind(through)
             .execute(&mut *tx)
             .await
-            .map_err(Error::db("removing acknowledged batches"))?
-            .rows_affected();
+            .map_err(Error::db("removing acknowledged batches"))?;
         sqlx::query("UPDATE lane_state SET acked_through = MAX(acked_through, ?) WHERE id = 1")
-            .bind(to_i64(through)?)
+            .bind(through)
             .execute(&mut *tx)
             .await
             .map_err(Error::db("recording the acknowledgement"))?;
         tx.commit()
             .await
             .map_err(Error::db("committing the acknowledgement"))?;
-        Ok(removed)
+        Ok(u64::try_from(newly).unwrap_or(0))
+    }
+
+    /// Records that the key authority holds the receipt of queued batch `sequence`; removes
+    /// the batch if the utility server holds it too. Idempotent.
+    ///
+    /// # Errors
+    /// [`Error::CorruptState`] if the batch is not queued; a database error.
+    pub async fn acknowledge_receipt(&self, sequence: u64) -> Result<(), Error> {
+        let sequence = to_i64(sequence)?;
+        let mut tx = self.begin().await?;
+        let marked = sqlx::query(
+            "UPDATE outbox SET receipt_acked_at = COALESCE(receipt_acked_at, ?) \
+             WHERE sequence = ?",
+        )
+        .bind(now())
+        .bind(sequence)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::db("recording the receipt's acknowledgement"))?
+        .rows_affected();
+        if marked != 1 {
+            return Err(Error::CorruptState {
+                reason: format!("receipt of batch {sequence} acknowledged, but it is not queued"),
+            });
+        }
+        sqlx::query(
+            "DELETE FROM outbox WHERE sequence = ? \
+             AND sequence <= (SELECT acked_through FROM lane_state WHERE id = 1)",
+        )
+        .bind(sequence)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::db("removing an acknowledged batch"))?;
+        tx.commit()
+            .await
+            .map_err(Error::db("committing the receipt's acknowledgement"))?;
+        Ok(())
+    }
+
+    /// The queued batches whose receipts the key authority has not acknowledged yet,
+    /// ascending.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn pending_receipts(&self) -> Result<Vec<u64>, Error> {
+        let seqs: Vec<i64> = sqlx::query_scalar(
+            "SELECT sequence FROM outbox WHERE receipt_acked_at IS NULL ORDER BY sequence",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::db("listing pending receipts"))?;
+        seqs.into_iter()
+            .map(|s| {
+                u64::try_from(s).map_err(|_| Error::CorruptState {
+                    reason: format!("negative sequence {s}"),
+                })
+            })
+            .collect()
     }
 
     /// The last sequence built (0 before the first batch).
@@ -575,6 +661,7 @@ impl StateStore {
         let row = sqlx::query(
             "SELECT next_sequence, acked_through, last_reading, accountant, \
              (SELECT COUNT(*) FROM outbox) AS queued, \
+             (SELECT COUNT(*) FROM outbox WHERE receipt_acked_at IS NULL) AS receipts_pending, \
              (SELECT COALESCE(SUM(LENGTH(billing_lane) + LENGTH(analytics_lane)), 0) \
               FROM outbox) AS queued_bytes \
              FROM lane_state WHERE id = 1",
@@ -595,6 +682,7 @@ impl StateStore {
             acked_through: get_u64(&row, "acked_through")?,
             queued: get_u64(&row, "queued")?,
             queued_bytes: get_u64(&row, "queued_bytes")?,
+            receipts_pending: get_u64(&row, "receipts_pending")?,
             last_reading: last.map(|t| parse_time(&t)).transpose()?,
             accountant: accountant
                 .map(|json| {
@@ -667,7 +755,28 @@ fn batch_from_row(row: &SqliteRow) -> Result<SealedBatch, Error> {
             ),
         });
     }
-    Ok(batch)
+    let receipt: Option<Vec<u8>> = row
+        .try_get("receipt_blake3")
+        .map_err(Error::db("reading a queued batch"))?;
+    match receipt {
+        None => Err(Error::CorruptState {
+            reason: format!(
+                "queued batch {} was built by an earlier meter-client without receipts (its \
+                 billing lane is not period-to-date); drain the queue with that version first",
+                batch.sequence
+            ),
+        }),
+        Some(r) if r.as_slice() != batch.billing_lane_blake3().as_slice() => {
+            Err(Error::CorruptState {
+                reason: format!(
+                    "queued batch {}'s billing lane does not match its receipt (the state file \
+                     is damaged)",
+                    batch.sequence
+                ),
+            })
+        }
+        Some(_) => Ok(batch),
+    }
 }
 
 fn get_u64(row: &SqliteRow, col: &str) -> Result<u64, Error> {
@@ -695,4 +804,102 @@ fn parse_time(text: &str) -> Result<NaiveDateTime, Error> {
     NaiveDateTime::parse_from_str(text, TIME_FORMAT).map_err(|e| Error::CorruptState {
         reason: format!("timestamp {text:?}: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(sequence: u64) -> SealedBatch {
+        let at = |d: u32| {
+            chrono::NaiveDate::from_ymd_opt(2024, 1, d)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+        };
+        let day = u32::try_from(sequence).unwrap();
+        SealedBatch {
+            sequence,
+            period: "2024-01".parse().unwrap(),
+            start: at(day),
+            end: at(day + 1),
+            utc_offset: FixedOffset::east_opt(0).unwrap(),
+            readings: 96,
+            billing_group: 0,
+            billing_position: 5,
+            billing_lane: vec![u8::try_from(sequence).unwrap(); 64],
+            analytics_lane: vec![9; 64],
+            epsilon_spent: 4.8,
+        }
+    }
+
+    async fn store_with(batches: u64) -> (tempfile::TempDir, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).await.unwrap();
+        for seq in 1..=batches {
+            let next = LaneState {
+                next_sequence: seq + 1,
+                ..LaneState::default()
+            };
+            store.commit_batch(&batch(seq), &next).await.unwrap();
+        }
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_batch_leaves_only_when_both_the_upload_and_the_receipt_are_acked() {
+        let (_dir, store) = store_with(3).await;
+        assert_eq!(store.pending_receipts().await.unwrap(), vec![1, 2, 3]);
+        // The utility holds 1 and 2: they stay until their receipts are acked.
+        assert_eq!(store.acknowledge(2).await.unwrap(), 2);
+        assert_eq!(store.queued_sequences().await.unwrap(), vec![1, 2, 3]);
+        store.acknowledge_receipt(1).await.unwrap();
+        assert_eq!(store.queued_sequences().await.unwrap(), vec![2, 3]);
+        // Receipt 3 first: batch 3 stays until the utility holds it too.
+        store.acknowledge_receipt(3).await.unwrap();
+        assert_eq!(store.queued_sequences().await.unwrap(), vec![2, 3]);
+        assert_eq!(store.pending_receipts().await.unwrap(), vec![2]);
+        assert_eq!(store.summary().await.unwrap().receipts_pending, 1);
+        // Only batch 3 is newly held; re-acknowledging is harmless.
+        assert_eq!(store.acknowledge(3).await.unwrap(), 1);
+        assert_eq!(store.acknowledge(3).await.unwrap(), 0);
+        assert_eq!(store.queued_sequences().await.unwrap(), vec![2]);
+        store.acknowledge_receipt(2).await.unwrap();
+        assert!(store.queued_sequences().await.unwrap().is_empty());
+        let s = store.summary().await.unwrap();
+        assert_eq!((s.queued, s.receipts_pending, s.acked_through), (0, 0, 3));
+        // A receipt ack for a batch no longer queued is an inconsistency, not a no-op.
+        let err = store.acknowledge_receipt(2).await.unwrap_err();
+        assert!(matches!(err, Error::CorruptState { .. }), "{err}");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_receipt_is_stored_with_the_batch_and_checked_before_use() {
+        let (_dir, store) = store_with(1).await;
+        let stored: Vec<u8> =
+            sqlx::query_scalar("SELECT receipt_blake3 FROM outbox WHERE sequence = 1")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(stored, blake3::hash(&[1; 64]).as_bytes().to_vec());
+        assert_eq!(store.batch(1).await.unwrap().unwrap(), batch(1));
+
+        // A damaged receipt digest is refused, not sent.
+        sqlx::query("UPDATE outbox SET receipt_blake3 = zeroblob(32)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let err = store.batch(1).await.unwrap_err();
+        assert!(err.to_string().contains("receipt"), "{err}");
+
+        // A row queued before receipts existed (per-batch lane) is refused with the reason.
+        sqlx::query("UPDATE outbox SET receipt_blake3 = NULL")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let err = store.batch(1).await.unwrap_err();
+        assert!(err.to_string().contains("earlier meter-client"), "{err}");
+        store.close().await;
+    }
 }

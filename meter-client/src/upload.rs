@@ -1,12 +1,14 @@
 //! Draining the outbox to the utility server over `seer.v1.Ingest`.
 //!
-//! A **session** connects, asks `GetCursor` where the server stands, removes from the outbox
-//! every batch with a sequence `<= last` (stored earlier: its ack was lost, or the meter
-//! crashed before processing it), and opens one `Upload` stream. A feeder sends the queued
-//! batches in sequence order, and new ones as the producer commits them, keeping at most
-//! `window` batches unacknowledged; each ack removes its batch from the outbox. The stream is
-//! closed when the producer has finished and every batch is sent; the session ends when the
-//! last ack has arrived.
+//! A **session** connects, asks `GetCursor` where the server stands, marks every queued batch
+//! with a sequence `<= last` as held by the server (stored earlier: its ack was lost, or the
+//! meter crashed before processing it), and opens one `Upload` stream. A feeder sends the
+//! queued batches after `last` in sequence order, and new ones as the producer commits them,
+//! keeping at most `window` batches unacknowledged; each ack is recorded in the outbox
+//! ([`StateStore::acknowledge`]). A batch leaves the outbox once its receipt is acknowledged
+//! too (see [`crate::receipts`], which runs beside the uploader). The stream is closed when the
+//! producer has finished and every batch is sent; the session ends when the last ack has
+//! arrived.
 //!
 //! A dropped connection or a transient status (UNAVAILABLE, INTERNAL, …, and
 //! FAILED_PRECONDITION, after which the cursor is re-read) ends the session; the uploader
@@ -26,6 +28,8 @@ use seer_proto::v1::ingest_client::IngestClient;
 use seer_proto::v1::{GetCursorRequest, UploadBatch};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 use crate::Event;
 use crate::batch::SealedBatch;
@@ -99,7 +103,7 @@ pub struct UploadReport {
     pub acknowledged: u64,
     /// Acks marked duplicate (the server had the batch already).
     pub duplicates: u64,
-    /// Batches removed from the outbox because the cursor showed them stored.
+    /// Queued batches not sent because the cursor showed them stored (their ack was lost).
     pub skipped_by_cursor: u64,
     /// Sessions that failed and were retried.
     pub reconnects: u32,
@@ -200,9 +204,14 @@ async fn session(
             "this meter has built only {built} batches (was its state directory replaced?)"
         )));
     }
-    let removed = store.acknowledge(last).await?;
-    report.skipped_by_cursor += removed;
-    let queued = store.queued_sequences().await?;
+    report.skipped_by_cursor += store.acknowledge(last).await?;
+    // Batches up to `last` may still be queued, waiting for their receipts: not for us.
+    let queued: Vec<u64> = store
+        .queued_sequences()
+        .await?
+        .into_iter()
+        .filter(|&s| s > last)
+        .collect();
     let first_needed = last + 1;
     match queued.first() {
         Some(&first) if first > first_needed => {
@@ -234,6 +243,40 @@ async fn session(
         producer,
     ));
     let mut feeder = AbortOnDrop(Some(feeder));
+    let result = drive(
+        store,
+        config,
+        &mut client,
+        rx,
+        first_needed,
+        &permits,
+        &mut feeder,
+        report,
+        observer,
+    )
+    .await;
+    // The session never outlives its feeder: a feeder still running (an error, a timeout) is
+    // stopped before the session returns, so that nothing holds the store afterwards.
+    feeder.stop().await;
+    result
+}
+
+/// The `Upload` call of a session: sends through the feeder, processes the acks.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the session's parts, split out so that it can stop the feeder on every exit"
+)]
+async fn drive(
+    store: &Arc<StateStore>,
+    config: &UploadConfig,
+    client: &mut IngestClient<InterceptedService<Channel, Auth>>,
+    rx: mpsc::Receiver<UploadBatch>,
+    first_needed: u64,
+    permits: &Semaphore,
+    feeder: &mut AbortOnDrop,
+    report: &mut UploadReport,
+    observer: &(dyn Fn(&Event) + Send + Sync),
+) -> Result<(), Error> {
     let mut acks = client
         .upload(ReceiverStream::new(rx))
         .await
@@ -267,11 +310,14 @@ async fn session(
             }
             Ok(None) => {
                 // The server closed its side: normal once the feeder has closed ours.
-                let handle = feeder.0.take();
-                let fed = match handle {
+                let fed = match feeder.0.as_mut() {
                     Some(h) => tokio::time::timeout(Duration::from_secs(5), h).await,
                     None => return Ok(()),
                 };
+                if fed.is_ok() {
+                    // Finished: nothing left to stop.
+                    feeder.0 = None;
+                }
                 return match fed {
                     Ok(Ok(Ok(last_sent))) if last_sent + 1 == expected => Ok(()),
                     Ok(Ok(Err(e))) => Err(e),
@@ -291,6 +337,16 @@ async fn session(
 
 /// Aborts the feeder when a session ends early.
 struct AbortOnDrop(Option<tokio::task::JoinHandle<Result<u64, Error>>>);
+
+impl AbortOnDrop {
+    /// Aborts the feeder (if still there) and waits until it is gone.
+    async fn stop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -1,7 +1,8 @@
 //! The lanes against independent oracles, month-boundary cutting and the restart of the lane
-//! state, on queued (not uploaded) batches: the billing lane's decrypted cells against the
-//! plaintext tariff on the same readings; the analytics lane against the same noise drawn
-//! independently; ε accounting.
+//! state, on queued (not uploaded) batches: the billing lane's decrypted period-to-date cells
+//! against the plaintext tariff on the same readings (the closing batch against the whole
+//! period's bill); the analytics lane against the same noise drawn independently; ε
+//! accounting.
 
 mod common;
 
@@ -27,28 +28,61 @@ fn oracle_readings(
         .collect()
 }
 
-/// Sums the decrypted billing cells of `batches` per period, at home position `position`.
+/// The decrypted billing cells of `batch` at home position `position` (checking that nothing
+/// lies outside the home's block).
 fn decrypted_cells(
-    batches: &[meter_client::batch::SealedBatch],
+    batch: &meter_client::batch::SealedBatch,
     layout: &BillingLayout,
     position: usize,
-) -> std::collections::BTreeMap<YearMonth, Vec<f64>> {
-    let mut out = std::collections::BTreeMap::new();
+) -> Vec<f64> {
     let width = layout.block_width();
-    for b in batches {
-        let slots = keys().decrypt(&b.billing_lane);
-        // Nothing outside the home's block.
-        for (i, v) in slots.iter().enumerate().take(layout.slots()) {
-            if i / width != position {
-                assert!(v.abs() < 1e-3, "slot {i} outside the block holds {v}");
-            }
-        }
-        let cells: &mut Vec<f64> = out.entry(b.period).or_insert_with(|| vec![0.0; width]);
-        for (c, cell) in cells.iter_mut().enumerate() {
-            *cell += slots[position * width + c];
+    let slots = keys().decrypt(&batch.billing_lane);
+    for (i, v) in slots.iter().enumerate().take(layout.slots()) {
+        if i / width != position {
+            assert!(v.abs() < 1e-3, "slot {i} outside the block holds {v}");
         }
     }
-    out
+    slots[position * width..(position + 1) * width].to_vec()
+}
+
+/// Checks every batch's decrypted billing lane against [`Tariff::bill`] of the oracle readings
+/// of its period up to the batch's end (the period to date), and that exactly the batches
+/// ending at their period's end close it. Returns each closing batch's period and bill.
+fn check_period_to_date(
+    batches: &[meter_client::batch::SealedBatch],
+    readings: &[(chrono::NaiveDateTime, Wh)],
+    tariff: &Tariff,
+) -> Vec<(YearMonth, seer_core::tariff::Bill)> {
+    let layout = BillingLayout::try_new(tariff, &keys().ctx).unwrap();
+    let position = layout.locate(5).position;
+    let mut closing = Vec::new();
+    for b in batches {
+        let got = decrypted_cells(b, &layout, position);
+        let to_date = readings
+            .iter()
+            .copied()
+            .filter(|(t, _)| b.period.contains(*t) && *t < b.end);
+        let bill = tariff.bill(to_date).unwrap();
+        for (c, want) in bill.cells().cells().iter().enumerate() {
+            assert!(
+                (got[c] - want.get() as f64).abs() < 0.01,
+                "batch {} ({}) cell {c}: decrypted {}, plaintext period to date {want}",
+                b.sequence,
+                b.period,
+                got[c]
+            );
+        }
+        assert_eq!(
+            b.closes_period(),
+            b.end == b.period.end(),
+            "batch {}",
+            b.sequence
+        );
+        if b.closes_period() {
+            closing.push((b.period, bill));
+        }
+    }
+    closing
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -76,24 +110,66 @@ async fn billing_lane_matches_the_plaintext_tariff_across_a_month_boundary() {
         assert_eq!(b.billing_position as usize, home.position);
         assert_eq!(b.billing_group as usize, home.group);
     }
-    let cells = decrypted_cells(&batches, &layout, home.position);
     let readings = oracle_readings(from, until);
-    for (period, got) in cells {
-        let period_readings = readings
-            .iter()
-            .copied()
-            .filter(|(t, _)| period.contains(*t));
-        let bill = tariff.bill(period_readings).unwrap();
-        for (c, want) in bill.cells().cells().iter().enumerate() {
-            let got = got[c];
+    let closing = check_period_to_date(&batches, &readings, &tariff);
+    // January (from the 20th) is closed by its last day's batch, sequence 12; February is
+    // still open on the 10th.
+    let closers: Vec<u64> = batches
+        .iter()
+        .filter(|b| b.closes_period())
+        .map(|b| b.sequence)
+        .collect();
+    assert_eq!(closers, vec![12]);
+    assert_eq!(closing.len(), 1);
+    let (period, bill) = &closing[0];
+    assert_eq!(period.to_string(), "2024-01");
+    // The closing batch alone carries the whole period's bill.
+    let whole = tariff
+        .bill(
+            readings
+                .iter()
+                .copied()
+                .filter(|(t, _)| period.contains(*t)),
+        )
+        .unwrap();
+    assert_eq!(bill.cells(), whole.cells());
+    // Each period's last batch holds its period to date, and both reach the upper slabs
+    // (January from the 20th, February by the 9th): the split is not trivial.
+    for period in ["2024-01", "2024-02"] {
+        let period: YearMonth = period.parse().unwrap();
+        let last = batches.iter().rfind(|b| b.period == period).unwrap();
+        let got = decrypted_cells(last, &layout, home.position);
+        let to_date = tariff
+            .bill(
+                readings
+                    .iter()
+                    .copied()
+                    .filter(|(t, _)| period.contains(*t)),
+            )
+            .unwrap();
+        for (c, want) in to_date.cells().cells().iter().enumerate() {
             assert!(
-                (got - want.get() as f64).abs() < 0.01,
-                "{period} cell {c}: decrypted {got}, plaintext {want}"
+                (got[c] - want.get() as f64).abs() < 0.01,
+                "{period} cell {c}"
             );
         }
-        // January from the 20th reaches the upper slabs: the split is not trivial.
-        assert!(bill.cells().cells().iter().filter(|w| w.get() > 0).count() >= 2);
+        assert!(
+            to_date
+                .cells()
+                .cells()
+                .iter()
+                .filter(|w| w.get() > 0)
+                .count()
+                >= 2
+        );
     }
+    // Period to date, not per batch: each batch holds at least its predecessor's energy.
+    let totals: Vec<f64> = batches
+        .iter()
+        .map(|b| decrypted_cells(b, &layout, home.position).iter().sum())
+        .collect();
+    assert!(totals[1] > totals[0] + 100.0);
+    assert!(totals[12] < totals[11], "February restarts from zero");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,6 +200,14 @@ async fn batches_are_cut_at_month_boundaries() {
         assert!(b.period.contains(b.start));
         assert!(b.end <= b.period.end());
     }
+    // Only the batch ending on February 1st closes its period.
+    assert_eq!(
+        batches
+            .iter()
+            .map(|b| b.closes_period())
+            .collect::<Vec<_>>(),
+        vec![false, false, true, false, false]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -205,15 +289,15 @@ async fn a_restart_mid_month_continues_the_slab_split_and_the_budget() {
     let batches = queued_batches(dir.path()).await;
     assert_eq!(batches.len(), 31);
     let tariff = Tariff::bescom();
-    let layout = BillingLayout::try_new(&tariff, &keys().ctx).unwrap();
-    let cells = decrypted_cells(&batches, &layout, layout.locate(5).position);
-    let bill = tariff
-        .bill(oracle_readings(date(2024, 5, 1), date(2024, 6, 1)))
-        .unwrap();
-    let got = &cells[&"2024-05".parse::<YearMonth>().unwrap()];
-    for (c, want) in bill.cells().cells().iter().enumerate() {
-        assert!((got[c] - want.get() as f64).abs() < 0.01, "cell {c}");
-    }
+    let readings = oracle_readings(date(2024, 5, 1), date(2024, 6, 1));
+    // Every batch, across the restart, holds May to date; the last one closes May with the
+    // whole month's bill.
+    let closing = check_period_to_date(&batches, &readings, &tariff);
+    let bill = tariff.bill(readings.iter().copied()).unwrap();
+    assert_eq!(closing.len(), 1);
+    assert_eq!(closing[0].0, "2024-05".parse::<YearMonth>().unwrap());
+    assert_eq!(closing[0].1.cells(), bill.cells());
+    assert!(batches[30].closes_period());
     let store = StateStore::open(dir.path()).await.unwrap();
     let a = store.summary().await.unwrap().accountant.unwrap();
     store.close().await;

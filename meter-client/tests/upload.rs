@@ -258,7 +258,10 @@ async fn a_lagging_cursor_gets_duplicate_acks_and_foreign_content_is_refused() {
     );
 
     // Duplicates: a meter resends batches the server already holds with identical content
-    // (its cursor lags by two): both are acknowledged as duplicates and leave the queue.
+    // (its cursor lags by two): both are acknowledged as duplicates and leave the queue. (A
+    // deployment of its own: the key authority above holds the first meter's receipts, which
+    // differ from this one's.)
+    let (ka, _) = start_key_authority(keys().public_key.clone()).await;
     let replay = tempfile::tempdir().unwrap();
     let offline = settings(replay.path(), &ka, None, date(2024, 9, 1), date(2024, 9, 3));
     run_with_noise(offline, seeded_noise(1), observer.clone())

@@ -82,6 +82,10 @@ impl_message_limits!(client v1::ingest_client::IngestClient);
 impl_message_limits!(server v1::ingest_server::IngestServer);
 impl_message_limits!(client v1::audit_client::AuditClient);
 impl_message_limits!(server v1::audit_server::AuditServer);
+impl_message_limits!(client v1::receipts_client::ReceiptsClient);
+impl_message_limits!(server v1::receipts_server::ReceiptsServer);
+impl_message_limits!(client v1::release_client::ReleaseClient);
+impl_message_limits!(server v1::release_server::ReleaseServer);
 
 #[cfg(test)]
 mod tests {

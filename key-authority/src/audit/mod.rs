@@ -96,5 +96,6 @@ pub use entry::{
 };
 pub use error::AuditError;
 pub use service::{AUDIT_READERS, AuditService, entry_to_wire, report_to_wire};
+pub(crate) use store::lock_head;
 pub use store::{AuditLog, Backend, DEFAULT_PAGE_SIZE, EntryPage, ListQuery, MAX_PAGE_SIZE};
 pub use verify::{Anchor, ChainProblem, ProblemKind, SignedHead, VerifyReport};

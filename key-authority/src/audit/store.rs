@@ -188,6 +188,11 @@ impl AuditLog {
         self.key.verifying_key()
     }
 
+    /// The connection pool (the key authority's database: the receipts live beside the log).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Closes the connections; later calls fail.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -239,8 +244,25 @@ impl AuditLog {
     /// operator investigates), [`AuditError::HeadMissing`] when the schema was damaged.
     #[tracing::instrument(name = "audit.append", skip_all, fields(kind = %entry.kind))]
     pub async fn append(&self, entry: NewEntry) -> Result<AuditEntry, AuditError> {
-        let entry = entry.sanitized();
-        let _serialized = self.append_lock.lock().await;
+        let mut tx = self.begin_append().await?;
+        let stored = tx.append(entry).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Opens an append transaction: takes this process's append lock and the head row lock
+    /// (which queues appenders in other processes too) and checks the head's signature and
+    /// that the last entry still hashes to it. Entries appended through the returned
+    /// [`AppendTx`], and whatever else is written through [`AppendTx::connection`], commit
+    /// together in [`AppendTx::commit`]; dropping it rolls everything back.
+    ///
+    /// The release path writes its audit entries and its release records in one such
+    /// transaction, so an entry says "granted" exactly when the release is recorded.
+    ///
+    /// # Errors
+    /// As [`AuditLog::append`].
+    pub(crate) async fn begin_append(&self) -> Result<AppendTx<'_>, AuditError> {
+        let guard = self.append_lock.lock().await;
         let mut tx = self.pool.begin().await.map_err(AuditError::Write)?;
 
         // A no-op write to the head row first: it takes the row lock (PostgreSQL) or the
@@ -257,10 +279,8 @@ impl AuditLog {
         head.check_signature(&self.key.verifying_key())
             .map_err(|detail| AuditError::ChainBroken { detail })?;
 
-        let now =
-            DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap_or_else(Utc::now);
-        let recorded_at = if head.sequence == 0 {
-            now
+        let last_recorded_at = if head.sequence == 0 {
+            None
         } else {
             let last = sqlx::query(select_entries!("WHERE seq = $1"))
                 .bind(sequence_to_db(head.sequence)?)
@@ -278,67 +298,16 @@ impl AuditLog {
                     detail: format!("entry {} does not match the signed head", head.sequence),
                 });
             }
-            now.max(last.recorded_at)
+            Some(last.recorded_at)
         };
-
-        let sequence = head.sequence.checked_add(1).ok_or(AuditError::Full)?;
-        let mut stored = AuditEntry {
-            sequence,
-            recorded_at,
-            caller: entry.caller,
-            kind: entry.kind,
-            meter_id: entry.meter_id,
-            period: entry.period,
-            input_digest: entry.input_digest,
-            decision: entry.decision,
-            previous_hash: head.entry_hash,
-            entry_hash: EntryHash::ZERO,
-        };
-        stored.entry_hash = stored.compute_hash();
-
-        sqlx::query(
-            "INSERT INTO audit_entries (seq, recorded_at_us, caller_subject, caller_role, \
-             request_kind, meter_id, period, input_digest, decision, reason, prev_hash, \
-             entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(sequence_to_db(stored.sequence)?)
-        .bind(stored.recorded_at.timestamp_micros())
-        .bind(stored.caller.as_ref().map(|c| c.subject.clone()))
-        .bind(stored.caller.as_ref().map(|c| c.role.as_str().to_owned()))
-        .bind(stored.kind.as_str().to_owned())
-        .bind(stored.meter_id.clone())
-        .bind(stored.period.clone())
-        .bind(stored.input_digest.map(|d| d.to_string()))
-        .bind(stored.decision.as_str().to_owned())
-        .bind(stored.decision.reason().map(str::to_owned))
-        .bind(stored.previous_hash.to_string())
-        .bind(stored.entry_hash.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(AuditError::Write)?;
-
-        let signature = self.key.sign(&head_message(sequence, &stored.entry_hash));
-        let updated = sqlx::query(
-            "UPDATE audit_head SET last_seq = $1, last_hash = $2, key_id = $3, signature = $4 \
-             WHERE id = 1",
-        )
-        .bind(sequence_to_db(sequence)?)
-        .bind(stored.entry_hash.to_string())
-        .bind(self.key.key_id().to_owned())
-        .bind(hex::encode(signature.to_bytes()))
-        .execute(&mut *tx)
-        .await
-        .map_err(AuditError::Write)?;
-        if updated.rows_affected() != 1 {
-            return Err(AuditError::HeadMissing);
-        }
-        tx.commit().await.map_err(AuditError::Write)?;
-        tracing::debug!(
-            sequence,
-            decision = stored.decision.as_str(),
-            "audit entry appended"
-        );
-        Ok(stored)
+        Ok(AppendTx {
+            log: self,
+            _guard: guard,
+            tx,
+            last_sequence: head.sequence,
+            last_hash: head.entry_hash,
+            last_recorded_at,
+        })
     }
 
     /// Lists entries matching `query`, in increasing sequence order.
@@ -443,6 +412,122 @@ impl AuditLog {
             Err(AuditError::HeadMissing | AuditError::Corrupt { .. }) => Ok(None),
             Err(other) => Err(other),
         }
+    }
+}
+
+/// An open append transaction of the [`AuditLog`] (see [`AuditLog::begin_append`]): holds
+/// the append locks until it is committed or dropped (dropping rolls back).
+pub(crate) struct AppendTx<'a> {
+    log: &'a AuditLog,
+    _guard: tokio::sync::MutexGuard<'a, ()>,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    last_sequence: u64,
+    last_hash: EntryHash,
+    last_recorded_at: Option<DateTime<Utc>>,
+}
+
+impl AppendTx<'_> {
+    /// The transaction's connection, for writes that must commit with the entries.
+    pub(crate) fn connection(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    /// Appends `entry` after the transaction's last entry and re-signs the head (both
+    /// uncommitted until [`AppendTx::commit`]); returns the entry as it will be stored.
+    ///
+    /// # Errors
+    /// [`AuditError::Write`] when the database refuses the writes.
+    pub(crate) async fn append(&mut self, entry: NewEntry) -> Result<AuditEntry, AuditError> {
+        let entry = entry.sanitized();
+        let now =
+            DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap_or_else(Utc::now);
+        let recorded_at = self.last_recorded_at.map_or(now, |last| now.max(last));
+        let sequence = self.last_sequence.checked_add(1).ok_or(AuditError::Full)?;
+        let mut stored = AuditEntry {
+            sequence,
+            recorded_at,
+            caller: entry.caller,
+            kind: entry.kind,
+            meter_id: entry.meter_id,
+            period: entry.period,
+            input_digest: entry.input_digest,
+            decision: entry.decision,
+            previous_hash: self.last_hash,
+            entry_hash: EntryHash::ZERO,
+        };
+        stored.entry_hash = stored.compute_hash();
+
+        sqlx::query(
+            "INSERT INTO audit_entries (seq, recorded_at_us, caller_subject, caller_role, \
+             request_kind, meter_id, period, input_digest, decision, reason, prev_hash, \
+             entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(sequence_to_db(stored.sequence)?)
+        .bind(stored.recorded_at.timestamp_micros())
+        .bind(stored.caller.as_ref().map(|c| c.subject.clone()))
+        .bind(stored.caller.as_ref().map(|c| c.role.as_str().to_owned()))
+        .bind(stored.kind.as_str().to_owned())
+        .bind(stored.meter_id.clone())
+        .bind(stored.period.clone())
+        .bind(stored.input_digest.map(|d| d.to_string()))
+        .bind(stored.decision.as_str().to_owned())
+        .bind(stored.decision.reason().map(str::to_owned))
+        .bind(stored.previous_hash.to_string())
+        .bind(stored.entry_hash.to_string())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(AuditError::Write)?;
+
+        let signature = self
+            .log
+            .key
+            .sign(&head_message(sequence, &stored.entry_hash));
+        let updated = sqlx::query(
+            "UPDATE audit_head SET last_seq = $1, last_hash = $2, key_id = $3, signature = $4 \
+             WHERE id = 1",
+        )
+        .bind(sequence_to_db(sequence)?)
+        .bind(stored.entry_hash.to_string())
+        .bind(self.log.key.key_id().to_owned())
+        .bind(hex::encode(signature.to_bytes()))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(AuditError::Write)?;
+        if updated.rows_affected() != 1 {
+            return Err(AuditError::HeadMissing);
+        }
+        self.last_sequence = sequence;
+        self.last_hash = stored.entry_hash;
+        self.last_recorded_at = Some(recorded_at);
+        Ok(stored)
+    }
+
+    /// Commits the entries (and the other writes): when this returns `Ok`, they are durable.
+    ///
+    /// # Errors
+    /// [`AuditError::Write`] when the commit fails (nothing was recorded).
+    pub(crate) async fn commit(self) -> Result<(), AuditError> {
+        let sequence = self.last_sequence;
+        self.tx.commit().await.map_err(AuditError::Write)?;
+        tracing::debug!(sequence, "audit entries committed");
+        Ok(())
+    }
+}
+
+/// Takes the audit head's row lock in `connection`'s transaction (PostgreSQL), or SQLite's
+/// write lock, without changing anything: writers that must not interleave with appends (the
+/// receipts, which the release path reads under this lock) call it first.
+///
+/// # Errors
+/// When the database refuses the write, or the head row is missing.
+pub(crate) async fn lock_head(connection: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    let locked = sqlx::query("UPDATE audit_head SET last_seq = last_seq WHERE id = 1")
+        .execute(connection)
+        .await?;
+    if locked.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(sqlx::Error::RowNotFound)
     }
 }
 

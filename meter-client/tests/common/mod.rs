@@ -1,6 +1,6 @@
-//! Test helpers: a cached key pair, an in-memory key authority (`seer.v1.Keys`), an
-//! in-memory utility server (`seer.v1.Ingest`) with the documented semantics and fault
-//! injection, and settings for runs.
+//! Test helpers: a cached key pair, an in-memory key authority (`seer.v1.Keys` and
+//! `seer.v1.Receipts`, with fault injection), an in-memory utility server (`seer.v1.Ingest`)
+//! with the documented semantics and fault injection, and settings for runs.
 
 #![allow(dead_code, reason = "each test binary uses a subset of the helpers")]
 
@@ -27,9 +27,10 @@ use seer_core::units::Wh;
 use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::ingest_server::{Ingest, IngestServer};
 use seer_proto::v1::keys_server::{Keys, KeysServer};
+use seer_proto::v1::receipts_server::{Receipts, ReceiptsServer};
 use seer_proto::v1::{
     Cursor, GetCursorRequest, GetKeyRequest, KeyChunk, KeySetInfo, ListKeySetsRequest,
-    ListKeySetsResponse, UploadAck, UploadBatch,
+    ListKeySetsResponse, ReceiptAck, ReceiptRequest, UploadAck, UploadBatch,
 };
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -130,20 +131,114 @@ impl Keys for KeyAuthority {
     }
 }
 
-/// Starts a key authority serving `public_key`; returns its URL and the swappable key.
-pub async fn start_key_authority(public_key: Vec<u8>) -> (String, Arc<Mutex<Vec<u8>>>) {
+/// The in-memory receipts of the key authority and their fault knobs.
+#[derive(Default)]
+pub struct ReceiptState {
+    /// Recorded receipts by (meter, sequence).
+    pub recorded: HashMap<(String, u64), ReceiptRequest>,
+    /// Every `Record` call's request, in arrival order (refused ones included).
+    pub calls: Vec<ReceiptRequest>,
+    /// `authorization` header of every call.
+    pub auth_seen: Vec<Option<String>>,
+    /// Fault: refuse every call with UNAVAILABLE, recording nothing.
+    pub unavailable: bool,
+    /// Fault: record, then answer UNAVAILABLE (the ack is lost).
+    pub lose_acks: bool,
+}
+
+/// `seer.v1.Receipts` as documented: idempotent on an identical receipt, ALREADY_EXISTS on a
+/// different one under a recorded (meter, sequence).
+#[derive(Clone, Default)]
+pub struct ReceiptService {
+    pub state: Arc<Mutex<ReceiptState>>,
+}
+
+impl ReceiptService {
+    /// The receipts recorded for the test meter, by sequence.
+    pub fn recorded(&self) -> Vec<ReceiptRequest> {
+        let state = self.state.lock().unwrap();
+        let mut list: Vec<_> = state
+            .recorded
+            .values()
+            .filter(|r| r.meter_id == "meter-7")
+            .cloned()
+            .collect();
+        list.sort_by_key(|r| r.sequence);
+        list
+    }
+}
+
+#[tonic::async_trait]
+impl Receipts for ReceiptService {
+    async fn record(
+        &self,
+        request: Request<ReceiptRequest>,
+    ) -> Result<Response<ReceiptAck>, Status> {
+        let auth = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let receipt = request.into_inner();
+        let mut state = self.state.lock().unwrap();
+        state.auth_seen.push(auth.clone());
+        state.calls.push(receipt.clone());
+        if state.unavailable {
+            return Err(Status::unavailable("receipts are down (injected)"));
+        }
+        if auth.as_deref() != Some(&format!("Bearer {TOKEN}")) {
+            return Err(Status::unauthenticated("missing or wrong token"));
+        }
+        if receipt.billing_lane_blake3.len() != 32 || receipt.sequence == 0 {
+            return Err(Status::invalid_argument("malformed receipt"));
+        }
+        let key = (receipt.meter_id.clone(), receipt.sequence);
+        let duplicate = match state.recorded.get(&key) {
+            Some(stored) if *stored == receipt => true,
+            Some(_) => {
+                return Err(Status::already_exists(format!(
+                    "sequence {} is recorded with a different receipt",
+                    receipt.sequence
+                )));
+            }
+            None => {
+                state.recorded.insert(key, receipt);
+                false
+            }
+        };
+        if state.lose_acks {
+            return Err(Status::unavailable("ack lost (injected)"));
+        }
+        Ok(Response::new(ReceiptAck { duplicate }))
+    }
+}
+
+/// Starts a key authority serving `public_key` and receipts; returns its URL, the swappable
+/// key and the receipts service.
+pub async fn start_key_authority_with_receipts(
+    public_key: Vec<u8>,
+) -> (String, Arc<Mutex<Vec<u8>>>, ReceiptService) {
     let service = KeyAuthority {
         public_key: Arc::new(Mutex::new(public_key)),
     };
     let key = Arc::clone(&service.public_key);
+    let receipts = ReceiptService::default();
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = incoming.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(KeysServer::new(service).with_seer_limits())
+            .add_service(ReceiptsServer::new(receipts.clone()).with_seer_limits())
             .serve_with_incoming(incoming),
     );
-    (format!("http://{addr}"), key)
+    (format!("http://{addr}"), key, receipts)
+}
+
+/// Starts a key authority serving `public_key` (and receipts); returns its URL and the
+/// swappable key.
+pub async fn start_key_authority(public_key: Vec<u8>) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let (url, key, _) = start_key_authority_with_receipts(public_key).await;
+    (url, key)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -78,11 +78,12 @@
 //! amortized server time per home-month is therefore dominated by the number of batch
 //! ciphertexts a home sends per period; see `benches/billing.rs`
 //! (31 daily batches per home: about 1.7 ms per home-month; one batch per home and period:
-//! about 0.06 ms). Meters
-//! may instead encrypt their period-to-date cells
+//! about 0.06 ms). SEER's meters therefore encrypt their period-to-date cells
 //! ([`SlabAccumulator::period_cells`](crate::tariff::SlabAccumulator::period_cells)) at each
-//! batch close; the server then feeds only each home's latest batch of the period to the
-//! circuit (never two batches of one home: they would be counted twice).
+//! batch close, and the bill of a period is computed from each home's closing batch only
+//! (one batch per home: the 0.06 ms case; never two batches of one home, which would be
+//! counted twice). The circuit itself sums whatever batches it is given, so it also serves
+//! per-batch lanes.
 //!
 //! # The plaintext twin
 //!

@@ -1,0 +1,362 @@
+//! The release policy for bills (see the [module documentation](super)).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use seer_ckks::Ciphertext;
+use seer_core::tariff::Paise;
+use tracing::Instrument as _;
+
+use super::store::{self, Period, ReceiptStore, Released};
+use super::{BillEngine, ReleaseError};
+use crate::audit::{AuditEntry, AuditLog, Decision, InputDigest, NewEntry, RequestKind};
+use crate::auth::{Caller, validate_meter_id};
+
+/// One home's input: the billing lane of its last batch of the period.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BillInput {
+    /// The meter.
+    pub meter_id: String,
+    /// The sequence of the batch.
+    pub sequence: u64,
+    /// The batch's serialized billing-lane ciphertext.
+    pub billing_lane: Vec<u8>,
+}
+
+impl std::fmt::Debug for BillInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillInput")
+            .field("meter_id", &self.meter_id)
+            .field("sequence", &self.sequence)
+            .field("billing_lane_bytes", &self.billing_lane.len())
+            .finish()
+    }
+}
+
+/// A request for the bills of one packing group and period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BillRequest {
+    /// The period, as sent (validated by the releaser).
+    pub period: String,
+    /// The packing group.
+    pub billing_group: u32,
+    /// One input per home.
+    pub inputs: Vec<BillInput>,
+}
+
+/// One home's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BillOutcome {
+    /// The meter, as the input named it.
+    pub meter_id: String,
+    /// The bill, or why it was refused (as written to the audit log).
+    pub decision: Result<Paise, String>,
+    /// The audit entry recording the decision.
+    pub audit_sequence: u64,
+}
+
+/// An input that passed the checks before the circuit.
+struct Candidate {
+    index: usize,
+    receipt_sequence: u64,
+    position: usize,
+    lane: Ciphertext,
+}
+
+/// Applies the release policy for bills: checks, re-execution, decryption, audit, record.
+#[derive(Debug, Clone)]
+pub struct BillReleaser {
+    audit: Arc<AuditLog>,
+    receipts: ReceiptStore,
+    engine: Arc<BillEngine>,
+}
+
+impl BillReleaser {
+    /// A releaser over `audit`'s database with `engine`.
+    #[must_use]
+    pub fn new(audit: Arc<AuditLog>, engine: Arc<BillEngine>) -> Self {
+        Self {
+            receipts: ReceiptStore::new(&audit),
+            audit,
+            engine,
+        }
+    }
+
+    /// The engine.
+    #[must_use]
+    pub fn engine(&self) -> &Arc<BillEngine> {
+        &self.engine
+    }
+
+    /// Records the refusal of a whole request before any input was considered (no valid
+    /// token, a role that may not release, a malformed request): one audit entry.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Audit`] when the log cannot be written.
+    pub async fn refuse_request(
+        &self,
+        caller: Option<&Caller>,
+        request: &BillRequest,
+        reason: &str,
+    ) -> Result<AuditEntry, ReleaseError> {
+        let mut entry = NewEntry::new(
+            RequestKind::BILL,
+            Decision::refused(format!(
+                "{reason} (request for group {} with {} inputs)",
+                request.billing_group,
+                request.inputs.len()
+            )),
+        )
+        .period(request.period.clone());
+        if let Some(caller) = caller {
+            entry = entry.caller(caller);
+        }
+        if let [input] = request.inputs.as_slice() {
+            entry = entry
+                .meter(input.meter_id.clone())
+                .input(InputDigest::sha256(&input.billing_lane));
+        }
+        Ok(self.audit.append(entry).await?)
+    }
+
+    /// Releases the bills `request` asks for, as `caller` (already authorized as a utility).
+    /// Returns one outcome per input, in order, once every decision is durably in the audit
+    /// log and every granted bill is recorded as released.
+    ///
+    /// # Errors
+    /// [`ReleaseError::InvalidArgument`] for a malformed request (refusal logged first);
+    /// [`ReleaseError::Audit`] or [`ReleaseError::Database`] when the log or the database
+    /// cannot be written: then nothing was released.
+    #[tracing::instrument(name = "release.bills", skip_all, fields(
+        subject = caller.subject(), period = %request.period, group = request.billing_group,
+        inputs = request.inputs.len()))]
+    pub async fn release_bills(
+        &self,
+        caller: &Caller,
+        request: BillRequest,
+    ) -> Result<Vec<BillOutcome>, ReleaseError> {
+        let capacity = self.engine.layout().capacity();
+        let period = match Period::try_new(&request.period) {
+            Err(error) => {
+                self.refuse_request(Some(caller), &request, &error.to_string())
+                    .await?;
+                return Err(error);
+            }
+            Ok(_) if request.inputs.is_empty() || request.inputs.len() > capacity => {
+                let error = ReleaseError::InvalidArgument(format!(
+                    "a request bills 1 to {capacity} homes of one group, not {}",
+                    request.inputs.len()
+                ));
+                self.refuse_request(Some(caller), &request, &error.to_string())
+                    .await?;
+                return Err(error);
+            }
+            Ok(period) => period,
+        };
+
+        // Checks 1-7, before the circuit.
+        let mut refusals: Vec<Option<String>> = vec![None; request.inputs.len()];
+        let mut candidates = Vec::new();
+        let mut meters: HashMap<&str, usize> = HashMap::new();
+        let mut positions: HashMap<usize, &str> = HashMap::new();
+        for (index, input) in request.inputs.iter().enumerate() {
+            match self
+                .check_input(&request, &period, input, &mut meters, &mut positions)
+                .await?
+            {
+                Ok((receipt_sequence, position, lane)) => candidates.push(Candidate {
+                    index,
+                    receipt_sequence,
+                    position,
+                    lane,
+                }),
+                Err(reason) => refusals[index] = Some(reason),
+            }
+        }
+
+        // The circuit, on the accepted lanes only.
+        let mut amounts: HashMap<usize, (u64, Paise)> = HashMap::new();
+        if !candidates.is_empty() {
+            let engine = Arc::clone(&self.engine);
+            let (accepted, lanes): (Vec<(usize, u64, usize)>, Vec<Ciphertext>) = candidates
+                .into_iter()
+                .map(|c| ((c.index, c.receipt_sequence, c.position), c.lane))
+                .unzip();
+            let slots: Vec<usize> = accepted.iter().map(|&(_, _, position)| position).collect();
+            let span = tracing::info_span!("release.circuit", homes = lanes.len());
+            let result =
+                tokio::task::spawn_blocking(move || span.in_scope(|| engine.bills(&lanes, &slots)))
+                    .await
+                    .map_err(|e| ReleaseError::Engine(format!("billing task: {e}")))?;
+            match result {
+                Ok(bills) => {
+                    for (&(index, receipt_sequence, _), bill) in accepted.iter().zip(bills) {
+                        match bill {
+                            Ok(amount) => {
+                                amounts.insert(index, (receipt_sequence, amount));
+                            }
+                            Err(reason) => refusals[index] = Some(reason),
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "billing circuit failed");
+                    for &(index, _, _) in &accepted {
+                        refusals[index] = Some("the billing circuit failed on this group".into());
+                    }
+                }
+            }
+        }
+
+        // Decisions: audit entries and release records in one transaction.
+        let mut tx = self.audit.begin_append().await?;
+        let mut outcomes = Vec::with_capacity(request.inputs.len());
+        for (index, input) in request.inputs.iter().enumerate() {
+            let mut decision = match (&refusals[index], amounts.get(&index)) {
+                (Some(reason), _) => Err(reason.clone()),
+                (None, Some(granted)) => Ok(*granted),
+                (None, None) => Err("no bill was computed for this input".into()),
+            };
+            // Receipts and releases may have changed since the checks: re-check under the lock.
+            if let Ok((receipt_sequence, _)) = decision {
+                if let Some(done) = store::released(
+                    tx.connection(),
+                    &RequestKind::BILL,
+                    &input.meter_id,
+                    &period,
+                )
+                .await?
+                {
+                    decision = Err(format!(
+                        "the bill of meter {} for {period} was already released (audit entry {})",
+                        input.meter_id, done.audit_sequence
+                    ));
+                } else {
+                    let last =
+                        store::last_receipt(tx.connection(), &input.meter_id, &period).await?;
+                    if last.as_ref().map(|r| r.sequence) != Some(receipt_sequence) {
+                        decision = Err(format!(
+                            "receipt {receipt_sequence} is no longer the meter's last of {period}"
+                        ));
+                    }
+                }
+            }
+            let entry = NewEntry::new(
+                RequestKind::BILL,
+                match &decision {
+                    Ok(_) => Decision::Granted,
+                    Err(reason) => Decision::refused(reason.clone()),
+                },
+            )
+            .caller(caller)
+            .meter(input.meter_id.clone())
+            .period(request.period.clone())
+            .input(InputDigest::sha256(&input.billing_lane));
+            let entry = tx.append(entry).await?;
+            if let Ok((receipt_sequence, amount)) = decision {
+                store::insert_release(
+                    tx.connection(),
+                    &RequestKind::BILL,
+                    &input.meter_id,
+                    &period,
+                    &Released {
+                        receipt_sequence,
+                        amount: amount.get(),
+                        audit_sequence: entry.sequence,
+                    },
+                )
+                .await?;
+            }
+            outcomes.push(BillOutcome {
+                meter_id: input.meter_id.clone(),
+                decision: decision.map(|(_, amount)| amount),
+                audit_sequence: entry.sequence,
+            });
+        }
+        tx.commit()
+            .instrument(tracing::debug_span!("release.commit"))
+            .await?;
+        let granted = outcomes.iter().filter(|o| o.decision.is_ok()).count();
+        tracing::info!(granted, refused = outcomes.len() - granted, "bills decided");
+        Ok(outcomes)
+    }
+
+    /// Checks 1-7 of the [module documentation](super) for one input: `Ok` with the
+    /// receipt's sequence, the position and the parsed lane, or the refusal reason.
+    async fn check_input<'r>(
+        &self,
+        request: &BillRequest,
+        period: &Period,
+        input: &'r BillInput,
+        meters: &mut HashMap<&'r str, usize>,
+        positions: &mut HashMap<usize, &'r str>,
+    ) -> Result<Result<(u64, usize, Ciphertext), String>, ReleaseError> {
+        let meter = input.meter_id.as_str();
+        if let Err(reason) = validate_meter_id(meter) {
+            return Ok(Err(format!("invalid meter id: {reason}")));
+        }
+        if meters.insert(meter, meters.len()).is_some() {
+            return Ok(Err(format!(
+                "meter {meter} appears more than once in the request"
+            )));
+        }
+        let Some(receipt) = self.receipts.last_receipt(meter, period).await? else {
+            return Ok(Err(format!(
+                "no receipt of meter {meter} in {period}: the period is not closed"
+            )));
+        };
+        if !receipt.closes_period {
+            return Ok(Err(format!(
+                "the period {period} is open for meter {meter}: its last receipt (sequence {}) \
+                 does not close it",
+                receipt.sequence
+            )));
+        }
+        if input.sequence != receipt.sequence {
+            return Ok(Err(format!(
+                "sequence {} is not the meter's closing batch of {period} (sequence {})",
+                input.sequence, receipt.sequence
+            )));
+        }
+        if *blake3::hash(&input.billing_lane).as_bytes() != receipt.billing_digest {
+            return Ok(Err(format!(
+                "the billing lane does not match the receipt of sequence {} (BLAKE3 differs)",
+                receipt.sequence
+            )));
+        }
+        if receipt.billing_group != request.billing_group {
+            return Ok(Err(format!(
+                "the receipt places the meter in group {}, not the request's group {}",
+                receipt.billing_group, request.billing_group
+            )));
+        }
+        let position = receipt.billing_position as usize;
+        let capacity = self.engine.layout().capacity();
+        if position >= capacity {
+            return Ok(Err(format!(
+                "the receipt's position {position} lies outside the layout's {capacity} homes"
+            )));
+        }
+        if let Some(other) = positions.get(&position) {
+            return Ok(Err(format!(
+                "position {position} is already taken by meter {other} in this request"
+            )));
+        }
+        if let Some(done) = self
+            .receipts
+            .released(&RequestKind::BILL, meter, period)
+            .await?
+        {
+            return Ok(Err(format!(
+                "the bill of meter {meter} for {period} was already released (audit entry {})",
+                done.audit_sequence
+            )));
+        }
+        let lane = match self.engine.parse_lane(&input.billing_lane) {
+            Ok(lane) => lane,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        positions.insert(position, meter);
+        Ok(Ok((receipt.sequence, position, lane)))
+    }
+}

@@ -1,0 +1,338 @@
+//! Receipts and releases in the key authority's database (see the
+//! [module documentation](super#storage)).
+
+use std::fmt;
+
+use chrono::Utc;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row as _};
+
+use super::ReleaseError;
+use crate::audit::{AuditLog, RequestKind, lock_head};
+
+/// A billing period, `YYYY-MM` (year 1000–9999, month 01–12).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Period(String);
+
+impl Period {
+    /// Parses `YYYY-MM`.
+    ///
+    /// # Errors
+    /// [`ReleaseError::InvalidArgument`] for anything else.
+    pub fn try_new(text: &str) -> Result<Self, ReleaseError> {
+        let bytes = text.as_bytes();
+        let digits = |range: std::ops::Range<usize>| bytes[range].iter().all(u8::is_ascii_digit);
+        let valid = bytes.len() == 7
+            && bytes[4] == b'-'
+            && digits(0..4)
+            && digits(5..7)
+            && bytes[0] != b'0'
+            && matches!(
+                &text[5..7],
+                "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12"
+            );
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(ReleaseError::InvalidArgument(format!(
+                "period {:?} is not YYYY-MM",
+                text.chars().take(32).collect::<String>()
+            )))
+        }
+    }
+
+    /// The period as `YYYY-MM`.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One batch's receipt, as a meter records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The meter.
+    pub meter_id: String,
+    /// The batch's sequence (≥ 1).
+    pub sequence: u64,
+    /// The billing period.
+    pub period: Period,
+    /// BLAKE3 of the batch's serialized billing-lane ciphertext.
+    pub billing_digest: [u8; 32],
+    /// The packing group the lane was encoded for.
+    pub billing_group: u32,
+    /// The position in the group.
+    pub billing_position: u32,
+    /// Whether the batch is the meter's last of the period.
+    pub closes_period: bool,
+}
+
+/// What [`ReceiptStore::record`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// The receipt was recorded now.
+    Recorded,
+    /// This exact receipt had been recorded before; nothing changed.
+    Duplicate,
+}
+
+/// A recorded release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Released {
+    /// The receipt whose input was released.
+    pub receipt_sequence: u64,
+    /// The amount (paise for bills).
+    pub amount: i64,
+    /// The audit entry that granted it.
+    pub audit_sequence: u64,
+}
+
+/// Receipts and releases, in the audit log's database.
+#[derive(Clone, Debug)]
+pub struct ReceiptStore {
+    pool: AnyPool,
+}
+
+fn to_db(value: u64, what: &str) -> Result<i64, ReleaseError> {
+    i64::try_from(value).map_err(|_| ReleaseError::InvalidArgument(format!("{what} out of range")))
+}
+
+fn from_db(value: i64, what: &str) -> Result<u64, ReleaseError> {
+    u64::try_from(value).map_err(|_| {
+        ReleaseError::Database(sqlx::Error::Decode(
+            format!("negative {what} {value} in the database").into(),
+        ))
+    })
+}
+
+impl ReceiptStore {
+    /// The store in `log`'s database (its migrations created the tables).
+    #[must_use]
+    pub fn new(log: &AuditLog) -> Self {
+        Self {
+            pool: log.pool().clone(),
+        }
+    }
+
+    /// Records `receipt`: idempotent on an identical receipt; a different receipt under the
+    /// same (meter, sequence) is [`ReleaseError::AlreadyExists`]; a receipt for a (meter,
+    /// period) whose bill was released is [`ReleaseError::FailedPrecondition`]. The caller has
+    /// checked that the caller may record for the meter.
+    ///
+    /// # Errors
+    /// As above, [`ReleaseError::InvalidArgument`] for a sequence of 0 or beyond `i64`, and
+    /// [`ReleaseError::Database`] when the database fails (nothing is recorded).
+    pub async fn record(&self, receipt: &Receipt) -> Result<RecordOutcome, ReleaseError> {
+        if receipt.sequence == 0 {
+            return Err(ReleaseError::InvalidArgument(
+                "sequence must be at least 1".into(),
+            ));
+        }
+        let sequence = to_db(receipt.sequence, "sequence")?;
+        let mut tx = self.pool.begin().await?;
+        // Serializes with releases (see the module documentation).
+        lock_head(&mut tx).await?;
+        let existing = sqlx::query(
+            "SELECT meter_id, sequence, period, billing_digest, billing_group, \
+             billing_position, closes_period FROM receipts WHERE meter_id = $1 AND sequence = $2",
+        )
+        .bind(receipt.meter_id.clone())
+        .bind(sequence)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = existing {
+            let stored = receipt_from_row(&row)?;
+            return if stored == *receipt {
+                Ok(RecordOutcome::Duplicate)
+            } else {
+                Err(ReleaseError::AlreadyExists(format!(
+                    "meter {} already recorded a different receipt under sequence {} \
+                     (period {}, digest {})",
+                    receipt.meter_id,
+                    receipt.sequence,
+                    stored.period,
+                    hex::encode(stored.billing_digest)
+                )))
+            };
+        }
+        if let Some(released) = released(
+            &mut tx,
+            &RequestKind::BILL,
+            &receipt.meter_id,
+            &receipt.period,
+        )
+        .await?
+        {
+            return Err(ReleaseError::FailedPrecondition(format!(
+                "the bill of meter {} for {} was already released (audit entry {}); \
+                 no receipt can be added to that period",
+                receipt.meter_id, receipt.period, released.audit_sequence
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO receipts (meter_id, sequence, period, billing_digest, billing_group, \
+             billing_position, closes_period, recorded_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(receipt.meter_id.clone())
+        .bind(sequence)
+        .bind(receipt.period.as_str().to_owned())
+        .bind(hex::encode(receipt.billing_digest))
+        .bind(i64::from(receipt.billing_group))
+        .bind(i64::from(receipt.billing_position))
+        .bind(i64::from(receipt.closes_period))
+        .bind(Utc::now().timestamp_micros())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(RecordOutcome::Recorded)
+    }
+
+    /// The meter's receipt with the highest sequence in `period`, if any.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Database`] when the database fails.
+    pub async fn last_receipt(
+        &self,
+        meter_id: &str,
+        period: &Period,
+    ) -> Result<Option<Receipt>, ReleaseError> {
+        let mut conn = self.pool.acquire().await?;
+        last_receipt(&mut conn, meter_id, period).await
+    }
+
+    /// The release of (`kind`, meter, period), if it happened.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Database`] when the database fails.
+    pub async fn released(
+        &self,
+        kind: &RequestKind,
+        meter_id: &str,
+        period: &Period,
+    ) -> Result<Option<Released>, ReleaseError> {
+        let mut conn = self.pool.acquire().await?;
+        released(&mut conn, kind, meter_id, period).await
+    }
+}
+
+fn receipt_from_row(row: &AnyRow) -> Result<Receipt, ReleaseError> {
+    let period: String = row.try_get(2)?;
+    let digest: String = row.try_get(3)?;
+    let corrupt = |what: &str| {
+        ReleaseError::Database(sqlx::Error::Decode(
+            format!("malformed receipt row: {what}").into(),
+        ))
+    };
+    let mut billing_digest = [0_u8; 32];
+    hex::decode_to_slice(&digest, &mut billing_digest).map_err(|_| corrupt("digest"))?;
+    Ok(Receipt {
+        meter_id: row.try_get(0)?,
+        sequence: from_db(row.try_get(1)?, "sequence")?,
+        period: Period::try_new(&period).map_err(|_| corrupt("period"))?,
+        billing_digest,
+        billing_group: u32::try_from(row.try_get::<i64, _>(4)?).map_err(|_| corrupt("group"))?,
+        billing_position: u32::try_from(row.try_get::<i64, _>(5)?)
+            .map_err(|_| corrupt("position"))?,
+        closes_period: row.try_get::<i64, _>(6)? != 0,
+    })
+}
+
+/// The meter's receipt with the highest sequence in `period`, read through `conn`.
+pub(super) async fn last_receipt(
+    conn: &mut AnyConnection,
+    meter_id: &str,
+    period: &Period,
+) -> Result<Option<Receipt>, ReleaseError> {
+    let row = sqlx::query(
+        "SELECT meter_id, sequence, period, billing_digest, billing_group, billing_position, \
+         closes_period FROM receipts WHERE meter_id = $1 AND period = $2 \
+         ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(meter_id.to_owned())
+    .bind(period.as_str().to_owned())
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(receipt_from_row).transpose()
+}
+
+/// The release of (`kind`, meter, period), read through `conn`.
+pub(super) async fn released(
+    conn: &mut AnyConnection,
+    kind: &RequestKind,
+    meter_id: &str,
+    period: &Period,
+) -> Result<Option<Released>, ReleaseError> {
+    let row = sqlx::query(
+        "SELECT receipt_sequence, amount, audit_seq FROM releases \
+         WHERE kind = $1 AND meter_id = $2 AND period = $3",
+    )
+    .bind(kind.as_str().to_owned())
+    .bind(meter_id.to_owned())
+    .bind(period.as_str().to_owned())
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        Ok(Released {
+            receipt_sequence: from_db(row.try_get(0)?, "receipt sequence")?,
+            amount: row.try_get(1)?,
+            audit_sequence: from_db(row.try_get(2)?, "audit sequence")?,
+        })
+    })
+    .transpose()
+}
+
+/// Records a release through `conn` (inside the transaction that appends its audit entry).
+pub(super) async fn insert_release(
+    conn: &mut AnyConnection,
+    kind: &RequestKind,
+    meter_id: &str,
+    period: &Period,
+    released: &Released,
+) -> Result<(), ReleaseError> {
+    sqlx::query(
+        "INSERT INTO releases (kind, meter_id, period, receipt_sequence, amount, audit_seq, \
+         released_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(kind.as_str().to_owned())
+    .bind(meter_id.to_owned())
+    .bind(period.as_str().to_owned())
+    .bind(to_db(released.receipt_sequence, "receipt sequence")?)
+    .bind(released.amount)
+    .bind(to_db(released.audit_sequence, "audit sequence")?)
+    .bind(Utc::now().timestamp_micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_are_year_and_month() {
+        for good in ["2007-01", "2026-12", "1999-09"] {
+            assert_eq!(Period::try_new(good).expect("valid").as_str(), good);
+        }
+        for bad in [
+            "",
+            "2007-1",
+            "2007-00",
+            "2007-13",
+            "07-01",
+            "2007/01",
+            "0999-01",
+            "2007-01x",
+            "２００７-01",
+        ] {
+            assert!(Period::try_new(bad).is_err(), "{bad:?}");
+        }
+    }
+}
