@@ -1,8 +1,9 @@
-//! The ingest half of the pipeline across three separate processes: the key authority issues
-//! tokens and serves the public key, the utility server verifies the tokens with the key
-//! authority's published JWT key, and `meter-client run` encrypts a synthetic home's days and
-//! streams them. Checked over real gRPC: the cursor, exactly-once delivery on a rerun, and the
-//! refusals (another meter's token, no token).
+//! The pipeline across three separate processes: the key authority issues tokens and serves
+//! the public key, the utility server verifies the tokens with the key authority's published
+//! JWT key, and `meter-client run` encrypts a synthetic home's days, streams them and records
+//! their receipts. Checked over real gRPC: the cursor, exactly-once delivery on a rerun, the
+//! refusals (another meter's token, no token), and a month's bill released by the key
+//! authority against the plaintext tariff on the same readings.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tonic::transport::Endpoint;
 
 struct Deployment {
     dir: tempfile::TempDir,
+    utility_db: String,
     authority: ServerProcess,
     utility: ServerProcess,
 }
@@ -69,14 +71,12 @@ fn deploy() -> Deployment {
     let pem_file = dir.path().join("ka-jwt-public.pem");
     std::fs::write(&pem_file, pem).expect("write pem");
     let d = dir.path().display();
+    let utility_db = format!("sqlite://{d}/utility.db");
     let utility = ServerProcess::spawn_with(
         "utility-server",
         &[
             ("SEER_UTILITY__SERVER__PORT".into(), "0".into()),
-            (
-                "SEER_UTILITY__DATABASE__URL".into(),
-                format!("sqlite://{d}/utility.db"),
-            ),
+            ("SEER_UTILITY__DATABASE__URL".into(), utility_db.clone()),
             (
                 "SEER_UTILITY__AUTH__JWT_PUBLIC_KEY_FILE".into(),
                 pem_file.display().to_string(),
@@ -86,12 +86,24 @@ fn deploy() -> Deployment {
     .expect("utility starts");
     Deployment {
         dir,
+        utility_db,
         authority,
         utility,
     }
 }
 
 impl Deployment {
+    /// `utility-server bill` or `bills` against the running deployment's database.
+    fn utility_cli(&self, args: &[&str], token: &str) -> Output {
+        Command::new(bin_path("utility-server").expect("built"))
+            .args(args)
+            .env("SEER_UTILITY__DATABASE__URL", &self.utility_db)
+            .env("SEER_UTILITY_TOKEN", token)
+            .env("SEER_UTILITY__LOG__FILTER", "warn")
+            .output()
+            .expect("utility-server runs")
+    }
+
     fn meter_client(&self, meter: &str, token: Option<&str>, state: &str, until: &str) -> Output {
         let mut command = Command::new(bin_path("meter-client").expect("built"));
         command
@@ -219,4 +231,119 @@ async fn tokens_for_another_meter_or_none_are_refused() {
     let forged = token(&other_ka, "utility", None);
     let status = deployment.cursor("M-0003", &forged).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
+}
+
+/// The plaintext oracle: the synthetic home's January bill in paise, from the same readings
+/// (whole Wh) through the exact tariff.
+fn january_bill_paise() -> i64 {
+    let from = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("date");
+    let until = chrono::NaiveDate::from_ymd_opt(2024, 2, 1).expect("date");
+    let readings = meter_client::synthetic::SyntheticHome::new(7, 3)
+        .readings(from, until)
+        .into_iter()
+        .map(|r| (r.start, r.energy.round_to_wh()));
+    seer_core::tariff::Tariff::bescom()
+        .bill(readings)
+        .expect("plaintext bill")
+        .total()
+        .get()
+}
+
+#[tokio::test]
+async fn a_closed_month_is_billed_by_the_key_authority_to_the_paisa() {
+    let deployment = deploy();
+    let household = token(&deployment.dir, "household", Some("M-0003"));
+    let utility = token(&deployment.dir, "utility", None);
+
+    // The whole of January: 31 daily batches, the last one closes the month.
+    let run = deployment.meter_client("M-0003", Some(&household), "meter", "2024-02-01");
+    assert_success(&run);
+    assert_eq!(
+        deployment.cursor("M-0003", &utility).await.expect("cursor"),
+        31
+    );
+
+    let output = deployment.utility_cli(
+        &[
+            "bill",
+            "--period",
+            "2024-01",
+            "--group",
+            "0",
+            "--key-authority",
+            &deployment.authority.uri(),
+        ],
+        &utility,
+    );
+    assert!(
+        output.status.success(),
+        "bill failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json report");
+    assert_eq!(report["closing_homes"], 1, "{report}");
+    assert_eq!(
+        report["refused"].as_array().map(Vec::len),
+        Some(0),
+        "{report}"
+    );
+    let released = &report["released"][0];
+    assert_eq!(released["meter_id"], "M-0003");
+    assert_eq!(released["period"], "2024-01");
+    assert_eq!(released["amount_paise"], january_bill_paise(), "{report}");
+    assert_eq!(released["closing_sequence"], 31);
+
+    // Stored: `bills` prints the same bill.
+    let output = deployment.utility_cli(&["bills", "--period", "2024-01"], &utility);
+    assert!(output.status.success());
+    let bills: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json bills");
+    assert_eq!(bills[0]["amount_paise"], january_bill_paise());
+
+    // A second release of the same bill is refused by the key authority (and logged there).
+    let output = deployment.utility_cli(
+        &[
+            "bill",
+            "--period",
+            "2024-01",
+            "--group",
+            "0",
+            "--key-authority",
+            &deployment.authority.uri(),
+        ],
+        &utility,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json report");
+    assert_eq!(
+        report["released"].as_array().map(Vec::len),
+        Some(0),
+        "{report}"
+    );
+    let reason = report["refused"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(reason.contains("already"), "{report}");
+
+    // A household token cannot ask for releases.
+    let output = deployment.utility_cli(
+        &[
+            "bill",
+            "--period",
+            "2024-01",
+            "--group",
+            "0",
+            "--key-authority",
+            &deployment.authority.uri(),
+        ],
+        &household,
+    );
+    assert!(
+        !output.status.success(),
+        "a household token must not obtain releases"
+    );
 }

@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod billing;
 pub mod ingest;
 pub mod lanes;
 pub mod settings;

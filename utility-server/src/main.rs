@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
-use utility_server::{Application, Settings, telemetry};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use utility_server::batch::Period;
+use utility_server::{Application, Settings, Store, billing, telemetry};
 
 /// The SEER utility server: bills, forecasts and anomaly scores on encrypted readings.
 #[derive(Debug, Parser)]
@@ -11,8 +13,38 @@ use utility_server::{Application, Settings, telemetry};
 struct Cli {
     /// TOML settings file; environment variables prefixed `SEER_UTILITY__` override it
     /// (e.g. `SEER_UTILITY__SERVER__PORT=0`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Ask the key authority to release the bills of one packing group for a closed month,
+    /// store them, and print the run's report as JSON.
+    Bill {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        period: Period,
+        /// The packing group.
+        #[arg(long, default_value_t = 0)]
+        group: u32,
+        /// The key authority's URL.
+        #[arg(long)]
+        key_authority: String,
+        /// The environment variable holding the utility's token (from the key authority).
+        #[arg(long, default_value = "SEER_UTILITY_TOKEN")]
+        token_env: String,
+    },
+    /// Print the released bills of a month as JSON (meter id, period, amount).
+    Bills {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        period: Period,
+    },
 }
 
 #[tokio::main]
@@ -20,9 +52,31 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(&settings.log.filter)?;
-    let application = Application::build(settings).await?;
-
-    // The one line on stdout, for whoever started us on port 0.
-    seer_service::announce(application.local_addr())?;
-    application.run_until_stopped().await
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let application = Application::build(settings).await?;
+            // The one line on stdout, for whoever started us on port 0.
+            seer_service::announce(application.local_addr())?;
+            application.run_until_stopped().await
+        }
+        Command::Bill {
+            period,
+            group,
+            key_authority,
+            token_env,
+        } => {
+            let token = std::env::var(&token_env)
+                .with_context(|| format!("the utility token is expected in ${token_env}"))?;
+            let store = Store::connect(&settings.database.url).await?;
+            let report = billing::bill_group(&store, &key_authority, &token, period, group).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Bills { period } => {
+            let store = Store::connect(&settings.database.url).await?;
+            let bills = store.bills(period).await?;
+            println!("{}", serde_json::to_string_pretty(&bills)?);
+            Ok(())
+        }
+    }
 }

@@ -183,6 +183,36 @@ impl std::fmt::Debug for GroupBatch {
     }
 }
 
+/// A bill released by the key authority, as the utility stores it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredBill {
+    /// The meter.
+    #[serde(serialize_with = "serialize_meter")]
+    pub meter_id: MeterId,
+    /// The period.
+    #[serde(serialize_with = "serialize_display")]
+    pub period: Period,
+    /// The amount in paise.
+    pub amount_paise: i64,
+    /// The closing batch the bill was computed from.
+    pub closing_sequence: u64,
+    /// The key authority's audit entry that granted the release.
+    pub audit_sequence: u64,
+    /// When it was released (µs since the Unix epoch).
+    pub released_at_us: i64,
+}
+
+fn serialize_meter<S: serde::Serializer>(m: &MeterId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+
+fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
 /// Where a [`Store::group_batches`] page starts: after this (meter, sequence).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BatchKey {
@@ -474,6 +504,111 @@ impl Store {
         .await
         .map_err(query_error("reading a billing group's batches"))?;
         rows.iter().map(group_batch_from_row).collect()
+    }
+
+    /// The closing billing lanes of `group` in `period`: for each meter of the group with
+    /// batches in the period, its highest-sequence batch of the period, if that batch ends
+    /// where the period ends (the first instant of the next month, in the UTC offset the meter
+    /// stated). Period-to-date lanes make that one batch the home's whole month; meters whose
+    /// month is not closed yet are left out. Ordered by meter.
+    ///
+    /// # Errors
+    /// When the database fails or a row is unreadable.
+    pub async fn closing_batches(
+        &self,
+        period: Period,
+        group: u32,
+    ) -> Result<Vec<GroupBatch>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT b.meter_id, b.sequence, b.billing_position, b.billing_lane, b.end_us, \
+             b.utc_offset_s FROM batches b \
+             WHERE b.period = $1 AND b.billing_group = $2 AND b.sequence = \
+             (SELECT MAX(b2.sequence) FROM batches b2 \
+              WHERE b2.meter_id = b.meter_id AND b2.period = b.period) \
+             ORDER BY b.meter_id",
+        )
+        .bind(period.to_string())
+        .bind(i64::from(group))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading a billing group's closing batches"))?;
+        let read = query_error("reading a billing group's closing batches");
+        let mut closing = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let end_us: i64 = row.try_get("end_us").map_err(read)?;
+            let offset_s: i64 = row.try_get("utc_offset_s").map_err(read)?;
+            let local_end = period
+                .end_day()
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc().timestamp_micros());
+            if local_end.is_some_and(|end| end - offset_s * 1_000_000 == end_us) {
+                closing.push(group_batch_from_row(row)?);
+            }
+        }
+        Ok(closing)
+    }
+
+    /// Records a bill the key authority released (idempotent: a bill already recorded for
+    /// the meter and period is kept).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn record_bill(&self, bill: &StoredBill) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO bills (meter_id, period, amount_paise, closing_sequence, audit_sequence, \
+             released_at_us) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (meter_id, period) DO NOTHING",
+        )
+        .bind(bill.meter_id.as_str())
+        .bind(bill.period.to_string())
+        .bind(bill.amount_paise)
+        .bind(to_db(bill.closing_sequence))
+        .bind(to_db(bill.audit_sequence))
+        .bind(bill.released_at_us)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("recording a released bill"))?;
+        Ok(())
+    }
+
+    /// The released bills of `period`, by meter.
+    ///
+    /// # Errors
+    /// When the database fails or a row is unreadable.
+    pub async fn bills(&self, period: Period) -> Result<Vec<StoredBill>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT meter_id, amount_paise, closing_sequence, audit_sequence, released_at_us \
+             FROM bills WHERE period = $1 ORDER BY meter_id",
+        )
+        .bind(period.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading released bills"))?;
+        let read = query_error("reading released bills");
+        rows.iter()
+            .map(|row| {
+                let meter_id: String = row.try_get("meter_id").map_err(read)?;
+                Ok(StoredBill {
+                    meter_id: MeterId::try_new(meter_id).map_err(|e| StoreError::Corrupt {
+                        table: "bills",
+                        reason: e.to_string(),
+                    })?,
+                    period,
+                    amount_paise: row.try_get("amount_paise").map_err(read)?,
+                    closing_sequence: from_db(
+                        "bills",
+                        "closing_sequence",
+                        row.try_get("closing_sequence").map_err(read)?,
+                    )?,
+                    audit_sequence: from_db(
+                        "bills",
+                        "audit_sequence",
+                        row.try_get("audit_sequence").map_err(read)?,
+                    )?,
+                    released_at_us: row.try_get("released_at_us").map_err(read)?,
+                })
+            })
+            .collect()
     }
 
     /// The usage summary of `meter_id` in `period`: batch and reading counts, the first start
