@@ -8,13 +8,13 @@
 //! tests print a note and pass without running, except under `CI=true`, where they fail.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use key_authority::audit::{
     Anchor, AuditEntry, AuditError, AuditLog, Backend, Decision, EntryCaller, EntryHash,
     InputDigest, ListQuery, NewEntry, ProblemKind, RequestKind, SignedHead, VerifyReport,
 };
 use key_authority::auth::{Caller, Identity, JwtSigningKey, Role};
+use seer_service::testing::{PostgresDatabase, postgres_admin_url};
 use sqlx::AnyPool;
 
 // ---------------------------------------------------------------------------------------------
@@ -47,10 +47,10 @@ impl TestDb {
 
     /// `None` (after printing why) when PostgreSQL is not available and need not be.
     async fn postgres() -> Option<Self> {
-        let admin_url = postgres_admin_url().await?;
-        let database = PostgresDatabase::create(&admin_url).await;
+        let admin_url = postgres_admin_url("audit").await?;
+        let database = PostgresDatabase::create(&admin_url, "seer_ka_audit").await;
         Some(Self {
-            url: database.url.clone(),
+            url: database.url().to_owned(),
             backend: Backend::Postgres,
             key: Arc::new(JwtSigningKey::generate().expect("key")),
             _sqlite_dir: None,
@@ -76,130 +76,6 @@ impl TestDb {
         let pool = self.raw().await;
         sqlx::raw_sql(sql).execute(&pool).await.expect(sql);
         pool.close().await;
-    }
-}
-
-async fn postgres_admin_url() -> Option<String> {
-    if let Ok(url) = std::env::var("SEER_TEST_POSTGRES_URL") {
-        return Some(url);
-    }
-    let required = std::env::var("CI").is_ok_and(|ci| ci == "true");
-    if !required
-        && tokio::net::TcpStream::connect("127.0.0.1:5432")
-            .await
-            .is_err()
-    {
-        eprintln!(
-            "note: skipping the PostgreSQL audit tests: SEER_TEST_POSTGRES_URL is unset and \
-             nothing listens on 127.0.0.1:5432"
-        );
-        return None;
-    }
-    sqlx::any::install_default_drivers();
-    let mut failures = Vec::new();
-    for user in ["postgres", "root"] {
-        let url = format!("postgres://{user}@127.0.0.1:5432/test");
-        match can_connect(&url).await {
-            Ok(()) => return Some(url),
-            Err(error) => failures.push(format!("{url}: {error}")),
-        }
-    }
-    panic!(
-        "PostgreSQL is required (CI=true or 127.0.0.1:5432 listens) but unusable: {}",
-        failures.join("; ")
-    );
-}
-
-/// Opens and closes one connection.
-async fn can_connect(url: &str) -> Result<(), sqlx::Error> {
-    use sqlx::Connection as _;
-    let connection = sqlx::AnyConnection::connect(url).await?;
-    connection.close().await
-}
-
-/// A database created for one test and dropped (even when the test panics) afterwards.
-struct PostgresDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl PostgresDatabase {
-    async fn create(admin_url: &str) -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let mut random = [0_u8; 4];
-        getrandom::fill(&mut random).expect("random");
-        let name = format!(
-            "seer_ka_audit_{}_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            hex::encode(random)
-        );
-        let admin = admin_pool(admin_url).await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .expect("create the test database");
-        admin.close().await;
-        Self {
-            admin_url: admin_url.to_owned(),
-            url: with_database(admin_url, &name),
-            name,
-        }
-    }
-}
-
-impl Drop for PostgresDatabase {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        // Drop may run inside the test's runtime: do the async work on a thread of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let admin = admin_pool(&admin_url).await;
-                let result = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&admin)
-                .await;
-                admin.close().await;
-                result
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(_))) {
-            eprintln!("warning: could not drop test database {}", self.name);
-        }
-    }
-}
-
-async fn admin_pool(admin_url: &str) -> AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::pool::PoolOptions::new()
-        .max_connections(1)
-        .connect(admin_url)
-        .await
-        .expect("connect to PostgreSQL")
-}
-
-/// `admin_url` with its database replaced by `database`.
-fn with_database(admin_url: &str, database: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin_url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{database}?{query}"),
-        None => format!("{base}/{database}"),
     }
 }
 
@@ -1070,20 +946,4 @@ async fn unsupported_urls_are_refused() {
         .await
         .expect_err("nothing listens on port 1");
     assert!(!error.to_string().contains("secret"), "{error}");
-}
-
-#[test]
-fn database_urls_are_rewritten_per_test() {
-    assert_eq!(
-        with_database("postgres://postgres@127.0.0.1:5432/test", "t1"),
-        "postgres://postgres@127.0.0.1:5432/t1"
-    );
-    assert_eq!(
-        with_database("postgres://u:p@h/test?sslmode=disable", "t1"),
-        "postgres://u:p@h/t1?sslmode=disable"
-    );
-    assert_eq!(
-        with_database("postgres://h:5432", "t1"),
-        "postgres://h:5432/t1"
-    );
 }

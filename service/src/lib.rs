@@ -3,10 +3,13 @@
 //! server that always carries `grpc.health.v1`, reflection and `seer.v1.Node`, with graceful
 //! shutdown on SIGINT/SIGTERM. Each program adds its own services on top.
 
+pub mod db;
 pub mod grpc;
 pub mod node;
 pub mod settings;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use grpc::{GrpcListener, announce, serve, shutdown_signal};
 pub use node::NodeService;

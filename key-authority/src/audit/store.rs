@@ -1,7 +1,6 @@
 //! The audit log in the key authority's database (SQLite or PostgreSQL through sqlx's `Any`
 //! driver): connecting and migrating, appending, listing and verifying.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -670,33 +669,11 @@ impl StoredRow {
     }
 }
 
-/// Makes a SQLite URL open read-write-create (unless it says otherwise) and creates the
-/// file's directory.
+/// [`seer_service::db::prepare_sqlite_url`], with this crate's error.
 fn prepare_sqlite_url(url: &str) -> Result<String, AuditError> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    let (path, params) = match rest.split_once('?') {
-        Some((path, params)) => (path, Some(params)),
-        None => (rest, None),
-    };
-    let in_memory = path.is_empty() || path == ":memory:";
-    if !in_memory
-        && let Some(parent) = Path::new(path).parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent).map_err(|source| AuditError::CreateDirectory {
-            path: parent.to_path_buf(),
-            source,
-        })?;
-    }
-    Ok(match params {
-        None if !in_memory => format!("{url}?mode=rwc"),
-        Some(params) if !params.split('&').any(|p| p.starts_with("mode=")) => {
-            format!("{url}&mode=rwc")
-        }
-        _ => url.to_owned(),
+    seer_service::db::prepare_sqlite_url(url).map_err(|e| AuditError::CreateDirectory {
+        path: e.path,
+        source: e.source,
     })
 }
 

@@ -33,7 +33,7 @@
 //! commit is durable when it returns (SQLite runs with `synchronous = FULL`), so an
 //! acknowledged batch is never lost.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -694,33 +694,11 @@ fn from_db(table: &'static str, column: &str, value: i64) -> Result<u64, StoreEr
     })
 }
 
-/// Creates the SQLite file's directory and opens it read-write-create unless the URL says
-/// otherwise.
+/// [`seer_service::db::prepare_sqlite_url`], with this crate's error.
 fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    let (path, params) = match rest.split_once('?') {
-        Some((path, params)) => (path, Some(params)),
-        None => (rest, None),
-    };
-    let in_memory = path.is_empty() || path == ":memory:";
-    if !in_memory
-        && let Some(parent) = Path::new(path).parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDirectory {
-            path: parent.to_path_buf(),
-            source,
-        })?;
-    }
-    Ok(match params {
-        None if !in_memory => format!("{url}?mode=rwc"),
-        Some(params) if !params.split('&').any(|p| p.starts_with("mode=")) => {
-            format!("{url}&mode=rwc")
-        }
-        _ => url.to_owned(),
+    seer_service::db::prepare_sqlite_url(url).map_err(|e| StoreError::CreateDirectory {
+        path: e.path,
+        source: e.source,
     })
 }
 

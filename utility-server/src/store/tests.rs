@@ -6,9 +6,8 @@
 //! used. When the variable is unset and nothing listens on 127.0.0.1:5432, the PostgreSQL
 //! variants print a note and pass without running — except under `CI=true`, where they fail.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use seer_proto::v1::UploadBatch;
+use seer_service::testing::{PostgresDatabase, postgres_admin_url};
 
 use super::*;
 
@@ -30,14 +29,16 @@ impl TestDb {
     }
 
     async fn postgres() -> Option<Self> {
-        let admin_url = postgres_admin_url().await?;
-        Some(Self::Postgres(PostgresDatabase::create(&admin_url).await))
+        let admin_url = postgres_admin_url("storage").await?;
+        Some(Self::Postgres(
+            PostgresDatabase::create(&admin_url, "seer_utility_store").await,
+        ))
     }
 
     fn url(&self) -> &str {
         match self {
             Self::Sqlite { url, .. } => url,
-            Self::Postgres(db) => &db.url,
+            Self::Postgres(db) => db.url(),
         }
     }
 
@@ -52,123 +53,6 @@ impl TestDb {
     }
 }
 
-async fn postgres_admin_url() -> Option<String> {
-    if let Ok(url) = std::env::var("SEER_TEST_POSTGRES_URL") {
-        return Some(url);
-    }
-    let required = std::env::var("CI").is_ok_and(|ci| ci == "true");
-    if !required
-        && tokio::net::TcpStream::connect("127.0.0.1:5432")
-            .await
-            .is_err()
-    {
-        eprintln!(
-            "note: skipping the PostgreSQL storage tests: SEER_TEST_POSTGRES_URL is unset and \
-             nothing listens on 127.0.0.1:5432"
-        );
-        return None;
-    }
-    sqlx::any::install_default_drivers();
-    let mut failures = Vec::new();
-    for user in ["postgres", "root"] {
-        let url = format!("postgres://{user}@127.0.0.1:5432/test");
-        match admin_pool(&url).await {
-            Ok(pool) => {
-                pool.close().await;
-                return Some(url);
-            }
-            Err(error) => failures.push(format!("{url}: {error}")),
-        }
-    }
-    panic!(
-        "PostgreSQL is required (CI=true or 127.0.0.1:5432 listens) but unusable: {}",
-        failures.join("; ")
-    );
-}
-
-async fn admin_pool(url: &str) -> Result<AnyPool, sqlx::Error> {
-    sqlx::any::install_default_drivers();
-    AnyPoolOptions::new().max_connections(1).connect(url).await
-}
-
-/// The admin URL with its database replaced by `name`.
-fn with_database(admin_url: &str, name: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin_url, None),
-    };
-    let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base));
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let mut url = format!("{scheme}://{authority}/{name}");
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
-}
-
-/// A database created for one test and dropped (even when the test panics) afterwards.
-struct PostgresDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl PostgresDatabase {
-    async fn create(admin_url: &str) -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!(
-            "seer_utility_store_{}_{}_{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let admin = admin_pool(admin_url).await.expect("connect to PostgreSQL");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .expect("create the test database");
-        admin.close().await;
-        Self {
-            admin_url: admin_url.to_owned(),
-            url: with_database(admin_url, &name),
-            name,
-        }
-    }
-}
-
-impl Drop for PostgresDatabase {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        // Drop may run inside the test's runtime: do the async work on a thread of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let admin = admin_pool(&admin_url).await?;
-                let result = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&admin)
-                .await;
-                admin.close().await;
-                result
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(_))) {
-            eprintln!("warning: could not drop test database {}", self.name);
-        }
-    }
-}
-
-/// A batch of `meter` with opaque lane bytes (the store does not parse them); `day` is the
-/// batch's day of January 2007 (or of `period`'s month via [`batch_in`]).
 fn batch(meter: &str, sequence: u64, lane: &[u8]) -> Batch {
     batch_in(meter, sequence, "2007-01", 0, lane)
 }
@@ -576,10 +460,6 @@ fn urls_name_their_backend_and_hide_passwords() {
     assert_eq!(
         redact_url("postgres://seer:hunter2@db:5432/u?sslmode=require"),
         "postgres://seer:***@db:5432/u?sslmode=require"
-    );
-    assert_eq!(
-        with_database("postgres://postgres@127.0.0.1:5432/test", "t1"),
-        "postgres://postgres@127.0.0.1:5432/t1"
     );
 }
 
