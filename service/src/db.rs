@@ -2,6 +2,47 @@
 
 use std::path::{Path, PathBuf};
 
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (`sqlite:PATH`, `sqlite://relative/path`,
+    /// `sqlite:///absolute/path`; created with its directory if missing).
+    Sqlite,
+    /// A PostgreSQL server (`postgres://...` or `postgresql://...`).
+    Postgres,
+}
+
+impl Backend {
+    /// The backend `url` names, or `None` for any other scheme.
+    #[must_use]
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// The directory of a SQLite file could not be created.
 #[derive(Debug)]
 pub struct SqliteDirError {
@@ -82,6 +123,22 @@ mod tests {
             "sqlite::memory:"
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn backends_and_redaction() {
+        assert_eq!(Backend::of_url("sqlite:a.db"), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::of_url("postgresql://h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(Backend::of_url("mysql://h/db"), None);
+        assert_eq!(
+            redact_url("postgres://seer:hunter2@db:5432/u?sslmode=require"),
+            "postgres://seer:***@db:5432/u?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://seer@db/u"), "postgres://seer@db/u");
+        assert_eq!(redact_url("sqlite:ka.db"), "sqlite:ka.db");
     }
 
     #[test]

@@ -104,6 +104,22 @@ impl Deployment {
             .expect("utility-server runs")
     }
 
+    /// `utility-server bill` for January, group 0, against this deployment's key authority.
+    fn bill_january(&self, token: &str) -> Output {
+        self.utility_cli(
+            &[
+                "bill",
+                "--period",
+                "2024-01",
+                "--group",
+                "0",
+                "--key-authority",
+                &self.authority.uri(),
+            ],
+            token,
+        )
+    }
+
     fn meter_client(&self, meter: &str, token: Option<&str>, state: &str, until: &str) -> Output {
         let mut command = Command::new(bin_path("meter-client").expect("built"));
         command
@@ -263,18 +279,7 @@ async fn a_closed_month_is_billed_by_the_key_authority_to_the_paisa() {
         31
     );
 
-    let output = deployment.utility_cli(
-        &[
-            "bill",
-            "--period",
-            "2024-01",
-            "--group",
-            "0",
-            "--key-authority",
-            &deployment.authority.uri(),
-        ],
-        &utility,
-    );
+    let output = deployment.bill_january(&utility);
     assert!(
         output.status.success(),
         "bill failed: {}",
@@ -300,18 +305,7 @@ async fn a_closed_month_is_billed_by_the_key_authority_to_the_paisa() {
     assert_eq!(bills[0]["amount_paise"], january_bill_paise());
 
     // A second release of the same bill is refused by the key authority (and logged there).
-    let output = deployment.utility_cli(
-        &[
-            "bill",
-            "--period",
-            "2024-01",
-            "--group",
-            "0",
-            "--key-authority",
-            &deployment.authority.uri(),
-        ],
-        &utility,
-    );
+    let output = deployment.bill_january(&utility);
     assert!(
         output.status.success(),
         "{}",
@@ -330,18 +324,7 @@ async fn a_closed_month_is_billed_by_the_key_authority_to_the_paisa() {
     assert!(reason.contains("already"), "{report}");
 
     // A household token cannot ask for releases.
-    let output = deployment.utility_cli(
-        &[
-            "bill",
-            "--period",
-            "2024-01",
-            "--group",
-            "0",
-            "--key-authority",
-            &deployment.authority.uri(),
-        ],
-        &household,
-    );
+    let output = deployment.bill_january(&household);
     assert!(
         !output.status.success(),
         "a household token must not obtain releases"

@@ -11,8 +11,6 @@ use seer_core::tariff::Tariff;
 use seer_service::{LogSettings, ServerSettings};
 use serde::{Deserialize, Serialize};
 
-use crate::store::Backend;
-
 /// Prefix of the environment variables that override the settings file.
 pub const ENV_PREFIX: &str = "SEER_UTILITY__";
 
@@ -131,7 +129,7 @@ impl Settings {
     /// The first invalid value.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.log.validate()?;
-        Backend::of_url(&self.database.url).context("database.url")?;
+        crate::store::backend_of(&self.database.url).context("database.url")?;
         let billing_set = self.ckks.billing()?;
         self.ckks.analytics()?;
         anyhow::ensure!(

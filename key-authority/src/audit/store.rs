@@ -37,31 +37,16 @@ macro_rules! select_entries {
     };
 }
 
-/// Which database holds the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// An embedded SQLite file (`sqlite:PATH`; created if missing).
-    Sqlite,
-    /// A PostgreSQL server (`postgres://...`).
-    Postgres,
-}
+pub use seer_service::db::{Backend, redact_url};
 
-impl Backend {
-    /// The backend a database URL names.
-    ///
-    /// # Errors
-    /// [`AuditError::UnsupportedUrl`] for other schemes.
-    pub fn of_url(url: &str) -> Result<Self, AuditError> {
-        if url.starts_with("sqlite:") {
-            Ok(Backend::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Backend::Postgres)
-        } else {
-            Err(AuditError::UnsupportedUrl {
-                url: redact_url(url),
-            })
-        }
-    }
+/// The backend a database URL names.
+///
+/// # Errors
+/// [`AuditError::UnsupportedUrl`] for other schemes.
+pub fn backend_of(url: &str) -> Result<Backend, AuditError> {
+    Backend::of_url(url).ok_or_else(|| AuditError::UnsupportedUrl {
+        url: redact_url(url),
+    })
 }
 
 /// A listing query: filters (combined with AND) and a page.
@@ -123,7 +108,7 @@ impl AuditLog {
     /// When the URL is not supported, the database cannot be opened or migrated, or the head
     /// cannot be signed.
     pub async fn connect(url: &str, key: Arc<JwtSigningKey>) -> Result<Self, AuditError> {
-        let backend = Backend::of_url(url)?;
+        let backend = backend_of(url)?;
         sqlx::any::install_default_drivers();
         let url = match backend {
             Backend::Sqlite => prepare_sqlite_url(url)?,
@@ -677,22 +662,6 @@ fn prepare_sqlite_url(url: &str) -> Result<String, AuditError> {
     })
 }
 
-/// The URL with any password replaced by `***`, for messages.
-pub(super) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -709,13 +678,13 @@ mod tests {
 
     #[test]
     fn backends_follow_the_scheme() {
-        assert_eq!(Backend::of_url("sqlite:a.db").expect("ok"), Backend::Sqlite);
+        assert_eq!(backend_of("sqlite:a.db").expect("ok"), Backend::Sqlite);
         assert_eq!(
-            Backend::of_url("postgresql://x/y").expect("ok"),
+            backend_of("postgresql://x/y").expect("ok"),
             Backend::Postgres
         );
-        assert!(Backend::of_url("mysql://x/y").is_err());
-        assert!(Backend::of_url("a.db").is_err());
+        assert!(backend_of("mysql://x/y").is_err());
+        assert!(backend_of("a.db").is_err());
     }
 
     #[test]

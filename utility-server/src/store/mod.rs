@@ -57,32 +57,16 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most batches one [`Store::group_batches`] page returns.
 pub const MAX_PAGE_SIZE: u32 = 1024;
 
-/// Which database holds the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// An embedded SQLite file (`sqlite:PATH`, `sqlite://relative/path`,
-    /// `sqlite:///absolute/path`; created with its directory if missing).
-    Sqlite,
-    /// A PostgreSQL server (`postgres://...` or `postgresql://...`).
-    Postgres,
-}
+pub use seer_service::db::{Backend, redact_url};
 
-impl Backend {
-    /// The backend a database URL names.
-    ///
-    /// # Errors
-    /// [`StoreError::UnsupportedUrl`] for other schemes.
-    pub fn of_url(url: &str) -> Result<Self, StoreError> {
-        if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres)
-        } else {
-            Err(StoreError::UnsupportedUrl {
-                url: redact_url(url),
-            })
-        }
-    }
+/// The backend a database URL names.
+///
+/// # Errors
+/// [`StoreError::UnsupportedUrl`] for other schemes.
+pub fn backend_of(url: &str) -> Result<Backend, StoreError> {
+    Backend::of_url(url).ok_or_else(|| StoreError::UnsupportedUrl {
+        url: redact_url(url),
+    })
 }
 
 /// What went wrong in the store. Messages may name the (redacted) URL; the gRPC layer logs
@@ -267,7 +251,7 @@ impl Store {
     /// # Errors
     /// When the URL is not supported or the database cannot be opened or migrated.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let backend = Backend::of_url(url)?;
+        let backend = backend_of(url)?;
         sqlx::any::install_default_drivers();
         let url = match backend {
             Backend::Sqlite => prepare_sqlite_url(url)?,
@@ -700,21 +684,4 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
         path: e.path,
         source: e.source,
     })
-}
-
-/// The URL with any password replaced by `***`, for messages and logs.
-#[must_use]
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }

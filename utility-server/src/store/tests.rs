@@ -447,15 +447,12 @@ async fn sqlite_creates_the_file_in_wal_mode() {
 
 #[test]
 fn urls_name_their_backend_and_hide_passwords() {
+    assert_eq!(backend_of("sqlite:x.db").expect("sqlite"), Backend::Sqlite);
     assert_eq!(
-        Backend::of_url("sqlite:x.db").expect("sqlite"),
-        Backend::Sqlite
-    );
-    assert_eq!(
-        Backend::of_url("postgresql://h/db").expect("postgres"),
+        backend_of("postgresql://h/db").expect("postgres"),
         Backend::Postgres
     );
-    let error = Backend::of_url("mysql://u:secret@h/db").expect_err("mysql");
+    let error = backend_of("mysql://u:secret@h/db").expect_err("mysql");
     assert!(!error.to_string().contains("secret"), "{error}");
     assert_eq!(
         redact_url("postgres://seer:hunter2@db:5432/u?sslmode=require"),
