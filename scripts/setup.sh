@@ -15,15 +15,24 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 
 # libclang as bindgen (clang-sys) finds it: LIBCLANG_PATH, the linker cache, or LLVM's dirs.
 have_libclang() {
-    if [[ -n "${LIBCLANG_PATH:-}" ]] && compgen -G "${LIBCLANG_PATH}/libclang*.so*" >/dev/null; then
+    if [[ -n "${LIBCLANG_PATH:-}" ]] && { compgen -G "${LIBCLANG_PATH}/libclang.so*" >/dev/null \
+        || compgen -G "${LIBCLANG_PATH}/libclang-[0-9]*.so*" >/dev/null; }; then
         return 0
     fi
     if command -v ldconfig >/dev/null 2>&1 \
         && ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so'; then
         return 0
     fi
-    compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null \
-        || compgen -G '/usr/lib/*-linux-gnu/libclang*.so*' >/dev/null
+    # Only the names bindgen loads: libclang.so*, libclang-<version>.so* (libclang-cpp.so.*,
+    # which Debian installs alone with other LLVM tools, is not one of them).
+    local dir
+    for dir in /usr/lib/llvm-*/lib /usr/lib/*-linux-gnu; do
+        if compgen -G "$dir/libclang.so*" >/dev/null \
+            || compgen -G "$dir/libclang-[0-9]*.so*" >/dev/null; then
+            return 0
+        fi
+    done
+    return 1
 }
 
 have_cxx() {

@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh
+# The UCI data set: the end-to-end suites bill every complete month of it (tests/uci_bills.rs).
+scripts/fetch-data.sh
 # PostgreSQL for the storage suites' PostgreSQL variants (started or installed when missing).
 scripts/services.sh
 echo "test: building SEER (release; the first build compiles Microsoft SEAL, a few minutes)" >&2

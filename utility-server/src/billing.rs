@@ -1,26 +1,56 @@
-//! The billing job: at the close of a month, ask the key authority to release each home's
-//! bill, and store what it releases.
+//! The billing job: at the close of a month, compute each packing group's bills
+//! homomorphically, ask the key authority to release them, and store what it releases.
 //!
 //! Meters send period-to-date billing lanes, so a home's closing batch of the month carries
-//! its whole month ([`Store::closing_batches`]). The job gathers the closing lanes of one
-//! packing group and sends them to the key authority's `Release.ReleaseBills` with the
-//! utility's token. The key authority checks every lane against the receipt its meter
-//! recorded, evaluates the packed billing circuit (`seer_core::circuits::billing`) on the
-//! accepted lanes itself, and releases each home's bill rounded to the paisa — the utility
-//! never decrypts anything, and it cannot obtain a decryption of anything but a bill computed
-//! from lanes the meters vouched for. Released bills are stored ([`Store::record_bill`]);
-//! refusals are reported with the key authority's reason.
+//! its whole month ([`Store::closing_batches`]). For one packing group the job:
+//!
+//! 1. fetches the public evaluation keys the circuit needs — the Galois keys of the billing
+//!    parameter set, streamed in chunks over the key authority's `seer.v1.Keys`
+//!    ([`fetch_evaluation_keys`]): the key set's id and rotation steps are checked against the
+//!    [`BillingLayout`] first, and the object's frame (format, parameter-set id, checksum)
+//!    when it is parsed. It is the very object the key authority evaluates with, which is what
+//!    makes the two evaluations byte-identical; no relinearization key is needed (the circuit
+//!    multiplies by plaintexts only);
+//! 2. evaluates the packed billing circuit (`seer_core::circuits::billing`: the sum of the
+//!    lanes, the rate vector, the block sums, the mask) over the group's closing lanes, on the
+//!    blocking pool ([`evaluate_lanes`]);
+//! 3. sends the lanes and its result to `Release.ReleaseBills` with the utility's token. The
+//!    key authority checks every lane against the receipt its meter recorded and the meter's
+//!    registered position, decrypts each lane to check it stays in its block, re-executes the
+//!    circuit and — when it accepts every lane — requires its result to be the utility's, bit
+//!    for bit; it then releases each home's bill to the paisa with the month's energy per
+//!    tariff cell in whole Wh. The utility never decrypts anything, and it cannot obtain a
+//!    decryption of anything but a bill computed from lanes the meters vouched for;
+//! 4. stores the released bills with their cells, labelled by the tariff
+//!    ([`Store::record_bill`]); refusals are reported with the key authority's reason.
+//!
+//! A group whose lanes exceed what one gRPC message may carry is sent in several requests of
+//! at most [`MAX_REQUEST_LANE_BYTES`] of lanes, each with the circuit evaluated over its own
+//! lanes (the circuit bills any subset of a group).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use seer_ckks::{Ciphertext, CkksContext, Evaluator, GaloisKeys};
+use seer_core::circuits::billing::BillingLayout;
+use seer_core::tariff::Tariff;
 use seer_proto::WithMessageLimits as _;
+use seer_proto::v1::keys_client::KeysClient;
 use seer_proto::v1::release_client::ReleaseClient;
-use seer_proto::v1::{BillInput, ReleaseBillsRequest};
+use seer_proto::v1::{BillInput, GetKeyRequest, KeyKind, ListKeySetsRequest, ReleaseBillsRequest};
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::batch::{MeterId, Period};
-use crate::store::{Store, StoreError, StoredBill};
+use crate::lanes::LaneValidator;
+use crate::store::{GroupBatch, SlabEnergy, Store, StoreError, StoredBill};
+
+/// Most bytes of billing lanes one `ReleaseBills` request carries (well under
+/// [`seer_proto::MAX_MESSAGE_SIZE`], leaving room for the result and the framing).
+pub const MAX_REQUEST_LANE_BYTES: usize = 48 * 1024 * 1024;
+
+/// Largest evaluation-key object the job accepts from the key authority (Galois keys for a
+/// handful of steps at n = 8192 take a few MB; at n = 32768 tens of MB).
+pub const MAX_EVALUATION_KEY_BYTES: u64 = 1 << 30;
 
 /// Why a billing run failed as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +67,12 @@ pub enum BillingError {
         /// The cause.
         source: tonic::transport::Error,
     },
+    /// The evaluation keys could not be fetched or do not fit the billing circuit.
+    #[error("fetching the evaluation keys: {0}")]
+    Keys(String),
+    /// The billing circuit could not be evaluated (a stored lane unreadable, an engine error).
+    #[error("evaluating the billing circuit: {0}")]
+    Circuit(String),
     /// The key authority refused or failed the whole request.
     #[error("the key authority answered {code:?}: {message}")]
     Release {
@@ -73,9 +109,25 @@ pub struct BillingReport {
     pub released: Vec<StoredBill>,
     /// Homes refused.
     pub refused: Vec<Refusal>,
-    /// Wall-clock time of the release call (circuit at the key authority included).
+    /// Wall-clock time of the release calls (the key authority's checks, decryptions and
+    /// re-execution included), in milliseconds.
     #[serde(serialize_with = "serialize_millis")]
     pub release_time: Duration,
+    /// The utility's own time in the billing circuit (parsing the lanes, evaluating,
+    /// serializing the result), in milliseconds.
+    #[serde(rename = "circuit_ms", serialize_with = "serialize_millis")]
+    pub circuit_time: Duration,
+    /// [`circuit_time`](Self::circuit_time) per closing home, in milliseconds.
+    pub circuit_ms_per_home: f64,
+    /// Size of the evaluation keys fetched from the key authority (0 when nothing was
+    /// billed).
+    pub evaluation_key_bytes: u64,
+    /// `ReleaseBills` requests sent.
+    pub requests: usize,
+    /// Whether the key authority found the utility's circuit result byte-identical to its
+    /// re-execution in every request (false when it refused some input, which rules out
+    /// the comparison).
+    pub result_verified: bool,
 }
 
 fn serialize_display<S: serde::Serializer>(v: &Period, s: S) -> Result<S::Ok, S::Error> {
@@ -86,14 +138,251 @@ fn serialize_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
     s.serialize_f64(d.as_secs_f64() * 1e3)
 }
 
-/// Bills one packing group for one closed month (see the module docs).
+/// The public evaluation keys of the billing circuit, as fetched from the key authority.
+pub struct EvaluationKeys {
+    evaluator: Evaluator,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for EvaluationKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvaluationKeys")
+            .field(
+                "parameter_set",
+                &self.evaluator.context().parameter_set_id(),
+            )
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EvaluationKeys {
+    /// The evaluator over the fetched Galois keys.
+    #[must_use]
+    pub fn evaluator(&self) -> &Evaluator {
+        &self.evaluator
+    }
+
+    /// The serialized size of the fetched keys.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// The label of each tariff cell, in cell order: the slab's range in kWh (`0-50 kWh`, the last
+/// one open-ended: `200+ kWh`), followed by the band's name when the tariff has more than one
+/// band (`50-100 kWh peak`).
+#[must_use]
+pub fn cell_labels(tariff: &Tariff) -> Vec<String> {
+    let bands = tariff.bands();
+    tariff
+        .slabs()
+        .iter()
+        .flat_map(|slab| {
+            let range = match slab.to {
+                Some(to) => format!("{}-{} kWh", kwh_label(slab.from.get()), kwh_label(to.get())),
+                None => format!("{}+ kWh", kwh_label(slab.from.get())),
+            };
+            bands.iter().map(move |band| {
+                if bands.len() > 1 {
+                    format!("{range} {}", band.name)
+                } else {
+                    range.clone()
+                }
+            })
+        })
+        .collect()
+}
+
+/// A threshold in Wh as kWh without trailing zeros (`50000` → `50`, `12500` → `12.5`).
+fn kwh_label(wh: i64) -> String {
+    let (whole, frac) = (wh / 1000, (wh % 1000).abs());
+    if frac == 0 {
+        whole.to_string()
+    } else {
+        format!("{whole}.{frac:03}")
+            .trim_end_matches('0')
+            .to_owned()
+    }
+}
+
+/// Fetches the Galois keys of `ctx`'s parameter set from the key authority behind `channel`
+/// and checks them against `layout` (see the [module documentation](self)).
 ///
 /// # Errors
-/// When the store fails, the key authority is unreachable, or it refuses the request as a
-/// whole (bad token, wrong role, malformed request, audit log unavailable).
-#[tracing::instrument(skip(store, token), fields(period = %period, group))]
+/// [`BillingError::Keys`] when the key authority holds no key set for the parameter set, its
+/// rotation steps lack one the circuit needs, the stream is inconsistent or too large, or the
+/// object does not parse as Galois keys of the parameter set.
+#[tracing::instrument(skip_all, fields(parameter_set = ctx.parameter_set_id()))]
+pub async fn fetch_evaluation_keys(
+    channel: Channel,
+    ctx: &CkksContext,
+    layout: &BillingLayout,
+) -> Result<EvaluationKeys, BillingError> {
+    let id = ctx.parameter_set_id().to_owned();
+    let mut client = KeysClient::new(channel).with_seer_limits();
+    let status = |doing: &str| {
+        let doing = doing.to_owned();
+        move |s: tonic::Status| BillingError::Keys(format!("{doing}: {}", s.message()))
+    };
+    let sets = client
+        .list_key_sets(ListKeySetsRequest {})
+        .await
+        .map_err(status("listing the key sets"))?
+        .into_inner()
+        .key_sets;
+    let info = sets
+        .into_iter()
+        .find(|set| set.parameter_set_id == id)
+        .ok_or_else(|| {
+            BillingError::Keys(format!("the key authority holds no key set for {id}"))
+        })?;
+    let slots = i64::try_from(ctx.slots()).unwrap_or(i64::MAX);
+    let missing: Vec<i64> = layout
+        .galois_steps()
+        .into_iter()
+        .filter(|step| {
+            let normalized = step.rem_euclid(slots);
+            !info
+                .galois_steps
+                .iter()
+                .any(|have| i64::from(*have) == normalized)
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(BillingError::Keys(format!(
+            "the key set {id} has no Galois keys for the rotation steps {missing:?} of the \
+             billing circuit"
+        )));
+    }
+    let expected = info.galois_keys_bytes;
+    if expected == 0 || expected > MAX_EVALUATION_KEY_BYTES {
+        return Err(BillingError::Keys(format!(
+            "the key set {id} announces {expected} bytes of Galois keys"
+        )));
+    }
+    let mut stream = client
+        .get_key(GetKeyRequest {
+            parameter_set_id: id.clone(),
+            kind: KeyKind::Galois as i32,
+        })
+        .await
+        .map_err(status("requesting the Galois keys"))?
+        .into_inner();
+    // Bounded by `expected`, itself at most MAX_EVALUATION_KEY_BYTES.
+    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(status("streaming the Galois keys"))?
+    {
+        if chunk.total_bytes != expected
+            || chunk.offset != bytes.len() as u64
+            || bytes.len() as u64 + chunk.data.len() as u64 > expected
+        {
+            return Err(BillingError::Keys(format!(
+                "inconsistent chunk of the Galois keys of {id} (offset {}, {} bytes, total {})",
+                chunk.offset,
+                chunk.data.len(),
+                chunk.total_bytes
+            )));
+        }
+        bytes.extend_from_slice(&chunk.data);
+    }
+    if bytes.len() as u64 != expected {
+        return Err(BillingError::Keys(format!(
+            "the Galois keys of {id} ended after {} of {expected} bytes",
+            bytes.len()
+        )));
+    }
+    let ctx = ctx.clone();
+    let steps = layout.galois_steps();
+    let span = tracing::Span::current();
+    let evaluator = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let keys = GaloisKeys::from_bytes(&ctx, &bytes)
+            .map_err(|e| BillingError::Keys(format!("the Galois keys of {id}: {e}")))?;
+        if let Some(step) = steps.iter().find(|&&s| !keys.supports(s, ctx.slots())) {
+            return Err(BillingError::Keys(format!(
+                "the Galois keys of {id} do not support the rotation step {step}"
+            )));
+        }
+        Ok(Evaluator::new(&ctx, None, Some(keys)))
+    })
+    .await
+    .map_err(|e| BillingError::Keys(format!("parsing task: {e}")))??;
+    tracing::info!(bytes = expected, "evaluation keys fetched");
+    Ok(EvaluationKeys {
+        evaluator,
+        bytes: expected,
+    })
+}
+
+/// The utility's evaluation of the billing circuit over serialized closing lanes: parses each
+/// (frame and parameter set checked), evaluates, serializes the result. Blocking and
+/// CPU-heavy: call it off the async runtime.
+///
+/// # Errors
+/// [`BillingError::Circuit`] when a lane does not parse or the evaluation fails.
+pub fn evaluate_lanes<'a, I>(
+    layout: &BillingLayout,
+    keys: &EvaluationKeys,
+    lanes: I,
+) -> Result<Vec<u8>, BillingError>
+where
+    I: IntoIterator<Item = (&'a str, &'a [u8])>,
+{
+    let ctx = keys.evaluator.context();
+    let mut acc = seer_core::circuits::billing::GroupAccumulator::new(layout, &keys.evaluator)
+        .map_err(|e| BillingError::Circuit(e.to_string()))?;
+    for (meter, lane) in lanes {
+        let ct = Ciphertext::from_bytes(ctx, lane)
+            .map_err(|e| BillingError::Circuit(format!("the stored lane of meter {meter}: {e}")))?;
+        acc.add(&ct)
+            .map_err(|e| BillingError::Circuit(format!("adding the lane of meter {meter}: {e}")))?;
+    }
+    let result = acc
+        .finish()
+        .map_err(|e| BillingError::Circuit(e.to_string()))?;
+    result
+        .to_bytes(ctx)
+        .map_err(|e| BillingError::Circuit(format!("serializing the result: {e}")))
+}
+
+/// Splits the closing lanes into requests of at most [`MAX_REQUEST_LANE_BYTES`] of lanes (at
+/// least one lane each).
+fn split_requests(closing: Vec<GroupBatch>) -> Vec<Vec<GroupBatch>> {
+    let mut requests: Vec<Vec<GroupBatch>> = Vec::new();
+    let mut bytes = 0;
+    for batch in closing {
+        let len = batch.billing_lane.len();
+        match requests.last_mut() {
+            Some(last) if bytes + len <= MAX_REQUEST_LANE_BYTES => {
+                bytes += len;
+                last.push(batch);
+            }
+            _ => {
+                bytes = len;
+                requests.push(vec![batch]);
+            }
+        }
+    }
+    requests
+}
+
+/// Bills one packing group for one closed month (see the [module documentation](self)).
+/// `lanes` gives the billing parameter set's context and the tariff's layout (the
+/// utility-server's settings).
+///
+/// # Errors
+/// When the store fails, the key authority is unreachable, its evaluation keys cannot be
+/// fetched, the circuit fails, or the key authority refuses a request as a whole (bad token,
+/// wrong role, malformed request, audit log unavailable).
+#[tracing::instrument(skip(store, lanes, token), fields(period = %period, group))]
 pub async fn bill_group(
     store: &Store,
+    lanes: &LaneValidator,
     key_authority: &str,
     token: &str,
     period: Period,
@@ -107,6 +396,11 @@ pub async fn bill_group(
         released: Vec::new(),
         refused: Vec::new(),
         release_time: Duration::ZERO,
+        circuit_time: Duration::ZERO,
+        circuit_ms_per_home: 0.0,
+        evaluation_key_bytes: 0,
+        requests: 0,
+        result_verified: false,
     };
     if closing.is_empty() {
         tracing::info!("no closed month in this group: nothing to bill");
@@ -124,6 +418,10 @@ pub async fn bill_group(
             url: key_authority.to_owned(),
             source,
         })?;
+    let keys = std::sync::Arc::new(
+        fetch_evaluation_keys(channel.clone(), lanes.billing_context(), lanes.layout()).await?,
+    );
+    report.evaluation_key_bytes = keys.bytes();
     let bearer: MetadataValue<_> = format!("Bearer {token}")
         .parse()
         .map_err(|_| BillingError::Token)?;
@@ -135,74 +433,197 @@ pub async fn bill_group(
             Ok(request)
         })
         .with_seer_limits();
-    let sequences: Vec<(String, u64)> = closing
-        .iter()
-        .map(|b| (b.meter_id.as_str().to_owned(), b.sequence))
-        .collect();
-    let request = ReleaseBillsRequest {
-        period: period.to_string(),
-        billing_group: group,
-        inputs: closing
-            .into_iter()
-            .map(|b| BillInput {
-                meter_id: b.meter_id.as_str().to_owned(),
-                sequence: b.sequence,
-                billing_lane: b.billing_lane,
-            })
-            .collect(),
-    };
-    let started = Instant::now();
-    let response = client
-        .release_bills(request)
+    let labels = cell_labels(lanes.layout().tariff());
+    let mut verified = true;
+    for batches in split_requests(closing) {
+        // The circuit, on the blocking pool.
+        let started = Instant::now();
+        let (layout, keys_for_task) = (lanes.clone(), std::sync::Arc::clone(&keys));
+        let span = tracing::info_span!("billing.circuit", homes = batches.len());
+        let (batches, result) = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let result = evaluate_lanes(
+                layout.layout(),
+                &keys_for_task,
+                batches
+                    .iter()
+                    .map(|b| (b.meter_id.as_str(), b.billing_lane.as_slice())),
+            );
+            (batches, result)
+        })
         .await
-        .map_err(|status| BillingError::Release {
-            code: status.code(),
-            message: status.message().to_owned(),
-        })?
-        .into_inner();
-    report.release_time = started.elapsed();
-    let now_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    for outcome in response.bills {
-        if !outcome.granted {
-            tracing::warn!(meter = %outcome.meter_id, reason = %outcome.refusal, "bill refused");
-            report.refused.push(Refusal {
-                meter_id: outcome.meter_id,
-                reason: outcome.refusal,
-            });
-            continue;
-        }
-        let Some(sequence) = sequences
+        .map_err(|e| BillingError::Circuit(format!("circuit task: {e}")))?;
+        let result = result?;
+        report.circuit_time += started.elapsed();
+
+        let sequences: Vec<(String, u64)> = batches
             .iter()
-            .find(|(m, _)| *m == outcome.meter_id)
-            .map(|(_, s)| *s)
-        else {
-            report.refused.push(Refusal {
-                meter_id: outcome.meter_id,
-                reason: "the key authority answered for a meter that was not asked for".into(),
-            });
-            continue;
+            .map(|b| (b.meter_id.as_str().to_owned(), b.sequence))
+            .collect();
+        let request = ReleaseBillsRequest {
+            period: period.to_string(),
+            billing_group: group,
+            inputs: batches
+                .into_iter()
+                .map(|b| BillInput {
+                    meter_id: b.meter_id.as_str().to_owned(),
+                    sequence: b.sequence,
+                    billing_lane: b.billing_lane,
+                })
+                .collect(),
+            result,
         };
-        let Ok(meter_id) = MeterId::try_new(outcome.meter_id.clone()) else {
-            continue;
-        };
-        let bill = StoredBill {
-            meter_id,
-            period,
-            amount_paise: outcome.amount_paise,
-            closing_sequence: sequence,
-            audit_sequence: outcome.audit_sequence,
-            released_at_us: now_us,
-        };
-        store.record_bill(&bill).await?;
-        report.released.push(bill);
+        let started = Instant::now();
+        let response = client
+            .release_bills(request)
+            .await
+            .map_err(|status| BillingError::Release {
+                code: status.code(),
+                message: status.message().to_owned(),
+            })?
+            .into_inner();
+        report.release_time += started.elapsed();
+        report.requests += 1;
+        verified &= response.result_verified;
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        for outcome in response.bills {
+            if !outcome.granted {
+                tracing::warn!(meter = %outcome.meter_id, reason = %outcome.refusal, "bill refused");
+                report.refused.push(Refusal {
+                    meter_id: outcome.meter_id,
+                    reason: outcome.refusal,
+                });
+                continue;
+            }
+            let Some(sequence) = sequences
+                .iter()
+                .find(|(m, _)| *m == outcome.meter_id)
+                .map(|(_, s)| *s)
+            else {
+                report.refused.push(Refusal {
+                    meter_id: outcome.meter_id,
+                    reason: "the key authority answered for a meter that was not asked for".into(),
+                });
+                continue;
+            };
+            let Ok(meter_id) = MeterId::try_new(outcome.meter_id.clone()) else {
+                continue;
+            };
+            if outcome.cell_wh.len() != labels.len() {
+                tracing::error!(
+                    meter = %meter_id,
+                    released = outcome.cell_wh.len(),
+                    tariff = labels.len(),
+                    "the key authority's tariff has another number of cells than ours"
+                );
+            }
+            let slabs = outcome
+                .cell_wh
+                .iter()
+                .enumerate()
+                .map(|(cell, &wh)| SlabEnergy {
+                    label: labels
+                        .get(cell)
+                        .cloned()
+                        .unwrap_or_else(|| format!("cell {cell}")),
+                    wh,
+                })
+                .collect();
+            let bill = StoredBill {
+                meter_id,
+                period,
+                amount_paise: outcome.amount_paise,
+                closing_sequence: sequence,
+                audit_sequence: outcome.audit_sequence,
+                released_at_us: now_us,
+                slabs,
+            };
+            store.record_bill(&bill).await?;
+            report.released.push(bill);
+        }
     }
+    report.result_verified = verified && report.requests > 0;
+    report.circuit_ms_per_home =
+        report.circuit_time.as_secs_f64() * 1e3 / report.closing_homes as f64;
     tracing::info!(
         released = report.released.len(),
         refused = report.refused.len(),
+        requests = report.requests,
+        circuit_ms = report.circuit_time.as_secs_f64() * 1e3,
         release_ms = report.release_time.as_secs_f64() * 1e3,
+        evaluation_key_bytes = report.evaluation_key_bytes,
+        result_verified = report.result_verified,
         "billing run done"
     );
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seer_core::tariff::{BandConfig, SlabConfig, TariffConfig};
+
+    #[test]
+    fn bescom_cells_are_labelled_by_their_slab() {
+        assert_eq!(
+            cell_labels(&Tariff::bescom()),
+            ["0-50 kWh", "50-100 kWh", "100-200 kWh", "200+ kWh"]
+        );
+    }
+
+    #[test]
+    fn cells_of_a_tariff_with_bands_name_the_band() {
+        let tariff = Tariff::try_new(TariffConfig {
+            name: "tou".into(),
+            slabs: vec![
+                SlabConfig {
+                    up_to_kwh: Some(12.5),
+                    rate_paise: 400,
+                },
+                SlabConfig {
+                    up_to_kwh: None,
+                    rate_paise: 600,
+                },
+            ],
+            bands: vec![BandConfig {
+                name: "peak".into(),
+                hours: vec!["18:00-22:00".into()],
+                rate_percent: 120,
+            }],
+        })
+        .expect("tariff");
+        assert_eq!(
+            cell_labels(&tariff),
+            [
+                "0-12.5 kWh peak",
+                "0-12.5 kWh standard",
+                "12.5+ kWh peak",
+                "12.5+ kWh standard"
+            ]
+        );
+    }
+
+    #[test]
+    fn requests_split_by_lane_bytes() {
+        let lane = |meter: &str, len: usize| GroupBatch {
+            meter_id: MeterId::try_new(meter).expect("meter"),
+            sequence: 1,
+            billing_position: 0,
+            billing_lane: vec![0; len],
+        };
+        let third = MAX_REQUEST_LANE_BYTES / 3;
+        let requests = split_requests(vec![
+            lane("a", third),
+            lane("b", third),
+            lane("c", third),
+            lane("d", 1),
+            lane("e", MAX_REQUEST_LANE_BYTES + 1),
+            lane("f", 1),
+        ]);
+        let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [3, 1, 1, 1]);
+        assert!(split_requests(Vec::new()).is_empty());
+    }
 }

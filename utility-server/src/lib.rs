@@ -8,7 +8,10 @@
 //! - [`store`]: the ciphertext store (SQLite by default, PostgreSQL), its migrations, the
 //!   ingest cursor, the billing job's reads and [usage summaries](store::Store::usage_summary);
 //! - [`auth`]: who may act for which meter;
-//! - [`ingest`]: the `seer.v1.Ingest` service.
+//! - [`ingest`]: the `seer.v1.Ingest` service;
+//! - [`billing`]: the billing job (the packed billing circuit evaluated here, the bills
+//!   released by the key authority with the month's energy per tariff cell, stored);
+//! - [`bills`]: the `seer.v1.Bills` service over the stored bills.
 //!
 //! The utility never holds a secret key: this crate is built without `seer-ckks`'s
 //! `secret-key` feature.
@@ -20,6 +23,7 @@
 pub mod auth;
 pub mod batch;
 pub mod billing;
+pub mod bills;
 pub mod ingest;
 pub mod lanes;
 pub mod settings;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use utility_server::batch::Period;
+use utility_server::lanes::LaneValidator;
 use utility_server::{Application, Settings, Store, billing, telemetry};
 
 /// The SEER utility server: bills, forecasts and anomaly scores on encrypted readings.
@@ -23,8 +24,9 @@ struct Cli {
 enum Command {
     /// Serve gRPC (the default).
     Serve,
-    /// Ask the key authority to release the bills of one packing group for a closed month,
-    /// store them, and print the run's report as JSON.
+    /// Bill one packing group for a closed month: evaluate the billing circuit over the
+    /// group's closing lanes with the key authority's Galois keys, ask the key authority to
+    /// release the bills, store them, and print the run's report as JSON.
     Bill {
         /// The month, YYYY-MM.
         #[arg(long)]
@@ -39,7 +41,8 @@ enum Command {
         #[arg(long, default_value = "SEER_UTILITY_TOKEN")]
         token_env: String,
     },
-    /// Print the released bills of a month as JSON (meter id, period, amount).
+    /// Print the released bills of a month as JSON (meter id, period, amount in paise and
+    /// rupees, closing sequence, energy per slab).
     Bills {
         /// The month, YYYY-MM.
         #[arg(long)]
@@ -68,7 +71,17 @@ async fn main() -> anyhow::Result<()> {
             let token = std::env::var(&token_env)
                 .with_context(|| format!("the utility token is expected in ${token_env}"))?;
             let store = Store::connect(&settings.database.url).await?;
-            let report = billing::bill_group(&store, &key_authority, &token, period, group).await?;
+            let billing_set = settings.ckks.billing()?;
+            let analytics_set = settings.ckks.analytics()?;
+            let tariff = settings.tariff.clone();
+            let lanes = tokio::task::spawn_blocking(move || {
+                LaneValidator::new(billing_set, analytics_set, &tariff)
+            })
+            .await
+            .context("building the CKKS contexts")??;
+            let report = billing::bill_group(&store, &lanes, &key_authority, &token, period, group)
+                .await
+                .context("billing run")?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

@@ -1,17 +1,20 @@
 //! The utility-server's gRPC server (see [`seer_service::serve`] for what every SEER server
-//! carries): `seer.v1.Ingest` over the store.
+//! carries): `seer.v1.Ingest` and `seer.v1.Bills` over the store, both behind the same
+//! authenticating interceptor.
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::Role;
+use seer_proto::v1::bills_server::BillsServer;
 use seer_proto::v1::ingest_server::IngestServer;
 use seer_service::{GrpcListener, NodeService};
 use tonic::server::NamedService as _;
 
 use crate::Settings;
 use crate::auth::{AuthInterceptor, Authenticator, JwtAuthenticator, NoAuthenticator};
+use crate::bills::BillsService;
 use crate::ingest::IngestService;
 use crate::lanes::LaneValidator;
 use crate::store::{Store, redact_url};
@@ -148,14 +151,21 @@ impl Application {
             .with_seer_limits();
         let ingest = tonic::service::interceptor::InterceptedService::new(
             ingest,
+            AuthInterceptor::new(Arc::clone(&self.authenticator)),
+        );
+        let bills = tonic::service::interceptor::InterceptedService::new(
+            BillsServer::new(BillsService::new(self.store.clone())).with_seer_limits(),
             AuthInterceptor::new(self.authenticator),
         );
         let store = self.store;
         let served = seer_service::serve(
             self.listener,
             node,
-            &[IngestServer::<IngestService>::NAME],
-            |router| router.add_service(ingest),
+            &[
+                IngestServer::<IngestService>::NAME,
+                BillsServer::<BillsService>::NAME,
+            ],
+            |router| router.add_service(ingest).add_service(bills),
             shutdown,
         )
         .await;

@@ -7,10 +7,17 @@
 //! - **Receipts** ([`ReceiptStore::record`], served by [`ReceiptsService`]): for every batch it
 //!   builds, a meter records the BLAKE3 digest of the batch's billing lane, its packing group
 //!   and position, and whether the batch closes the period, under its household token.
+//! - **Registry**: a meter's first receipt binds its (group, position) in
+//!   `billing_positions`; a later receipt claiming another position is refused
+//!   (`FAILED_PRECONDITION`), and so is a position already bound to another meter
+//!   (`ALREADY_EXISTS`). The meter cannot move into a neighbour's block by changing its
+//!   claims, and the lane check below binds what it encrypts to the same block.
 //! - **Release** ([`BillReleaser::release_bills`], served by [`ReleaseService`]): the utility
 //!   sends, for each home of one packing group, the billing lane of the home's last batch of a
-//!   closed period. Each input is checked, in this order (the first failing check is the
-//!   refusal reason recorded in the audit log):
+//!   closed period, together with **its own evaluation of the billing circuit** over those
+//!   lanes (`ReleaseBillsRequest.result`: the utility computes the bill homomorphically with
+//!   the Galois keys the key authority publishes). Each input is checked, in this order (the
+//!   first failing check is the refusal reason recorded in the audit log):
 //!   1. the meter id is valid and appears once in the request;
 //!   2. the meter has a receipt in the period, and its receipt with the highest sequence in
 //!      the period closes the period;
@@ -18,20 +25,37 @@
 //!   4. BLAKE3 of the lane is the receipt's digest (a raw reading ciphertext, an older batch or
 //!      another meter's lane fails here);
 //!   5. the receipt's group is the request's, its position lies in the
-//!      [`BillingLayout`](seer_core::circuits::billing::BillingLayout) and
-//!      no earlier accepted input of the request holds the same position;
+//!      [`BillingLayout`](seer_core::circuits::billing::BillingLayout), it is the meter's
+//!      registered position, and no earlier accepted input of the request holds the same
+//!      position;
 //!   6. the bill for (meter, period) has not been released;
 //!   7. the lane parses as a ciphertext of the billing parameter set with the levels the
-//!      circuit needs.
+//!      circuit needs;
+//!   8. decrypted on its own ([`BillEngine::decide`], off the async runtime), every slot of
+//!      the lane outside the meter's cells is zero and each cell a non-negative whole number
+//!      of Wh no greater than [`MAX_CELL_WH`], within [`SLOT_TOLERANCE_WH`]
+//!      ([`check_lane_slots`]). A lane writing into a neighbour's block is refused here, so
+//!      that it cannot shift the neighbour's bill. The refusal names slots, never values.
 //!
-//!   The billing circuit ([`seer_core::circuits::billing`]) then runs on the accepted lanes
-//!   only, with the key authority's own Galois keys, off the async runtime; the result is
-//!   decrypted and each home's bill decoded to the paisa (snapped to the tariff's quantum,
-//!   then rounded). Finally, in **one** database transaction under the audit log's append lock,
-//!   checks 2–3 and 6 are repeated (receipts and releases may have changed meanwhile), one
-//!   audit entry per input is appended (granted, or refused with the reason) and each granted
-//!   bill is recorded in `releases`. Only after that transaction commits does the answer
-//!   leave; if it fails, the answer is `UNAVAILABLE` and nothing is released.
+//!   The billing circuit ([`seer_core::circuits::billing`]) then runs on the inputs that
+//!   passed, with the key authority's own Galois keys (the very object it publishes). **When
+//!   every input passed, the re-execution must serialize to exactly the utility's result**
+//!   (compared by BLAKE3): the circuit — additions, which are exact modular arithmetic in any
+//!   order, plaintext multiplications, rescales and rotations with the same keys — is
+//!   deterministic, so any difference means the utility did not evaluate the registered
+//!   circuit on these lanes, and every input is refused with that reason (a missing result
+//!   likewise). When some inputs were refused, the utility's result, which includes them,
+//!   cannot match; the key authority then releases from its own re-execution over the
+//!   accepted inputs. Either way, what is decrypted is the key authority's own evaluation.
+//!   The result is decrypted and each home's bill decoded to the paisa (snapped to the
+//!   tariff's quantum, then rounded), and cross-checked against the plaintext tariff on the
+//!   home's decrypted cells, exactly ([`check_bill`]). Each granted bill is released with
+//!   those cells rounded to whole Wh (the month's energy per slab and band, a final result);
+//!   raw decryptions never leave. Finally, in **one** database transaction under the audit
+//!   log's append lock, checks 2–3 and 6 are repeated (receipts and releases may have changed
+//!   meanwhile), one audit entry per input is appended (granted, or refused with the reason)
+//!   and each granted bill is recorded in `releases`. Only after that transaction commits
+//!   does the answer leave; if it fails, the answer is `UNAVAILABLE` and nothing is released.
 //!
 //! Requests that fail before any input is looked at — no valid token, a role other than
 //! `utility`, a malformed period, no inputs or more than a group holds — are refused with one
@@ -45,16 +69,20 @@
 //! receipts(meter_id, sequence BIGINT, period, billing_digest TEXT hex, billing_group BIGINT,
 //!          billing_position BIGINT, closes_period BIGINT 0/1, recorded_at_us BIGINT)
 //!          PRIMARY KEY (meter_id, sequence)
+//! billing_positions(meter_id PRIMARY KEY, billing_group BIGINT, billing_position BIGINT,
+//!          first_sequence BIGINT, bound_at_us BIGINT)  UNIQUE (billing_group, billing_position)
 //! releases(kind, meter_id, period, receipt_sequence BIGINT, amount BIGINT (paise for bills),
-//!          audit_seq BIGINT, released_at_us BIGINT)  PRIMARY KEY (kind, meter_id, period)
+//!          audit_seq BIGINT, released_at_us BIGINT, cell_wh TEXT (whole Wh per cell,
+//!          comma-separated))  PRIMARY KEY (kind, meter_id, period)
 //! ```
 //!
 //! Recording a receipt takes the audit head's row lock first, like every release, so a
 //! receipt and a release of the same (meter, period) never interleave: a receipt is refused
 //! once the bill is released, and a release sees every receipt committed before it.
 //!
-//! The released amount is kept in `releases` (linked to its audit entry by `audit_seq`), not in
-//! the hashed audit entry: auditors learn who asked for what and what was decided, not bills.
+//! The released amount and cells are kept in `releases` (linked to its audit entry by
+//! `audit_seq`), not in the hashed audit entry: auditors learn who asked for what and what was
+//! decided, not bills.
 
 mod engine;
 mod error;
@@ -62,8 +90,11 @@ mod policy;
 mod service;
 mod store;
 
-pub use engine::BillEngine;
+pub use engine::{
+    BillEngine, GroupDecision, GroupLane, HomeBill, MAX_CELL_WH, SLOT_TOLERANCE_WH, check_bill,
+    check_lane_slots,
+};
 pub use error::ReleaseError;
-pub use policy::{BillInput, BillOutcome, BillReleaser, BillRequest};
+pub use policy::{BillDecisions, BillInput, BillOutcome, BillReleaser, BillRequest};
 pub use service::{RECEIPT_WRITERS, RELEASE_CALLERS, ReceiptsService, ReleaseService};
-pub use store::{Period, Receipt, ReceiptStore, RecordOutcome, Released};
+pub use store::{Period, Receipt, ReceiptStore, RecordOutcome, Registration, Released};

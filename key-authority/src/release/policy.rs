@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use seer_ckks::Ciphertext;
-use seer_core::tariff::Paise;
 use tracing::Instrument as _;
 
+use super::engine::{GroupLane, HomeBill};
 use super::store::{self, Period, ReceiptStore, Released};
 use super::{BillEngine, ReleaseError};
 use crate::audit::{AuditEntry, AuditLog, Decision, InputDigest, NewEntry, RequestKind};
@@ -42,6 +42,8 @@ pub struct BillRequest {
     pub billing_group: u32,
     /// One input per home.
     pub inputs: Vec<BillInput>,
+    /// The utility's serialized evaluation of the billing circuit over every input's lane.
+    pub result: Vec<u8>,
 }
 
 /// One home's outcome.
@@ -49,18 +51,27 @@ pub struct BillRequest {
 pub struct BillOutcome {
     /// The meter, as the input named it.
     pub meter_id: String,
-    /// The bill, or why it was refused (as written to the audit log).
-    pub decision: Result<Paise, String>,
+    /// The bill and its cells, or why it was refused (as written to the audit log).
+    pub decision: Result<HomeBill, String>,
     /// The audit entry recording the decision.
     pub audit_sequence: u64,
+}
+
+/// The decisions on one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BillDecisions {
+    /// One outcome per input, in order.
+    pub outcomes: Vec<BillOutcome>,
+    /// Whether every input was accepted and the utility's circuit result was byte-identical
+    /// to the re-execution.
+    pub result_verified: bool,
 }
 
 /// An input that passed the checks before the circuit.
 struct Candidate {
     index: usize,
     receipt_sequence: u64,
-    position: usize,
-    lane: Ciphertext,
+    lane: GroupLane,
 }
 
 /// Applies the release policy for bills: checks, re-execution, decryption, audit, record.
@@ -121,7 +132,8 @@ impl BillReleaser {
 
     /// Releases the bills `request` asks for, as `caller` (already authorized as a utility).
     /// Returns one outcome per input, in order, once every decision is durably in the audit
-    /// log and every granted bill is recorded as released.
+    /// log and every granted bill is recorded as released, and whether the utility's circuit
+    /// result was verified.
     ///
     /// # Errors
     /// [`ReleaseError::InvalidArgument`] for a malformed request (refusal logged first);
@@ -134,7 +146,7 @@ impl BillReleaser {
         &self,
         caller: &Caller,
         request: BillRequest,
-    ) -> Result<Vec<BillOutcome>, ReleaseError> {
+    ) -> Result<BillDecisions, ReleaseError> {
         let capacity = self.engine.layout().capacity();
         let period = match Period::try_new(&request.period) {
             Err(error) => {
@@ -154,7 +166,7 @@ impl BillReleaser {
             Ok(period) => period,
         };
 
-        // Checks 1-7, before the circuit.
+        // Checks 1-7, before the circuit (check 8 decrypts: in the engine).
         let mut refusals: Vec<Option<String>> = vec![None; request.inputs.len()];
         let mut candidates = Vec::new();
         let mut meters: HashMap<&str, usize> = HashMap::new();
@@ -167,33 +179,37 @@ impl BillReleaser {
                 Ok((receipt_sequence, position, lane)) => candidates.push(Candidate {
                     index,
                     receipt_sequence,
-                    position,
-                    lane,
+                    lane: GroupLane { lane, position },
                 }),
                 Err(reason) => refusals[index] = Some(reason),
             }
         }
 
-        // The circuit, on the accepted lanes only.
-        let mut amounts: HashMap<usize, (u64, Paise)> = HashMap::new();
+        // The lanes decrypted and checked, the circuit re-executed (and compared with the
+        // utility's when every input was accepted), the bills decoded and cross-checked.
+        let mut granted: HashMap<usize, (u64, HomeBill)> = HashMap::new();
+        let mut result_verified = false;
         if !candidates.is_empty() {
+            let all_inputs_accepted = refusals.iter().all(Option::is_none);
             let engine = Arc::clone(&self.engine);
-            let (accepted, lanes): (Vec<(usize, u64, usize)>, Vec<Ciphertext>) = candidates
+            let (accepted, lanes): (Vec<(usize, u64)>, Vec<GroupLane>) = candidates
                 .into_iter()
-                .map(|c| ((c.index, c.receipt_sequence, c.position), c.lane))
+                .map(|c| ((c.index, c.receipt_sequence), c.lane))
                 .unzip();
-            let slots: Vec<usize> = accepted.iter().map(|&(_, _, position)| position).collect();
+            let utility_result = request.result.clone();
             let span = tracing::info_span!("release.circuit", homes = lanes.len());
-            let result =
-                tokio::task::spawn_blocking(move || span.in_scope(|| engine.bills(&lanes, &slots)))
-                    .await
-                    .map_err(|e| ReleaseError::Engine(format!("billing task: {e}")))?;
-            match result {
-                Ok(bills) => {
-                    for (&(index, receipt_sequence, _), bill) in accepted.iter().zip(bills) {
-                        match bill {
-                            Ok(amount) => {
-                                amounts.insert(index, (receipt_sequence, amount));
+            let decided = tokio::task::spawn_blocking(move || {
+                span.in_scope(|| engine.decide(&lanes, all_inputs_accepted, &utility_result))
+            })
+            .await
+            .map_err(|e| ReleaseError::Engine(format!("billing task: {e}")))?;
+            match decided {
+                Ok(decision) => {
+                    result_verified = decision.result_verified;
+                    for (&(index, receipt_sequence), home) in accepted.iter().zip(decision.homes) {
+                        match home {
+                            Ok(bill) => {
+                                granted.insert(index, (receipt_sequence, bill));
                             }
                             Err(reason) => refusals[index] = Some(reason),
                         }
@@ -201,7 +217,7 @@ impl BillReleaser {
                 }
                 Err(error) => {
                     tracing::error!(%error, "billing circuit failed");
-                    for &(index, _, _) in &accepted {
+                    for &(index, _) in &accepted {
                         refusals[index] = Some("the billing circuit failed on this group".into());
                     }
                 }
@@ -212,13 +228,14 @@ impl BillReleaser {
         let mut tx = self.audit.begin_append().await?;
         let mut outcomes = Vec::with_capacity(request.inputs.len());
         for (index, input) in request.inputs.iter().enumerate() {
-            let mut decision = match (&refusals[index], amounts.get(&index)) {
+            let mut decision = match (&refusals[index], granted.remove(&index)) {
                 (Some(reason), _) => Err(reason.clone()),
-                (None, Some(granted)) => Ok(*granted),
+                (None, Some(bill)) => Ok(bill),
                 (None, None) => Err("no bill was computed for this input".into()),
             };
             // Receipts and releases may have changed since the checks: re-check under the lock.
-            if let Ok((receipt_sequence, _)) = decision {
+            if let Ok((receipt_sequence, _)) = &decision {
+                let receipt_sequence = *receipt_sequence;
                 if let Some(done) = store::released(
                     tx.connection(),
                     &RequestKind::BILL,
@@ -253,23 +270,24 @@ impl BillReleaser {
             .period(request.period.clone())
             .input(InputDigest::sha256(&input.billing_lane));
             let entry = tx.append(entry).await?;
-            if let Ok((receipt_sequence, amount)) = decision {
+            if let Ok((receipt_sequence, bill)) = &decision {
                 store::insert_release(
                     tx.connection(),
                     &RequestKind::BILL,
                     &input.meter_id,
                     &period,
                     &Released {
-                        receipt_sequence,
-                        amount: amount.get(),
+                        receipt_sequence: *receipt_sequence,
+                        amount: bill.amount.get(),
                         audit_sequence: entry.sequence,
+                        cell_wh: bill.cell_wh.clone(),
                     },
                 )
                 .await?;
             }
             outcomes.push(BillOutcome {
                 meter_id: input.meter_id.clone(),
-                decision: decision.map(|(_, amount)| amount),
+                decision: decision.map(|(_, bill)| bill),
                 audit_sequence: entry.sequence,
             });
         }
@@ -277,8 +295,16 @@ impl BillReleaser {
             .instrument(tracing::debug_span!("release.commit"))
             .await?;
         let granted = outcomes.iter().filter(|o| o.decision.is_ok()).count();
-        tracing::info!(granted, refused = outcomes.len() - granted, "bills decided");
-        Ok(outcomes)
+        tracing::info!(
+            granted,
+            refused = outcomes.len() - granted,
+            result_verified,
+            "bills decided"
+        );
+        Ok(BillDecisions {
+            outcomes,
+            result_verified,
+        })
     }
 
     /// Checks 1-7 of the [module documentation](super) for one input: `Ok` with the
@@ -336,6 +362,27 @@ impl BillReleaser {
             return Ok(Err(format!(
                 "the receipt's position {position} lies outside the layout's {capacity} homes"
             )));
+        }
+        match self.receipts.registration(meter).await? {
+            None => {
+                return Ok(Err(format!(
+                    "meter {meter} has no registered billing position"
+                )));
+            }
+            Some(bound)
+                if (bound.billing_group, bound.billing_position)
+                    != (receipt.billing_group, receipt.billing_position) =>
+            {
+                return Ok(Err(format!(
+                    "the receipt places the meter at group {} position {}, but it is \
+                     registered at group {} position {}",
+                    receipt.billing_group,
+                    receipt.billing_position,
+                    bound.billing_group,
+                    bound.billing_position
+                )));
+            }
+            Some(_) => {}
         }
         if let Some(other) = positions.get(&position) {
             return Ok(Err(format!(

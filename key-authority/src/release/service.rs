@@ -115,6 +115,7 @@ fn bill_request_from_wire(request: v1::ReleaseBillsRequest) -> BillRequest {
                 billing_lane: input.billing_lane,
             })
             .collect(),
+        result: request.result,
     }
 }
 
@@ -140,18 +141,19 @@ impl Release for ReleaseService {
             }
         };
         tracing::Span::current().record("subject", caller.subject());
-        let outcomes = self
+        let decisions = self
             .releaser
             .release_bills(&caller, message)
             .await
             .map_err(|error: ReleaseError| Status::from(error))?;
         Ok(Response::new(v1::ReleaseBillsResponse {
-            bills: outcomes
+            bills: decisions
+                .outcomes
                 .into_iter()
                 .map(|outcome| {
-                    let (granted, amount_paise, refusal) = match outcome.decision {
-                        Ok(amount) => (true, amount.get(), String::new()),
-                        Err(reason) => (false, 0, reason),
+                    let (granted, amount_paise, cell_wh, refusal) = match outcome.decision {
+                        Ok(bill) => (true, bill.amount.get(), bill.cell_wh, String::new()),
+                        Err(reason) => (false, 0, Vec::new(), reason),
                     };
                     v1::BillRelease {
                         meter_id: outcome.meter_id,
@@ -159,9 +161,11 @@ impl Release for ReleaseService {
                         amount_paise,
                         refusal,
                         audit_sequence: outcome.audit_sequence,
+                        cell_wh,
                     }
                 })
                 .collect(),
+            result_verified: decisions.result_verified,
         }))
     }
 }

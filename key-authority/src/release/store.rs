@@ -91,6 +91,20 @@ pub struct Released {
     pub amount: i64,
     /// The audit entry that granted it.
     pub audit_sequence: u64,
+    /// The released energy per tariff cell in whole Wh (bills; empty for releases recorded
+    /// before cells were released).
+    pub cell_wh: Vec<u64>,
+}
+
+/// A meter's registered billing position, bound by its first receipt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// The packing group.
+    pub billing_group: u32,
+    /// The position in the group.
+    pub billing_position: u32,
+    /// The receipt (batch sequence) that bound it.
+    pub first_sequence: u64,
 }
 
 /// Receipts and releases, in the audit log's database.
@@ -122,7 +136,10 @@ impl ReceiptStore {
 
     /// Records `receipt`: idempotent on an identical receipt; a different receipt under the
     /// same (meter, sequence) is [`ReleaseError::AlreadyExists`]; a receipt for a (meter,
-    /// period) whose bill was released is [`ReleaseError::FailedPrecondition`]. The caller has
+    /// period) whose bill was released is [`ReleaseError::FailedPrecondition`]. The meter's
+    /// first receipt binds its (group, position) in the registry; a later receipt claiming
+    /// another position is [`ReleaseError::FailedPrecondition`], and a (group, position)
+    /// already bound to another meter is [`ReleaseError::AlreadyExists`]. The caller has
     /// checked that the caller may record for the meter.
     ///
     /// # Errors
@@ -175,6 +192,7 @@ impl ReceiptStore {
                 receipt.meter_id, receipt.period, released.audit_sequence
             )));
         }
+        bind_position(&mut tx, receipt).await?;
         sqlx::query(
             "INSERT INTO receipts (meter_id, sequence, period, billing_digest, billing_group, \
              billing_position, closes_period, recorded_at_us) \
@@ -205,6 +223,15 @@ impl ReceiptStore {
     ) -> Result<Option<Receipt>, ReleaseError> {
         let mut conn = self.pool.acquire().await?;
         last_receipt(&mut conn, meter_id, period).await
+    }
+
+    /// The meter's registered billing position, if it recorded a receipt.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Database`] when the database fails.
+    pub async fn registration(&self, meter_id: &str) -> Result<Option<Registration>, ReleaseError> {
+        let mut conn = self.pool.acquire().await?;
+        registration(&mut conn, meter_id).await
     }
 
     /// The release of (`kind`, meter, period), if it happened.
@@ -262,6 +289,99 @@ pub(super) async fn last_receipt(
     row.as_ref().map(receipt_from_row).transpose()
 }
 
+/// The meter's registered billing position, read through `conn`.
+pub(super) async fn registration(
+    conn: &mut AnyConnection,
+    meter_id: &str,
+) -> Result<Option<Registration>, ReleaseError> {
+    let row = sqlx::query(
+        "SELECT billing_group, billing_position, first_sequence FROM billing_positions \
+         WHERE meter_id = $1",
+    )
+    .bind(meter_id.to_owned())
+    .fetch_optional(conn)
+    .await?;
+    let corrupt = |what: &str| {
+        ReleaseError::Database(sqlx::Error::Decode(
+            format!("malformed billing position row: {what}").into(),
+        ))
+    };
+    row.map(|row| {
+        Ok(Registration {
+            billing_group: u32::try_from(row.try_get::<i64, _>(0)?)
+                .map_err(|_| corrupt("group"))?,
+            billing_position: u32::try_from(row.try_get::<i64, _>(1)?)
+                .map_err(|_| corrupt("position"))?,
+            first_sequence: from_db(row.try_get(2)?, "first sequence")?,
+        })
+    })
+    .transpose()
+}
+
+/// Binds the receipt's meter to its (group, position) if it has no binding yet, or checks
+/// that the receipt claims the bound one (inside the receipt's transaction, under the head
+/// lock, so two meters never race to one position).
+async fn bind_position(conn: &mut AnyConnection, receipt: &Receipt) -> Result<(), ReleaseError> {
+    let (group, position) = (receipt.billing_group, receipt.billing_position);
+    if let Some(bound) = registration(conn, &receipt.meter_id).await? {
+        if (bound.billing_group, bound.billing_position) == (group, position) {
+            return Ok(());
+        }
+        return Err(ReleaseError::FailedPrecondition(format!(
+            "meter {} is registered at billing group {} position {} (bound by its receipt {}); \
+             a receipt claiming group {group} position {position} is refused",
+            receipt.meter_id, bound.billing_group, bound.billing_position, bound.first_sequence
+        )));
+    }
+    let holder: Option<String> = sqlx::query_scalar(
+        "SELECT meter_id FROM billing_positions WHERE billing_group = $1 AND billing_position = $2",
+    )
+    .bind(i64::from(group))
+    .bind(i64::from(position))
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(other) = holder {
+        return Err(ReleaseError::AlreadyExists(format!(
+            "billing group {group} position {position} is already bound to meter {other}"
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO billing_positions (meter_id, billing_group, billing_position, \
+         first_sequence, bound_at_us) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(receipt.meter_id.clone())
+    .bind(i64::from(group))
+    .bind(i64::from(position))
+    .bind(to_db(receipt.sequence, "sequence")?)
+    .bind(Utc::now().timestamp_micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn cells_to_db(cells: &[u64]) -> Option<String> {
+    (!cells.is_empty()).then(|| {
+        cells
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+fn cells_from_db(text: Option<String>) -> Result<Vec<u64>, ReleaseError> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(|cell| {
+            cell.parse().map_err(|_| {
+                ReleaseError::Database(sqlx::Error::Decode("malformed release row: cell_wh".into()))
+            })
+        })
+        .collect()
+}
+
 /// The release of (`kind`, meter, period), read through `conn`.
 pub(super) async fn released(
     conn: &mut AnyConnection,
@@ -270,7 +390,7 @@ pub(super) async fn released(
     period: &Period,
 ) -> Result<Option<Released>, ReleaseError> {
     let row = sqlx::query(
-        "SELECT receipt_sequence, amount, audit_seq FROM releases \
+        "SELECT receipt_sequence, amount, audit_seq, cell_wh FROM releases \
          WHERE kind = $1 AND meter_id = $2 AND period = $3",
     )
     .bind(kind.as_str().to_owned())
@@ -283,6 +403,7 @@ pub(super) async fn released(
             receipt_sequence: from_db(row.try_get(0)?, "receipt sequence")?,
             amount: row.try_get(1)?,
             audit_sequence: from_db(row.try_get(2)?, "audit sequence")?,
+            cell_wh: cells_from_db(row.try_get(3)?)?,
         })
     })
     .transpose()
@@ -298,7 +419,7 @@ pub(super) async fn insert_release(
 ) -> Result<(), ReleaseError> {
     sqlx::query(
         "INSERT INTO releases (kind, meter_id, period, receipt_sequence, amount, audit_seq, \
-         released_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         released_at_us, cell_wh) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(kind.as_str().to_owned())
     .bind(meter_id.to_owned())
@@ -307,6 +428,7 @@ pub(super) async fn insert_release(
     .bind(released.amount)
     .bind(to_db(released.audit_sequence, "audit sequence")?)
     .bind(Utc::now().timestamp_micros())
+    .bind(cells_to_db(&released.cell_wh))
     .execute(conn)
     .await?;
     Ok(())
@@ -315,6 +437,15 @@ pub(super) async fn insert_release(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_round_trip_through_their_text_column() {
+        for cells in [vec![], vec![0], vec![50_000, 50_000, 12_345, 0]] {
+            assert_eq!(cells_from_db(cells_to_db(&cells)).expect("parses"), cells);
+        }
+        assert!(cells_from_db(Some("1,x".into())).is_err());
+        assert!(cells_from_db(Some("1,-2".into())).is_err());
+    }
 
     #[test]
     fn periods_are_year_and_month() {

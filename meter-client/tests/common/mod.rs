@@ -454,6 +454,7 @@ pub fn settings(
         range: DateRange {
             from: Some(from),
             until: Some(until),
+            ..DateRange::default()
         },
         home_index: 5,
         utility_url: utility.map(str::to_owned),

@@ -3,14 +3,18 @@
 //!
 //! # Schema
 //!
-//! Two tables (see `migrations/utility-server/`):
+//! The ingest tables (see `migrations/utility-server/`):
 //! - `meters (meter_id, first_seen_us, last_sequence)`: one row per meter that has stored a
 //!   batch; `last_sequence` is the ingest cursor, the highest sequence stored (sequences have
 //!   no gaps, so it is also the number of batches);
 //! - `batches`, keyed by `(meter_id, sequence)`: the batch's period, interval (UTC
 //!   microseconds and the offset the meter stated), reading count, billing group and
 //!   position, both lanes' ciphertext bytes, ε, the BLAKE3 content digest and when it was
-//!   received.
+//!   received;
+//!
+//! and the billing job's: `bills`, one per (meter, period) the key authority released (paise,
+//! closing sequence, audit entry), and `bill_cells`, the bill's energy per tariff cell in
+//! whole Wh with the cell's label, written in the bill's transaction.
 //!
 //! The two backends need different SQL for one column type — ciphertexts are `BLOB` in
 //! SQLite and `BYTEA` in PostgreSQL, neither of which the other knows (and sqlx's `Any`
@@ -167,14 +171,51 @@ impl std::fmt::Debug for GroupBatch {
     }
 }
 
+/// The energy of one tariff cell of a released bill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlabEnergy {
+    /// The cell's label (`0-50 kWh`, `50-100 kWh peak`).
+    pub label: String,
+    /// Whole Wh.
+    pub wh: u64,
+}
+
+impl serde::Serialize for SlabEnergy {
+    /// `{"label": …, "wh": 12345, "kwh": "12.345"}`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut out = s.serialize_struct("SlabEnergy", 3)?;
+        out.serialize_field("label", &self.label)?;
+        out.serialize_field("wh", &self.wh)?;
+        out.serialize_field("kwh", &format_kwh(self.wh))?;
+        out.end()
+    }
+}
+
+/// Whole Wh as kWh with three decimals (`12345` → `"12.345"`).
+#[must_use]
+pub fn format_kwh(wh: u64) -> String {
+    format!("{}.{:03}", wh / 1000, wh % 1000)
+}
+
+/// Paise as rupees with two decimals (`123456` → `"1234.56"`, `-5` → `"-0.05"`).
+#[must_use]
+pub fn format_rupees(paise: i64) -> String {
+    let sign = if paise < 0 { "-" } else { "" };
+    let abs = paise.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
 /// A bill released by the key authority, as the utility stores it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+///
+/// Serializes (the `bill` and `bills` commands' JSON) as `meter_id`, `period`,
+/// `amount_paise`, `amount_rupees` (`"1234.56"`), `closing_sequence`, `audit_sequence`,
+/// `released_at_us` and `kwh_per_slab` (`[{"label", "wh", "kwh"}]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBill {
     /// The meter.
-    #[serde(serialize_with = "serialize_meter")]
     pub meter_id: MeterId,
     /// The period.
-    #[serde(serialize_with = "serialize_display")]
     pub period: Period,
     /// The amount in paise.
     pub amount_paise: i64,
@@ -184,17 +225,44 @@ pub struct StoredBill {
     pub audit_sequence: u64,
     /// When it was released (µs since the Unix epoch).
     pub released_at_us: i64,
+    /// The month's energy per tariff cell, in the tariff's cell order (empty for bills
+    /// released before cells were).
+    pub slabs: Vec<SlabEnergy>,
 }
 
-fn serialize_meter<S: serde::Serializer>(m: &MeterId, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(m.as_str())
+impl StoredBill {
+    /// The bill's energy over all cells, in Wh.
+    #[must_use]
+    pub fn total_wh(&self) -> u64 {
+        self.slabs.iter().map(|s| s.wh).sum()
+    }
 }
 
-fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
-    v: &T,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
+impl serde::Serialize for StoredBill {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut out = s.serialize_struct("StoredBill", 8)?;
+        out.serialize_field("meter_id", self.meter_id.as_str())?;
+        out.serialize_field("period", &self.period.to_string())?;
+        out.serialize_field("amount_paise", &self.amount_paise)?;
+        out.serialize_field("amount_rupees", &format_rupees(self.amount_paise))?;
+        out.serialize_field("closing_sequence", &self.closing_sequence)?;
+        out.serialize_field("audit_sequence", &self.audit_sequence)?;
+        out.serialize_field("released_at_us", &self.released_at_us)?;
+        out.serialize_field("kwh_per_slab", &self.slabs)?;
+        out.end()
+    }
+}
+
+/// One period of a meter's released bills (see [`Store::billed_usage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BilledPeriod {
+    /// The period.
+    pub period: Period,
+    /// The energy over all cells, in Wh.
+    pub total_wh: u64,
+    /// The bill in paise.
+    pub amount_paise: i64,
 }
 
 /// Where a [`Store::group_batches`] page starts: after this (meter, sequence).
@@ -532,13 +600,14 @@ impl Store {
         Ok(closing)
     }
 
-    /// Records a bill the key authority released (idempotent: a bill already recorded for
-    /// the meter and period is kept).
+    /// Records a bill the key authority released, with its cells, in one transaction
+    /// (idempotent: a bill already recorded for the meter and period is kept, cells and all).
     ///
     /// # Errors
-    /// When the database fails.
+    /// When the database fails; nothing is recorded then.
     pub async fn record_bill(&self, bill: &StoredBill) -> Result<(), StoreError> {
-        sqlx::query(
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
             "INSERT INTO bills (meter_id, period, amount_paise, closing_sequence, audit_sequence, \
              released_at_us) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (meter_id, period) DO NOTHING",
@@ -549,47 +618,113 @@ impl Store {
         .bind(to_db(bill.closing_sequence))
         .bind(to_db(bill.audit_sequence))
         .bind(bill.released_at_us)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(query_error("recording a released bill"))?;
+        .map_err(query_error("recording a released bill"))?
+        .rows_affected();
+        if inserted == 1 {
+            for (cell, slab) in bill.slabs.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO bill_cells (meter_id, period, cell, label, wh) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(bill.meter_id.as_str())
+                .bind(bill.period.to_string())
+                .bind(to_db(cell as u64))
+                .bind(slab.label.as_str())
+                .bind(to_db(slab.wh))
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("recording a released bill's cells"))?;
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(query_error("committing a released bill"))?;
         Ok(())
     }
 
-    /// The released bills of `period`, by meter.
+    /// The released bills of `period`, by meter, with their cells.
     ///
     /// # Errors
     /// When the database fails or a row is unreadable.
     pub async fn bills(&self, period: Period) -> Result<Vec<StoredBill>, StoreError> {
         let rows = sqlx::query(
-            "SELECT meter_id, amount_paise, closing_sequence, audit_sequence, released_at_us \
-             FROM bills WHERE period = $1 ORDER BY meter_id",
+            "SELECT meter_id, period, amount_paise, closing_sequence, audit_sequence, \
+             released_at_us FROM bills WHERE period = $1 ORDER BY meter_id",
         )
         .bind(period.to_string())
         .fetch_all(&self.pool)
         .await
         .map_err(query_error("reading released bills"))?;
-        let read = query_error("reading released bills");
+        let cells = sqlx::query(
+            "SELECT meter_id, period, cell, label, wh FROM bill_cells WHERE period = $1 \
+             ORDER BY meter_id, cell",
+        )
+        .bind(period.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading released bills' cells"))?;
+        bills_with_cells(&rows, &cells)
+    }
+
+    /// The released bills of `meter_id`, oldest period first (only `period`'s when given),
+    /// with their cells.
+    ///
+    /// # Errors
+    /// When the database fails or a row is unreadable.
+    pub async fn meter_bills(
+        &self,
+        meter_id: &MeterId,
+        period: Option<Period>,
+    ) -> Result<Vec<StoredBill>, StoreError> {
+        // '' matches no period: `$2 = ''` selects them all.
+        let period = period.map(|p| p.to_string()).unwrap_or_default();
+        let rows = sqlx::query(
+            "SELECT meter_id, period, amount_paise, closing_sequence, audit_sequence, \
+             released_at_us FROM bills WHERE meter_id = $1 AND ($2 = '' OR period = $2) \
+             ORDER BY period",
+        )
+        .bind(meter_id.as_str())
+        .bind(period.clone())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading a meter's bills"))?;
+        let cells = sqlx::query(
+            "SELECT meter_id, period, cell, label, wh FROM bill_cells \
+             WHERE meter_id = $1 AND ($2 = '' OR period = $2) ORDER BY period, cell",
+        )
+        .bind(meter_id.as_str())
+        .bind(period)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading a meter's bills' cells"))?;
+        bills_with_cells(&rows, &cells)
+    }
+
+    /// Per period, the total energy and the amount of `meter_id`'s released bills, oldest
+    /// first.
+    ///
+    /// # Errors
+    /// When the database fails or a row is unreadable.
+    pub async fn billed_usage(&self, meter_id: &MeterId) -> Result<Vec<BilledPeriod>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT b.period, b.amount_paise, \
+             CAST(COALESCE((SELECT SUM(c.wh) FROM bill_cells c \
+                  WHERE c.meter_id = b.meter_id AND c.period = b.period), 0) AS BIGINT) \
+             AS total_wh FROM bills b WHERE b.meter_id = $1 ORDER BY b.period",
+        )
+        .bind(meter_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("summarizing a meter's bills"))?;
+        let read = query_error("reading a meter's bill summary");
         rows.iter()
             .map(|row| {
-                let meter_id: String = row.try_get("meter_id").map_err(read)?;
-                Ok(StoredBill {
-                    meter_id: MeterId::try_new(meter_id).map_err(|e| StoreError::Corrupt {
-                        table: "bills",
-                        reason: e.to_string(),
-                    })?,
-                    period,
+                Ok(BilledPeriod {
+                    period: period_from_db("bills", row.try_get("period").map_err(read)?)?,
+                    total_wh: from_db("bill_cells", "wh", row.try_get("total_wh").map_err(read)?)?,
                     amount_paise: row.try_get("amount_paise").map_err(read)?,
-                    closing_sequence: from_db(
-                        "bills",
-                        "closing_sequence",
-                        row.try_get("closing_sequence").map_err(read)?,
-                    )?,
-                    audit_sequence: from_db(
-                        "bills",
-                        "audit_sequence",
-                        row.try_get("audit_sequence").map_err(read)?,
-                    )?,
-                    released_at_us: row.try_get("released_at_us").map_err(read)?,
                 })
             })
             .collect()
@@ -644,6 +779,60 @@ impl Store {
                 .unwrap_or(0.0),
         })
     }
+}
+
+fn period_from_db(table: &'static str, text: String) -> Result<Period, StoreError> {
+    text.parse().map_err(|_| StoreError::Corrupt {
+        table,
+        reason: format!("period {text:?} is not YYYY-MM"),
+    })
+}
+
+/// Bills from `bills` rows, each with its rows of `cells` (both selected by the same filter).
+fn bills_with_cells(rows: &[AnyRow], cells: &[AnyRow]) -> Result<Vec<StoredBill>, StoreError> {
+    let read = query_error("reading released bills");
+    let mut by_bill: std::collections::HashMap<(String, String), Vec<SlabEnergy>> =
+        std::collections::HashMap::new();
+    for row in cells {
+        let key = (
+            row.try_get::<String, _>("meter_id").map_err(read)?,
+            row.try_get::<String, _>("period").map_err(read)?,
+        );
+        // Ordered by cell: the vector's order is the tariff's cell order.
+        by_bill.entry(key).or_default().push(SlabEnergy {
+            label: row.try_get("label").map_err(read)?,
+            wh: from_db("bill_cells", "wh", row.try_get("wh").map_err(read)?)?,
+        });
+    }
+    rows.iter()
+        .map(|row| {
+            let meter_id: String = row.try_get("meter_id").map_err(read)?;
+            let period: String = row.try_get("period").map_err(read)?;
+            let slabs = by_bill
+                .remove(&(meter_id.clone(), period.clone()))
+                .unwrap_or_default();
+            Ok(StoredBill {
+                meter_id: MeterId::try_new(meter_id).map_err(|e| StoreError::Corrupt {
+                    table: "bills",
+                    reason: e.to_string(),
+                })?,
+                period: period_from_db("bills", period)?,
+                amount_paise: row.try_get("amount_paise").map_err(read)?,
+                closing_sequence: from_db(
+                    "bills",
+                    "closing_sequence",
+                    row.try_get("closing_sequence").map_err(read)?,
+                )?,
+                audit_sequence: from_db(
+                    "bills",
+                    "audit_sequence",
+                    row.try_get("audit_sequence").map_err(read)?,
+                )?,
+                released_at_us: row.try_get("released_at_us").map_err(read)?,
+                slabs,
+            })
+        })
+        .collect()
 }
 
 fn group_batch_from_row(row: &AnyRow) -> Result<GroupBatch, StoreError> {

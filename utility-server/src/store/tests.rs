@@ -387,6 +387,97 @@ async fn usage_summaries_count_without_decrypting(db: &TestDb) {
     assert_eq!(via_library, summary);
 }
 
+fn bill(meter_id: &str, period: &str, amount_paise: i64, cells: &[(&str, u64)]) -> StoredBill {
+    StoredBill {
+        meter_id: meter(meter_id),
+        period: period.parse().expect("period"),
+        amount_paise,
+        closing_sequence: 31,
+        audit_sequence: 7,
+        released_at_us: 1_700_000_000_000_000,
+        slabs: cells
+            .iter()
+            .map(|&(label, wh)| SlabEnergy {
+                label: label.to_owned(),
+                wh,
+            })
+            .collect(),
+    }
+}
+
+async fn bills_keep_their_cells_and_summarize_by_period(db: &TestDb) {
+    let store = db.open().await;
+    // Bills reference their meter: register the meters through ingest.
+    for (m, sequence) in [("m1", 1), ("m2", 1)] {
+        store
+            .insert_batch(&batch(m, sequence, b"x"))
+            .await
+            .expect("meter");
+    }
+    let slabs = [
+        ("0-50 kWh", 50_000),
+        ("50-100 kWh", 50_000),
+        ("100-200 kWh", 12_345),
+        ("200+ kWh", 0),
+    ];
+    let january_m1 = bill("m1", "2007-01", 57_577, &slabs);
+    let february_m1 = bill("m1", "2007-02", 20_750, &[("0-50 kWh", 50_000)]);
+    let january_m2 = bill("m2", "2007-01", 4_150, &[("0-50 kWh", 10_000)]);
+    for b in [&february_m1, &january_m2, &january_m1] {
+        store.record_bill(b).await.expect("record");
+    }
+    // Recording again keeps the first record, cells and all.
+    let mut changed = january_m1.clone();
+    changed.amount_paise = 1;
+    changed.slabs[0].wh = 1;
+    store.record_bill(&changed).await.expect("idempotent");
+
+    let january_bills = store.bills(january()).await.expect("bills");
+    assert_eq!(january_bills, [january_m1.clone(), january_m2.clone()]);
+    assert_eq!(
+        store.meter_bills(&meter("m1"), None).await.expect("m1"),
+        [january_m1.clone(), february_m1.clone()]
+    );
+    assert_eq!(
+        store
+            .meter_bills(&meter("m1"), Some("2007-02".parse().expect("period")))
+            .await
+            .expect("february"),
+        std::slice::from_ref(&february_m1)
+    );
+    assert!(
+        store
+            .meter_bills(&meter("m3"), None)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    let usage = store.billed_usage(&meter("m1")).await.expect("usage");
+    assert_eq!(
+        usage,
+        [
+            BilledPeriod {
+                period: january(),
+                total_wh: 112_345,
+                amount_paise: 57_577,
+            },
+            BilledPeriod {
+                period: "2007-02".parse().expect("period"),
+                total_wh: 50_000,
+                amount_paise: 20_750,
+            },
+        ]
+    );
+    assert_eq!(january_m1.total_wh(), 112_345);
+    // A bill released before cells were (no cells) reads back with none and a zero total.
+    store
+        .record_bill(&bill("m2", "2007-02", 100, &[]))
+        .await
+        .expect("no cells");
+    let usage = store.billed_usage(&meter("m2")).await.expect("usage");
+    assert_eq!(usage[1].total_wh, 0);
+}
+
 /// Generates each test of the suite once per backend.
 macro_rules! storage_suite {
     ($($name:ident),* $(,)?) => {
@@ -420,7 +511,41 @@ storage_suite!(
     an_abandoned_transaction_leaves_nothing,
     group_batches_pages_through_a_group_and_period,
     usage_summaries_count_without_decrypting,
+    bills_keep_their_cells_and_summarize_by_period,
 );
+
+#[test]
+fn bills_serialize_with_rupees_and_kwh_per_slab() {
+    let json = serde_json::to_value(bill(
+        "m1",
+        "2007-01",
+        123_456,
+        &[("0-50 kWh", 50_000), ("50-100 kWh", 1_234)],
+    ))
+    .expect("json");
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "meter_id": "m1",
+            "period": "2007-01",
+            "amount_paise": 123_456,
+            "amount_rupees": "1234.56",
+            "closing_sequence": 31,
+            "audit_sequence": 7,
+            "released_at_us": 1_700_000_000_000_000_i64,
+            "kwh_per_slab": [
+                {"label": "0-50 kWh", "wh": 50_000, "kwh": "50.000"},
+                {"label": "50-100 kWh", "wh": 1_234, "kwh": "1.234"},
+            ],
+        })
+    );
+    assert_eq!(format_rupees(5), "0.05");
+    assert_eq!(format_rupees(-105), "-1.05");
+    assert_eq!(format_rupees(0), "0.00");
+    assert_eq!(format_kwh(0), "0.000");
+    assert_eq!(format_kwh(7), "0.007");
+    assert_eq!(format_kwh(1_000_001), "1000.001");
+}
 
 // ---- SQLite specifics and URLs -----------------------------------------------------------
 

@@ -1,0 +1,404 @@
+//! A whole SEER deployment as separate processes: the key authority and the utility server
+//! started from their binaries (each with its own database), tokens issued with
+//! `key-authority issue-token`, meters run with `meter-client run`, bills asked for with
+//! `utility-server bill`, cursors read over real gRPC.
+//!
+//! Everything lives in a temporary directory owned by the [`Deployment`]; the servers are
+//! killed when it is dropped. A PostgreSQL database named in [`DeploymentOptions`] belongs to
+//! the caller: create it before the deployment (so it is dropped after it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use seer_proto::WithMessageLimits as _;
+use seer_proto::v1::GetCursorRequest;
+use seer_proto::v1::ingest_client::IngestClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
+
+use crate::{ServerProcess, bin_path};
+
+/// How a [`Deployment`] is set up; the default is SQLite everywhere and port 0 for both
+/// servers.
+#[derive(Clone, Debug, Default)]
+pub struct DeploymentOptions {
+    /// The utility server's database URL; `None`: a SQLite file in the deployment's directory.
+    pub utility_database: Option<String>,
+    /// The key authority's audit database URL; `None`: a SQLite file in the deployment's
+    /// directory.
+    pub audit_database: Option<String>,
+    /// A fixed port for the utility server, so that it comes back on the same address after
+    /// [`Deployment::restart_utility`]; `None`: port 0 (the operating system's choice).
+    pub utility_port: Option<u16>,
+}
+
+/// The key authority and the utility server running as child processes; see the
+/// [module docs](self).
+#[derive(Debug)]
+pub struct Deployment {
+    // Declared before `dir`, so the processes are killed before their directory is removed.
+    authority: ServerProcess,
+    utility: ServerProcess,
+    utility_database: String,
+    dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    /// Starts the key authority, publishes its JWT verification key to the utility server,
+    /// and starts the utility server. Blocks while the servers start.
+    ///
+    /// # Errors
+    /// When a binary is missing or a server does not start.
+    pub fn start(options: &DeploymentOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("creating the deployment's directory")?;
+        std::fs::create_dir_all(dir.path().join("ka")).context("creating ka/")?;
+        let audit_database = options
+            .audit_database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("ka/audit.db").display()));
+        let authority = ServerProcess::spawn_with(
+            "key-authority",
+            &authority_env(dir.path(), Some(&audit_database)),
+        )?;
+        let pem = run_key_authority(dir.path(), &["jwt-public-key"])?;
+        let pem_file = dir.path().join("ka-jwt-public.pem");
+        std::fs::write(&pem_file, pem).context("writing the JWT public key")?;
+        let utility_database = options
+            .utility_database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("utility.db").display()));
+        let utility = ServerProcess::spawn_with(
+            "utility-server",
+            &[
+                (
+                    "SEER_UTILITY__SERVER__PORT".into(),
+                    options.utility_port.unwrap_or(0).to_string(),
+                ),
+                (
+                    "SEER_UTILITY__DATABASE__URL".into(),
+                    utility_database.clone(),
+                ),
+                (
+                    "SEER_UTILITY__AUTH__JWT_PUBLIC_KEY_FILE".into(),
+                    pem_file.display().to_string(),
+                ),
+                ("SEER_UTILITY__LOG__FILTER".into(), "warn".into()),
+            ],
+        )?;
+        Ok(Self {
+            authority,
+            utility,
+            utility_database,
+            dir,
+        })
+    }
+
+    /// The deployment's temporary directory (meter state directories go here too).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The key authority's process.
+    #[must_use]
+    pub fn authority(&self) -> &ServerProcess {
+        &self.authority
+    }
+
+    /// The utility server's process.
+    #[must_use]
+    pub fn utility(&self) -> &ServerProcess {
+        &self.utility
+    }
+
+    /// The utility server's process, to kill or restart it.
+    pub fn utility_mut(&mut self) -> &mut ServerProcess {
+        &mut self.utility
+    }
+
+    /// The utility server's database URL.
+    #[must_use]
+    pub fn utility_database(&self) -> &str {
+        &self.utility_database
+    }
+
+    /// The utility server's SQLite file, when it runs on the embedded default (no
+    /// [`DeploymentOptions::utility_database`]).
+    #[must_use]
+    pub fn utility_sqlite_file(&self) -> Option<PathBuf> {
+        self.utility_database
+            .strip_prefix("sqlite://")
+            .map(PathBuf::from)
+    }
+
+    /// Kills the utility server with SIGKILL and starts it again on the same database (and,
+    /// with a fixed [`DeploymentOptions::utility_port`], the same address).
+    ///
+    /// # Errors
+    /// When it does not come back.
+    pub fn restart_utility(&mut self) -> anyhow::Result<()> {
+        self.utility.restart()
+    }
+
+    /// A token issued by `key-authority issue-token` (one hour) for `role`, bound to `meter`
+    /// for a household.
+    ///
+    /// # Errors
+    /// When the command fails.
+    pub fn token(&self, role: &str, meter: Option<&str>) -> anyhow::Result<String> {
+        issue_token(self.dir(), role, meter)
+    }
+
+    /// `utility-server ARGS` against the deployment's database, with `token` in
+    /// `SEER_UTILITY_TOKEN`.
+    ///
+    /// # Errors
+    /// When the program cannot be run (its own failure is in the output).
+    pub fn utility_cli(&self, args: &[&str], token: &str) -> anyhow::Result<Output> {
+        Command::new(bin_path("utility-server")?)
+            .args(args)
+            .env("SEER_UTILITY__DATABASE__URL", &self.utility_database)
+            .env("SEER_UTILITY_TOKEN", token)
+            .env("SEER_UTILITY__LOG__FILTER", "warn")
+            .output()
+            .context("running utility-server")
+    }
+
+    /// `utility-server bill --period PERIOD --group GROUP` against the deployment's key
+    /// authority; the JSON report.
+    ///
+    /// # Errors
+    /// When the command fails or prints no JSON; the message holds its stderr.
+    pub fn bill(&self, period: &str, group: u32, token: &str) -> anyhow::Result<serde_json::Value> {
+        let group = group.to_string();
+        let output = self.utility_cli(
+            &[
+                "bill",
+                "--period",
+                period,
+                "--group",
+                &group,
+                "--key-authority",
+                &self.authority.uri(),
+            ],
+            token,
+        )?;
+        ensure!(
+            output.status.success(),
+            "utility-server bill --period {period} --group {group} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "the bill report is not JSON: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
+
+    /// A `meter-client run` for `meter_id` against this deployment (see [`MeterRun`]).
+    #[must_use]
+    pub fn meter(&self, meter_id: &str, source: &str) -> MeterRun {
+        MeterRun {
+            meter_id: meter_id.to_owned(),
+            source: source.to_owned(),
+            key_authority: self.authority.uri(),
+            utility: Some(self.utility.uri()),
+            state: self.dir().join(format!("meter-{meter_id}")),
+            token: None,
+            args: Vec::new(),
+        }
+    }
+
+    /// The utility server's ingest cursor for `meter`, read over gRPC with `token`.
+    ///
+    /// # Errors
+    /// The server's refusal, or a failed connection (as `Unavailable`).
+    pub async fn cursor(&self, meter: &str, token: &str) -> Result<u64, tonic::Status> {
+        let channel = Endpoint::from_shared(self.utility.uri())
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("connecting: {e}")))?;
+        let bearer: MetadataValue<_> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| tonic::Status::invalid_argument("the token is not a header value"))?;
+        let mut client =
+            IngestClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.clone());
+                Ok(request)
+            })
+            .with_seer_limits();
+        Ok(client
+            .get_cursor(GetCursorRequest {
+                meter_id: meter.into(),
+            })
+            .await?
+            .into_inner()
+            .last)
+    }
+}
+
+/// One `meter-client run` invocation, built up and then turned into a [`Command`].
+#[derive(Clone, Debug)]
+pub struct MeterRun {
+    meter_id: String,
+    source: String,
+    key_authority: String,
+    utility: Option<String>,
+    state: PathBuf,
+    token: Option<String>,
+    args: Vec<String>,
+}
+
+impl MeterRun {
+    /// The household token (in `SEER_METER_TOKEN`); without one the variable is unset.
+    #[must_use]
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    /// The state directory (default: `meter-METER` in the deployment's directory).
+    #[must_use]
+    pub fn state(mut self, state: impl Into<PathBuf>) -> Self {
+        self.state = state.into();
+        self
+    }
+
+    /// Only queue, do not upload (no `--utility`).
+    #[must_use]
+    pub fn offline(mut self) -> Self {
+        self.utility = None;
+        self
+    }
+
+    /// Any further arguments, e.g. `["--from", "2024-01-01"]`.
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The state directory.
+    #[must_use]
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    /// The command, ready to run or spawn (stdout and stderr as the caller sets them).
+    ///
+    /// # Errors
+    /// When the binary has not been built.
+    pub fn command(&self) -> anyhow::Result<Command> {
+        let mut command = Command::new(bin_path("meter-client")?);
+        command
+            .args([
+                "run",
+                "--meter-id",
+                &self.meter_id,
+                "--source",
+                &self.source,
+            ])
+            .args(["--key-authority", &self.key_authority])
+            .arg("--state")
+            .arg(&self.state)
+            .args(&self.args)
+            .env_remove("SEER_METER_TOKEN")
+            .env("RUST_LOG", "warn");
+        if let Some(utility) = &self.utility {
+            command.args(["--utility", utility]);
+        }
+        if let Some(token) = &self.token {
+            command.env("SEER_METER_TOKEN", token);
+        }
+        Ok(command)
+    }
+
+    /// Runs the meter to its end; its output, whatever its exit status.
+    ///
+    /// # Errors
+    /// When it cannot be run.
+    pub fn output(&self) -> anyhow::Result<Output> {
+        self.command()?
+            .output()
+            .with_context(|| format!("running meter-client for {}", self.meter_id))
+    }
+
+    /// Runs the meter to its end and requires success.
+    ///
+    /// # Errors
+    /// When it fails; the message holds its stderr.
+    pub fn run(&self) -> anyhow::Result<Output> {
+        let output = self.output()?;
+        if !output.status.success() {
+            bail!(
+                "meter-client run for {} failed ({}): {}",
+                self.meter_id,
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(output)
+    }
+}
+
+/// The key authority's environment for a deployment in `dir`.
+fn authority_env(dir: &Path, audit_database: Option<&str>) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("SEER_KEY_AUTHORITY__SERVER__PORT".into(), "0".into()),
+        (
+            "SEER_KEY_AUTHORITY__KEYS__DIR".into(),
+            dir.join("ka/keys").display().to_string(),
+        ),
+        (
+            "SEER_KEY_AUTHORITY__AUTH__SIGNING_KEY_FILE".into(),
+            dir.join("ka/jwt.pem").display().to_string(),
+        ),
+        ("SEER_KEY_AUTHORITY__LOG__FILTER".into(), "warn".into()),
+    ];
+    if let Some(url) = audit_database {
+        env.push(("SEER_KEY_AUTHORITY__AUDIT__DATABASE_URL".into(), url.into()));
+    }
+    env
+}
+
+/// `key-authority ARGS` with the signing key of the deployment in `dir`; its stdout.
+fn run_key_authority(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(bin_path("key-authority")?)
+        .args(args)
+        .envs(authority_env(dir, None))
+        .output()
+        .context("running key-authority")?;
+    ensure!(
+        output.status.success(),
+        "key-authority {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).context("key-authority printed non-UTF-8")
+}
+
+/// A one-hour token for `role` (bound to `meter`) signed with the key of the deployment in
+/// `dir` (which need not be running: the CLI only reads the signing key, creating it first).
+///
+/// # Errors
+/// When the command fails.
+pub fn issue_token(dir: &Path, role: &str, meter: Option<&str>) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir.join("ka")).context("creating ka/")?;
+    let mut args = vec!["issue-token", "--role", role, "--lifetime", "1h"];
+    if let Some(meter) = meter {
+        args.extend(["--meter-id", meter]);
+    }
+    Ok(run_key_authority(dir, &args)?.trim().to_owned())
+}
