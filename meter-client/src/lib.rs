@@ -4,11 +4,11 @@
 //! the utility server.
 //!
 //! ```text
-//! source ──► readings (15 min) ──► batch window (a day) ──► billing lane  (period-to-date exact
-//!  uci: / csv: / synthetic:                                 │               Wh per tariff cell, at
-//!                                                           │               the home's block)
-//!                                                           └► analytics lane (clamped + discrete
-//!                                                                             Laplace noise, ε charged)
+//! source ──► readings (15 min) ──► batch window (a week) ──► billing lane  (period-to-date exact
+//!  uci: / csv: / synthetic:                                  │               Wh per tariff cell, at
+//!                                                            │               the home's block)
+//!                                                            └► analytics lane (clamped + discrete
+//!                                                                              Laplace noise, ε charged)
 //!        ──► encrypt both (public key, pinned) ──► commit to SQLite outbox + lane state + receipt
 //!        ──┬► Receipts.Record (key authority, in order) ──► receipt ack ──┐
 //!          └► Ingest.Upload (in order, resumable from GetCursor) ──► ack ─┴► both: remove
