@@ -109,15 +109,7 @@ impl MeterAuthorization for IngestPolicy {
             (Principal::Utility | Principal::Admin, MeterAction::Upload) => false,
             (Principal::Auditor, _) => false,
         };
-        if allowed {
-            Ok(())
-        } else {
-            Err(AuthzError::PermissionDenied {
-                who: describe(principal),
-                action,
-                meter_id: meter_id.clone(),
-            })
-        }
+        decide(allowed, principal, meter_id, action)
     }
 }
 
@@ -140,15 +132,25 @@ impl MeterAuthorization for BillsPolicy {
             (Principal::Utility | Principal::Admin, MeterAction::ReadBills) => true,
             (_, MeterAction::Upload | MeterAction::ReadCursor) | (Principal::Auditor, _) => false,
         };
-        if allowed {
-            Ok(())
-        } else {
-            Err(AuthzError::PermissionDenied {
-                who: describe(principal),
-                action,
-                meter_id: meter_id.clone(),
-            })
-        }
+        decide(allowed, principal, meter_id, action)
+    }
+}
+
+/// `Ok` when a policy allowed the call, otherwise the permission error naming who asked what.
+fn decide(
+    allowed: bool,
+    principal: &Principal,
+    meter_id: &MeterId,
+    action: MeterAction,
+) -> Result<(), AuthzError> {
+    if allowed {
+        Ok(())
+    } else {
+        Err(AuthzError::PermissionDenied {
+            who: describe(principal),
+            action,
+            meter_id: meter_id.clone(),
+        })
     }
 }
 
