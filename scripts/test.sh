@@ -13,4 +13,12 @@ scripts/fetch-data.sh
 scripts/services.sh
 echo "test: building SEER (release; the first build compiles Microsoft SEAL, a few minutes)" >&2
 cargo build --release --locked --workspace --bins
-exec cargo test --release --locked --workspace "$@"
+cargo test --release --locked --workspace "$@"
+if (($# == 0)); then
+    # seer-forecast's training runs on libtorch (PyPI torch==2.13.0 in .venv, installed on first
+    # use: a large download); the rest of the suite needs none. Smoke test: a few epochs on a
+    # month, the loss falls, the exported model's Rust forward pass equals tch's.
+    echo "test: seer-forecast training smoke test (libtorch via scripts/setup-torch.sh)" >&2
+    eval "$(scripts/setup-torch.sh --env)"
+    cargo test --release --locked -p seer-forecast --features tch --test train_smoke
+fi

@@ -8,7 +8,9 @@
 //!   hard plaintext scorer and the smooth plaintext twin of the circuit, explanations;
 //! - [`circuit`]: the encrypted scorer (utility side; no secret key);
 //! - [`inject`]: the labelled anomaly injector; [`metrics`]: ROC-AUC, F1; [`zscore`]: the
-//!   rolling z-score detector, plaintext and encrypted.
+//!   rolling z-score detector, plaintext and encrypted;
+//! - [`release`]: the registered `anomaly` computation as the utility evaluates it and the key
+//!   authority re-executes and releases it (rounded score, flag, z-score, explanations).
 //!
 //! The evaluation (`examples/evaluate.rs`) trains on the UCI household's 2006–2009 days,
 //! injects labelled anomalies into its 2010 days and reports detection quality for the hard
@@ -22,6 +24,7 @@ pub mod forest;
 pub mod inject;
 pub mod metrics;
 pub mod model;
+pub mod release;
 pub mod step;
 pub mod zscore;
 

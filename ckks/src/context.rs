@@ -344,6 +344,18 @@ impl Ciphertext {
         Ok(serialize::write(ctx, ObjectKind::Ciphertext, &[], &payload))
     }
 
+    /// Serializes the ciphertext without compression (SEER frame around SEAL's plain form).
+    ///
+    /// About 15 % larger than [`to_bytes`](Self::to_bytes) (the residues are close to
+    /// uniform, so zstd gains little), but [`from_bytes`](Self::from_bytes) then loads it with
+    /// a copy and SEAL's validation instead of a decompression: the form for objects that are
+    /// parsed again and again on a hot path, such as the billing lanes the utility and the key
+    /// authority both evaluate. Both forms load through the same `from_bytes`.
+    pub fn to_bytes_uncompressed(&self, ctx: &CkksContext) -> Result<Vec<u8>, CkksError> {
+        let payload = self.raw.save_uncompressed()?;
+        Ok(serialize::write(ctx, ObjectKind::Ciphertext, &[], &payload))
+    }
+
     /// Size limit applied by [`from_bytes`](Self::from_bytes): the largest valid ciphertext
     /// under `ctx`, plus framing.
     pub fn max_serialized_len(ctx: &CkksContext) -> usize {

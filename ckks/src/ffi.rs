@@ -37,6 +37,10 @@ pub(crate) type ParmsId = [u64; 4];
 /// Compression mode for SEAL's serialization (`seal::compr_mode_type::zstd`).
 pub(crate) const COMPR_ZSTD: u8 = 2;
 
+/// No compression (`seal::compr_mode_type::none`): larger, but loading is a copy plus
+/// SEAL's validation.
+pub(crate) const COMPR_NONE: u8 = 0;
+
 type HResult = c_long;
 
 const S_OK: HResult = 0;
@@ -462,17 +466,18 @@ handle!(
     Decryptor_Destroy
 );
 
-/// Saves a SEAL object with zstd compression into a fresh buffer.
+/// Saves a SEAL object with compression mode `compr_mode` into a fresh buffer.
 fn save_with(
     name_size: &'static str,
     name_save: &'static str,
+    compr_mode: u8,
     ptr: *mut c_void,
     save_size: unsafe extern "C" fn(*mut c_void, u8, *mut i64) -> HResult,
     save: unsafe extern "C" fn(*mut c_void, *mut u8, u64, u8, *mut i64) -> HResult,
 ) -> Result<Vec<u8>, FfiError> {
     let mut bound: i64 = 0;
     // SAFETY: `ptr` is a live SEAL object of the type `save_size` expects.
-    check(name_size, unsafe { save_size(ptr, COMPR_ZSTD, &mut bound) })?;
+    check(name_size, unsafe { save_size(ptr, compr_mode, &mut bound) })?;
     let bound = usize::try_from(bound).map_err(|_| FfiError {
         function: name_size,
         code: E_UNEXPECTED as i64,
@@ -485,7 +490,7 @@ fn save_with(
             ptr,
             buffer.as_mut_ptr(),
             bound as u64,
-            COMPR_ZSTD,
+            compr_mode,
             &mut written,
         )
     })?;
@@ -731,9 +736,19 @@ impl RawCiphertext {
 
     /// SEAL's serialization with zstd compression.
     pub fn save(&self) -> Result<Vec<u8>, FfiError> {
+        self.save_mode(COMPR_ZSTD)
+    }
+
+    /// SEAL's serialization without compression.
+    pub fn save_uncompressed(&self) -> Result<Vec<u8>, FfiError> {
+        self.save_mode(COMPR_NONE)
+    }
+
+    fn save_mode(&self, compr_mode: u8) -> Result<Vec<u8>, FfiError> {
         save_with(
             "Ciphertext_SaveSize",
             "Ciphertext_Save",
+            compr_mode,
             self.ptr(),
             Ciphertext_SaveSize,
             Ciphertext_Save,
@@ -905,6 +920,7 @@ impl RawSecretKey {
         save_with(
             "SecretKey_SaveSize",
             "SecretKey_Save",
+            COMPR_ZSTD,
             self.ptr(),
             SecretKey_SaveSize,
             SecretKey_Save,
@@ -926,6 +942,7 @@ impl RawPublicKey {
         save_with(
             "PublicKey_SaveSize",
             "PublicKey_Save",
+            COMPR_ZSTD,
             self.ptr(),
             PublicKey_SaveSize,
             PublicKey_Save,
@@ -947,6 +964,7 @@ impl RawKSwitchKeys {
         save_with(
             "KSwitchKeys_SaveSize",
             "KSwitchKeys_Save",
+            COMPR_ZSTD,
             self.ptr(),
             KSwitchKeys_SaveSize,
             KSwitchKeys_Save,

@@ -56,6 +56,36 @@ fn round_trips_preserve_values_and_keys() {
 }
 
 #[test]
+fn uncompressed_ciphertexts_load_to_the_same_object() {
+    let f = n8192();
+    let a = f.encrypt(&[3.5, -0.25, 4096.0]);
+    let prod = f.evaluator.multiply(&a, &a).unwrap();
+    for ct in [&a, &prod] {
+        let compressed = ct.to_bytes(&f.ctx).unwrap();
+        let plain = ct.to_bytes_uncompressed(&f.ctx).unwrap();
+        assert!(
+            plain.len() > compressed.len(),
+            "{} vs {}",
+            plain.len(),
+            compressed.len()
+        );
+        let back = Ciphertext::from_bytes(&f.ctx, &plain).unwrap();
+        assert_eq!(back.level(), ct.level());
+        // The same SEAL object: its compressed serialization is byte-identical.
+        assert_eq!(back.to_bytes(&f.ctx).unwrap(), compressed);
+        assert_close(&f.decrypt(&back, 3), &f.decrypt(ct, 3), 1e-9);
+        // A flipped byte in the uncompressed body is caught like in the compressed form.
+        let mut bad = plain.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x40;
+        assert!(matches!(
+            Ciphertext::from_bytes(&f.ctx, &bad),
+            Err(CkksError::ChecksumMismatch { .. })
+        ));
+    }
+}
+
+#[test]
 fn wrong_kind_parameter_set_and_version_are_refused() {
     let f = n8192();
     let big = n16384();

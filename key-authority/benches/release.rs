@@ -8,7 +8,11 @@
 //!   release checks (database reads per home), each lane decrypted and checked, the circuit
 //!   re-executed and compared with the utility's result, the bills decrypted and cross-checked
 //!   with the plaintext tariff, then 1024 audit entries and release rows in one transaction;
-//! - `engine/decide_full_group`: the CPU part alone (`BillEngine::decide`).
+//! - `engine/decide_full_group`: the CPU part alone (`BillEngine::decide`);
+//! - `utility/server_time_full_group/{uncompressed,zstd}`: the utility's server time for the
+//!   group's bills — parse the 1024 closing lanes, evaluate the packed circuit, serialize the
+//!   result (what `utility_server::billing::evaluate_lanes` does) — with the lanes as meters
+//!   send them (uncompressed) and in SEAL's zstd form, measured in one run.
 //!
 //! Throughput is in homes (released bills) per second. Between iterations the release rows
 //! are deleted (the audit log keeps growing, as in service), so each iteration releases the
@@ -38,6 +42,8 @@ struct Setup {
     engine: Arc<BillEngine>,
     releaser: BillReleaser,
     request: BillRequest,
+    /// The same lanes in SEAL's zstd-compressed form.
+    zstd_lanes: Vec<Vec<u8>>,
 }
 
 fn setup() -> Setup {
@@ -76,16 +82,18 @@ fn setup() -> Setup {
     let period = Period::try_new(PERIOD).expect("period");
     let started = Instant::now();
     let mut inputs = Vec::with_capacity(layout.capacity());
+    let mut zstd_lanes = Vec::with_capacity(layout.capacity());
     for position in 0..layout.capacity() {
         let cells: Vec<Wh> = (0..4)
             .map(|c| Wh::try_new(((position * 7 + c * 13) % 40) as i64 * 2_500).expect("wh"))
             .collect();
         let cells = CellEnergy::try_from_cells(&tariff, cells).expect("cells");
-        let lane = layout
+        let ct = layout
             .encrypt_batch(&encryptor, position, &cells)
-            .expect("encrypt")
-            .to_bytes(ctx)
-            .expect("serialize");
+            .expect("encrypt");
+        // As meters send it (`meter_client::batch`): uncompressed.
+        let lane = ct.to_bytes_uncompressed(ctx).expect("serialize");
+        zstd_lanes.push(ct.to_bytes(ctx).expect("serialize"));
         let meter_id = format!("M-{position:04}");
         runtime
             .block_on(receipts.record(&Receipt {
@@ -138,6 +146,7 @@ fn setup() -> Setup {
             inputs,
             result,
         },
+        zstd_lanes,
     }
 }
 
@@ -209,6 +218,34 @@ fn bench(c: &mut Criterion) {
             assert!(decision.result_verified);
         });
     });
+    group.finish();
+
+    let mut group = c.benchmark_group("utility");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(20))
+        .throughput(Throughput::Elements(homes as u64));
+    let uncompressed: Vec<&[u8]> = setup
+        .request
+        .inputs
+        .iter()
+        .map(|i| i.billing_lane.as_slice())
+        .collect();
+    let zstd: Vec<&[u8]> = setup.zstd_lanes.iter().map(Vec::as_slice).collect();
+    for (name, lanes) in [("uncompressed", &uncompressed), ("zstd", &zstd)] {
+        group.bench_function(format!("server_time_full_group/{name}"), |b| {
+            b.iter(|| {
+                let parsed: Vec<_> = lanes
+                    .iter()
+                    .map(|bytes| setup.engine.parse_lane(bytes).expect("lane"))
+                    .collect();
+                // Evaluates and serializes the result.
+                setup.engine.evaluate(&parsed).expect("evaluate").1
+            });
+        });
+    }
     group.finish();
 }
 

@@ -7,6 +7,7 @@
 //! [`Application`] and runs it until SIGINT or SIGTERM. Tests build the same [`Application`]
 //! on port 0.
 
+pub mod analytics;
 pub mod audit;
 /// Authentication: SEER's JWT roles (the `seer-auth` crate, with token issuing).
 pub use seer_auth as auth;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use seer_ckks::{ParameterSet, steps_for_sum};
 use seer_service::{LogSettings, ServerSettings};
 
+use crate::analytics::AnalyticsSettings;
 use crate::keys::KeySetSpec;
 use seer_core::circuits::billing;
 use seer_core::tariff::Tariff;
@@ -35,6 +36,9 @@ pub struct Settings {
     /// What the key authority re-executes before releasing (the registered computations).
     #[serde(default)]
     pub release: ReleaseSettings,
+    /// Deep analytics (the `anomaly` release and its N32768 key set): off by default.
+    #[serde(default)]
+    pub analytics: AnalyticsSettings,
 }
 
 /// The registered computations' configuration.
@@ -123,6 +127,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             audit: AuditSettings::default(),
             release: ReleaseSettings::default(),
+            analytics: AnalyticsSettings::default(),
         }
     }
 }

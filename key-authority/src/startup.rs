@@ -18,10 +18,15 @@ use seer_auth::{
 use seer_proto::v1::audit_server::AuditServer;
 
 use crate::Settings;
+use crate::analytics::{
+    AnalyticsReceiptsService, AnalyticsReleaser, AnalyticsService, AnalyticsStore, DeepEngine,
+};
 use crate::audit::{AuditLog, AuditService};
 use crate::keys::KeyStore;
 use crate::keys_api::KeysApi;
 use crate::release::{BillEngine, BillReleaser, ReceiptStore, ReceiptsService, ReleaseService};
+use seer_proto::v1::analytics_receipts_server::AnalyticsReceiptsServer;
+use seer_proto::v1::analytics_server::AnalyticsServer;
 use seer_proto::v1::receipts_server::ReceiptsServer;
 use seer_proto::v1::release_server::ReleaseServer;
 use tonic::service::interceptor::InterceptedService;
@@ -34,6 +39,7 @@ pub struct Application {
     issuer: TokenIssuer,
     audit: Arc<AuditLog>,
     bills: Arc<BillEngine>,
+    analytics: Option<Arc<DeepEngine>>,
 }
 
 impl Application {
@@ -64,8 +70,10 @@ impl Application {
             .await
             .with_context(|| format!("opening the audit log at {}", settings.audit.database_url))?;
         let keys = settings.keys.clone();
+        // The deep key set joins the configured ones when analytics is enabled (opt-in).
+        let specs = settings.analytics.key_set_specs(&keys.sets);
         // Key generation is CPU-heavy: off the async runtime.
-        let store = tokio::task::spawn_blocking(move || KeyStore::open(&keys.dir, &keys.sets))
+        let store = tokio::task::spawn_blocking(move || KeyStore::open(&keys.dir, &specs))
             .await
             .context("key store task")?
             .with_context(|| format!("opening the key store in {}", settings.keys.dir.display()))?;
@@ -79,7 +87,22 @@ impl Application {
         .await
         .context("billing engine task")?
         .context("setting up the billing release (settings `release` and `keys.sets`)")?;
+        let analytics = if settings.analytics.enabled {
+            let engine_keys = Arc::clone(&store);
+            let analytics_settings = settings.analytics.clone();
+            let engine = tokio::task::spawn_blocking(move || {
+                DeepEngine::try_new(engine_keys, &analytics_settings)
+            })
+            .await
+            .context("analytics engine task")?
+            .map_err(anyhow::Error::msg)
+            .context("setting up the analytics release (settings `analytics`)")?;
+            Some(Arc::new(engine))
+        } else {
+            None
+        };
         Ok(Self {
+            analytics,
             listener: GrpcListener::bind(settings.server.address()).await?,
             keys: store,
             bills: Arc::new(bills),
@@ -110,6 +133,12 @@ impl Application {
     #[must_use]
     pub fn bill_engine(&self) -> &Arc<BillEngine> {
         &self.bills
+    }
+
+    /// The deep analytics engine, when `analytics.enabled`.
+    #[must_use]
+    pub fn analytics_engine(&self) -> Option<&Arc<DeepEngine>> {
+        self.analytics.as_ref()
     }
 
     /// The port actually bound.
@@ -166,23 +195,52 @@ impl Application {
                 Arc::clone(&self.bills),
             )))
             .with_seer_limits(),
-            AuthInterceptor::new(verifier, OnFailure::Record),
+            AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Record),
         );
+        // The analytics services exist only when the deep key set is enabled.
+        let analytics = self.analytics.as_ref().map(|engine| {
+            let receipts = InterceptedService::new(
+                AnalyticsReceiptsServer::new(AnalyticsReceiptsService::new(
+                    AnalyticsStore::new(&self.audit),
+                    engine.slots(),
+                ))
+                .with_seer_limits(),
+                AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Reject),
+            );
+            let release = InterceptedService::new(
+                AnalyticsServer::new(AnalyticsService::new(
+                    AnalyticsReleaser::new(Arc::clone(&self.audit), Arc::clone(engine)),
+                    AnalyticsService::ciphertext_limit(engine.context()),
+                ))
+                .with_seer_limits(),
+                AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Record),
+            );
+            (receipts, release)
+        });
+        let mut names = vec![
+            KeysServer::<KeysApi>::NAME,
+            AuditServer::<AuditService>::NAME,
+            ReceiptsServer::<ReceiptsService>::NAME,
+            ReleaseServer::<ReleaseService>::NAME,
+        ];
+        if analytics.is_some() {
+            names.push(AnalyticsReceiptsServer::<AnalyticsReceiptsService>::NAME);
+            names.push(AnalyticsServer::<AnalyticsService>::NAME);
+        }
         seer_service::serve(
             self.listener,
             node,
-            &[
-                KeysServer::<KeysApi>::NAME,
-                AuditServer::<AuditService>::NAME,
-                ReceiptsServer::<ReceiptsService>::NAME,
-                ReleaseServer::<ReleaseService>::NAME,
-            ],
+            &names,
             |router| {
-                router
+                let router = router
                     .add_service(keys)
                     .add_service(audit)
                     .add_service(receipts)
-                    .add_service(release)
+                    .add_service(release);
+                match analytics {
+                    Some((receipts, release)) => router.add_service(receipts).add_service(release),
+                    None => router,
+                }
             },
             shutdown,
         )

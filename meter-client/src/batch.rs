@@ -450,7 +450,9 @@ impl BatchBuilder {
             readings: u32::try_from(readings.len()).unwrap_or(u32::MAX),
             billing_group: u32::try_from(self.home.group).unwrap_or(u32::MAX),
             billing_position: u32::try_from(self.home.position).unwrap_or(u32::MAX),
-            billing_lane: billing_ct.to_bytes(&self.ctx)?,
+            // Uncompressed: the utility and the key authority parse every closing lane at each
+            // billing run, and an uncompressed lane loads as a copy (≈ 15 % more bytes).
+            billing_lane: billing_ct.to_bytes_uncompressed(&self.ctx)?,
             analytics_lane: analytics_ct.to_bytes(&self.ctx)?,
             epsilon_spent: lane.epsilon_spent(),
         };

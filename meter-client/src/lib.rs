@@ -25,6 +25,7 @@
 //!
 //! The client never holds a secret key: it is built without `seer-ckks/secret-key`.
 
+pub mod anomaly;
 pub mod app;
 pub mod batch;
 pub mod cli;

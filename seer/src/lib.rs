@@ -8,13 +8,15 @@
 //!   billing period, plus synthetic homes) and their plaintext bills;
 //! - [`process`]: the programs as child processes (start on port 0, SIGTERM);
 //! - [`run`]: the phases of a run;
-//! - [`report`]: the table and the JSON report.
+//! - [`report`]: the table and the JSON report;
+//! - [`anomaly`]: `seer anomaly`, a CSV through encrypted anomaly scoring and release.
 //!
 //! The launcher uses only the three programs' command lines and gRPC; it is built without
 //! `seer-ckks/secret-key`, so it cannot decrypt anything. (The one-process engine
 //! demonstration, which does decrypt, is the example `engine-demo`:
 //! `cargo run --release -p seer --example engine-demo`.)
 
+pub mod anomaly;
 pub mod plan;
 pub mod process;
 pub mod report;

@@ -25,6 +25,39 @@ enum Command {
     /// the bills, and print each released bill beside the plaintext bill of the same
     /// readings. Exits non-zero if a bill is refused or differs by more than ₹0.005.
     Run(Box<RunArgs>),
+    /// Score a home's days for anomalies under encryption: read a `day,h00,...,h23` or
+    /// `timestamp,kwh` CSV, start a key authority (deep key set, persisted under the work
+    /// directory), encrypt as the meter, score as the utility, have the key authority release
+    /// each day's score, flag, z-score and (flagged days only) explanation, print them as JSON.
+    Anomaly(Box<AnomalyArgs>),
+}
+
+#[derive(clap::Args)]
+struct AnomalyArgs {
+    /// The CSV: `day,h00,...,h23` (kWh per hour) or `timestamp,kwh`.
+    #[arg(long)]
+    csv: PathBuf,
+    /// exact (no DP; the release policy protects the readings) or analytics (ε-DP noise).
+    #[arg(long, value_enum, default_value = "exact")]
+    lane: seer::anomaly::LaneChoice,
+    /// ε per hourly reading on the analytics lane.
+    #[arg(long, default_value_t = 1.0)]
+    epsilon: f64,
+    /// Clamp bound Δ per hourly reading on the analytics lane, Wh.
+    #[arg(long, default_value_t = 6000)]
+    sensitivity_wh: i64,
+    /// The registered model.
+    #[arg(long, default_value = "anomaly/models/uci-exact.json")]
+    model: PathBuf,
+    /// Window of the rolling z-score, days (a power of two up to 256).
+    #[arg(long, default_value_t = 32)]
+    zscore_window: usize,
+    /// Work directory (the key authority's keys persist here).
+    #[arg(long, default_value = "target/seer-anomaly")]
+    workdir: PathBuf,
+    /// Where the key-authority binary is (default: beside this one).
+    #[arg(long, env = "SEER_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -70,7 +103,27 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let Command::Run(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Run(args) => args,
+        Command::Anomaly(a) => {
+            let report = seer::anomaly::run(&seer::anomaly::AnomalyOptions {
+                csv: a.csv,
+                lane: a.lane,
+                epsilon: a.epsilon,
+                sensitivity_wh: a.sensitivity_wh,
+                model: a.model,
+                zscore_window: a.zscore_window,
+                workdir: a.workdir,
+                bin_dir: a.bin_dir,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.refused.is_empty() {
+                bail!("the key authority refused: {}", report.refused.join("; "));
+            }
+            return Ok(());
+        }
+    };
     let options = RunOptions {
         plan: PlanOptions {
             data: args.data,

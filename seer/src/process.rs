@@ -92,6 +92,21 @@ impl Server {
         envs: &[(String, String)],
         log: &Path,
     ) -> Result<Self> {
+        Self::start_within(binaries, name, envs, log, START_TIMEOUT).await
+    }
+
+    /// [`Server::start`] waiting up to `timeout` for the address (a key authority generating
+    /// an N32768 key set on its first start needs minutes on a busy machine).
+    ///
+    /// # Errors
+    /// As [`Server::start`].
+    pub async fn start_within(
+        binaries: &Binaries,
+        name: &'static str,
+        envs: &[(String, String)],
+        log: &Path,
+        start_timeout: Duration,
+    ) -> Result<Self> {
         let path = binaries.path(name);
         let log_file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -106,7 +121,7 @@ impl Server {
             .with_context(|| format!("starting {}", path.display()))?;
         let stdout = child.stdout.take().context("the child's stdout is piped")?;
         let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(START_TIMEOUT, lines.next_line()).await;
+        let first = tokio::time::timeout(start_timeout, lines.next_line()).await;
         let address = match first {
             Ok(Ok(Some(line))) => line
                 .trim_end()
@@ -118,7 +133,7 @@ impl Server {
             )),
             Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("reading {name}'s stdout"))),
             Err(_) => Err(anyhow::anyhow!(
-                "{name} did not announce its address within {START_TIMEOUT:?}"
+                "{name} did not announce its address within {start_timeout:?}"
             )),
         };
         match address {

@@ -52,16 +52,28 @@ impl Deployment {
     /// # Errors
     /// When a binary is missing or a server does not start.
     pub fn start(options: &DeploymentOptions) -> anyhow::Result<Self> {
+        Self::start_with_authority_env(options, &[])
+    }
+
+    /// [`Deployment::start`] with extra environment variables for the key authority (they
+    /// override the deployment's own, e.g. `SEER_KEY_AUTHORITY__ANALYTICS__ENABLED=true`, or
+    /// `SEER_KEY_AUTHORITY__KEYS__DIR` to reuse keys cached across runs).
+    ///
+    /// # Errors
+    /// As [`Deployment::start`].
+    pub fn start_with_authority_env(
+        options: &DeploymentOptions,
+        authority_env_extra: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating the deployment's directory")?;
         std::fs::create_dir_all(dir.path().join("ka")).context("creating ka/")?;
         let audit_database = options
             .audit_database
             .clone()
             .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("ka/audit.db").display()));
-        let authority = ServerProcess::spawn_with(
-            "key-authority",
-            &authority_env(dir.path(), Some(&audit_database)),
-        )?;
+        let mut env = authority_env(dir.path(), Some(&audit_database));
+        env.extend_from_slice(authority_env_extra);
+        let authority = ServerProcess::spawn_with("key-authority", &env)?;
         let pem = run_key_authority(dir.path(), &["jwt-public-key"])?;
         let pem_file = dir.path().join("ka-jwt-public.pem");
         std::fs::write(&pem_file, pem).context("writing the JWT public key")?;
@@ -401,4 +413,28 @@ pub fn issue_token(dir: &Path, role: &str, meter: Option<&str>) -> anyhow::Resul
         args.extend(["--meter-id", meter]);
     }
     Ok(run_key_authority(dir, &args)?.trim().to_owned())
+}
+
+/// Generates (or checks) the key authority's key set for `parameter_set` with `galois_steps`
+/// in the key directory `dir`, in this process, so that a key authority started on `dir`
+/// loads it instead of generating it while the start-up timeout runs (N32768 key generation
+/// takes tens of seconds). A directory kept across runs is a key cache, like tfhe-rs's
+/// keycache.
+///
+/// # Errors
+/// When the key store cannot be opened or written.
+pub fn prepare_key_set(
+    dir: &Path,
+    parameter_set: &str,
+    galois_steps: &[i64],
+) -> anyhow::Result<()> {
+    key_authority::keys::KeyStore::open(
+        dir,
+        &[key_authority::keys::KeySetSpec {
+            parameter_set: parameter_set.to_owned(),
+            galois_steps: galois_steps.to_vec(),
+        }],
+    )
+    .with_context(|| format!("preparing the key set {parameter_set} in {}", dir.display()))?;
+    Ok(())
 }

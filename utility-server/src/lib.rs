@@ -20,6 +20,7 @@
 //! [`Application`] and runs it until SIGINT or SIGTERM. Tests build the same [`Application`]
 //! on port 0.
 
+pub mod anomaly;
 pub mod auth;
 pub mod batch;
 pub mod billing;

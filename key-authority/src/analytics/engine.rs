@@ -1,0 +1,634 @@
+//! The deep engine: the registry of computations the key authority accepts, the input checks
+//! that decrypt, the re-execution and the comparison with the utility's result.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use seer_anomaly::AnomalyModel;
+use seer_anomaly::circuit::EncryptedValue;
+use seer_anomaly::release::{RegisteredAnomaly, SlotRelease};
+use seer_ckks::{Ciphertext, CkksContext, Evaluator, GaloisKeys, RelinKeys};
+
+use super::AnalyticsSettings;
+use crate::audit::RequestKind;
+use crate::keys::{KeySet, KeyStore};
+
+/// Largest |value| (kWh) a slot outside the meter's block may decrypt to, and the slack on
+/// the hour range inside it (CKKS encryption noise is orders of magnitude below).
+pub const OUTSIDE_BLOCK_TOLERANCE: f64 = 1e-3;
+
+/// The slots one meter wrote: `offset .. offset + count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotBlock {
+    /// First slot.
+    pub offset: usize,
+    /// Number of slots.
+    pub count: usize,
+}
+
+impl SlotBlock {
+    /// Whether two blocks share a slot.
+    #[must_use]
+    pub fn overlaps(&self, other: &SlotBlock) -> bool {
+        self.offset < other.offset + other.count && other.offset < self.offset + self.count
+    }
+
+    /// The end (exclusive).
+    #[must_use]
+    pub fn end(&self) -> usize {
+        self.offset + self.count
+    }
+}
+
+/// A registered deep computation. `anomaly` implements it ([`AnomalyComputation`]); a
+/// forecaster would too (one slot per position, the home's hourly series as inputs).
+pub trait Computation: Send + Sync + fmt::Debug {
+    /// The request kind (`anomaly`, `forecast`).
+    fn kind(&self) -> RequestKind;
+    /// Input ciphertexts per meter.
+    fn inputs_per_meter(&self) -> usize;
+    /// Leading positions of a block that are history only (never released).
+    fn history(&self) -> usize;
+    /// Levels the inputs must have.
+    fn depth(&self) -> u32;
+    /// Rotation steps it needs.
+    fn galois_steps(&self) -> Vec<i64>;
+    /// The range every input slot inside the meter's block must decrypt into.
+    fn input_range(&self) -> (f64, f64);
+    /// The flag threshold of the model (released with the response).
+    fn flag_threshold(&self) -> f64;
+    /// Evaluates the computation on the (summed) inputs; the utility runs the same code.
+    ///
+    /// # Errors
+    /// A description of the failure.
+    fn evaluate(
+        &self,
+        evaluator: &Evaluator,
+        inputs: &[Ciphertext],
+    ) -> Result<Vec<EncryptedValue>, String>;
+    /// What leaves for slot `slot`, the `position`-th of its block, from the decrypted
+    /// outputs; `None` for history positions.
+    fn release_slot(
+        &self,
+        outputs: &[Vec<f64>],
+        slot: usize,
+        position: usize,
+    ) -> Option<SlotRelease>;
+}
+
+/// The `anomaly` computation: forest score and rolling z-score on 24 hour planes.
+#[derive(Debug)]
+pub struct AnomalyComputation(pub RegisteredAnomaly);
+
+impl Computation for AnomalyComputation {
+    fn kind(&self) -> RequestKind {
+        RequestKind::ANOMALY
+    }
+    fn inputs_per_meter(&self) -> usize {
+        self.0.inputs_per_meter()
+    }
+    fn history(&self) -> usize {
+        self.0.history()
+    }
+    fn depth(&self) -> u32 {
+        self.0.depth()
+    }
+    fn galois_steps(&self) -> Vec<i64> {
+        self.0.galois_steps()
+    }
+    fn input_range(&self) -> (f64, f64) {
+        self.0.hour_range()
+    }
+    fn flag_threshold(&self) -> f64 {
+        self.0.model().flag_threshold
+    }
+    fn evaluate(
+        &self,
+        evaluator: &Evaluator,
+        inputs: &[Ciphertext],
+    ) -> Result<Vec<EncryptedValue>, String> {
+        self.0
+            .evaluate(evaluator, inputs)
+            .map_err(|e| e.to_string())
+    }
+    fn release_slot(
+        &self,
+        outputs: &[Vec<f64>],
+        slot: usize,
+        position: usize,
+    ) -> Option<SlotRelease> {
+        self.0.release_slot(outputs, slot, position)
+    }
+}
+
+/// One meter's input checks: parsed ciphertexts, or the refusal reason.
+pub type MeterCheck = Result<Vec<Ciphertext>, String>;
+
+/// What the engine decided for the accepted meters of one request.
+#[derive(Debug)]
+pub struct EngineDecision {
+    /// Whether the utility's result was byte-identical to the re-execution.
+    pub result_verified: bool,
+    /// Per accepted meter, in order: `(position in block, release)` per released slot, or
+    /// the refusal reason.
+    pub meters: Vec<Result<Vec<(usize, SlotRelease)>, String>>,
+}
+
+/// The deep key set's evaluator and decryptor, and the registry of computations.
+pub struct DeepEngine {
+    keys: Arc<KeyStore>,
+    parameter_set: String,
+    evaluator: Evaluator,
+    registry: BTreeMap<(String, String), Arc<dyn Computation>>,
+}
+
+impl fmt::Debug for DeepEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeepEngine")
+            .field("parameter_set", &self.parameter_set)
+            .field("registered", &self.registry.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeepEngine {
+    /// Builds the engine over the deep key set of `keys` and registers the configured models.
+    /// Blocking (parses the evaluation keys and the models).
+    ///
+    /// # Errors
+    /// When the key set is missing, a model file is unreadable or invalid, or a model needs
+    /// rotation steps or levels the key set lacks.
+    pub fn try_new(keys: Arc<KeyStore>, settings: &AnalyticsSettings) -> Result<Self, String> {
+        let set = keys.get(&settings.parameter_set).ok_or_else(|| {
+            format!(
+                "no key set for the deep parameter set {}",
+                settings.parameter_set
+            )
+        })?;
+        let ctx = set.context();
+        let relin = RelinKeys::from_bytes(ctx, set.relin_keys_bytes())
+            .map_err(|e| format!("the deep relinearization keys: {e}"))?;
+        let galois = match set.galois_keys_bytes() {
+            Some(bytes) => Some(
+                GaloisKeys::from_bytes(ctx, bytes)
+                    .map_err(|e| format!("the deep Galois keys: {e}"))?,
+            ),
+            None => None,
+        };
+        let evaluator = Evaluator::new(ctx, Some(relin), galois);
+        let mut engine = Self {
+            parameter_set: settings.parameter_set.clone(),
+            evaluator,
+            registry: BTreeMap::new(),
+            keys: Arc::clone(&keys),
+        };
+        for path in &settings.anomaly_models {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("reading the anomaly model {}: {e}", path.display()))?;
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| format!("the anomaly model {} is not UTF-8", path.display()))?;
+            let model = AnomalyModel::from_json(text)
+                .map_err(|e| format!("the anomaly model {}: {e}", path.display()))?;
+            let computation = RegisteredAnomaly::try_new(model, settings.zscore_window)
+                .map_err(|e| format!("the anomaly model {}: {e}", path.display()))?;
+            let digest = blake3::hash(&bytes).to_hex().to_string();
+            engine.register(&digest, Arc::new(AnomalyComputation(computation)))?;
+            tracing::info!(model = %path.display(), blake3 = %digest, "anomaly model registered");
+        }
+        Ok(engine)
+    }
+
+    /// Registers `computation` under the model digest `model_blake3` (hex).
+    ///
+    /// # Errors
+    /// When the key set lacks a rotation step or the levels the computation needs.
+    pub fn register(
+        &mut self,
+        model_blake3: &str,
+        computation: Arc<dyn Computation>,
+    ) -> Result<(), String> {
+        let ctx = self.context();
+        let slots = ctx.slots();
+        if computation.depth() > ctx.top_level().0 {
+            return Err(format!(
+                "the {} computation needs {} levels; {} has {}",
+                computation.kind(),
+                computation.depth(),
+                self.parameter_set,
+                ctx.top_level().0
+            ));
+        }
+        let galois = self.evaluator.galois_keys();
+        if let Some(step) = computation
+            .galois_steps()
+            .into_iter()
+            .find(|s| !galois.is_some_and(|g| g.supports(*s, slots)))
+        {
+            return Err(format!(
+                "the {} computation needs the rotation step {step}, which the deep key set \
+                 (analytics.galois_steps) lacks",
+                computation.kind()
+            ));
+        }
+        self.registry.insert(
+            (
+                computation.kind().as_str().to_owned(),
+                model_blake3.to_owned(),
+            ),
+            computation,
+        );
+        Ok(())
+    }
+
+    /// The registered computation of `kind` for the model with digest `model_blake3`.
+    #[must_use]
+    pub fn computation(&self, kind: &str, model_blake3: &str) -> Option<Arc<dyn Computation>> {
+        self.registry
+            .get(&(kind.to_owned(), model_blake3.to_owned()))
+            .cloned()
+    }
+
+    /// Digests of the registered models of `kind`.
+    #[must_use]
+    pub fn registered(&self, kind: &str) -> Vec<String> {
+        self.registry
+            .keys()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+
+    fn key_set(&self) -> &KeySet {
+        #[expect(
+            clippy::expect_used,
+            reason = "try_new checked that the key set exists and the store is immutable"
+        )]
+        self.keys
+            .get(&self.parameter_set)
+            .expect("the deep key set exists")
+    }
+
+    /// The deep parameter set's context.
+    #[must_use]
+    pub fn context(&self) -> &CkksContext {
+        self.key_set().context()
+    }
+
+    /// Slots per ciphertext.
+    #[must_use]
+    pub fn slots(&self) -> usize {
+        self.context().slots()
+    }
+
+    /// Parses one meter's inputs and decrypts each on its own: zero outside `block`, inside
+    /// `computation.input_range()`. The refusal names the input and slot, never a value.
+    /// Blocking.
+    ///
+    /// # Errors
+    /// The refusal reason.
+    pub fn check_inputs(
+        &self,
+        computation: &dyn Computation,
+        inputs: &[Vec<u8>],
+        block: SlotBlock,
+    ) -> MeterCheck {
+        let ctx = self.context();
+        let (lo, hi) = computation.input_range();
+        let mut parsed = Vec::with_capacity(inputs.len());
+        for (k, bytes) in inputs.iter().enumerate() {
+            let ct = Ciphertext::from_bytes(ctx, bytes).map_err(|e| {
+                format!(
+                    "input {k} is not a ciphertext of {}: {e}",
+                    self.parameter_set
+                )
+            })?;
+            if ct.level().0 < computation.depth() {
+                return Err(format!(
+                    "input {k} has {} levels; the computation needs {}",
+                    ct.level().0,
+                    computation.depth()
+                ));
+            }
+            let values = self
+                .key_set()
+                .decryptor()
+                .decrypt_values(&ct)
+                .map_err(|e| format!("input {k} does not decrypt: {e}"))?;
+            for (slot, v) in values.iter().enumerate() {
+                let inside = slot >= block.offset && slot < block.end();
+                let ok = if inside {
+                    *v >= lo - OUTSIDE_BLOCK_TOLERANCE && *v <= hi + OUTSIDE_BLOCK_TOLERANCE
+                } else {
+                    v.abs() <= OUTSIDE_BLOCK_TOLERANCE
+                };
+                if !ok {
+                    return Err(if inside {
+                        format!("input {k}: slot {slot} lies outside the model's input range")
+                    } else {
+                        format!(
+                            "input {k} writes slot {slot}, outside the meter's block {}..{}",
+                            block.offset,
+                            block.end()
+                        )
+                    });
+                }
+            }
+            parsed.push(ct);
+        }
+        Ok(parsed)
+    }
+
+    /// Re-executes `computation` on the sum of the accepted meters' inputs, compares with the
+    /// utility's result when `all_accepted`, decrypts its own outputs and derives each
+    /// meter's releases. Blocking and CPU-heavy.
+    ///
+    /// # Errors
+    /// When the evaluation or decryption fails.
+    pub fn decide(
+        &self,
+        computation: &dyn Computation,
+        accepted: &[(Vec<Ciphertext>, SlotBlock)],
+        all_accepted: bool,
+        utility_result: &[Vec<u8>],
+    ) -> Result<EngineDecision, String> {
+        let ev = &self.evaluator;
+        let ctx = self.context();
+        let n = computation.inputs_per_meter();
+        let mut sums = Vec::with_capacity(n);
+        for k in 0..n {
+            let parts: Vec<Ciphertext> = accepted
+                .iter()
+                .map(|(inputs, _)| inputs[k].try_clone())
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            sums.push(if parts.len() == 1 {
+                parts.into_iter().next().ok_or("no input")?
+            } else {
+                ev.add_many(&parts).map_err(|e| e.to_string())?
+            });
+        }
+        let outputs = computation.evaluate(ev, &sums)?;
+        let mut own = Vec::new();
+        for out in &outputs {
+            if let EncryptedValue::Encrypted(ct) = out {
+                own.push(ct.to_bytes(ctx).map_err(|e| e.to_string())?);
+            }
+        }
+        let result_verified = all_accepted
+            && own.len() == utility_result.len()
+            && own
+                .iter()
+                .zip(utility_result)
+                .all(|(a, b)| blake3::hash(a) == blake3::hash(b));
+        if all_accepted && !result_verified {
+            let reason = if own.len() == utility_result.len() {
+                let first = own
+                    .iter()
+                    .zip(utility_result)
+                    .position(|(a, b)| blake3::hash(a) != blake3::hash(b))
+                    .unwrap_or(0);
+                format!(
+                    "the utility's result differs from the key authority's re-execution \
+                     (output {first}: BLAKE3 differs)"
+                )
+            } else {
+                format!(
+                    "the utility sent {} result ciphertexts; the computation has {}",
+                    utility_result.len(),
+                    own.len()
+                )
+            };
+            return Ok(EngineDecision {
+                result_verified: false,
+                meters: accepted.iter().map(|_| Err(reason.clone())).collect(),
+            });
+        }
+        let slots = ctx.slots();
+        let decryptor = self.key_set().decryptor();
+        let mut decrypted = Vec::with_capacity(outputs.len());
+        for out in &outputs {
+            decrypted.push(match out {
+                EncryptedValue::Public(v) => vec![*v; slots],
+                EncryptedValue::Encrypted(ct) => {
+                    decryptor.decrypt_values(ct).map_err(|e| e.to_string())?
+                }
+            });
+        }
+        let meters = accepted
+            .iter()
+            .map(|(_, block)| {
+                Ok((0..block.count)
+                    .filter_map(|position| {
+                        computation
+                            .release_slot(&decrypted, block.offset + position, position)
+                            .map(|r| (position, r))
+                    })
+                    .collect())
+            })
+            .collect();
+        Ok(EngineDecision {
+            result_verified,
+            meters,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeySetSpec;
+    use seer_ckks::{Encryptor, ParameterSet, PublicKey};
+
+    /// A one-input computation (`2·x`), cheap at n = 8192, to exercise the engine's checks.
+    #[derive(Debug)]
+    struct Double;
+
+    impl Computation for Double {
+        fn kind(&self) -> RequestKind {
+            RequestKind::ANOMALY
+        }
+        fn inputs_per_meter(&self) -> usize {
+            1
+        }
+        fn history(&self) -> usize {
+            1
+        }
+        fn depth(&self) -> u32 {
+            1
+        }
+        fn galois_steps(&self) -> Vec<i64> {
+            Vec::new()
+        }
+        fn input_range(&self) -> (f64, f64) {
+            (0.0, 10.0)
+        }
+        fn flag_threshold(&self) -> f64 {
+            10.0
+        }
+        fn evaluate(
+            &self,
+            evaluator: &Evaluator,
+            inputs: &[Ciphertext],
+        ) -> Result<Vec<EncryptedValue>, String> {
+            Ok(vec![EncryptedValue::Encrypted(
+                evaluator
+                    .multiply_scalar(&inputs[0], 2.0)
+                    .map_err(|e| e.to_string())?,
+            )])
+        }
+        fn release_slot(
+            &self,
+            outputs: &[Vec<f64>],
+            slot: usize,
+            position: usize,
+        ) -> Option<SlotRelease> {
+            (position >= 1).then(|| SlotRelease {
+                score: seer_anomaly::release::round_to(outputs[0][slot], 0.001),
+                flagged: outputs[0][slot] >= 10.0,
+                zscore: None,
+                explanation: Vec::new(),
+                explanation_hours: Vec::new(),
+            })
+        }
+    }
+
+    fn engine(dir: &std::path::Path) -> DeepEngine {
+        let id = ParameterSet::N8192_L2_SEC128.id();
+        let keys = KeyStore::open(
+            dir,
+            &[KeySetSpec {
+                parameter_set: id.clone(),
+                galois_steps: Vec::new(),
+            }],
+        )
+        .unwrap();
+        let mut engine = DeepEngine::try_new(
+            Arc::new(keys),
+            &AnalyticsSettings {
+                enabled: true,
+                parameter_set: id,
+                galois_steps: Vec::new(),
+                anomaly_models: Vec::new(),
+                zscore_window: 8,
+            },
+        )
+        .unwrap();
+        engine.register("d0", Arc::new(Double)).unwrap();
+        engine
+    }
+
+    fn encrypt(engine: &DeepEngine, values: &[f64]) -> Vec<u8> {
+        let ctx = engine.context();
+        let pk = PublicKey::from_bytes(ctx, engine.key_set().public_key_bytes()).unwrap();
+        Encryptor::new(ctx, &pk)
+            .unwrap()
+            .encrypt_values(values)
+            .unwrap()
+            .to_bytes(ctx)
+            .unwrap()
+    }
+
+    #[test]
+    fn inputs_outside_their_block_or_range_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let double = engine.computation("anomaly", "d0").unwrap();
+        assert!(engine.computation("anomaly", "other").is_none());
+        let block = SlotBlock {
+            offset: 2,
+            count: 3,
+        };
+        let good = encrypt(&engine, &[0.0, 0.0, 1.0, 2.0, 3.0]);
+        assert!(engine.check_inputs(double.as_ref(), &[good], block).is_ok());
+        let outside = encrypt(&engine, &[0.0, 0.0, 1.0, 2.0, 3.0, 0.5]);
+        let reason = engine
+            .check_inputs(double.as_ref(), &[outside], block)
+            .unwrap_err();
+        assert!(reason.contains("writes slot 5, outside"), "{reason}");
+        let out_of_range = encrypt(&engine, &[0.0, 0.0, 1.0, 20.0, 3.0]);
+        let reason = engine
+            .check_inputs(double.as_ref(), &[out_of_range], block)
+            .unwrap_err();
+        assert!(
+            reason.contains("slot 3 lies outside the model's input range"),
+            "{reason}"
+        );
+        // The refusal names slots, never values.
+        assert!(!reason.contains("20"), "{reason}");
+        let garbage = engine.check_inputs(double.as_ref(), &[vec![1, 2, 3]], block);
+        assert!(garbage.is_err());
+    }
+
+    #[test]
+    fn only_a_byte_identical_result_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let double = engine.computation("anomaly", "d0").unwrap();
+        let a = SlotBlock {
+            offset: 0,
+            count: 3,
+        };
+        let b = SlotBlock {
+            offset: 3,
+            count: 2,
+        };
+        let ia = engine
+            .check_inputs(double.as_ref(), &[encrypt(&engine, &[1.0, 2.0, 3.0])], a)
+            .unwrap();
+        let ib = engine
+            .check_inputs(
+                double.as_ref(),
+                &[encrypt(&engine, &[0.0, 0.0, 0.0, 4.0, 6.5])],
+                b,
+            )
+            .unwrap();
+        // The utility's evaluation, as it would compute it: the same code on the sum.
+        let ev = &engine.evaluator;
+        let ctx = engine.context();
+        let sum = ev.add(&ia[0], &ib[0]).unwrap();
+        let EncryptedValue::Encrypted(out) = double.evaluate(ev, &[sum]).unwrap().remove(0) else {
+            panic!("encrypted output expected");
+        };
+        let honest = vec![out.to_bytes(ctx).unwrap()];
+        let accepted = vec![(ia, a), (ib, b)];
+        let decision = engine
+            .decide(double.as_ref(), &accepted, true, &honest)
+            .unwrap();
+        assert!(decision.result_verified);
+        // Plaintext oracle: 2·x at positions ≥ 1 of each block, rounded.
+        let a_days = decision.meters[0].as_ref().unwrap();
+        assert_eq!(
+            a_days
+                .iter()
+                .map(|(p, r)| (*p, r.score))
+                .collect::<Vec<_>>(),
+            vec![(1, 4.0), (2, 6.0)]
+        );
+        let b_days = decision.meters[1].as_ref().unwrap();
+        assert_eq!(b_days.len(), 1);
+        assert_eq!(b_days[0].1.score, 13.0);
+        assert!(b_days[0].1.flagged);
+
+        let mut altered = honest.clone();
+        let last = altered[0].len() - 1;
+        altered[0][last] ^= 1;
+        let decision = engine
+            .decide(double.as_ref(), &accepted, true, &altered)
+            .unwrap();
+        assert!(!decision.result_verified);
+        for m in &decision.meters {
+            assert!(m.as_ref().unwrap_err().contains("BLAKE3 differs"));
+        }
+        let missing = engine
+            .decide(double.as_ref(), &accepted, true, &[])
+            .unwrap();
+        assert!(missing.meters.iter().all(Result::is_err));
+        // When some input was refused, the key authority releases from its own evaluation.
+        let own = engine
+            .decide(double.as_ref(), &accepted[..1], false, &altered)
+            .unwrap();
+        assert!(!own.result_verified);
+        assert!(own.meters[0].is_ok());
+    }
+}

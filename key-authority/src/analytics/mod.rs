@@ -1,0 +1,189 @@
+//! Release of deep analytics computations (`seer.v1.AnalyticsReceipts`, `seer.v1.Analytics`;
+//! the policy and the privacy cost of each release are the header of `analytics.proto`).
+//!
+//! The kind `anomaly` is registered now; a second deep computation (`forecast`) plugs in by
+//! implementing [`Computation`] and being added to the [`DeepEngine`]'s registry: the checks,
+//! the re-execution, the comparison, the audit and the once-per-day rule are shared.
+//!
+//! - **Deep key set** (opt-in, [`AnalyticsSettings::enabled`]): one N32768_L19 key set with
+//!   relinearization keys and the Galois keys for the union of the registered computations'
+//!   rotation steps (by default `−1, −2, …, −128`, which also covers the forecaster). Off by
+//!   default, so that a default key authority starts as fast as before (key generation at
+//!   n = 32768 takes about 12 s plus 2 s and 86 MB per Galois key). `seer.v1.Keys` serves it
+//!   to the utility in chunks like every key set.
+//! - **Registry** ([`DeepEngine`]): the model files configured in
+//!   [`AnalyticsSettings::anomaly_models`], each registered under the BLAKE3 of its bytes; a
+//!   request naming another digest is refused.
+//! - **Input receipts** ([`AnalyticsStore::record`], [`AnalyticsReceiptsService`]): a meter
+//!   records, under its household token, the BLAKE3 of each input ciphertext, the slot block
+//!   it wrote, the date of the block's first slot, its lane and the ε it spent.
+//! - **Release** ([`AnalyticsReleaser::release`], [`AnalyticsService`]): per meter, in order
+//!   (the first failing check is the refusal reason in the audit log): a valid meter id named
+//!   once; a receipt under the named input id; as many inputs as the computation takes, each
+//!   hashing to the receipt's digest; a block inside the slots, longer than its history and
+//!   disjoint from every earlier accepted block of the request; no day of the block released
+//!   already; each input a ciphertext of the deep parameter set with enough levels that
+//!   decrypts, on its own, to zero outside the block and within the model's hour range inside
+//!   it (a meter writing into a neighbour's block is refused). The computation is then
+//!   re-executed with the key authority's own keys on the sum of the accepted inputs; when
+//!   every input was accepted, each of its output ciphertexts must be byte-identical (BLAKE3)
+//!   to the utility's, otherwise every input is refused. Only the key authority's own outputs
+//!   are decrypted, and only [`seer_anomaly::release::SlotRelease`]s leave: the score rounded
+//!   to 0.001, the flag, the rounded z-score, and explanations for flagged days only. One
+//!   audit entry per (meter, request) is committed, together with one `analytics_releases`
+//!   row per released day, before the answer leaves; a day is released at most once.
+//!
+//! Requests refused as a whole (no valid token, a role other than `utility`, an unknown kind
+//! or model, a malformed stream) get one audit entry before the gRPC error.
+//!
+//! # Storage (schema in `migrations/key-authority/`)
+//!
+//! ```text
+//! analytics_receipts(kind, meter_id, input_id, slot_offset, slot_count, first_day,
+//!     input_digests (hex, comma-separated), lane, epsilon, readings_per_day, recorded_at_us)
+//!     PRIMARY KEY (kind, meter_id, input_id)
+//! analytics_releases(kind, meter_id, day, input_id, model_blake3, score_milli, flagged,
+//!     audit_seq, released_at_us)  PRIMARY KEY (kind, meter_id, day)
+//! ```
+
+mod engine;
+mod policy;
+mod service;
+mod store;
+
+use std::path::PathBuf;
+
+use seer_ckks::ParameterSet;
+use serde::{Deserialize, Serialize};
+
+pub use engine::{
+    AnomalyComputation, Computation, DeepEngine, MeterCheck, OUTSIDE_BLOCK_TOLERANCE, SlotBlock,
+};
+pub use policy::{
+    AnalyticsDecisions, AnalyticsMeterInput, AnalyticsOutcome, AnalyticsReleaser, AnalyticsRequest,
+    MAX_METERS_PER_REQUEST, ReleasedDay,
+};
+pub use service::{ANALYTICS_CALLERS, AnalyticsReceiptsService, AnalyticsService};
+pub use store::{AnalyticsReceipt, AnalyticsStore, InputLane};
+
+/// Rotation steps of the default deep key set: the anomaly scorer's `−1, −2, −4`, the
+/// z-score's up to a 32-day window and the forecaster's up to `−128`.
+pub const DEFAULT_DEEP_GALOIS_STEPS: [i64; 8] = [-1, -2, -4, -8, -16, -32, -64, -128];
+
+/// The deep analytics configuration (`[analytics]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsSettings {
+    /// Holds the deep key set and serves the analytics release. Off by default.
+    pub enabled: bool,
+    /// The deep parameter set (N32768_L19).
+    pub parameter_set: String,
+    /// Its Galois steps: the union of what the registered computations need.
+    pub galois_steps: Vec<i64>,
+    /// Registered anomaly model files (JSON, `seer-anomaly`); each is registered under the
+    /// BLAKE3 of its bytes.
+    pub anomaly_models: Vec<PathBuf>,
+    /// Window of the rolling z-score released beside the forest score, days (power of two).
+    pub zscore_window: usize,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            parameter_set: ParameterSet::N32768_L19_SEC128.id(),
+            galois_steps: DEFAULT_DEEP_GALOIS_STEPS.to_vec(),
+            anomaly_models: vec![PathBuf::from("anomaly/models/uci-exact.json")],
+            zscore_window: seer_anomaly::release::DEFAULT_ZSCORE_WINDOW,
+        }
+    }
+}
+
+impl AnalyticsSettings {
+    /// The key sets to open: `configured`, plus the deep key set when analytics is enabled
+    /// (its steps merged into a configured set of the same parameter set).
+    #[must_use]
+    pub fn key_set_specs(
+        &self,
+        configured: &[crate::keys::KeySetSpec],
+    ) -> Vec<crate::keys::KeySetSpec> {
+        let mut specs = configured.to_vec();
+        if !self.enabled {
+            return specs;
+        }
+        match specs
+            .iter_mut()
+            .find(|s| s.parameter_set == self.parameter_set)
+        {
+            Some(spec) => {
+                for step in &self.galois_steps {
+                    if !spec.galois_steps.contains(step) {
+                        spec.galois_steps.push(*step);
+                    }
+                }
+            }
+            None => specs.push(crate::keys::KeySetSpec {
+                parameter_set: self.parameter_set.clone(),
+                galois_steps: self.galois_steps.clone(),
+            }),
+        }
+        specs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeySetSpec;
+
+    #[test]
+    fn deep_key_set_is_opt_in() {
+        let configured = vec![KeySetSpec {
+            parameter_set: ParameterSet::N8192_L2_SEC128.id(),
+            galois_steps: vec![1],
+        }];
+        let off = AnalyticsSettings::default();
+        assert!(!off.enabled);
+        assert_eq!(off.key_set_specs(&configured), configured);
+        let on = AnalyticsSettings {
+            enabled: true,
+            ..AnalyticsSettings::default()
+        };
+        let specs = on.key_set_specs(&configured);
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[1].parameter_set, ParameterSet::N32768_L19_SEC128.id());
+        assert_eq!(specs[1].galois_steps, DEFAULT_DEEP_GALOIS_STEPS.to_vec());
+        // Merged into an existing set of the same parameter set.
+        let mut with_deep = configured.clone();
+        with_deep.push(KeySetSpec {
+            parameter_set: ParameterSet::N32768_L19_SEC128.id(),
+            galois_steps: vec![-1, 5],
+        });
+        let merged = on.key_set_specs(&with_deep);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[1].galois_steps.len(), 9);
+    }
+
+    #[test]
+    fn blocks_overlap() {
+        let a = SlotBlock {
+            offset: 0,
+            count: 10,
+        };
+        assert!(a.overlaps(&SlotBlock {
+            offset: 9,
+            count: 1
+        }));
+        assert!(!a.overlaps(&SlotBlock {
+            offset: 10,
+            count: 5
+        }));
+        assert!(
+            SlotBlock {
+                offset: 5,
+                count: 10
+            }
+            .overlaps(&a)
+        );
+    }
+}

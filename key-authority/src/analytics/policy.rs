@@ -1,0 +1,449 @@
+//! The release policy for analytics kinds (see the [module documentation](super)).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use seer_anomaly::release::SlotRelease;
+use seer_ckks::Ciphertext;
+use sha2::Digest as _;
+use tracing::Instrument as _;
+
+use super::engine::{Computation, DeepEngine, SlotBlock};
+use super::store::{self, AnalyticsStore, InputLane, ReleaseRow};
+use crate::audit::{AuditEntry, AuditLog, Decision, InputDigest, NewEntry, RequestKind};
+use crate::auth::{Caller, validate_meter_id};
+use crate::release::ReleaseError;
+
+/// Most meters one request may name (each brings 24 ciphertexts of up to ~10 MB).
+pub const MAX_METERS_PER_REQUEST: usize = 8;
+
+/// One meter's inputs in a request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AnalyticsMeterInput {
+    /// The meter.
+    pub meter_id: String,
+    /// The receipt's input id.
+    pub input_id: String,
+    /// The serialized input ciphertexts, in order.
+    pub inputs: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for AnalyticsMeterInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnalyticsMeterInput")
+            .field("meter_id", &self.meter_id)
+            .field("input_id", &self.input_id)
+            .field("inputs", &self.inputs.len())
+            .finish()
+    }
+}
+
+/// A release request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnalyticsRequest {
+    /// The kind (`anomaly`).
+    pub kind: String,
+    /// BLAKE3 (hex) of the model file.
+    pub model_blake3: String,
+    /// The meters.
+    pub meters: Vec<AnalyticsMeterInput>,
+    /// The utility's output ciphertexts.
+    pub result: Vec<Vec<u8>>,
+}
+
+/// One released day.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReleasedDay {
+    /// The day.
+    pub day: NaiveDate,
+    /// What was released.
+    pub release: SlotRelease,
+}
+
+/// One meter's outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalyticsOutcome {
+    /// The meter, as named.
+    pub meter_id: String,
+    /// The released days, or the refusal reason (as in the audit log).
+    pub decision: Result<Vec<ReleasedDay>, String>,
+    /// The audit entry.
+    pub audit_sequence: u64,
+    /// The lane of the meter's inputs (when its receipt was found).
+    pub lane: Option<InputLane>,
+}
+
+/// The decisions on one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalyticsDecisions {
+    /// One outcome per meter, in order.
+    pub outcomes: Vec<AnalyticsOutcome>,
+    /// Whether the utility's result was byte-identical to the re-execution.
+    pub result_verified: bool,
+    /// The model's flag threshold.
+    pub flag_threshold: f64,
+}
+
+/// Applies the analytics release policy.
+#[derive(Debug, Clone)]
+pub struct AnalyticsReleaser {
+    audit: Arc<AuditLog>,
+    store: AnalyticsStore,
+    engine: Arc<DeepEngine>,
+}
+
+/// An input that passed the checks before decryption.
+struct Candidate {
+    index: usize,
+    block: SlotBlock,
+    days: Vec<NaiveDate>,
+}
+
+fn request_kind(kind: &str) -> RequestKind {
+    RequestKind::try_new(kind.to_owned()).unwrap_or(RequestKind::ANOMALY)
+}
+
+/// SHA-256 over the meter's inputs (the audit entry's input digest).
+fn inputs_digest(inputs: &[Vec<u8>]) -> InputDigest {
+    let mut hasher = sha2::Sha256::new();
+    for input in inputs {
+        hasher.update(blake3::hash(input).as_bytes());
+    }
+    InputDigest(hasher.finalize().into())
+}
+
+fn day_range(days: &[NaiveDate]) -> Option<String> {
+    Some(format!("{}..{}", days.first()?, days.last()?))
+}
+
+impl AnalyticsReleaser {
+    /// A releaser over `audit`'s database with `engine`.
+    #[must_use]
+    pub fn new(audit: Arc<AuditLog>, engine: Arc<DeepEngine>) -> Self {
+        Self {
+            store: AnalyticsStore::new(&audit),
+            audit,
+            engine,
+        }
+    }
+
+    /// The receipts store.
+    #[must_use]
+    pub fn store(&self) -> &AnalyticsStore {
+        &self.store
+    }
+
+    /// Records the refusal of a whole request (one audit entry).
+    ///
+    /// # Errors
+    /// [`ReleaseError::Audit`] when the log cannot be written.
+    pub async fn refuse_request(
+        &self,
+        caller: Option<&Caller>,
+        kind: &str,
+        meters: &[String],
+        reason: &str,
+    ) -> Result<AuditEntry, ReleaseError> {
+        let mut entry = NewEntry::new(
+            request_kind(kind),
+            Decision::refused(format!("{reason} (request for {} meters)", meters.len())),
+        );
+        if let Some(caller) = caller {
+            entry = entry.caller(caller);
+        }
+        if let [meter] = meters {
+            entry = entry.meter(meter.clone());
+        }
+        Ok(self.audit.append(entry).await?)
+    }
+
+    /// Decides `request` for `caller` (authorized as a utility): checks, re-execution,
+    /// comparison, decryption, audit entries and release records (one transaction), then the
+    /// outcomes.
+    ///
+    /// # Errors
+    /// [`ReleaseError::InvalidArgument`] / `FailedPrecondition` for a request refused as a
+    /// whole (logged first); audit or database failures (nothing released).
+    #[tracing::instrument(name = "release.analytics", skip_all, fields(
+        subject = caller.subject(), kind = %request.kind, meters = request.meters.len()))]
+    pub async fn release(
+        &self,
+        caller: &Caller,
+        request: AnalyticsRequest,
+    ) -> Result<AnalyticsDecisions, ReleaseError> {
+        let names: Vec<String> = request.meters.iter().map(|m| m.meter_id.clone()).collect();
+        let refuse_all = |error: ReleaseError| async {
+            self.refuse_request(Some(caller), &request.kind, &names, &error.to_string())
+                .await?;
+            Err::<AnalyticsDecisions, _>(error)
+        };
+        let Some(computation) = self
+            .engine
+            .computation(&request.kind, &request.model_blake3)
+        else {
+            return refuse_all(ReleaseError::FailedPrecondition(format!(
+                "no registered {:?} computation for model {:?}",
+                request.kind.chars().take(32).collect::<String>(),
+                request.model_blake3.chars().take(64).collect::<String>()
+            )))
+            .await;
+        };
+        if request.meters.is_empty() || request.meters.len() > MAX_METERS_PER_REQUEST {
+            return refuse_all(ReleaseError::InvalidArgument(format!(
+                "a request names 1 to {MAX_METERS_PER_REQUEST} meters, not {}",
+                request.meters.len()
+            )))
+            .await;
+        }
+        let kind = computation.kind();
+
+        // Checks before decryption.
+        let mut refusals: Vec<Option<String>> = vec![None; request.meters.len()];
+        let mut lanes: Vec<Option<InputLane>> = vec![None; request.meters.len()];
+        let mut candidates: Vec<Candidate> = Vec::new();
+        let mut seen = HashSet::new();
+        for (index, meter) in request.meters.iter().enumerate() {
+            match self
+                .check_meter(computation.as_ref(), meter, &mut seen, &candidates)
+                .await?
+            {
+                Ok((block, days, lane)) => {
+                    lanes[index] = Some(lane);
+                    candidates.push(Candidate { index, block, days });
+                }
+                Err(reason) => refusals[index] = Some(reason),
+            }
+        }
+
+        // Decrypting checks, re-execution, comparison, release values: off the runtime.
+        let mut granted: Vec<Option<Vec<(usize, SlotRelease)>>> = vec![None; request.meters.len()];
+        let mut result_verified = false;
+        if !candidates.is_empty() {
+            let engine = Arc::clone(&self.engine);
+            let computation = Arc::clone(&computation);
+            let inputs: Vec<(usize, Vec<Vec<u8>>, SlotBlock)> = candidates
+                .iter()
+                .map(|c| (c.index, request.meters[c.index].inputs.clone(), c.block))
+                .collect();
+            let precheck_refused = refusals.iter().any(Option::is_some);
+            let result = request.result.clone();
+            let span = tracing::info_span!("release.analytics.circuit", meters = inputs.len());
+            type Decided = (
+                Vec<(usize, Result<Vec<(usize, SlotRelease)>, String>)>,
+                bool,
+            );
+            let decided: Result<Decided, String> = tokio::task::spawn_blocking(move || {
+                span.in_scope(|| {
+                    let mut accepted: Vec<(usize, (Vec<Ciphertext>, SlotBlock))> = Vec::new();
+                    let mut outcomes = Vec::new();
+                    for (index, bytes, block) in inputs {
+                        match engine.check_inputs(computation.as_ref(), &bytes, block) {
+                            Ok(cts) => accepted.push((index, (cts, block))),
+                            Err(reason) => outcomes.push((index, Err(reason))),
+                        }
+                    }
+                    if accepted.is_empty() {
+                        return Ok((outcomes, false));
+                    }
+                    let all = !precheck_refused && outcomes.is_empty();
+                    let (indices, accepted): (Vec<usize>, Vec<_>) = accepted.into_iter().unzip();
+                    let decision = engine.decide(computation.as_ref(), &accepted, all, &result)?;
+                    outcomes.extend(indices.into_iter().zip(decision.meters));
+                    Ok((outcomes, decision.result_verified))
+                })
+            })
+            .await
+            .map_err(|e| ReleaseError::Engine(format!("analytics task: {e}")))?;
+            match decided {
+                Ok((outcomes, verified)) => {
+                    result_verified = verified;
+                    for (index, outcome) in outcomes {
+                        match outcome {
+                            Ok(days) => granted[index] = Some(days),
+                            Err(reason) => refusals[index] = Some(reason),
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "analytics circuit failed");
+                    for c in &candidates {
+                        refusals[c.index] = Some("the registered computation failed".into());
+                    }
+                }
+            }
+        }
+
+        // Decisions: audit entries and release rows, one transaction, before answering.
+        let mut tx = self.audit.begin_append().await?;
+        let mut outcomes = Vec::with_capacity(request.meters.len());
+        for (index, meter) in request.meters.iter().enumerate() {
+            let candidate = candidates.iter().find(|c| c.index == index);
+            let mut decision: Result<Vec<ReleasedDay>, String> =
+                match (&refusals[index], granted[index].take(), candidate) {
+                    (Some(reason), _, _) => Err(reason.clone()),
+                    (None, Some(days), Some(c)) => Ok(days
+                        .into_iter()
+                        .map(|(position, release)| ReleasedDay {
+                            day: c.days[position],
+                            release,
+                        })
+                        .collect()),
+                    _ => Err("nothing was computed for this meter".into()),
+                };
+            if let Ok(days) = &decision {
+                let released: Vec<NaiveDate> = days.iter().map(|d| d.day).collect();
+                if let Some((day, seq)) = store::first_released(
+                    tx.connection(),
+                    kind.as_str(),
+                    &meter.meter_id,
+                    &released,
+                )
+                .await?
+                {
+                    decision = Err(format!(
+                        "the {kind} of meter {} for {day} was already released (audit entry {seq})",
+                        meter.meter_id
+                    ));
+                } else if days.is_empty() {
+                    decision = Err("the block holds no releasable day".into());
+                }
+            }
+            let period = match &decision {
+                Ok(days) => day_range(&days.iter().map(|d| d.day).collect::<Vec<_>>()),
+                Err(_) => candidate.and_then(|c| day_range(&c.days)),
+            };
+            let mut entry = NewEntry::new(
+                kind.clone(),
+                match &decision {
+                    Ok(_) => Decision::Granted,
+                    Err(reason) => Decision::refused(reason.clone()),
+                },
+            )
+            .caller(caller)
+            .meter(meter.meter_id.clone())
+            .input(inputs_digest(&meter.inputs));
+            if let Some(period) = period {
+                entry = entry.period(period);
+            }
+            let entry = tx.append(entry).await?;
+            if let Ok(days) = &decision {
+                for d in days {
+                    store::insert_release(
+                        tx.connection(),
+                        &ReleaseRow {
+                            kind: kind.as_str(),
+                            meter_id: &meter.meter_id,
+                            day: d.day,
+                            input_id: &meter.input_id,
+                            model_blake3: &request.model_blake3,
+                            score: d.release.score,
+                            flagged: d.release.flagged,
+                            audit_sequence: entry.sequence,
+                        },
+                    )
+                    .await?;
+                }
+            }
+            outcomes.push(AnalyticsOutcome {
+                meter_id: meter.meter_id.clone(),
+                decision,
+                audit_sequence: entry.sequence,
+                lane: lanes[index],
+            });
+        }
+        tx.commit()
+            .instrument(tracing::debug_span!("release.commit"))
+            .await?;
+        let granted = outcomes.iter().filter(|o| o.decision.is_ok()).count();
+        tracing::info!(
+            granted,
+            refused = outcomes.len() - granted,
+            result_verified,
+            "analytics decided"
+        );
+        Ok(AnalyticsDecisions {
+            outcomes,
+            result_verified,
+            flag_threshold: computation.flag_threshold(),
+        })
+    }
+
+    /// The checks before decryption for one meter: `Ok` with its block, the days of the
+    /// block's positions and its lane, or the refusal reason.
+    async fn check_meter<'r>(
+        &self,
+        computation: &dyn Computation,
+        meter: &'r AnalyticsMeterInput,
+        seen: &mut HashSet<&'r str>,
+        accepted: &[Candidate],
+    ) -> Result<Result<(SlotBlock, Vec<NaiveDate>, InputLane), String>, ReleaseError> {
+        let id = meter.meter_id.as_str();
+        if let Err(reason) = validate_meter_id(id) {
+            return Ok(Err(format!("invalid meter id: {reason}")));
+        }
+        if !seen.insert(id) {
+            return Ok(Err(format!(
+                "meter {id} appears more than once in the request"
+            )));
+        }
+        let kind = computation.kind();
+        let Some(receipt) = self
+            .store
+            .receipt(kind.as_str(), id, &meter.input_id)
+            .await?
+        else {
+            return Ok(Err(format!(
+                "no {kind} receipt of meter {id} for input {:?}",
+                meter.input_id.chars().take(64).collect::<String>()
+            )));
+        };
+        let n = computation.inputs_per_meter();
+        if meter.inputs.len() != n || receipt.input_digests.len() != n {
+            return Ok(Err(format!(
+                "{} inputs sent and {} in the receipt; the computation takes {n}",
+                meter.inputs.len(),
+                receipt.input_digests.len()
+            )));
+        }
+        if let Some(k) = meter
+            .inputs
+            .iter()
+            .zip(&receipt.input_digests)
+            .position(|(input, digest)| blake3::hash(input).as_bytes() != digest)
+        {
+            return Ok(Err(format!(
+                "input {k} does not match the receipt (BLAKE3 differs)"
+            )));
+        }
+        let block = receipt.block;
+        if block.end() > self.engine.slots() || block.count <= computation.history() {
+            return Ok(Err(format!(
+                "the block {}..{} does not fit the {} slots with more than {} days",
+                block.offset,
+                block.end(),
+                self.engine.slots(),
+                computation.history()
+            )));
+        }
+        if let Some(other) = accepted.iter().find(|c| c.block.overlaps(&block)) {
+            return Ok(Err(format!(
+                "the block {}..{} overlaps the block of meter {} in this request",
+                block.offset,
+                block.end(),
+                other.index
+            )));
+        }
+        let days: Vec<NaiveDate> = (0..block.count).map(|p| receipt.day(p)).collect();
+        if let Some((day, seq)) = self
+            .store
+            .first_released(kind.as_str(), id, &days[computation.history()..])
+            .await?
+        {
+            return Ok(Err(format!(
+                "the {kind} of meter {id} for {day} was already released (audit entry {seq})"
+            )));
+        }
+        Ok(Ok((block, days, receipt.lane)))
+    }
+}

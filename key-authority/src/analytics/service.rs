@@ -1,0 +1,350 @@
+//! `seer.v1.AnalyticsReceipts` and `seer.v1.Analytics` over the [`AnalyticsStore`] and the
+//! [`AnalyticsReleaser`], with their wire conversions.
+
+use std::collections::BTreeMap;
+
+use seer_ckks::Ciphertext;
+use seer_proto::v1;
+use seer_proto::v1::analytics_receipts_server::AnalyticsReceipts;
+use seer_proto::v1::analytics_release_chunk::Part;
+use seer_proto::v1::analytics_server::Analytics;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::engine::SlotBlock;
+use super::policy::{
+    AnalyticsMeterInput, AnalyticsReleaser, AnalyticsRequest, MAX_METERS_PER_REQUEST,
+};
+use super::store::{AnalyticsReceipt, AnalyticsStore, InputLane, Recorded};
+use crate::audit::RequestKind;
+use crate::auth::{Caller, Role, authorize, validate_meter_id};
+use crate::release::{RECEIPT_WRITERS, ReleaseError};
+
+/// The roles that may ask for analytics releases.
+pub const ANALYTICS_CALLERS: &[Role] = &[Role::Utility];
+
+/// Most input ciphertexts one receipt may list, and result ciphertexts one request may send.
+const MAX_CIPHERTEXTS: usize = 64;
+
+/// Serves `seer.v1.AnalyticsReceipts` (behind an `OnFailure::Reject` interceptor).
+#[derive(Debug, Clone)]
+pub struct AnalyticsReceiptsService {
+    store: AnalyticsStore,
+    slots: usize,
+}
+
+impl AnalyticsReceiptsService {
+    /// Records into `store`; blocks must lie within `slots`.
+    #[must_use]
+    pub fn new(store: AnalyticsStore, slots: usize) -> Self {
+        Self { store, slots }
+    }
+}
+
+fn receipt_from_wire(
+    request: v1::AnalyticsReceiptRequest,
+    slots: usize,
+) -> Result<AnalyticsReceipt, Status> {
+    RequestKind::try_new(request.kind.clone())
+        .map_err(|_| Status::invalid_argument("kind is not a valid request kind"))?;
+    validate_meter_id(&request.meter_id)
+        .map_err(|reason| Status::invalid_argument(format!("meter_id: {reason}")))?;
+    if request.input_id.is_empty() || request.input_id.len() > 128 {
+        return Err(Status::invalid_argument(
+            "input_id must have 1 to 128 bytes",
+        ));
+    }
+    let block = SlotBlock {
+        offset: request.slot_offset as usize,
+        count: request.slot_count as usize,
+    };
+    if block.count == 0 || block.end() > slots {
+        return Err(Status::invalid_argument(format!(
+            "the block {}..{} is empty or beyond the {slots} slots",
+            block.offset,
+            block.end()
+        )));
+    }
+    if request.input_blake3.is_empty() || request.input_blake3.len() > MAX_CIPHERTEXTS {
+        return Err(Status::invalid_argument(format!(
+            "a receipt lists 1 to {MAX_CIPHERTEXTS} input digests"
+        )));
+    }
+    let input_digests = request
+        .input_blake3
+        .iter()
+        .map(|d| <[u8; 32]>::try_from(d.as_slice()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| Status::invalid_argument("every input_blake3 must be 32 bytes"))?;
+    let first_day = request
+        .first_day
+        .parse()
+        .map_err(|_| Status::invalid_argument("first_day is not YYYY-MM-DD"))?;
+    let lane = InputLane::try_new(&request.lane, request.epsilon, request.readings_per_day)
+        .map_err(Status::from)?;
+    Ok(AnalyticsReceipt {
+        kind: request.kind,
+        meter_id: request.meter_id,
+        input_id: request.input_id,
+        block,
+        first_day,
+        input_digests,
+        lane,
+    })
+}
+
+#[tonic::async_trait]
+impl AnalyticsReceipts for AnalyticsReceiptsService {
+    #[tracing::instrument(name = "AnalyticsReceipts.Record", skip_all, fields(subject, meter))]
+    async fn record(
+        &self,
+        request: Request<v1::AnalyticsReceiptRequest>,
+    ) -> Result<Response<v1::AnalyticsReceiptAck>, Status> {
+        let caller = authorize(&request, RECEIPT_WRITERS)?;
+        tracing::Span::current().record("subject", caller.subject());
+        let message = request.into_inner();
+        caller.check_household_meter(&message.meter_id)?;
+        tracing::Span::current().record("meter", message.meter_id.as_str());
+        let receipt = receipt_from_wire(message, self.slots)?;
+        let outcome = self.store.record(&receipt).await?;
+        Ok(Response::new(v1::AnalyticsReceiptAck {
+            duplicate: outcome == Recorded::Duplicate,
+        }))
+    }
+}
+
+/// Serves `seer.v1.Analytics` (behind an `OnFailure::Record` interceptor, so that requests
+/// without a valid token are logged before being refused).
+#[derive(Debug, Clone)]
+pub struct AnalyticsService {
+    releaser: AnalyticsReleaser,
+    max_ciphertext_bytes: usize,
+}
+
+impl AnalyticsService {
+    /// A service applying `releaser`'s policy; `max_ciphertext_bytes` bounds each streamed
+    /// ciphertext.
+    #[must_use]
+    pub fn new(releaser: AnalyticsReleaser, max_ciphertext_bytes: usize) -> Self {
+        Self {
+            releaser,
+            max_ciphertext_bytes,
+        }
+    }
+
+    /// The bound on streamed ciphertexts for the deep parameter set's context.
+    #[must_use]
+    pub fn ciphertext_limit(ctx: &seer_ckks::CkksContext) -> usize {
+        Ciphertext::max_serialized_len(ctx)
+    }
+}
+
+/// Ciphertexts being reassembled from chunks.
+#[derive(Default)]
+struct Assembly {
+    parts: BTreeMap<(u32, u32), Vec<u8>>,
+}
+
+impl Assembly {
+    fn add(
+        &mut self,
+        key: (u32, u32),
+        chunk: &v1::CiphertextChunk,
+        limit: usize,
+    ) -> Result<(), String> {
+        if chunk.total_bytes == 0 || chunk.total_bytes > limit as u64 {
+            return Err(format!(
+                "ciphertext {key:?} announces {} bytes (at most {limit})",
+                chunk.total_bytes
+            ));
+        }
+        let buf = self.parts.entry(key).or_default();
+        if chunk.offset != buf.len() as u64
+            || buf.len() as u64 + chunk.data.len() as u64 > chunk.total_bytes
+        {
+            return Err(format!(
+                "inconsistent chunk of ciphertext {key:?} at offset {}",
+                chunk.offset
+            ));
+        }
+        if buf.is_empty() {
+            buf.reserve_exact(usize::try_from(chunk.total_bytes).unwrap_or(0));
+        }
+        buf.extend_from_slice(&chunk.data);
+        Ok(())
+    }
+}
+
+/// Reads the rest of the stream after the header into a request.
+async fn read_request(
+    header: v1::AnalyticsReleaseHeader,
+    stream: &mut Streaming<v1::AnalyticsReleaseChunk>,
+    limit: usize,
+) -> Result<AnalyticsRequest, String> {
+    let meters = header.meters.len();
+    if meters == 0 || meters > MAX_METERS_PER_REQUEST {
+        return Err(format!(
+            "a request names 1 to {MAX_METERS_PER_REQUEST} meters, not {meters}"
+        ));
+    }
+    let results = header.result_count as usize;
+    if results > MAX_CIPHERTEXTS {
+        return Err(format!("at most {MAX_CIPHERTEXTS} result ciphertexts"));
+    }
+    let mut inputs = Assembly::default();
+    let mut outputs = Assembly::default();
+    while let Some(message) = stream.message().await.map_err(|s| s.message().to_owned())? {
+        match message.part {
+            Some(Part::Input(chunk)) => {
+                if chunk.meter_index as usize >= meters || chunk.index as usize >= MAX_CIPHERTEXTS {
+                    return Err(format!(
+                        "input chunk for meter {} input {} is out of range",
+                        chunk.meter_index, chunk.index
+                    ));
+                }
+                inputs.add((chunk.meter_index, chunk.index), &chunk, limit)?;
+            }
+            Some(Part::Result(chunk)) => {
+                if chunk.index as usize >= results {
+                    return Err(format!("result chunk {} is out of range", chunk.index));
+                }
+                outputs.add((0, chunk.index), &chunk, limit)?;
+            }
+            Some(Part::Header(_)) => return Err("a second header".into()),
+            None => return Err("an empty message".into()),
+        }
+    }
+    let mut per_meter: Vec<Vec<Vec<u8>>> = vec![Vec::new(); meters];
+    for ((m, k), bytes) in inputs.parts {
+        let list = &mut per_meter[m as usize];
+        if k as usize != list.len() {
+            return Err(format!("meter {m}: input {} is missing", list.len()));
+        }
+        list.push(bytes);
+    }
+    let mut result = Vec::with_capacity(results);
+    for ((_, k), bytes) in outputs.parts {
+        if k as usize != result.len() {
+            return Err(format!("result {} is missing", result.len()));
+        }
+        result.push(bytes);
+    }
+    if result.len() != results {
+        return Err(format!(
+            "{} of {results} result ciphertexts arrived",
+            result.len()
+        ));
+    }
+    Ok(AnalyticsRequest {
+        kind: header.kind,
+        model_blake3: header.model_blake3,
+        meters: header
+            .meters
+            .into_iter()
+            .zip(per_meter)
+            .map(|(m, inputs)| AnalyticsMeterInput {
+                meter_id: m.meter_id,
+                input_id: m.input_id,
+                inputs,
+            })
+            .collect(),
+        result,
+    })
+}
+
+#[tonic::async_trait]
+impl Analytics for AnalyticsService {
+    #[tracing::instrument(name = "Analytics.Release", skip_all, fields(subject))]
+    async fn release(
+        &self,
+        request: Request<Streaming<v1::AnalyticsReleaseChunk>>,
+    ) -> Result<Response<v1::AnalyticsReleaseResponse>, Status> {
+        let authorized = authorize(&request, ANALYTICS_CALLERS);
+        let authenticated = request.extensions().get::<Caller>().cloned();
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(v1::AnalyticsReleaseChunk {
+                part: Some(Part::Header(header)),
+            }) => header,
+            _ => {
+                let reason = "the stream must start with a header";
+                self.releaser
+                    .refuse_request(authenticated.as_ref(), "anomaly", &[], reason)
+                    .await?;
+                return Err(Status::invalid_argument(reason));
+            }
+        };
+        let names: Vec<String> = header.meters.iter().map(|m| m.meter_id.clone()).collect();
+        let caller = match authorized {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                self.releaser
+                    .refuse_request(
+                        authenticated.as_ref(),
+                        &header.kind,
+                        &names,
+                        &refusal.to_string(),
+                    )
+                    .await?;
+                return Err(refusal.into());
+            }
+        };
+        tracing::Span::current().record("subject", caller.subject());
+        let kind = header.kind.clone();
+        let message = match read_request(header, &mut stream, self.max_ciphertext_bytes).await {
+            Ok(message) => message,
+            Err(reason) => {
+                self.releaser
+                    .refuse_request(Some(&caller), &kind, &names, &reason)
+                    .await?;
+                return Err(Status::invalid_argument(reason));
+            }
+        };
+        let decisions = self
+            .releaser
+            .release(&caller, message)
+            .await
+            .map_err(|error: ReleaseError| Status::from(error))?;
+        Ok(Response::new(v1::AnalyticsReleaseResponse {
+            meters: decisions
+                .outcomes
+                .into_iter()
+                .map(|o| {
+                    let (granted, days, refusal) = match o.decision {
+                        Ok(days) => (true, days, String::new()),
+                        Err(reason) => (false, Vec::new(), reason),
+                    };
+                    v1::AnalyticsMeterRelease {
+                        meter_id: o.meter_id,
+                        granted,
+                        refusal,
+                        audit_sequence: o.audit_sequence,
+                        lane: o.lane.map_or(String::new(), |l| l.as_str().to_owned()),
+                        epsilon: o.lane.map_or(0.0, |l| l.epsilon()),
+                        days: days
+                            .into_iter()
+                            .map(|d| v1::DayRelease {
+                                day: d.day.to_string(),
+                                score: d.release.score,
+                                flagged: d.release.flagged,
+                                has_zscore: d.release.zscore.is_some(),
+                                zscore: d.release.zscore.unwrap_or(0.0),
+                                explanation: d
+                                    .release
+                                    .explanation
+                                    .into_iter()
+                                    .map(|f| v1::ExplanationFeature {
+                                        name: f.name,
+                                        excess: f.excess,
+                                    })
+                                    .collect(),
+                                explanation_hours: d.release.explanation_hours,
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+            result_verified: decisions.result_verified,
+            flag_threshold: decisions.flag_threshold,
+        }))
+    }
+}

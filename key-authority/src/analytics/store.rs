@@ -1,0 +1,342 @@
+//! Analytics input receipts and released days in the key authority's database (see the
+//! [module documentation](super#storage)).
+
+use chrono::{NaiveDate, Utc};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row as _};
+
+use super::engine::SlotBlock;
+use crate::audit::{AuditLog, lock_head};
+use crate::release::ReleaseError;
+
+/// Which lane a meter's inputs come from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum InputLane {
+    /// Exact readings (clamped to the model's range): no DP guarantee.
+    Exact,
+    /// Clamped, discrete-Laplace-noised readings.
+    Analytics {
+        /// ε per reading.
+        epsilon: f64,
+        /// Readings noised per day.
+        readings_per_day: u32,
+    },
+}
+
+impl InputLane {
+    /// `exact` or `analytics`.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InputLane::Exact => "exact",
+            InputLane::Analytics { .. } => "analytics",
+        }
+    }
+
+    /// ε per reading (0 on the exact lane).
+    #[must_use]
+    pub fn epsilon(&self) -> f64 {
+        match self {
+            InputLane::Exact => 0.0,
+            InputLane::Analytics { epsilon, .. } => *epsilon,
+        }
+    }
+
+    /// Parses the wire form.
+    ///
+    /// # Errors
+    /// [`ReleaseError::InvalidArgument`] for an unknown lane or a non-positive ε.
+    pub fn try_new(lane: &str, epsilon: f64, readings_per_day: u32) -> Result<Self, ReleaseError> {
+        match lane {
+            "exact" => Ok(InputLane::Exact),
+            "analytics" if epsilon.is_finite() && epsilon > 0.0 && readings_per_day > 0 => {
+                Ok(InputLane::Analytics {
+                    epsilon,
+                    readings_per_day,
+                })
+            }
+            "analytics" => Err(ReleaseError::InvalidArgument(
+                "the analytics lane needs a positive ε and readings_per_day".into(),
+            )),
+            other => Err(ReleaseError::InvalidArgument(format!(
+                "lane {:?} is neither exact nor analytics",
+                other.chars().take(32).collect::<String>()
+            ))),
+        }
+    }
+}
+
+/// The receipt of one meter's inputs for one computation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalyticsReceipt {
+    /// The computation kind.
+    pub kind: String,
+    /// The meter.
+    pub meter_id: String,
+    /// The meter's name for the upload.
+    pub input_id: String,
+    /// The slots written.
+    pub block: SlotBlock,
+    /// The date of the block's first slot.
+    pub first_day: NaiveDate,
+    /// BLAKE3 of each input, in order.
+    pub input_digests: Vec<[u8; 32]>,
+    /// The lane.
+    pub lane: InputLane,
+}
+
+impl AnalyticsReceipt {
+    /// The day of the `position`-th slot of the block.
+    #[must_use]
+    pub fn day(&self, position: usize) -> NaiveDate {
+        self.first_day + chrono::Days::new(position as u64)
+    }
+}
+
+/// What [`AnalyticsStore::record`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Recorded now.
+    New,
+    /// The identical receipt was there already.
+    Duplicate,
+}
+
+/// Receipts and releases of analytics kinds, in the audit log's database.
+#[derive(Clone, Debug)]
+pub struct AnalyticsStore {
+    pool: AnyPool,
+}
+
+fn to_db(value: usize) -> Result<i64, ReleaseError> {
+    i64::try_from(value).map_err(|_| ReleaseError::InvalidArgument("value out of range".into()))
+}
+
+fn decode(what: &str) -> impl FnOnce(String) -> ReleaseError + '_ {
+    move |detail| {
+        ReleaseError::Database(sqlx::Error::Decode(
+            format!("analytics_receipts.{what}: {detail}").into(),
+        ))
+    }
+}
+
+fn receipt_from_row(row: &AnyRow) -> Result<AnalyticsReceipt, ReleaseError> {
+    let offset: i64 = row.try_get("slot_offset")?;
+    let count: i64 = row.try_get("slot_count")?;
+    let first_day: String = row.try_get("first_day")?;
+    let digests: String = row.try_get("input_digests")?;
+    let lane: String = row.try_get("lane")?;
+    let epsilon: f64 = row.try_get("epsilon")?;
+    let readings: i64 = row.try_get("readings_per_day")?;
+    let input_digests = digests
+        .split(',')
+        .map(|d| {
+            let mut out = [0_u8; 32];
+            hex::decode_to_slice(d, &mut out).map(|()| out)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| decode("input_digests")(e.to_string()))?;
+    Ok(AnalyticsReceipt {
+        kind: row.try_get("kind")?,
+        meter_id: row.try_get("meter_id")?,
+        input_id: row.try_get("input_id")?,
+        block: SlotBlock {
+            offset: usize::try_from(offset).map_err(|e| decode("slot_offset")(e.to_string()))?,
+            count: usize::try_from(count).map_err(|e| decode("slot_count")(e.to_string()))?,
+        },
+        first_day: first_day
+            .parse()
+            .map_err(|e: chrono::ParseError| decode("first_day")(e.to_string()))?,
+        input_digests,
+        lane: InputLane::try_new(
+            &lane,
+            epsilon,
+            u32::try_from(readings).map_err(|e| decode("readings_per_day")(e.to_string()))?,
+        )
+        .map_err(|e| decode("lane")(e.to_string()))?,
+    })
+}
+
+impl AnalyticsStore {
+    /// The store in `log`'s database.
+    #[must_use]
+    pub fn new(log: &AuditLog) -> Self {
+        Self {
+            pool: log.pool().clone(),
+        }
+    }
+
+    /// Records `receipt` (idempotent on an identical one; a different receipt under the same
+    /// (kind, meter, input id) is [`ReleaseError::AlreadyExists`]).
+    ///
+    /// # Errors
+    /// As above, and [`ReleaseError::Database`].
+    pub async fn record(&self, receipt: &AnalyticsReceipt) -> Result<Recorded, ReleaseError> {
+        let mut tx = self.pool.begin().await?;
+        lock_head(&mut tx).await?;
+        if let Some(stored) =
+            receipt_in(&mut tx, &receipt.kind, &receipt.meter_id, &receipt.input_id).await?
+        {
+            return if stored == *receipt {
+                Ok(Recorded::Duplicate)
+            } else {
+                Err(ReleaseError::AlreadyExists(format!(
+                    "meter {} already recorded a different {} receipt under input id {:?}",
+                    receipt.meter_id, receipt.kind, receipt.input_id
+                )))
+            };
+        }
+        let (epsilon, readings) = match receipt.lane {
+            InputLane::Exact => (0.0, 0),
+            InputLane::Analytics {
+                epsilon,
+                readings_per_day,
+            } => (epsilon, i64::from(readings_per_day)),
+        };
+        sqlx::query(
+            "INSERT INTO analytics_receipts (kind, meter_id, input_id, slot_offset, slot_count, \
+             first_day, input_digests, lane, epsilon, readings_per_day, recorded_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(receipt.kind.clone())
+        .bind(receipt.meter_id.clone())
+        .bind(receipt.input_id.clone())
+        .bind(to_db(receipt.block.offset)?)
+        .bind(to_db(receipt.block.count)?)
+        .bind(receipt.first_day.to_string())
+        .bind(
+            receipt
+                .input_digests
+                .iter()
+                .map(hex::encode)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .bind(receipt.lane.as_str().to_owned())
+        .bind(epsilon)
+        .bind(readings)
+        .bind(Utc::now().timestamp_micros())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Recorded::New)
+    }
+
+    /// The receipt of (kind, meter, input id).
+    ///
+    /// # Errors
+    /// [`ReleaseError::Database`].
+    pub async fn receipt(
+        &self,
+        kind: &str,
+        meter_id: &str,
+        input_id: &str,
+    ) -> Result<Option<AnalyticsReceipt>, ReleaseError> {
+        let mut conn = self.pool.acquire().await?;
+        receipt_in(&mut conn, kind, meter_id, input_id).await
+    }
+
+    /// The first of `days` already released for (kind, meter), with its audit entry.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Database`].
+    pub async fn first_released(
+        &self,
+        kind: &str,
+        meter_id: &str,
+        days: &[NaiveDate],
+    ) -> Result<Option<(NaiveDate, u64)>, ReleaseError> {
+        let mut conn = self.pool.acquire().await?;
+        first_released(&mut conn, kind, meter_id, days).await
+    }
+}
+
+async fn receipt_in(
+    conn: &mut AnyConnection,
+    kind: &str,
+    meter_id: &str,
+    input_id: &str,
+) -> Result<Option<AnalyticsReceipt>, ReleaseError> {
+    sqlx::query(
+        "SELECT kind, meter_id, input_id, slot_offset, slot_count, first_day, input_digests, \
+         lane, epsilon, readings_per_day FROM analytics_receipts \
+         WHERE kind = $1 AND meter_id = $2 AND input_id = $3",
+    )
+    .bind(kind.to_owned())
+    .bind(meter_id.to_owned())
+    .bind(input_id.to_owned())
+    .fetch_optional(conn)
+    .await?
+    .map(|row| receipt_from_row(&row))
+    .transpose()
+}
+
+/// The first of `days` already released for (kind, meter), with its audit entry.
+pub(super) async fn first_released(
+    conn: &mut AnyConnection,
+    kind: &str,
+    meter_id: &str,
+    days: &[NaiveDate],
+) -> Result<Option<(NaiveDate, u64)>, ReleaseError> {
+    let (Some(first), Some(last)) = (days.iter().min(), days.iter().max()) else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "SELECT day, audit_seq FROM analytics_releases \
+         WHERE kind = $1 AND meter_id = $2 AND day >= $3 AND day <= $4 ORDER BY day LIMIT 1",
+    )
+    .bind(kind.to_owned())
+    .bind(meter_id.to_owned())
+    .bind(first.to_string())
+    .bind(last.to_string())
+    .fetch_optional(conn)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => {
+            let day: String = row.try_get("day")?;
+            let seq: i64 = row.try_get("audit_seq")?;
+            Ok(Some((
+                day.parse()
+                    .map_err(|e: chrono::ParseError| decode("day")(e.to_string()))?,
+                u64::try_from(seq).map_err(|e| decode("audit_seq")(e.to_string()))?,
+            )))
+        }
+    }
+}
+
+/// One released day's row.
+pub(super) struct ReleaseRow<'a> {
+    pub kind: &'a str,
+    pub meter_id: &'a str,
+    pub day: NaiveDate,
+    pub input_id: &'a str,
+    pub model_blake3: &'a str,
+    pub score: f64,
+    pub flagged: bool,
+    pub audit_sequence: u64,
+}
+
+/// Inserts one released day (in the release transaction).
+pub(super) async fn insert_release(
+    conn: &mut AnyConnection,
+    row: &ReleaseRow<'_>,
+) -> Result<(), ReleaseError> {
+    sqlx::query(
+        "INSERT INTO analytics_releases (kind, meter_id, day, input_id, model_blake3, \
+         score_milli, flagged, audit_seq, released_at_us) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(row.kind.to_owned())
+    .bind(row.meter_id.to_owned())
+    .bind(row.day.to_string())
+    .bind(row.input_id.to_owned())
+    .bind(row.model_blake3.to_owned())
+    .bind((row.score * 1000.0).round() as i64)
+    .bind(i64::from(row.flagged))
+    .bind(i64::try_from(row.audit_sequence).unwrap_or(i64::MAX))
+    .bind(Utc::now().timestamp_micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}

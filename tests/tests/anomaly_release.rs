@@ -1,0 +1,472 @@
+//! The `anomaly` release end to end, with the key authority as a separate process (analytics
+//! enabled, a small model registered): meters encrypt hour planes at their blocks and record
+//! receipts, the utility fetches the deep keys, scores both homes in one evaluation and asks
+//! for the release, and the key authority re-executes, compares, decrypts and releases.
+//!
+//! Oracle: the model's plaintext smooth twin (`score_smooth`) on the same (clamped) days, and
+//! the plaintext rolling z-score of their totals. The refusals are checked in the answers and
+//! in the key authority's audit database.
+//!
+//! The model is small (8 trees, ψ = 16, grid 2, the default features and step) so that the
+//! three evaluations at N32768 (the utility's, the key authority's re-execution of a tampered
+//! result, its re-execution of the good one) stay within a few minutes on two cores. The deep
+//! key set is generated once per target directory (a key cache).
+
+use chrono::NaiveDate;
+use meter_client::anomaly::{AnomalyLane, HOURS, encrypt_days, lane_days, receipt, record_receipt};
+use meter_client::grpc::{BearerToken, fetch_public_key};
+use seer_anomaly::features::{DayProfile, DayRecord};
+use seer_anomaly::forest::ForestOptions;
+use seer_anomaly::model::{AnomalyModel, TrainOptions};
+use seer_anomaly::release::{RegisteredAnomaly, round_to};
+use seer_anomaly::zscore::rolling_zscore;
+use seer_ckks::{CkksContext, ParameterSet, PublicKey};
+use seer_proto::v1::AnalyticsReleaseResponse;
+use seer_tests::deployment::{Deployment, DeploymentOptions, prepare_key_set};
+use seer_tests::rng::SplitMix64;
+use utility_server::anomaly::{
+    AnomalyJobError, AnomalyScores, MeterPlanes, connect, fetch_deep_keys, request_release, score,
+};
+
+const CAP_KWH: f64 = 4.0;
+const WINDOW: usize = 8;
+const STEPS: [i64; 3] = [-1, -2, -4];
+
+fn uniform(rng: &mut SplitMix64, lo: f64, hi: f64) -> f64 {
+    lo + (hi - lo) * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A household with an evening peak and day-to-day variation.
+fn normal_days(n: usize, seed: u64) -> Vec<[f64; HOURS]> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n)
+        .map(|_| {
+            let level = uniform(&mut rng, 0.8, 1.2);
+            let mut h = [0.0; HOURS];
+            for (i, v) in h.iter_mut().enumerate() {
+                let base = match i {
+                    0..=5 => 0.3,
+                    6..=8 => 0.9,
+                    17..=21 => 1.8,
+                    _ => 0.6,
+                };
+                *v = base * level * uniform(&mut rng, 0.8, 1.2);
+            }
+            h
+        })
+        .collect()
+}
+
+fn records(days: &[[f64; HOURS]]) -> Vec<DayRecord> {
+    let profiles: Vec<DayProfile> = days
+        .iter()
+        .map(|d| DayProfile::try_new(*d).expect("finite"))
+        .collect();
+    DayRecord::from_days(&profiles)
+}
+
+fn day(s: &str) -> NaiveDate {
+    s.parse().expect("date")
+}
+
+struct Home {
+    id: &'static str,
+    first_day: NaiveDate,
+    days: Vec<[f64; HOURS]>,
+}
+
+fn granted_days(response: &AnalyticsReleaseResponse, meter: &str) -> usize {
+    response
+        .meters
+        .iter()
+        .find(|m| m.meter_id == meter)
+        .map_or(0, |m| m.days.len())
+}
+
+#[test]
+fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
+    // The model: trained on a normal household, saved as the registered file.
+    let training = normal_days(400, 11);
+    let options = TrainOptions {
+        forest: ForestOptions {
+            trees: 8,
+            subsample: 16,
+            seed: 5,
+        },
+        grid_size: 2,
+        ..TrainOptions::exact(CAP_KWH)
+    };
+    let model = AnomalyModel::train(&records(&training), &options).expect("training");
+    let model_dir = tempfile::tempdir().expect("temp dir");
+    let model_path = model_dir.path().join("model.json");
+    let model_json = model.to_json().expect("json");
+    std::fs::write(&model_path, &model_json).expect("model file");
+    let model_blake3 = blake3_hex(model_json.as_bytes());
+    let computation = RegisteredAnomaly::try_new(model.clone(), WINDOW).expect("computation");
+
+    // Two homes; home A with anomalies injected: theft, a night shift, a spike.
+    let mut a = normal_days(40, 21);
+    a[20] = a[20].map(|v| v * 0.25);
+    for h in 17..=21 {
+        a[28][h] = 0.3;
+        a[28][h - 16] += 1.5;
+    }
+    a[34][19] += 3.5;
+    a[34][20] += 3.5;
+    let homes = [
+        Home {
+            id: "meter-a",
+            first_day: day("2026-01-01"),
+            days: a,
+        },
+        Home {
+            id: "meter-b",
+            first_day: day("2026-01-01"),
+            days: normal_days(36, 31),
+        },
+    ];
+
+    // The key authority with analytics enabled (keys from the cache), as a process.
+    let ctx = CkksContext::new(ParameterSet::N32768_L19_SEC128).expect("context");
+    let key_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("anomaly-release-keys");
+    prepare_key_set(&key_dir, ctx.parameter_set_id(), &STEPS).expect("deep key set");
+    let env: Vec<(String, String)> = [
+        ("KEYS__DIR", key_dir.display().to_string()),
+        ("ANALYTICS__ENABLED", "true".into()),
+        (
+            "ANALYTICS__ANOMALY_MODELS",
+            format!("[{:?}]", model_path.display().to_string()),
+        ),
+        ("ANALYTICS__GALOIS_STEPS", format!("{STEPS:?}")),
+        ("ANALYTICS__ZSCORE_WINDOW", WINDOW.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("SEER_KEY_AUTHORITY__{k}"), v))
+    .collect();
+    let deployment = Deployment::start_with_authority_env(&DeploymentOptions::default(), &env)
+        .expect("deployment");
+    let url = deployment.authority().uri();
+    let utility_token = deployment.token("utility", None).expect("utility token");
+    let runtime = seer_tests::runtime().expect("runtime");
+
+    runtime.block_on(async {
+        // Meters: lanes, encryption at their blocks, receipts.
+        let pk = fetch_public_key(&url, None, ctx.parameter_set_id())
+            .await
+            .expect("public key");
+        let pk = PublicKey::from_bytes(&ctx, &pk).expect("public key parses");
+        let mut planes = Vec::new();
+        let mut lanes = Vec::new();
+        let mut offset = 0;
+        for home in &homes {
+            let lane = lane_days(&home.days, AnomalyLane::Exact, model.hour_range).expect("lane");
+            let encrypted = encrypt_days(&ctx, &pk, &lane.days, offset).expect("encrypt");
+            let token = deployment.token("household", Some(home.id)).expect("token");
+            let duplicate = record_receipt(
+                &url,
+                BearerToken::try_new(&token).expect("bearer"),
+                receipt(home.id, "jan", home.first_day, &encrypted, &lane),
+            )
+            .await
+            .expect("receipt");
+            assert!(!duplicate);
+            planes.push(MeterPlanes {
+                meter_id: home.id.into(),
+                input_id: "jan".into(),
+                planes: encrypted.planes,
+            });
+            lanes.push(lane);
+            offset += home.days.len();
+        }
+        // Meter C writes outside the block its receipt claims (slots 0..10 claimed, 0..20
+        // written), at the far end of the slots.
+        let c_days = normal_days(20, 41);
+        let c_lane = lane_days(&c_days, AnomalyLane::Exact, model.hour_range).expect("lane");
+        let c = encrypt_days(&ctx, &pk, &c_lane.days, 16000).expect("encrypt");
+        let mut c_receipt = receipt("meter-c", "jan", day("2026-01-01"), &c, &c_lane);
+        c_receipt.slot_count = 10;
+        let c_token = deployment
+            .token("household", Some("meter-c"))
+            .expect("token");
+        record_receipt(
+            &url,
+            BearerToken::try_new(&c_token).expect("bearer"),
+            c_receipt,
+        )
+        .await
+        .expect("receipt c");
+
+        // The utility: deep keys, one evaluation for both homes.
+        let channel = connect(&url).await.expect("channel");
+        let (evaluator, _) = fetch_deep_keys(channel.clone(), &ctx, &computation.galois_steps())
+            .await
+            .expect("deep keys");
+        let inputs: Vec<Vec<Vec<u8>>> = planes.iter().map(|m| m.planes.clone()).collect();
+        let comp = computation.clone();
+        let evaluator = std::sync::Arc::new(evaluator);
+        let ev = std::sync::Arc::clone(&evaluator);
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || score(&comp, &ev, &inputs))
+            .await
+            .expect("task")
+            .expect("score");
+        eprintln!("utility scoring: {:.1} s", started.elapsed().as_secs_f64());
+
+        // Refused: a household token asking for a release (audited before the answer).
+        let household_a = deployment
+            .token("household", Some("meter-a"))
+            .expect("token");
+        match request_release(
+            channel.clone(),
+            &household_a,
+            "anomaly",
+            &model_blake3,
+            planes[..1].to_vec(),
+            result.clone(),
+        )
+        .await
+        {
+            Err(AnomalyJobError::Release { code, .. }) => {
+                assert_eq!(code, tonic::Code::PermissionDenied);
+            }
+            other => panic!("a household token must be refused: {other:?}"),
+        }
+
+        // Refused: an unregistered model.
+        let unknown = request_release(
+            channel.clone(),
+            &utility_token,
+            "anomaly",
+            &"0".repeat(64),
+            planes[..1].to_vec(),
+            result.clone(),
+        )
+        .await;
+        assert!(
+            matches!(unknown, Err(AnomalyJobError::Release { .. })),
+            "{unknown:?}"
+        );
+
+        // Refused: an input without a receipt (meter-n never recorded one).
+        let no_receipt = request_release(
+            channel.clone(),
+            &utility_token,
+            "anomaly",
+            &model_blake3,
+            vec![MeterPlanes {
+                meter_id: "meter-n".into(),
+                ..planes[0].clone()
+            }],
+            result.clone(),
+        )
+        .await
+        .expect("answered");
+        assert!(!no_receipt.meters[0].granted);
+        assert!(
+            no_receipt.meters[0].refusal.contains("no anomaly receipt"),
+            "{no_receipt:?}"
+        );
+
+        // Refused: an input writing outside its block.
+        let outside = request_release(
+            channel.clone(),
+            &utility_token,
+            "anomaly",
+            &model_blake3,
+            vec![MeterPlanes {
+                meter_id: "meter-c".into(),
+                input_id: "jan".into(),
+                planes: c.planes.clone(),
+            }],
+            result.clone(),
+        )
+        .await
+        .expect("answered");
+        assert!(!outside.meters[0].granted);
+        assert!(
+            outside.meters[0]
+                .refusal
+                .contains("outside the meter's block"),
+            "{outside:?}"
+        );
+
+        // Refused: the utility's result altered in one bit (every input refused).
+        let started = std::time::Instant::now();
+        let mut altered = result.clone();
+        let last = altered[0].len() - 1;
+        altered[0][last] ^= 1;
+        let tampered = request_release(
+            channel.clone(),
+            &utility_token,
+            "anomaly",
+            &model_blake3,
+            planes.clone(),
+            altered,
+        )
+        .await
+        .expect("answered");
+        eprintln!(
+            "tampered release (re-execution): {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        assert!(!tampered.result_verified);
+        for m in &tampered.meters {
+            assert!(!m.granted, "{m:?}");
+            assert!(m.refusal.contains("differs"), "{}", m.refusal);
+        }
+
+        // Granted: the honest result, verified byte for byte.
+        let released = request_release(
+            channel.clone(),
+            &utility_token,
+            "anomaly",
+            &model_blake3,
+            planes.clone(),
+            result.clone(),
+        )
+        .await
+        .expect("answered");
+        assert!(released.result_verified);
+        let mut compared_flags = 0;
+        let mut flagged = 0;
+        for (home, lane) in homes.iter().zip(&lanes) {
+            let meter = released
+                .meters
+                .iter()
+                .find(|m| m.meter_id == home.id)
+                .expect("outcome");
+            assert!(meter.granted, "{meter:?}");
+            assert_eq!(meter.lane, "exact");
+            assert_eq!(meter.days.len(), home.days.len() - 7);
+            let twins = records(&lane.days);
+            let totals: Vec<f64> = lane.days.iter().map(|d| d.iter().sum()).collect();
+            let z = rolling_zscore(&totals, WINDOW);
+            for (j, d) in meter.days.iter().enumerate() {
+                let position = j + 7;
+                assert_eq!(
+                    d.day,
+                    (home.first_day + chrono::Days::new(position as u64)).to_string()
+                );
+                let twin = model.score_smooth(&twins[j]).score;
+                assert!(
+                    (d.score - round_to(twin, 0.001)).abs() <= 0.01,
+                    "{} {}: released {} vs twin {twin}",
+                    home.id,
+                    d.day,
+                    d.score
+                );
+                if (twin - model.flag_threshold).abs() > 0.01 {
+                    compared_flags += 1;
+                    assert_eq!(
+                        d.flagged,
+                        twin >= model.flag_threshold,
+                        "{} {}",
+                        home.id,
+                        d.day
+                    );
+                }
+                if d.flagged {
+                    flagged += 1;
+                    assert!(!d.explanation.is_empty() && !d.explanation_hours.is_empty());
+                } else {
+                    assert!(d.explanation.is_empty() && d.explanation_hours.is_empty());
+                }
+                match z[position] {
+                    Some(want) if position >= WINDOW => {
+                        assert!(d.has_zscore);
+                        assert!(
+                            (d.zscore - want).abs() <= 0.01 * want.max(1.0),
+                            "z {} vs {want}",
+                            d.zscore
+                        );
+                    }
+                    _ => assert!(!d.has_zscore),
+                }
+            }
+        }
+        assert!(compared_flags > 50, "{compared_flags}");
+        assert!(
+            flagged >= 2,
+            "the injected theft and night shift should be flagged"
+        );
+
+        // The utility stores what was released.
+        let store = AnomalyScores::connect(&format!(
+            "sqlite://{}",
+            deployment.dir().join("utility-anomaly.db").display()
+        ))
+        .await
+        .expect("store");
+        let stored = store
+            .record(&model_blake3, &released)
+            .await
+            .expect("stored");
+        assert_eq!(
+            stored,
+            granted_days(&released, "meter-a") + granted_days(&released, "meter-b")
+        );
+
+        // Refused: a second release of the same days.
+        let again = request_release(
+            channel,
+            &utility_token,
+            "anomaly",
+            &model_blake3,
+            planes[..1].to_vec(),
+            result,
+        )
+        .await
+        .expect("answered");
+        assert!(!again.meters[0].granted);
+        assert!(
+            again.meters[0].refusal.contains("already released"),
+            "{again:?}"
+        );
+
+        // The audit log: every refusal was recorded, and the grants.
+        let audit = audit_entries(&deployment.dir().join("ka/audit.db")).await;
+        let refused = |meter: Option<&str>, needle: &str| {
+            audit.iter().any(|(kind, m, decision, reason)| {
+                kind == "anomaly"
+                    && decision == "refused"
+                    && (meter.is_none() || m.as_deref() == meter)
+                    && reason.as_deref().is_some_and(|r| r.contains(needle))
+            })
+        };
+        assert!(refused(Some("meter-a"), "role"), "{audit:?}");
+        assert!(refused(None, "no registered"), "{audit:?}");
+        assert!(refused(Some("meter-n"), "no anomaly receipt"), "{audit:?}");
+        assert!(
+            refused(Some("meter-c"), "outside the meter's block"),
+            "{audit:?}"
+        );
+        assert!(refused(Some("meter-b"), "differs"), "{audit:?}");
+        assert!(refused(Some("meter-a"), "already released"), "{audit:?}");
+        let grants = audit
+            .iter()
+            .filter(|(kind, _, decision, _)| kind == "anomaly" && decision == "granted")
+            .count();
+        assert_eq!(grants, 2);
+    });
+}
+
+fn blake3_hex(bytes: &[u8]) -> String {
+    utility_server::anomaly::model_digest(bytes)
+}
+
+type AuditRow = (String, Option<String>, String, Option<String>);
+
+async fn audit_entries(path: &std::path::Path) -> Vec<AuditRow> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(SqliteConnectOptions::new().filename(path).read_only(true))
+        .await
+        .expect("audit database");
+    sqlx::query_as(
+        "SELECT request_kind, meter_id, decision, reason FROM audit_entries ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("audit rows")
+}
