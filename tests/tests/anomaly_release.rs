@@ -157,6 +157,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         let pk = PublicKey::from_bytes(&ctx, &pk).expect("public key parses");
         let mut planes = Vec::new();
         let mut lanes = Vec::new();
+        let mut encrypted_homes = Vec::new();
         let mut offset = 0;
         for home in &homes {
             let lane = lane_days(&home.days, AnomalyLane::Exact, model.hour_range).expect("lane");
@@ -170,6 +171,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
             .await
             .expect("receipt");
             assert!(!duplicate);
+            encrypted_homes.push(encrypted.clone());
             planes.push(MeterPlanes {
                 meter_id: home.id.into(),
                 input_id: "jan".into(),
@@ -195,6 +197,29 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         )
         .await
         .expect("receipt c");
+
+        // Meter L records meter A's planes as analytics-lane inputs: the model scores the exact
+        // lane, so its release would not carry the privacy cost the receipt states.
+        let mut l_receipt = receipt(
+            "meter-l",
+            "jan",
+            homes[0].first_day,
+            &encrypted_homes[0],
+            &lanes[0],
+        );
+        l_receipt.lane = "analytics".into();
+        l_receipt.epsilon = 1.0;
+        l_receipt.readings_per_day = 96;
+        let l_token = deployment
+            .token("household", Some("meter-l"))
+            .expect("token");
+        record_receipt(
+            &url,
+            BearerToken::try_new(&l_token).expect("bearer"),
+            l_receipt,
+        )
+        .await
+        .expect("receipt l");
 
         // The utility: deep keys, one evaluation for both homes.
         let channel = connect(&url).await.expect("channel");
@@ -265,6 +290,28 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         assert!(
             no_receipt.meters[0].refusal.contains("no anomaly receipt"),
             "{no_receipt:?}"
+        );
+
+        // Refused: inputs on another lane than the model's.
+        let wrong_lane = request_release(
+            channel.clone(),
+            &utility_token,
+            "anomaly",
+            &model_blake3,
+            vec![MeterPlanes {
+                meter_id: "meter-l".into(),
+                ..planes[0].clone()
+            }],
+            result.clone(),
+        )
+        .await
+        .expect("answered");
+        assert!(!wrong_lane.meters[0].granted);
+        assert!(
+            wrong_lane.meters[0]
+                .refusal
+                .contains("the model scores the exact lane"),
+            "{wrong_lane:?}"
         );
 
         // Refused: an input writing outside its block.
@@ -436,6 +483,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         assert!(refused(Some("meter-a"), "role"), "{audit:?}");
         assert!(refused(None, "no registered"), "{audit:?}");
         assert!(refused(Some("meter-n"), "no anomaly receipt"), "{audit:?}");
+        assert!(refused(Some("meter-l"), "exact lane"), "{audit:?}");
         assert!(
             refused(Some("meter-c"), "outside the meter's block"),
             "{audit:?}"

@@ -11,6 +11,7 @@ use seer_anomaly::release::{RegisteredAnomaly, SlotRelease};
 use seer_ckks::{Ciphertext, CkksContext, Evaluator, GaloisKeys, RelinKeys};
 
 use super::AnalyticsSettings;
+use super::store::InputLane;
 use crate::audit::RequestKind;
 use crate::keys::{KeySet, KeyStore};
 
@@ -58,6 +59,13 @@ pub trait Computation: Send + Sync + fmt::Debug {
     fn input_range(&self) -> (f64, f64);
     /// The flag threshold of the model (released with the response).
     fn flag_threshold(&self) -> f64;
+    /// Whether inputs recorded on `lane` may be released through this computation: the lane
+    /// the model was trained for and whose privacy cost its release states (an analytics-lane
+    /// model must never release scores of exact readings). `Err` holds the refusal reason.
+    ///
+    /// # Errors
+    /// The reason, when the lane is not the model's.
+    fn check_lane(&self, lane: &InputLane) -> Result<(), String>;
     /// Evaluates the computation on the (summed) inputs; the utility runs the same code.
     ///
     /// # Errors
@@ -102,6 +110,20 @@ impl Computation for AnomalyComputation {
     }
     fn flag_threshold(&self) -> f64 {
         self.0.model().flag_threshold
+    }
+    fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
+        let model_lane = match self.0.model().lane {
+            seer_anomaly::model::Lane::Exact => "exact",
+            seer_anomaly::model::Lane::Analytics { .. } => "analytics",
+        };
+        if lane.as_str() == model_lane {
+            Ok(())
+        } else {
+            Err(format!(
+                "the inputs are on the {} lane; the model scores the {model_lane} lane",
+                lane.as_str()
+            ))
+        }
     }
     fn evaluate(
         &self,
@@ -465,6 +487,12 @@ mod tests {
         }
         fn flag_threshold(&self) -> f64 {
             10.0
+        }
+        fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
+            match lane {
+                InputLane::Exact => Ok(()),
+                InputLane::Analytics { .. } => Err("exact lane only".into()),
+            }
         }
         fn evaluate(
             &self,

@@ -19,7 +19,8 @@
 //!   it wrote, the date of the block's first slot, its lane and the ε it spent.
 //! - **Release** ([`AnalyticsReleaser::release`], [`AnalyticsService`]): per meter, in order
 //!   (the first failing check is the refusal reason in the audit log): a valid meter id named
-//!   once; a receipt under the named input id; as many inputs as the computation takes, each
+//!   once; a receipt under the named input id; inputs on the lane the model scores (an
+//!   analytics-lane model never releases scores of exact readings, nor the reverse); as many inputs as the computation takes, each
 //!   hashing to the receipt's digest; a block inside the slots, longer than its history and
 //!   disjoint from every earlier accepted block of the request; no day of the block released
 //!   already; each input a ciphertext of the deep parameter set with enough levels that

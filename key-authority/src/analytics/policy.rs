@@ -398,6 +398,9 @@ impl AnalyticsReleaser {
                 meter.input_id.chars().take(64).collect::<String>()
             )));
         };
+        if let Err(reason) = computation.check_lane(&receipt.lane) {
+            return Ok(Err(reason));
+        }
         let n = computation.inputs_per_meter();
         if meter.inputs.len() != n || receipt.input_digests.len() != n {
             return Ok(Err(format!(
