@@ -11,6 +11,11 @@
 //! 4. [`AnomalyScores`]: the released days stored in `anomaly_scores`.
 //!
 //! The utility never decrypts anything: it stores what the key authority released.
+//!
+//! Today `seer anomaly` drives these steps for a CSV. A scoring job over meters' streamed
+//! uploads would use the same four functions: meters encrypt and receipt their hour planes
+//! per window (`meter_client::anomaly`), the utility stores them like batches, and a job
+//! groups homes with disjoint blocks per request.
 
 use std::sync::Arc;
 use std::time::Duration;
