@@ -151,6 +151,20 @@ pub fn load_uci_quarters(path: impl AsRef<Path>) -> Result<Series, ForecastError
     Ok(series)
 }
 
+/// A `timestamp,kwh` file (any interval dividing 15 minutes) resampled to a contiguous
+/// quarter-hour series starting on the hour: the readings the analytics lane noises.
+/// Malformed lines are reported with their line numbers.
+pub fn load_quarters_csv(path: impl AsRef<Path>) -> Result<Series, ForecastError> {
+    let path = path.as_ref();
+    let loaded = load_kwh_csv(path, &LoadOptions::default())?;
+    let q = loaded
+        .series
+        .resample(Interval::FIFTEEN_MINUTES, GapPolicy::COMPLETE_ONLY)?;
+    let mut series = contiguous(q.intervals(), Interval::FIFTEEN_MINUTES, path)?;
+    series.kwh.truncate(series.kwh.len() / 4 * 4);
+    Ok(series)
+}
+
 /// A `timestamp,kwh` file resampled to a contiguous hourly series.
 pub fn load_hourly_csv(path: impl AsRef<Path>) -> Result<Series, ForecastError> {
     let path = path.as_ref();

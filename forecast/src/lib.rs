@@ -8,6 +8,8 @@
 //!   test split and the analytics lane's noise;
 //! - [`circuit`]: the encrypted forecaster (utility side; no secret key), its rotation steps
 //!   and depth, the decoding of released slots and the sum over homes;
+//! - [`release`]: the registered `forecast` computation the utility evaluates and the key
+//!   authority re-executes and releases (what leaves, per lane);
 //! - `train` (feature `tch`): Adam on absolute error with libtorch, exporting a model.
 //!
 //! The evaluation (`examples/evaluate.rs`) prints the anchors and the model's MAE on 2010,
@@ -18,6 +20,7 @@ pub mod circuit;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod release;
 #[cfg(feature = "tch")]
 pub mod train;
 

@@ -16,12 +16,10 @@ use chrono::NaiveDate;
 use seer_ckks::{CkksContext, Encryptor, PublicKey};
 use seer_core::dp::{Epsilon, LaplaceMechanism, os_seeded_rng};
 use seer_core::units::Wh;
-use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::AnalyticsReceiptRequest;
-use seer_proto::v1::analytics_receipts_client::AnalyticsReceiptsClient;
 
+pub use crate::analytics::record_receipt;
 use crate::error::Error;
-use crate::grpc::{Auth, BearerToken, connect};
 
 /// Hours per day.
 pub const HOURS: usize = 24;
@@ -195,7 +193,7 @@ pub fn receipt(
         input_id: input_id.to_owned(),
         slot_offset: encrypted.slot_offset as u32,
         slot_count: encrypted.slot_count as u32,
-        first_day: first_day.to_string(),
+        first_period: first_day.to_string(),
         input_blake3: encrypted.digests.iter().map(|d| d.to_vec()).collect(),
         lane: if lane.readings_per_day == 0 {
             "exact".into()
@@ -205,27 +203,6 @@ pub fn receipt(
         epsilon: lane.epsilon_per_reading,
         readings_per_day: lane.readings_per_day,
     }
-}
-
-/// Records `receipt` with the key authority at `url` under the meter's household token.
-/// Returns whether it had been recorded before.
-///
-/// # Errors
-/// Connection and call failures.
-pub async fn record_receipt(
-    url: &str,
-    token: BearerToken,
-    receipt: AnalyticsReceiptRequest,
-) -> Result<bool, Error> {
-    let channel = connect(url).await?;
-    let mut client =
-        AnalyticsReceiptsClient::with_interceptor(channel, Auth(Some(token))).with_seer_limits();
-    let ack = client
-        .record(receipt)
-        .await
-        .map_err(|s| Error::rpc("AnalyticsReceipts.Record", &s))?
-        .into_inner();
-    Ok(ack.duplicate)
 }
 
 #[cfg(test)]

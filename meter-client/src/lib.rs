@@ -21,15 +21,19 @@
 //! - [`grpc`]: connections, the bearer token, fetching and pinning the public key;
 //! - [`upload`]: the resumable upload with retries;
 //! - [`receipts`]: recording each batch's receipt with the key authority;
-//! - [`app`]: one run of all of the above, [`cli`]: the command line.
+//! - [`app`]: one run of all of the above, [`cli`]: the command line;
+//! - [`anomaly`] and [`forecast`]: the encrypted inputs of the deep analytics kinds (hour
+//!   planes per day; the hourly series) with their receipts ([`analytics`]).
 //!
 //! The client never holds a secret key: it is built without `seer-ckks/secret-key`.
 
+pub mod analytics;
 pub mod anomaly;
 pub mod app;
 pub mod batch;
 pub mod cli;
 pub mod error;
+pub mod forecast;
 pub mod grpc;
 pub mod queue;
 pub mod receipts;

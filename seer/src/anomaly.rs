@@ -6,10 +6,7 @@
 //!    an uneven number of readings per hour, is reported and skipped). Malformed rows are
 //!    reported with `file:line`.
 //! 2. A key authority is started as a separate process with analytics enabled (the deep
-//!    N32768_L19 key set, the model registered). Its keys and JWT signing key persist under
-//!    `WORKDIR/ka/`, so only the first run generates them (about 12 s plus 2 s per Galois key);
-//!    its audit database is fresh for each run (`WORKDIR/runs/<time>/`), because a day is
-//!    released at most once per audit database.
+//!    N32768_L19 key set, the model registered; see [`crate::authority`]).
 //! 3. As the meter (`meter_client::anomaly`): the public key fetched, each run of
 //!    consecutive days encrypted as 24 hour planes at its own slot block (a run is one block;
 //!    runs are separated where days were skipped), on the chosen lane; the receipt recorded
@@ -33,15 +30,12 @@ use seer_anomaly::AnomalyModel;
 use seer_anomaly::release::RegisteredAnomaly;
 use seer_ckks::{CkksContext, ParameterSet, PublicKey};
 use serde::Serialize;
-use utility_server::anomaly::{
-    AnomalyScores, DayScore, MeterPlanes, connect, day_scores, fetch_deep_keys, request_release,
-    score,
+use utility_server::analytics::{
+    MeterInputs, connect, fetch_deep_keys, model_digest, request_release,
 };
+use utility_server::anomaly::{AnomalyScores, DayScore, day_scores, score};
 
-use crate::process::{Binaries, Server, output};
-
-/// How long the key authority may take to start: its first start generates the deep key set.
-pub const KEY_AUTHORITY_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+use crate::authority::{AnalyticsAuthority, progress};
 
 /// Blocks one request may carry (the key authority's limit).
 pub const MAX_BLOCKS: usize = 8;
@@ -246,10 +240,6 @@ pub struct AnomalyReport {
     pub days: Vec<DayScore>,
 }
 
-fn progress(start: Instant, what: &str) {
-    eprintln!("[{:>7.1} s] {what}", start.elapsed().as_secs_f64());
-}
-
 /// Runs `seer anomaly`.
 ///
 /// # Errors
@@ -267,7 +257,7 @@ pub async fn run(options: &AnomalyOptions) -> Result<AnomalyReport> {
     }
     let model_bytes = std::fs::read(&options.model)
         .with_context(|| format!("reading the model {}", options.model.display()))?;
-    let model_blake3 = utility_server::anomaly::model_digest(&model_bytes);
+    let model_blake3 = model_digest(&model_bytes);
     let model = AnomalyModel::from_json(std::str::from_utf8(&model_bytes)?)
         .with_context(|| format!("the model {}", options.model.display()))?;
     let computation = RegisteredAnomaly::try_new(model, options.zscore_window)?;
@@ -303,70 +293,21 @@ pub async fn run(options: &AnomalyOptions) -> Result<AnomalyReport> {
     }
 
     // The key authority, as a separate process.
-    let binaries = Binaries::locate(options.bin_dir.clone())?;
-    let ka_dir = options.workdir.join("ka");
-    let run_dir = options
-        .workdir
-        .join("runs")
-        .join(chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f").to_string());
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let model_path = std::fs::canonicalize(&options.model)?;
-    let mut env = vec![
-        (
-            "SEER_KEY_AUTHORITY__SERVER__PORT".to_owned(),
-            "0".to_owned(),
-        ),
-        (
-            "SEER_KEY_AUTHORITY__KEYS__DIR".to_owned(),
-            ka_dir.join("keys").display().to_string(),
-        ),
-        (
-            "SEER_KEY_AUTHORITY__AUTH__SIGNING_KEY_FILE".to_owned(),
-            ka_dir.join("jwt.pem").display().to_string(),
-        ),
-        (
-            "SEER_KEY_AUTHORITY__AUDIT__DATABASE_URL".to_owned(),
-            format!("sqlite:{}", run_dir.join("audit.db").display()),
-        ),
-        (
-            "SEER_KEY_AUTHORITY__LOG__FILTER".to_owned(),
-            "info".to_owned(),
-        ),
-        (
-            "SEER_KEY_AUTHORITY__ANALYTICS__ENABLED".to_owned(),
-            "true".to_owned(),
-        ),
-        (
-            "SEER_KEY_AUTHORITY__ANALYTICS__ANOMALY_MODELS".to_owned(),
-            format!("[{:?}]", model_path.display().to_string()),
-        ),
-        (
-            "SEER_KEY_AUTHORITY__ANALYTICS__ZSCORE_WINDOW".to_owned(),
-            options.zscore_window.to_string(),
-        ),
-    ];
-    let first_run = !ka_dir.join("keys").exists();
-    std::fs::create_dir_all(&ka_dir)?;
-    progress(
+    let authority = AnalyticsAuthority::start(
+        &options.workdir,
+        options.bin_dir.clone(),
+        &[
+            (
+                "ANOMALY_MODELS",
+                format!("[{:?}]", model_path.display().to_string()),
+            ),
+            ("ZSCORE_WINDOW", options.zscore_window.to_string()),
+            ("FORECAST_MODELS", "[]".to_owned()),
+        ],
         start,
-        if first_run {
-            "starting the key authority: generating the deep N32768 key set (first run only; \
-             about 12 s + 2 s per Galois key)"
-        } else {
-            "starting the key authority (keys from an earlier run)"
-        },
-    );
-    let mut authority = Server::start_within(
-        &binaries,
-        "key-authority",
-        &env,
-        &run_dir.join("key-authority.log"),
-        KEY_AUTHORITY_START_TIMEOUT,
     )
     .await?;
-    env.retain(|(k, _)| !k.ends_with("__PORT"));
-    let url = authority.url();
-    progress(start, &format!("key authority listening at {url}"));
     let result = async {
         // One block per run of consecutive days, each under its own meter id (a meter is named
         // once per request): `csv-home`, or `csv-home-1`, `csv-home-2`, … for several runs.
@@ -377,37 +318,17 @@ pub async fn run(options: &AnomalyOptions) -> Result<AnomalyReport> {
             } else {
                 format!("csv-home-{}", k + 1)
             };
-            let token = output(
-                &binaries,
-                "key-authority",
-                &[
-                    "issue-token",
-                    "--role",
-                    "household",
-                    "--meter-id",
-                    &meter_id,
-                    "--lifetime",
-                    "1h",
-                ],
-                &env,
-            )
-            .await?;
-            households.push((meter_id, token.trim().to_owned()));
+            let token = authority.token("household", Some(&meter_id)).await?;
+            households.push((meter_id, token));
         }
-        let utility = output(
-            &binaries,
-            "key-authority",
-            &["issue-token", "--role", "utility", "--lifetime", "1h"],
-            &env,
-        )
-        .await?;
+        let utility = authority.token("utility", None).await?;
         score_and_release(
             options,
             &computation,
             &model_blake3,
-            &url,
+            authority.url(),
             &households,
-            utility.trim(),
+            &utility,
             runs,
             skipped,
             start,
@@ -415,7 +336,7 @@ pub async fn run(options: &AnomalyOptions) -> Result<AnomalyReport> {
         .await
     }
     .await;
-    let _ = authority.stop().await;
+    authority.stop().await;
     result
 }
 
@@ -478,10 +399,10 @@ async fn score_and_release(
             receipt(meter_id, &input_id, run[0].0, &encrypted, &lane_days),
         )
         .await?;
-        meters.push(MeterPlanes {
+        meters.push(MeterInputs {
             meter_id: meter_id.clone(),
             input_id,
-            planes: encrypted.planes,
+            inputs: encrypted.planes,
         });
         offset += run.len();
     }
@@ -500,7 +421,7 @@ async fn score_and_release(
     let scoring = Instant::now();
     let (comp, planes) = (
         computation.clone(),
-        meters.iter().map(|m| m.planes.clone()).collect::<Vec<_>>(),
+        meters.iter().map(|m| m.inputs.clone()).collect::<Vec<_>>(),
     );
     let result = tokio::task::spawn_blocking(move || score(&comp, &evaluator, &planes)).await??;
     progress(

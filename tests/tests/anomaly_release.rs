@@ -24,9 +24,10 @@ use seer_ckks::{CkksContext, ParameterSet, PublicKey};
 use seer_proto::v1::AnalyticsReleaseResponse;
 use seer_tests::deployment::{Deployment, DeploymentOptions, prepare_key_set};
 use seer_tests::rng::SplitMix64;
-use utility_server::anomaly::{
-    AnomalyJobError, AnomalyScores, MeterPlanes, connect, fetch_deep_keys, request_release, score,
+use utility_server::analytics::{
+    JobError, MeterInputs, connect, fetch_deep_keys, model_digest, request_release,
 };
+use utility_server::anomaly::{AnomalyScores, score};
 
 const CAP_KWH: f64 = 4.0;
 const WINDOW: usize = 8;
@@ -139,6 +140,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         ),
         ("ANALYTICS__GALOIS_STEPS", format!("{STEPS:?}")),
         ("ANALYTICS__ZSCORE_WINDOW", WINDOW.to_string()),
+        ("ANALYTICS__FORECAST_MODELS", "[]".into()),
     ]
     .into_iter()
     .map(|(k, v)| (format!("SEER_KEY_AUTHORITY__{k}"), v))
@@ -172,10 +174,10 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
             .expect("receipt");
             assert!(!duplicate);
             encrypted_homes.push(encrypted.clone());
-            planes.push(MeterPlanes {
+            planes.push(MeterInputs {
                 meter_id: home.id.into(),
                 input_id: "jan".into(),
-                planes: encrypted.planes,
+                inputs: encrypted.planes,
             });
             lanes.push(lane);
             offset += home.days.len();
@@ -226,7 +228,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         let (evaluator, _) = fetch_deep_keys(channel.clone(), &ctx, &computation.galois_steps())
             .await
             .expect("deep keys");
-        let inputs: Vec<Vec<Vec<u8>>> = planes.iter().map(|m| m.planes.clone()).collect();
+        let inputs: Vec<Vec<Vec<u8>>> = planes.iter().map(|m| m.inputs.clone()).collect();
         let comp = computation.clone();
         let evaluator = std::sync::Arc::new(evaluator);
         let ev = std::sync::Arc::clone(&evaluator);
@@ -251,7 +253,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         )
         .await
         {
-            Err(AnomalyJobError::Release { code, .. }) => {
+            Err(JobError::Release { code, .. }) => {
                 assert_eq!(code, tonic::Code::PermissionDenied);
             }
             other => panic!("a household token must be refused: {other:?}"),
@@ -268,7 +270,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         )
         .await;
         assert!(
-            matches!(unknown, Err(AnomalyJobError::Release { .. })),
+            matches!(unknown, Err(JobError::Release { .. })),
             "{unknown:?}"
         );
 
@@ -278,7 +280,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
             &utility_token,
             "anomaly",
             &model_blake3,
-            vec![MeterPlanes {
+            vec![MeterInputs {
                 meter_id: "meter-n".into(),
                 ..planes[0].clone()
             }],
@@ -298,7 +300,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
             &utility_token,
             "anomaly",
             &model_blake3,
-            vec![MeterPlanes {
+            vec![MeterInputs {
                 meter_id: "meter-l".into(),
                 ..planes[0].clone()
             }],
@@ -320,10 +322,10 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
             &utility_token,
             "anomaly",
             &model_blake3,
-            vec![MeterPlanes {
+            vec![MeterInputs {
                 meter_id: "meter-c".into(),
                 input_id: "jan".into(),
-                planes: c.planes.clone(),
+                inputs: c.planes.clone(),
             }],
             result.clone(),
         )
@@ -499,7 +501,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
 }
 
 fn blake3_hex(bytes: &[u8]) -> String {
-    utility_server::anomaly::model_digest(bytes)
+    model_digest(bytes)
 }
 
 type AuditRow = (String, Option<String>, String, Option<String>);

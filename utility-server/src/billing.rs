@@ -36,55 +36,20 @@ use seer_core::tariff::Tariff;
 use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::keys_client::KeysClient;
 use seer_proto::v1::release_client::ReleaseClient;
-use seer_proto::v1::{BillInput, GetKeyRequest, KeyKind, ListKeySetsRequest, ReleaseBillsRequest};
+use seer_proto::v1::{BillInput, KeyKind, ListKeySetsRequest, ReleaseBillsRequest};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::batch::{MeterId, Period};
+use crate::key_authority::{connect, fetch_key_object};
 use crate::lanes::LaneValidator;
-use crate::store::{GroupBatch, SlabEnergy, Store, StoreError, StoredBill};
+use crate::store::{GroupBatch, SlabEnergy, Store, StoredBill};
 
 /// Most bytes of billing lanes one `ReleaseBills` request carries (well under
 /// [`seer_proto::MAX_MESSAGE_SIZE`], leaving room for the result and the framing).
 pub const MAX_REQUEST_LANE_BYTES: usize = 48 * 1024 * 1024;
 
-/// Largest evaluation-key object the job accepts from the key authority (Galois keys for a
-/// handful of steps at n = 8192 take a few MB; at n = 32768 tens of MB).
-pub const MAX_EVALUATION_KEY_BYTES: u64 = 1 << 30;
-
-/// Why a billing run failed as a whole.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BillingError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The key authority could not be reached.
-    #[error("connecting to the key authority at {url}: {source}")]
-    Connect {
-        /// Its URL.
-        url: String,
-        /// The cause.
-        source: tonic::transport::Error,
-    },
-    /// The evaluation keys could not be fetched or do not fit the billing circuit.
-    #[error("fetching the evaluation keys: {0}")]
-    Keys(String),
-    /// The billing circuit could not be evaluated (a stored lane unreadable, an engine error).
-    #[error("evaluating the billing circuit: {0}")]
-    Circuit(String),
-    /// The key authority refused or failed the whole request.
-    #[error("the key authority answered {code:?}: {message}")]
-    Release {
-        /// The gRPC status code.
-        code: tonic::Code,
-        /// Its message.
-        message: String,
-    },
-    /// The token is not a valid header value.
-    #[error("the utility token is not a valid authorization header")]
-    Token,
-}
+pub use crate::key_authority::{JobError, MAX_EVALUATION_KEY_BYTES};
 
 /// One refused home.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -211,7 +176,7 @@ fn kwh_label(wh: i64) -> String {
 /// and checks them against `layout` (see the [module documentation](self)).
 ///
 /// # Errors
-/// [`BillingError::Keys`] when the key authority holds no key set for the parameter set, its
+/// [`JobError::Keys`] when the key authority holds no key set for the parameter set, its
 /// rotation steps lack one the circuit needs, the stream is inconsistent or too large, or the
 /// object does not parse as Galois keys of the parameter set.
 #[tracing::instrument(skip_all, fields(parameter_set = ctx.parameter_set_id()))]
@@ -219,12 +184,12 @@ pub async fn fetch_evaluation_keys(
     channel: Channel,
     ctx: &CkksContext,
     layout: &BillingLayout,
-) -> Result<EvaluationKeys, BillingError> {
+) -> Result<EvaluationKeys, JobError> {
     let id = ctx.parameter_set_id().to_owned();
     let mut client = KeysClient::new(channel).with_seer_limits();
     let status = |doing: &str| {
         let doing = doing.to_owned();
-        move |s: tonic::Status| BillingError::Keys(format!("{doing}: {}", s.message()))
+        move |s: tonic::Status| JobError::Keys(format!("{doing}: {}", s.message()))
     };
     let sets = client
         .list_key_sets(ListKeySetsRequest {})
@@ -235,9 +200,7 @@ pub async fn fetch_evaluation_keys(
     let info = sets
         .into_iter()
         .find(|set| set.parameter_set_id == id)
-        .ok_or_else(|| {
-            BillingError::Keys(format!("the key authority holds no key set for {id}"))
-        })?;
+        .ok_or_else(|| JobError::Keys(format!("the key authority holds no key set for {id}")))?;
     let slots = i64::try_from(ctx.slots()).unwrap_or(i64::MAX);
     let missing: Vec<i64> = layout
         .galois_steps()
@@ -251,67 +214,29 @@ pub async fn fetch_evaluation_keys(
         })
         .collect();
     if !missing.is_empty() {
-        return Err(BillingError::Keys(format!(
+        return Err(JobError::Keys(format!(
             "the key set {id} has no Galois keys for the rotation steps {missing:?} of the \
              billing circuit"
         )));
     }
     let expected = info.galois_keys_bytes;
-    if expected == 0 || expected > MAX_EVALUATION_KEY_BYTES {
-        return Err(BillingError::Keys(format!(
-            "the key set {id} announces {expected} bytes of Galois keys"
-        )));
-    }
-    let mut stream = client
-        .get_key(GetKeyRequest {
-            parameter_set_id: id.clone(),
-            kind: KeyKind::Galois as i32,
-        })
-        .await
-        .map_err(status("requesting the Galois keys"))?
-        .into_inner();
-    // Bounded by `expected`, itself at most MAX_EVALUATION_KEY_BYTES.
-    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
-    while let Some(chunk) = stream
-        .message()
-        .await
-        .map_err(status("streaming the Galois keys"))?
-    {
-        if chunk.total_bytes != expected
-            || chunk.offset != bytes.len() as u64
-            || bytes.len() as u64 + chunk.data.len() as u64 > expected
-        {
-            return Err(BillingError::Keys(format!(
-                "inconsistent chunk of the Galois keys of {id} (offset {}, {} bytes, total {})",
-                chunk.offset,
-                chunk.data.len(),
-                chunk.total_bytes
-            )));
-        }
-        bytes.extend_from_slice(&chunk.data);
-    }
-    if bytes.len() as u64 != expected {
-        return Err(BillingError::Keys(format!(
-            "the Galois keys of {id} ended after {} of {expected} bytes",
-            bytes.len()
-        )));
-    }
+    let bytes = fetch_key_object(&mut client, &id, KeyKind::Galois, expected).await?;
     let ctx = ctx.clone();
     let steps = layout.galois_steps();
     let span = tracing::Span::current();
     let evaluator = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         let keys = GaloisKeys::from_bytes(&ctx, &bytes)
-            .map_err(|e| BillingError::Keys(format!("the Galois keys of {id}: {e}")))?;
+            .map_err(|e| JobError::Keys(format!("the Galois keys of {id}: {e}")))?;
         if let Some(step) = steps.iter().find(|&&s| !keys.supports(s, ctx.slots())) {
-            return Err(BillingError::Keys(format!(
+            return Err(JobError::Keys(format!(
                 "the Galois keys of {id} do not support the rotation step {step}"
             )));
         }
         Ok(Evaluator::new(&ctx, None, Some(keys)))
     })
     .await
-    .map_err(|e| BillingError::Keys(format!("parsing task: {e}")))??;
+    .map_err(|e| JobError::Keys(format!("parsing task: {e}")))??;
     tracing::info!(bytes = expected, "evaluation keys fetched");
     Ok(EvaluationKeys {
         evaluator,
@@ -324,30 +249,28 @@ pub async fn fetch_evaluation_keys(
 /// CPU-heavy: call it off the async runtime.
 ///
 /// # Errors
-/// [`BillingError::Circuit`] when a lane does not parse or the evaluation fails.
+/// [`JobError::Circuit`] when a lane does not parse or the evaluation fails.
 pub fn evaluate_lanes<'a, I>(
     layout: &BillingLayout,
     keys: &EvaluationKeys,
     lanes: I,
-) -> Result<Vec<u8>, BillingError>
+) -> Result<Vec<u8>, JobError>
 where
     I: IntoIterator<Item = (&'a str, &'a [u8])>,
 {
     let ctx = keys.evaluator.context();
     let mut acc = seer_core::circuits::billing::GroupAccumulator::new(layout, &keys.evaluator)
-        .map_err(|e| BillingError::Circuit(e.to_string()))?;
+        .map_err(|e| JobError::Circuit(e.to_string()))?;
     for (meter, lane) in lanes {
         let ct = Ciphertext::from_bytes(ctx, lane)
-            .map_err(|e| BillingError::Circuit(format!("the stored lane of meter {meter}: {e}")))?;
+            .map_err(|e| JobError::Circuit(format!("the stored lane of meter {meter}: {e}")))?;
         acc.add(&ct)
-            .map_err(|e| BillingError::Circuit(format!("adding the lane of meter {meter}: {e}")))?;
+            .map_err(|e| JobError::Circuit(format!("adding the lane of meter {meter}: {e}")))?;
     }
-    let result = acc
-        .finish()
-        .map_err(|e| BillingError::Circuit(e.to_string()))?;
+    let result = acc.finish().map_err(|e| JobError::Circuit(e.to_string()))?;
     result
         .to_bytes(ctx)
-        .map_err(|e| BillingError::Circuit(format!("serializing the result: {e}")))
+        .map_err(|e| JobError::Circuit(format!("serializing the result: {e}")))
 }
 
 /// Splits the closing lanes into requests of at most [`MAX_REQUEST_LANE_BYTES`] of lanes (at
@@ -387,7 +310,7 @@ pub async fn bill_group(
     token: &str,
     period: Period,
     group: u32,
-) -> Result<BillingReport, BillingError> {
+) -> Result<BillingReport, JobError> {
     let closing = store.closing_batches(period, group).await?;
     let mut report = BillingReport {
         period,
@@ -406,25 +329,14 @@ pub async fn bill_group(
         tracing::info!("no closed month in this group: nothing to bill");
         return Ok(report);
     }
-    let channel = Endpoint::from_shared(key_authority.to_owned())
-        .map_err(|source| BillingError::Connect {
-            url: key_authority.to_owned(),
-            source,
-        })?
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|source| BillingError::Connect {
-            url: key_authority.to_owned(),
-            source,
-        })?;
+    let channel = connect(key_authority).await?;
     let keys = std::sync::Arc::new(
         fetch_evaluation_keys(channel.clone(), lanes.billing_context(), lanes.layout()).await?,
     );
     report.evaluation_key_bytes = keys.bytes();
     let bearer: MetadataValue<_> = format!("Bearer {token}")
         .parse()
-        .map_err(|_| BillingError::Token)?;
+        .map_err(|_| JobError::Token)?;
     let mut client =
         ReleaseClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
             request
@@ -452,7 +364,7 @@ pub async fn bill_group(
             (batches, result)
         })
         .await
-        .map_err(|e| BillingError::Circuit(format!("circuit task: {e}")))?;
+        .map_err(|e| JobError::Circuit(format!("circuit task: {e}")))?;
         let result = result?;
         report.circuit_time += started.elapsed();
 
@@ -477,7 +389,7 @@ pub async fn bill_group(
         let response = client
             .release_bills(request)
             .await
-            .map_err(|status| BillingError::Release {
+            .map_err(|status| JobError::Release {
                 code: status.code(),
                 message: status.message().to_owned(),
             })?

@@ -11,7 +11,12 @@
 //! - [`ingest`]: the `seer.v1.Ingest` service;
 //! - [`billing`]: the billing job (the packed billing circuit evaluated here, the bills
 //!   released by the key authority with the month's energy per tariff cell, stored);
-//! - [`bills`]: the `seer.v1.Bills` service over the stored bills.
+//! - [`bills`]: the `seer.v1.Bills` service over the stored bills;
+//! - [`key_authority`]: the jobs' client side of the key authority (their one error type,
+//!   connecting, chunked evaluation keys);
+//! - [`analytics`]: the deep analytics release shared by [`anomaly`] (daily scores) and
+//!   [`forecast`] (hourly load forecasts): deep keys, the evaluation over the meters' summed
+//!   inputs, the streamed release request, and the tables of what was released.
 //!
 //! The utility never holds a secret key: this crate is built without `seer-ckks`'s
 //! `secret-key` feature.
@@ -20,12 +25,15 @@
 //! [`Application`] and runs it until SIGINT or SIGTERM. Tests build the same [`Application`]
 //! on port 0.
 
+pub mod analytics;
 pub mod anomaly;
 pub mod auth;
 pub mod batch;
 pub mod billing;
 pub mod bills;
+pub mod forecast;
 pub mod ingest;
+pub mod key_authority;
 pub mod lanes;
 pub mod settings;
 pub mod startup;

@@ -21,7 +21,7 @@ use seer_proto::v1::UploadBatch;
 use seer_proto::v1::receipts_client::ReceiptsClient;
 use tonic::transport::Channel;
 use utility_server::batch::Batch;
-use utility_server::billing::{BillingError, bill_group, cell_labels};
+use utility_server::billing::{JobError, bill_group, cell_labels};
 use utility_server::lanes::LaneValidator;
 use utility_server::store::Store;
 
@@ -204,10 +204,7 @@ impl Deployment {
             .clone()
     }
 
-    async fn bill(
-        &self,
-        token: &str,
-    ) -> Result<utility_server::billing::BillingReport, BillingError> {
+    async fn bill(&self, token: &str) -> Result<utility_server::billing::BillingReport, JobError> {
         bill_group(
             &self.store,
             &self.lanes,
@@ -309,7 +306,7 @@ async fn the_utility_computes_the_bills_and_the_key_authority_verifies_and_relea
         meter_id: "M-1".into(),
     });
     match deployment.bill(&household).await {
-        Err(BillingError::Release { code, .. }) => assert_eq!(code, tonic::Code::PermissionDenied),
+        Err(JobError::Release { code, .. }) => assert_eq!(code, tonic::Code::PermissionDenied),
         other => panic!("a household obtained releases: {other:?}"),
     }
 }
@@ -385,7 +382,7 @@ async fn missing_rotations_are_refused_before_anything_is_sent() {
     .expect_err("no keys for step 4");
     let message = error.to_string();
     assert!(
-        matches!(error, BillingError::Keys(_)) && message.contains("rotation steps [4]"),
+        matches!(error, JobError::Keys(_)) && message.contains("rotation steps [4]"),
         "{message}"
     );
 }

@@ -77,3 +77,16 @@ pub fn assert_close(got: &[f64], want: &[f64], tol: f64) {
         );
     }
 }
+
+/// Asserts `|got - want| ≤ bound` slot by slot: an absolute bound, for results whose
+/// CKKS error does not scale with the result (sums, inner products, fresh encryptions).
+pub fn assert_abs(got: &[f64], want: &[f64], bound: f64) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= bound,
+            "slot {i}: got {g}, want {w}, error {:e} > absolute bound {bound:e}",
+            (g - w).abs()
+        );
+    }
+}

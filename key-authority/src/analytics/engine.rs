@@ -3,12 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
+use std::path::Path;
 use std::sync::Arc;
 
+use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use seer_anomaly::AnomalyModel;
 use seer_anomaly::circuit::EncryptedValue;
 use seer_anomaly::release::{RegisteredAnomaly, SlotRelease};
 use seer_ckks::{Ciphertext, CkksContext, Evaluator, GaloisKeys, RelinKeys};
+use seer_forecast::ForecastModel;
+use seer_forecast::release::{ForecastLane, RegisteredForecast};
 
 use super::AnalyticsSettings;
 use super::store::InputLane;
@@ -42,8 +47,97 @@ impl SlotBlock {
     }
 }
 
-/// A registered deep computation. `anomaly` implements it ([`AnomalyComputation`]); a
-/// forecaster would too (one slot per position, the home's hourly series as inputs).
+/// How long one slot of a computation's block lasts, and how its periods are named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotPeriod {
+    /// One slot per day (`anomaly`): periods `YYYY-MM-DD`.
+    Day,
+    /// One slot per hour (`forecast`): periods `YYYY-MM-DDTHH:00`.
+    Hour,
+}
+
+impl SlotPeriod {
+    /// The slot period of a request kind; `None` for a kind that is no analytics kind.
+    #[must_use]
+    pub fn of_kind(kind: &str) -> Option<Self> {
+        match kind {
+            k if k == RequestKind::ANOMALY.as_str() => Some(SlotPeriod::Day),
+            k if k == RequestKind::FORECAST.as_str() => Some(SlotPeriod::Hour),
+            _ => None,
+        }
+    }
+
+    /// Parses the start of a period in its wire form.
+    ///
+    /// # Errors
+    /// A description of the expected form.
+    pub fn parse(self, text: &str) -> Result<NaiveDateTime, String> {
+        match self {
+            SlotPeriod::Day => text
+                .parse::<NaiveDate>()
+                .map(|d| d.and_time(chrono::NaiveTime::MIN))
+                .map_err(|_| "a day is written YYYY-MM-DD".to_owned()),
+            SlotPeriod::Hour => NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M")
+                .ok()
+                .filter(|t| chrono::Timelike::minute(t) == 0)
+                .ok_or_else(|| "an hour is written YYYY-MM-DDTHH:00".to_owned()),
+        }
+    }
+
+    /// The wire form of the period starting at `start`.
+    #[must_use]
+    pub fn format(self, start: NaiveDateTime) -> String {
+        match self {
+            SlotPeriod::Day => start.date().to_string(),
+            SlotPeriod::Hour => start.format("%Y-%m-%dT%H:00").to_string(),
+        }
+    }
+
+    /// The period `position` slots after the one starting at `first`.
+    #[must_use]
+    pub fn label(self, first: NaiveDateTime, position: usize) -> String {
+        let position = i64::try_from(position).unwrap_or(i64::MAX);
+        let step = match self {
+            SlotPeriod::Day => TimeDelta::try_days(position),
+            SlotPeriod::Hour => TimeDelta::try_hours(position),
+        };
+        step.and_then(|d| first.checked_add_signed(d))
+            .map_or_else(|| "(out of range)".to_owned(), |t| self.format(t))
+    }
+}
+
+/// What leaves the key authority for one slot.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Released {
+    /// An anomaly day: score, flag, z-score, explanation.
+    Anomaly(SlotRelease),
+    /// A forecast hour, kWh (rounded to 0.001, never negative).
+    Forecast {
+        /// The forecast energy.
+        kwh: f64,
+    },
+}
+
+impl Released {
+    /// The released value stored with the release record: the score or the forecast kWh.
+    #[must_use]
+    pub fn value(&self) -> f64 {
+        match self {
+            Released::Anomaly(r) => r.score,
+            Released::Forecast { kwh } => *kwh,
+        }
+    }
+
+    /// Whether the period is flagged (anomaly only).
+    #[must_use]
+    pub fn flagged(&self) -> bool {
+        matches!(self, Released::Anomaly(r) if r.flagged)
+    }
+}
+
+/// A registered deep computation: `anomaly` ([`AnomalyComputation`], one slot per day, 24
+/// hour planes per meter) and `forecast` ([`ForecastComputation`], one slot per hour, the
+/// hourly series as one input).
 pub trait Computation: Send + Sync + fmt::Debug {
     /// The request kind (`anomaly`, `forecast`).
     fn kind(&self) -> RequestKind;
@@ -57,8 +151,8 @@ pub trait Computation: Send + Sync + fmt::Debug {
     fn galois_steps(&self) -> Vec<i64>;
     /// The range every input slot inside the meter's block must decrypt into.
     fn input_range(&self) -> (f64, f64);
-    /// The flag threshold of the model (released with the response).
-    fn flag_threshold(&self) -> f64;
+    /// The flag threshold of the model (released with the response), for kinds that flag.
+    fn flag_threshold(&self) -> Option<f64>;
     /// Whether inputs recorded on `lane` may be released through this computation: the lane
     /// the model was trained for and whose privacy cost its release states (an analytics-lane
     /// model must never release scores of exact readings). `Err` holds the refusal reason.
@@ -66,6 +160,12 @@ pub trait Computation: Send + Sync + fmt::Debug {
     /// # Errors
     /// The reason, when the lane is not the model's.
     fn check_lane(&self, lane: &InputLane) -> Result<(), String>;
+    /// The positions of a block of `count` slots on `lane` whose values may leave; by default
+    /// every position after the history.
+    fn released_positions(&self, lane: &InputLane, count: usize) -> Range<usize> {
+        let _ = lane;
+        self.history().min(count)..count
+    }
     /// Evaluates the computation on the (summed) inputs; the utility runs the same code.
     ///
     /// # Errors
@@ -77,12 +177,19 @@ pub trait Computation: Send + Sync + fmt::Debug {
     ) -> Result<Vec<EncryptedValue>, String>;
     /// What leaves for slot `slot`, the `position`-th of its block, from the decrypted
     /// outputs; `None` for history positions.
-    fn release_slot(
-        &self,
-        outputs: &[Vec<f64>],
-        slot: usize,
-        position: usize,
-    ) -> Option<SlotRelease>;
+    fn release_slot(&self, outputs: &[Vec<f64>], slot: usize, position: usize) -> Option<Released>;
+}
+
+/// `Err` naming both lanes when the inputs' lane is not the model's.
+fn same_lane(inputs: &InputLane, model: &str) -> Result<(), String> {
+    if inputs.as_str() == model {
+        Ok(())
+    } else {
+        Err(format!(
+            "the inputs are on the {} lane; the model reads the {model} lane",
+            inputs.as_str()
+        ))
+    }
 }
 
 /// The `anomaly` computation: forest score and rolling z-score on 24 hour planes.
@@ -108,22 +215,17 @@ impl Computation for AnomalyComputation {
     fn input_range(&self) -> (f64, f64) {
         self.0.hour_range()
     }
-    fn flag_threshold(&self) -> f64 {
-        self.0.model().flag_threshold
+    fn flag_threshold(&self) -> Option<f64> {
+        Some(self.0.model().flag_threshold)
     }
     fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
-        let model_lane = match self.0.model().lane {
-            seer_anomaly::model::Lane::Exact => "exact",
-            seer_anomaly::model::Lane::Analytics { .. } => "analytics",
-        };
-        if lane.as_str() == model_lane {
-            Ok(())
-        } else {
-            Err(format!(
-                "the inputs are on the {} lane; the model scores the {model_lane} lane",
-                lane.as_str()
-            ))
-        }
+        same_lane(
+            lane,
+            match self.0.model().lane {
+                seer_anomaly::model::Lane::Exact => "exact",
+                seer_anomaly::model::Lane::Analytics { .. } => "analytics",
+            },
+        )
     }
     fn evaluate(
         &self,
@@ -134,14 +236,77 @@ impl Computation for AnomalyComputation {
             .evaluate(evaluator, inputs)
             .map_err(|e| e.to_string())
     }
-    fn release_slot(
-        &self,
-        outputs: &[Vec<f64>],
-        slot: usize,
-        position: usize,
-    ) -> Option<SlotRelease> {
-        self.0.release_slot(outputs, slot, position)
+    fn release_slot(&self, outputs: &[Vec<f64>], slot: usize, position: usize) -> Option<Released> {
+        self.0
+            .release_slot(outputs, slot, position)
+            .map(Released::Anomaly)
     }
+}
+
+/// The `forecast` computation: the quadratic-gate LSTM on each meter's hourly series.
+#[derive(Debug)]
+pub struct ForecastComputation(pub RegisteredForecast);
+
+impl Computation for ForecastComputation {
+    fn kind(&self) -> RequestKind {
+        RequestKind::FORECAST
+    }
+    fn inputs_per_meter(&self) -> usize {
+        self.0.inputs_per_meter()
+    }
+    fn history(&self) -> usize {
+        self.0.history()
+    }
+    fn depth(&self) -> u32 {
+        self.0.depth()
+    }
+    fn galois_steps(&self) -> Vec<i64> {
+        self.0.galois_steps()
+    }
+    fn input_range(&self) -> (f64, f64) {
+        self.0.input_range()
+    }
+    fn flag_threshold(&self) -> Option<f64> {
+        None
+    }
+    fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
+        same_lane(lane, self.0.lane().as_str())
+    }
+    fn released_positions(&self, lane: &InputLane, count: usize) -> Range<usize> {
+        let lane = match lane {
+            InputLane::Exact => ForecastLane::Exact,
+            InputLane::Analytics { epsilon, .. } => ForecastLane::Analytics { epsilon: *epsilon },
+        };
+        self.0.released_positions(lane, count)
+    }
+    fn evaluate(
+        &self,
+        evaluator: &Evaluator,
+        inputs: &[Ciphertext],
+    ) -> Result<Vec<EncryptedValue>, String> {
+        self.0
+            .evaluate(evaluator, inputs)
+            .map(|ct| vec![EncryptedValue::Encrypted(ct)])
+            .map_err(|e| e.to_string())
+    }
+    fn release_slot(&self, outputs: &[Vec<f64>], slot: usize, position: usize) -> Option<Released> {
+        if position < self.0.history() {
+            return None;
+        }
+        let value = outputs.first()?.get(slot)?;
+        self.0
+            .release_value(*value)
+            .map(|kwh| Released::Forecast { kwh })
+    }
+}
+
+/// Reads a model file: its bytes (the registry key is their BLAKE3) and text.
+fn read_model(kind: &str, path: &Path) -> Result<(Vec<u8>, String), String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("reading the {kind} model {}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| format!("the {kind} model {} is not UTF-8", path.display()))?;
+    Ok((bytes, text))
 }
 
 /// One meter's input checks: parsed ciphertexts, or the refusal reason.
@@ -152,9 +317,10 @@ pub type MeterCheck = Result<Vec<Ciphertext>, String>;
 pub struct EngineDecision {
     /// Whether the utility's result was byte-identical to the re-execution.
     pub result_verified: bool,
-    /// Per accepted meter, in order: `(position in block, release)` per released slot, or
-    /// the refusal reason.
-    pub meters: Vec<Result<Vec<(usize, SlotRelease)>, String>>,
+    /// Per accepted meter, in order: `(position in block, release)` per slot with a value
+    /// (the policy keeps those in the computation's released positions), or the refusal
+    /// reason.
+    pub meters: Vec<Result<Vec<(usize, Released)>, String>>,
 }
 
 /// The deep key set's evaluator and decryptor, and the registry of computations.
@@ -206,17 +372,27 @@ impl DeepEngine {
             keys: Arc::clone(&keys),
         };
         for path in &settings.anomaly_models {
-            let bytes = std::fs::read(path)
-                .map_err(|e| format!("reading the anomaly model {}: {e}", path.display()))?;
-            let text = std::str::from_utf8(&bytes)
-                .map_err(|_| format!("the anomaly model {} is not UTF-8", path.display()))?;
-            let model = AnomalyModel::from_json(text)
-                .map_err(|e| format!("the anomaly model {}: {e}", path.display()))?;
-            let computation = RegisteredAnomaly::try_new(model, settings.zscore_window)
-                .map_err(|e| format!("the anomaly model {}: {e}", path.display()))?;
+            let (bytes, text) = read_model("anomaly", path)?;
+            let invalid = |e: seer_anomaly::AnomalyError| {
+                format!("the anomaly model {}: {e}", path.display())
+            };
+            let model = AnomalyModel::from_json(&text).map_err(invalid)?;
+            let computation =
+                RegisteredAnomaly::try_new(model, settings.zscore_window).map_err(invalid)?;
             let digest = blake3::hash(&bytes).to_hex().to_string();
             engine.register(&digest, Arc::new(AnomalyComputation(computation)))?;
             tracing::info!(model = %path.display(), blake3 = %digest, "anomaly model registered");
+        }
+        for path in &settings.forecast_models {
+            let (bytes, text) = read_model("forecast", path)?;
+            let invalid = |e: seer_forecast::ForecastError| {
+                format!("the forecast model {}: {e}", path.display())
+            };
+            let model = ForecastModel::from_json(&text).map_err(invalid)?;
+            let computation = RegisteredForecast::try_new(model).map_err(invalid)?;
+            let digest = blake3::hash(&bytes).to_hex().to_string();
+            engine.register(&digest, Arc::new(ForecastComputation(computation)))?;
+            tracing::info!(model = %path.display(), blake3 = %digest, "forecast model registered");
         }
         Ok(engine)
     }
@@ -485,8 +661,8 @@ mod tests {
         fn input_range(&self) -> (f64, f64) {
             (0.0, 10.0)
         }
-        fn flag_threshold(&self) -> f64 {
-            10.0
+        fn flag_threshold(&self) -> Option<f64> {
+            Some(10.0)
         }
         fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
             match lane {
@@ -510,13 +686,15 @@ mod tests {
             outputs: &[Vec<f64>],
             slot: usize,
             position: usize,
-        ) -> Option<SlotRelease> {
-            (position >= 1).then(|| SlotRelease {
-                score: seer_anomaly::release::round_to(outputs[0][slot], 0.001),
-                flagged: outputs[0][slot] >= 10.0,
-                zscore: None,
-                explanation: Vec::new(),
-                explanation_hours: Vec::new(),
+        ) -> Option<Released> {
+            (position >= 1).then(|| {
+                Released::Anomaly(SlotRelease {
+                    score: seer_anomaly::release::round_to(outputs[0][slot], 0.001),
+                    flagged: outputs[0][slot] >= 10.0,
+                    zscore: None,
+                    explanation: Vec::new(),
+                    explanation_hours: Vec::new(),
+                })
             })
         }
     }
@@ -538,6 +716,7 @@ mod tests {
                 parameter_set: id,
                 galois_steps: Vec::new(),
                 anomaly_models: Vec::new(),
+                forecast_models: Vec::new(),
                 zscore_window: 8,
             },
         )
@@ -629,14 +808,14 @@ mod tests {
         assert_eq!(
             a_days
                 .iter()
-                .map(|(p, r)| (*p, r.score))
+                .map(|(p, r)| (*p, r.value()))
                 .collect::<Vec<_>>(),
             vec![(1, 4.0), (2, 6.0)]
         );
         let b_days = decision.meters[1].as_ref().unwrap();
         assert_eq!(b_days.len(), 1);
-        assert_eq!(b_days[0].1.score, 13.0);
-        assert!(b_days[0].1.flagged);
+        assert_eq!(b_days[0].1.value(), 13.0);
+        assert!(b_days[0].1.flagged());
 
         let mut altered = honest.clone();
         let last = altered[0].len() - 1;

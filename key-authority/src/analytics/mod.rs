@@ -1,9 +1,12 @@
 //! Release of deep analytics computations (`seer.v1.AnalyticsReceipts`, `seer.v1.Analytics`;
 //! the policy and the privacy cost of each release are the header of `analytics.proto`).
 //!
-//! The kind `anomaly` is registered now; a second deep computation (`forecast`) plugs in by
-//! implementing [`Computation`] and being added to the [`DeepEngine`]'s registry: the checks,
-//! the re-execution, the comparison, the audit and the once-per-day rule are shared.
+//! Two kinds are registered, each a [`Computation`] in the [`DeepEngine`]'s registry sharing
+//! the checks, the re-execution, the comparison, the audit and the once-per-period rule:
+//! `anomaly` ([`AnomalyComputation`]: one slot per day, the 24 hour planes of each meter) and
+//! `forecast` ([`ForecastComputation`]: one slot per hour, each meter's hourly series as one
+//! ciphertext; on the exact lane only the forecasts past the series' end leave, on the
+//! analytics lane the backtest too, see `seer_forecast::release`).
 //!
 //! - **Deep key set** (opt-in, [`AnalyticsSettings::enabled`]): one N32768_L19 key set with
 //!   relinearization keys and the Galois keys for the union of the registered computations'
@@ -12,27 +15,30 @@
 //!   n = 32768 takes about 12 s plus 2 s and 86 MB per Galois key). `seer.v1.Keys` serves it
 //!   to the utility in chunks like every key set.
 //! - **Registry** ([`DeepEngine`]): the model files configured in
-//!   [`AnalyticsSettings::anomaly_models`], each registered under the BLAKE3 of its bytes; a
+//!   [`AnalyticsSettings::anomaly_models`] and [`AnalyticsSettings::forecast_models`], each
+//!   registered under the BLAKE3 of its bytes; a
 //!   request naming another digest is refused.
 //! - **Input receipts** ([`AnalyticsStore::record`], [`AnalyticsReceiptsService`]): a meter
 //!   records, under its household token, the BLAKE3 of each input ciphertext, the slot block
-//!   it wrote, the date of the block's first slot, its lane and the ε it spent.
+//!   it wrote, the period of the block's first slot ([`SlotPeriod`]: a date, or an hour), its
+//!   lane and the ε it spent.
 //! - **Release** ([`AnalyticsReleaser::release`], [`AnalyticsService`]): per meter, in order
 //!   (the first failing check is the refusal reason in the audit log): a valid meter id named
 //!   once; a receipt under the named input id; inputs on the lane the model scores (an
 //!   analytics-lane model never releases scores of exact readings, nor the reverse); as many inputs as the computation takes, each
 //!   hashing to the receipt's digest; a block inside the slots, longer than its history and
-//!   disjoint from every earlier accepted block of the request; no day of the block released
-//!   already; each input a ciphertext of the deep parameter set with enough levels that
+//!   disjoint from every earlier accepted block of the request; no period the block would
+//!   release released already; each input a ciphertext of the deep parameter set with enough levels that
 //!   decrypts, on its own, to zero outside the block and within the model's hour range inside
 //!   it (a meter writing into a neighbour's block is refused). The computation is then
 //!   re-executed with the key authority's own keys on the sum of the accepted inputs; when
 //!   every input was accepted, each of its output ciphertexts must be byte-identical (BLAKE3)
 //!   to the utility's, otherwise every input is refused. Only the key authority's own outputs
-//!   are decrypted, and only [`seer_anomaly::release::SlotRelease`]s leave: the score rounded
-//!   to 0.001, the flag, the rounded z-score, and explanations for flagged days only. One
-//!   audit entry per (meter, request) is committed, together with one `analytics_releases`
-//!   row per released day, before the answer leaves; a day is released at most once.
+//!   are decrypted, and only [`Released`] values leave: for `anomaly` the score rounded to
+//!   0.001, the flag, the rounded z-score, and explanations for flagged days only; for
+//!   `forecast` the hour's forecast rounded to 0.001 kWh, clipped at zero. One audit entry per
+//!   (meter, request) is committed, together with one `analytics_releases` row per released
+//!   period, before the answer leaves; a period is released at most once per (kind, meter).
 //!
 //! Requests refused as a whole (no valid token, a role other than `utility`, an unknown kind
 //! or model, a malformed stream) get one audit entry before the gRPC error.
@@ -40,11 +46,11 @@
 //! # Storage (schema in `migrations/key-authority/`)
 //!
 //! ```text
-//! analytics_receipts(kind, meter_id, input_id, slot_offset, slot_count, first_day,
+//! analytics_receipts(kind, meter_id, input_id, slot_offset, slot_count, first_period,
 //!     input_digests (hex, comma-separated), lane, epsilon, readings_per_day, recorded_at_us)
 //!     PRIMARY KEY (kind, meter_id, input_id)
-//! analytics_releases(kind, meter_id, day, input_id, model_blake3, score_milli, flagged,
-//!     audit_seq, released_at_us)  PRIMARY KEY (kind, meter_id, day)
+//! analytics_releases(kind, meter_id, period, input_id, model_blake3, value_milli, flagged,
+//!     audit_seq, released_at_us)  PRIMARY KEY (kind, meter_id, period)
 //! ```
 
 mod engine;
@@ -58,11 +64,12 @@ use seer_ckks::ParameterSet;
 use serde::{Deserialize, Serialize};
 
 pub use engine::{
-    AnomalyComputation, Computation, DeepEngine, MeterCheck, OUTSIDE_BLOCK_TOLERANCE, SlotBlock,
+    AnomalyComputation, Computation, DeepEngine, ForecastComputation, MeterCheck,
+    OUTSIDE_BLOCK_TOLERANCE, Released, SlotBlock, SlotPeriod,
 };
 pub use policy::{
     AnalyticsDecisions, AnalyticsMeterInput, AnalyticsOutcome, AnalyticsReleaser, AnalyticsRequest,
-    MAX_METERS_PER_REQUEST, ReleasedDay,
+    MAX_METERS_PER_REQUEST, ReleasedPeriod,
 };
 pub use service::{ANALYTICS_CALLERS, AnalyticsReceiptsService, AnalyticsService};
 pub use store::{AnalyticsReceipt, AnalyticsStore, InputLane};
@@ -84,6 +91,9 @@ pub struct AnalyticsSettings {
     /// Registered anomaly model files (JSON, `seer-anomaly`); each is registered under the
     /// BLAKE3 of its bytes.
     pub anomaly_models: Vec<PathBuf>,
+    /// Registered forecast model files (JSON, `seer-forecast`); each is registered under the
+    /// BLAKE3 of its bytes.
+    pub forecast_models: Vec<PathBuf>,
     /// Window of the rolling z-score released beside the forest score, days (power of two).
     pub zscore_window: usize,
 }
@@ -95,6 +105,15 @@ impl Default for AnalyticsSettings {
             parameter_set: ParameterSet::N32768_L19_SEC128.id(),
             galois_steps: DEFAULT_DEEP_GALOIS_STEPS.to_vec(),
             anomaly_models: vec![PathBuf::from("anomaly/models/uci-exact.json")],
+            forecast_models: [
+                "uci-lstm.json",
+                "uci-lstm-day-ahead.json",
+                "uci-lstm-eps1.json",
+                "uci-lstm-eps5.json",
+            ]
+            .iter()
+            .map(|f| PathBuf::from("forecast/models").join(f))
+            .collect(),
             zscore_window: seer_anomaly::release::DEFAULT_ZSCORE_WINDOW,
         }
     }

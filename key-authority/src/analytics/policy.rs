@@ -3,13 +3,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
-use seer_anomaly::release::SlotRelease;
+use std::ops::Range;
+
 use seer_ckks::Ciphertext;
 use sha2::Digest as _;
 use tracing::Instrument as _;
 
-use super::engine::{Computation, DeepEngine, SlotBlock};
+use super::engine::{Computation, DeepEngine, Released, SlotBlock};
 use super::store::{self, AnalyticsStore, InputLane, ReleaseRow};
 use crate::audit::{AuditEntry, AuditLog, Decision, InputDigest, NewEntry, RequestKind};
 use crate::auth::{Caller, validate_meter_id};
@@ -52,13 +52,13 @@ pub struct AnalyticsRequest {
     pub result: Vec<Vec<u8>>,
 }
 
-/// One released day.
+/// One released period (a day for `anomaly`, an hour for `forecast`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct ReleasedDay {
-    /// The day.
-    pub day: NaiveDate,
+pub struct ReleasedPeriod {
+    /// The period, in its wire form (`YYYY-MM-DD` or `YYYY-MM-DDTHH:00`).
+    pub period: String,
     /// What was released.
-    pub release: SlotRelease,
+    pub release: Released,
 }
 
 /// One meter's outcome.
@@ -66,8 +66,8 @@ pub struct ReleasedDay {
 pub struct AnalyticsOutcome {
     /// The meter, as named.
     pub meter_id: String,
-    /// The released days, or the refusal reason (as in the audit log).
-    pub decision: Result<Vec<ReleasedDay>, String>,
+    /// The released periods, or the refusal reason (as in the audit log).
+    pub decision: Result<Vec<ReleasedPeriod>, String>,
     /// The audit entry.
     pub audit_sequence: u64,
     /// The lane of the meter's inputs (when its receipt was found).
@@ -81,8 +81,8 @@ pub struct AnalyticsDecisions {
     pub outcomes: Vec<AnalyticsOutcome>,
     /// Whether the utility's result was byte-identical to the re-execution.
     pub result_verified: bool,
-    /// The model's flag threshold.
-    pub flag_threshold: f64,
+    /// The model's flag threshold (kinds that flag).
+    pub flag_threshold: Option<f64>,
 }
 
 /// Applies the analytics release policy.
@@ -97,7 +97,10 @@ pub struct AnalyticsReleaser {
 struct Candidate {
     index: usize,
     block: SlotBlock,
-    days: Vec<NaiveDate>,
+    /// The period of every position of the block.
+    periods: Vec<String>,
+    /// The positions whose values may leave.
+    released: Range<usize>,
 }
 
 fn request_kind(kind: &str) -> RequestKind {
@@ -113,8 +116,9 @@ fn inputs_digest(inputs: &[Vec<u8>]) -> InputDigest {
     InputDigest(hasher.finalize().into())
 }
 
-fn day_range(days: &[NaiveDate]) -> Option<String> {
-    Some(format!("{}..{}", days.first()?, days.last()?))
+fn period_range<'a>(mut periods: impl Iterator<Item = &'a String>) -> Option<String> {
+    let first = periods.next()?;
+    Some(format!("{first}..{}", periods.last().unwrap_or(first)))
 }
 
 impl AnalyticsReleaser {
@@ -145,13 +149,8 @@ impl AnalyticsReleaser {
         meters: &[String],
         reason: &str,
     ) -> Result<AuditEntry, ReleaseError> {
-        let mut entry = NewEntry::new(
-            request_kind(kind),
-            Decision::refused(format!("{reason} (request for {} meters)", meters.len())),
-        );
-        if let Some(caller) = caller {
-            entry = entry.caller(caller);
-        }
+        let scope = format!("request for {} meters", meters.len());
+        let mut entry = NewEntry::request_refused(request_kind(kind), reason, &scope, caller);
         if let [meter] = meters {
             entry = entry.meter(meter.clone());
         }
@@ -208,16 +207,16 @@ impl AnalyticsReleaser {
                 .check_meter(computation.as_ref(), meter, &mut seen, &candidates)
                 .await?
             {
-                Ok((block, days, lane)) => {
+                Ok((candidate, lane)) => {
                     lanes[index] = Some(lane);
-                    candidates.push(Candidate { index, block, days });
+                    candidates.push(Candidate { index, ..candidate });
                 }
                 Err(reason) => refusals[index] = Some(reason),
             }
         }
 
         // Decrypting checks, re-execution, comparison, release values: off the runtime.
-        let mut granted: Vec<Option<Vec<(usize, SlotRelease)>>> = vec![None; request.meters.len()];
+        let mut granted: Vec<Option<Vec<(usize, Released)>>> = vec![None; request.meters.len()];
         let mut result_verified = false;
         if !candidates.is_empty() {
             let engine = Arc::clone(&self.engine);
@@ -229,10 +228,7 @@ impl AnalyticsReleaser {
             let precheck_refused = refusals.iter().any(Option::is_some);
             let result = request.result.clone();
             let span = tracing::info_span!("release.analytics.circuit", meters = inputs.len());
-            type Decided = (
-                Vec<(usize, Result<Vec<(usize, SlotRelease)>, String>)>,
-                bool,
-            );
+            type Decided = (Vec<(usize, Result<Vec<(usize, Released)>, String>)>, bool);
             let decided: Result<Decided, String> = tokio::task::spawn_blocking(move || {
                 span.in_scope(|| {
                     let mut accepted: Vec<(usize, (Vec<Ciphertext>, SlotBlock))> = Vec::new();
@@ -279,39 +275,39 @@ impl AnalyticsReleaser {
         let mut outcomes = Vec::with_capacity(request.meters.len());
         for (index, meter) in request.meters.iter().enumerate() {
             let candidate = candidates.iter().find(|c| c.index == index);
-            let mut decision: Result<Vec<ReleasedDay>, String> =
+            let mut decision: Result<Vec<ReleasedPeriod>, String> =
                 match (&refusals[index], granted[index].take(), candidate) {
                     (Some(reason), _, _) => Err(reason.clone()),
-                    (None, Some(days), Some(c)) => Ok(days
+                    (None, Some(values), Some(c)) => Ok(values
                         .into_iter()
-                        .map(|(position, release)| ReleasedDay {
-                            day: c.days[position],
+                        .filter(|(position, _)| c.released.contains(position))
+                        .map(|(position, release)| ReleasedPeriod {
+                            period: c.periods[position].clone(),
                             release,
                         })
                         .collect()),
                     _ => Err("nothing was computed for this meter".into()),
                 };
-            if let Ok(days) = &decision {
-                let released: Vec<NaiveDate> = days.iter().map(|d| d.day).collect();
-                if let Some((day, seq)) = store::first_released(
-                    tx.connection(),
-                    kind.as_str(),
-                    &meter.meter_id,
-                    &released,
-                )
-                .await?
+            if let Ok(released) = &decision {
+                let periods: Vec<String> = released.iter().map(|d| d.period.clone()).collect();
+                if let Some((period, seq)) =
+                    store::first_released(tx.connection(), kind.as_str(), &meter.meter_id, &periods)
+                        .await?
                 {
                     decision = Err(format!(
-                        "the {kind} of meter {} for {day} was already released (audit entry {seq})",
+                        "the {kind} of meter {} for {period} was already released (audit entry \
+                         {seq})",
                         meter.meter_id
                     ));
-                } else if days.is_empty() {
-                    decision = Err("the block holds no releasable day".into());
+                } else if released.is_empty() {
+                    decision = Err("the block holds no releasable period".into());
                 }
             }
             let period = match &decision {
-                Ok(days) => day_range(&days.iter().map(|d| d.day).collect::<Vec<_>>()),
-                Err(_) => candidate.and_then(|c| day_range(&c.days)),
+                Ok(released) => period_range(released.iter().map(|d| &d.period)),
+                Err(_) => {
+                    candidate.and_then(|c| period_range(c.periods[c.released.clone()].iter()))
+                }
             };
             let mut entry = NewEntry::new(
                 kind.clone(),
@@ -327,18 +323,18 @@ impl AnalyticsReleaser {
                 entry = entry.period(period);
             }
             let entry = tx.append(entry).await?;
-            if let Ok(days) = &decision {
-                for d in days {
+            if let Ok(released) = &decision {
+                for d in released {
                     store::insert_release(
                         tx.connection(),
                         &ReleaseRow {
                             kind: kind.as_str(),
                             meter_id: &meter.meter_id,
-                            day: d.day,
+                            period: &d.period,
                             input_id: &meter.input_id,
                             model_blake3: &request.model_blake3,
-                            score: d.release.score,
-                            flagged: d.release.flagged,
+                            value: d.release.value(),
+                            flagged: d.release.flagged(),
                             audit_sequence: entry.sequence,
                         },
                     )
@@ -369,15 +365,15 @@ impl AnalyticsReleaser {
         })
     }
 
-    /// The checks before decryption for one meter: `Ok` with its block, the days of the
-    /// block's positions and its lane, or the refusal reason.
+    /// The checks before decryption for one meter: `Ok` with its candidate (index unset) and
+    /// lane, or the refusal reason.
     async fn check_meter<'r>(
         &self,
         computation: &dyn Computation,
         meter: &'r AnalyticsMeterInput,
         seen: &mut HashSet<&'r str>,
         accepted: &[Candidate],
-    ) -> Result<Result<(SlotBlock, Vec<NaiveDate>, InputLane), String>, ReleaseError> {
+    ) -> Result<Result<(Candidate, InputLane), String>, ReleaseError> {
         let id = meter.meter_id.as_str();
         if let Err(reason) = validate_meter_id(id) {
             return Ok(Err(format!("invalid meter id: {reason}")));
@@ -420,9 +416,11 @@ impl AnalyticsReleaser {
             )));
         }
         let block = receipt.block;
-        if block.end() > self.engine.slots() || block.count <= computation.history() {
+        let released = computation.released_positions(&receipt.lane, block.count);
+        if block.end() > self.engine.slots() || released.is_empty() {
             return Ok(Err(format!(
-                "the block {}..{} does not fit the {} slots with more than {} days",
+                "the block {}..{} does not fit the {} slots or is too short to release a \
+                 period after its history of {}",
                 block.offset,
                 block.end(),
                 self.engine.slots(),
@@ -437,16 +435,24 @@ impl AnalyticsReleaser {
                 other.index
             )));
         }
-        let days: Vec<NaiveDate> = (0..block.count).map(|p| receipt.day(p)).collect();
-        if let Some((day, seq)) = self
+        let periods: Vec<String> = (0..block.count).map(|p| receipt.period(p)).collect();
+        if let Some((period, seq)) = self
             .store
-            .first_released(kind.as_str(), id, &days[computation.history()..])
+            .first_released(kind.as_str(), id, &periods[released.clone()])
             .await?
         {
             return Ok(Err(format!(
-                "the {kind} of meter {id} for {day} was already released (audit entry {seq})"
+                "the {kind} of meter {id} for {period} was already released (audit entry {seq})"
             )));
         }
-        Ok(Ok((block, days, receipt.lane)))
+        Ok(Ok((
+            Candidate {
+                index: 0,
+                block,
+                periods,
+                released,
+            },
+            receipt.lane,
+        )))
     }
 }

@@ -10,12 +10,11 @@ use seer_proto::v1::analytics_release_chunk::Part;
 use seer_proto::v1::analytics_server::Analytics;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::engine::SlotBlock;
+use super::engine::{Released, SlotBlock, SlotPeriod};
 use super::policy::{
     AnalyticsMeterInput, AnalyticsReleaser, AnalyticsRequest, MAX_METERS_PER_REQUEST,
 };
 use super::store::{AnalyticsReceipt, AnalyticsStore, InputLane, Recorded};
-use crate::audit::RequestKind;
 use crate::auth::{Caller, Role, authorize, validate_meter_id};
 use crate::release::{RECEIPT_WRITERS, ReleaseError};
 
@@ -44,8 +43,9 @@ fn receipt_from_wire(
     request: v1::AnalyticsReceiptRequest,
     slots: usize,
 ) -> Result<AnalyticsReceipt, Status> {
-    RequestKind::try_new(request.kind.clone())
-        .map_err(|_| Status::invalid_argument("kind is not a valid request kind"))?;
+    let slot_period = SlotPeriod::of_kind(&request.kind).ok_or_else(|| {
+        Status::invalid_argument("kind is not an analytics kind (anomaly or forecast)")
+    })?;
     validate_meter_id(&request.meter_id)
         .map_err(|reason| Status::invalid_argument(format!("meter_id: {reason}")))?;
     if request.input_id.is_empty() || request.input_id.len() > 128 {
@@ -75,10 +75,9 @@ fn receipt_from_wire(
         .map(|d| <[u8; 32]>::try_from(d.as_slice()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| Status::invalid_argument("every input_blake3 must be 32 bytes"))?;
-    let first_day = request
-        .first_day
-        .parse()
-        .map_err(|_| Status::invalid_argument("first_day is not YYYY-MM-DD"))?;
+    let first_period = slot_period
+        .parse(&request.first_period)
+        .map_err(|reason| Status::invalid_argument(format!("first_period: {reason}")))?;
     let lane = InputLane::try_new(&request.lane, request.epsilon, request.readings_per_day)
         .map_err(Status::from)?;
     Ok(AnalyticsReceipt {
@@ -86,7 +85,8 @@ fn receipt_from_wire(
         meter_id: request.meter_id,
         input_id: request.input_id,
         block,
-        first_day,
+        slot_period,
+        first_period,
         input_digests,
         lane,
     })
@@ -313,23 +313,24 @@ impl Analytics for AnalyticsService {
                         Ok(days) => (true, days, String::new()),
                         Err(reason) => (false, Vec::new(), reason),
                     };
-                    v1::AnalyticsMeterRelease {
+                    let mut release = v1::AnalyticsMeterRelease {
                         meter_id: o.meter_id,
                         granted,
                         refusal,
                         audit_sequence: o.audit_sequence,
                         lane: o.lane.map_or(String::new(), |l| l.as_str().to_owned()),
                         epsilon: o.lane.map_or(0.0, |l| l.epsilon()),
-                        days: days
-                            .into_iter()
-                            .map(|d| v1::DayRelease {
-                                day: d.day.to_string(),
-                                score: d.release.score,
-                                flagged: d.release.flagged,
-                                has_zscore: d.release.zscore.is_some(),
-                                zscore: d.release.zscore.unwrap_or(0.0),
-                                explanation: d
-                                    .release
+                        ..v1::AnalyticsMeterRelease::default()
+                    };
+                    for d in days {
+                        match d.release {
+                            Released::Anomaly(r) => release.days.push(v1::DayRelease {
+                                day: d.period,
+                                score: r.score,
+                                flagged: r.flagged,
+                                has_zscore: r.zscore.is_some(),
+                                zscore: r.zscore.unwrap_or(0.0),
+                                explanation: r
                                     .explanation
                                     .into_iter()
                                     .map(|f| v1::ExplanationFeature {
@@ -337,14 +338,21 @@ impl Analytics for AnalyticsService {
                                         excess: f.excess,
                                     })
                                     .collect(),
-                                explanation_hours: d.release.explanation_hours,
-                            })
-                            .collect(),
+                                explanation_hours: r.explanation_hours,
+                            }),
+                            Released::Forecast { kwh } => {
+                                release.forecasts.push(v1::HourForecast {
+                                    hour: d.period,
+                                    kwh,
+                                });
+                            }
+                        }
                     }
+                    release
                 })
                 .collect(),
             result_verified: decisions.result_verified,
-            flag_threshold: decisions.flag_threshold,
+            flag_threshold: decisions.flag_threshold.unwrap_or(0.0),
         }))
     }
 }

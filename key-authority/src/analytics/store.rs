@@ -1,11 +1,11 @@
-//! Analytics input receipts and released days in the key authority's database (see the
+//! Analytics input receipts and released periods in the key authority's database (see the
 //! [module documentation](super#storage)).
 
-use chrono::{NaiveDate, Utc};
+use chrono::{NaiveDateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row as _};
 
-use super::engine::SlotBlock;
+use super::engine::{SlotBlock, SlotPeriod};
 use crate::audit::{AuditLog, lock_head};
 use crate::release::ReleaseError;
 
@@ -77,8 +77,10 @@ pub struct AnalyticsReceipt {
     pub input_id: String,
     /// The slots written.
     pub block: SlotBlock,
-    /// The date of the block's first slot.
-    pub first_day: NaiveDate,
+    /// How long each slot lasts (from the kind).
+    pub slot_period: SlotPeriod,
+    /// The start of the block's first slot.
+    pub first_period: NaiveDateTime,
     /// BLAKE3 of each input, in order.
     pub input_digests: Vec<[u8; 32]>,
     /// The lane.
@@ -86,10 +88,10 @@ pub struct AnalyticsReceipt {
 }
 
 impl AnalyticsReceipt {
-    /// The day of the `position`-th slot of the block.
+    /// The period (wire form) of the `position`-th slot of the block.
     #[must_use]
-    pub fn day(&self, position: usize) -> NaiveDate {
-        self.first_day + chrono::Days::new(position as u64)
+    pub fn period(&self, position: usize) -> String {
+        self.slot_period.label(self.first_period, position)
     }
 }
 
@@ -123,7 +125,10 @@ fn decode(what: &str) -> impl FnOnce(String) -> ReleaseError + '_ {
 fn receipt_from_row(row: &AnyRow) -> Result<AnalyticsReceipt, ReleaseError> {
     let offset: i64 = row.try_get("slot_offset")?;
     let count: i64 = row.try_get("slot_count")?;
-    let first_day: String = row.try_get("first_day")?;
+    let kind: String = row.try_get("kind")?;
+    let first_period: String = row.try_get("first_period")?;
+    let slot_period = SlotPeriod::of_kind(&kind)
+        .ok_or_else(|| decode("kind")(format!("{kind:?} has no slots")))?;
     let digests: String = row.try_get("input_digests")?;
     let lane: String = row.try_get("lane")?;
     let epsilon: f64 = row.try_get("epsilon")?;
@@ -137,16 +142,17 @@ fn receipt_from_row(row: &AnyRow) -> Result<AnalyticsReceipt, ReleaseError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| decode("input_digests")(e.to_string()))?;
     Ok(AnalyticsReceipt {
-        kind: row.try_get("kind")?,
+        kind,
         meter_id: row.try_get("meter_id")?,
         input_id: row.try_get("input_id")?,
         block: SlotBlock {
             offset: usize::try_from(offset).map_err(|e| decode("slot_offset")(e.to_string()))?,
             count: usize::try_from(count).map_err(|e| decode("slot_count")(e.to_string()))?,
         },
-        first_day: first_day
-            .parse()
-            .map_err(|e: chrono::ParseError| decode("first_day")(e.to_string()))?,
+        slot_period,
+        first_period: slot_period
+            .parse(&first_period)
+            .map_err(decode("first_period"))?,
         input_digests,
         lane: InputLane::try_new(
             &lane,
@@ -195,7 +201,7 @@ impl AnalyticsStore {
         };
         sqlx::query(
             "INSERT INTO analytics_receipts (kind, meter_id, input_id, slot_offset, slot_count, \
-             first_day, input_digests, lane, epsilon, readings_per_day, recorded_at_us) \
+             first_period, input_digests, lane, epsilon, readings_per_day, recorded_at_us) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(receipt.kind.clone())
@@ -203,7 +209,7 @@ impl AnalyticsStore {
         .bind(receipt.input_id.clone())
         .bind(to_db(receipt.block.offset)?)
         .bind(to_db(receipt.block.count)?)
-        .bind(receipt.first_day.to_string())
+        .bind(receipt.slot_period.format(receipt.first_period))
         .bind(
             receipt
                 .input_digests
@@ -236,7 +242,8 @@ impl AnalyticsStore {
         receipt_in(&mut conn, kind, meter_id, input_id).await
     }
 
-    /// The first of `days` already released for (kind, meter), with its audit entry.
+    /// The first of `periods` (wire forms of one kind, which sort chronologically) already
+    /// released for (kind, meter), with its audit entry.
     ///
     /// # Errors
     /// [`ReleaseError::Database`].
@@ -244,10 +251,10 @@ impl AnalyticsStore {
         &self,
         kind: &str,
         meter_id: &str,
-        days: &[NaiveDate],
-    ) -> Result<Option<(NaiveDate, u64)>, ReleaseError> {
+        periods: &[String],
+    ) -> Result<Option<(String, u64)>, ReleaseError> {
         let mut conn = self.pool.acquire().await?;
-        first_released(&mut conn, kind, meter_id, days).await
+        first_released(&mut conn, kind, meter_id, periods).await
     }
 }
 
@@ -258,7 +265,7 @@ async fn receipt_in(
     input_id: &str,
 ) -> Result<Option<AnalyticsReceipt>, ReleaseError> {
     sqlx::query(
-        "SELECT kind, meter_id, input_id, slot_offset, slot_count, first_day, input_digests, \
+        "SELECT kind, meter_id, input_id, slot_offset, slot_count, first_period, input_digests, \
          lane, epsilon, readings_per_day FROM analytics_receipts \
          WHERE kind = $1 AND meter_id = $2 AND input_id = $3",
     )
@@ -271,68 +278,69 @@ async fn receipt_in(
     .transpose()
 }
 
-/// The first of `days` already released for (kind, meter), with its audit entry.
+/// The first period in the span of `periods` (wire forms of one kind, which sort
+/// chronologically) already released for (kind, meter), with its audit entry.
 pub(super) async fn first_released(
     conn: &mut AnyConnection,
     kind: &str,
     meter_id: &str,
-    days: &[NaiveDate],
-) -> Result<Option<(NaiveDate, u64)>, ReleaseError> {
-    let (Some(first), Some(last)) = (days.iter().min(), days.iter().max()) else {
+    periods: &[String],
+) -> Result<Option<(String, u64)>, ReleaseError> {
+    let (Some(first), Some(last)) = (periods.iter().min(), periods.iter().max()) else {
         return Ok(None);
     };
     let row = sqlx::query(
-        "SELECT day, audit_seq FROM analytics_releases \
-         WHERE kind = $1 AND meter_id = $2 AND day >= $3 AND day <= $4 ORDER BY day LIMIT 1",
+        "SELECT period, audit_seq FROM analytics_releases WHERE kind = $1 AND meter_id = $2 \
+         AND period >= $3 AND period <= $4 ORDER BY period LIMIT 1",
     )
     .bind(kind.to_owned())
     .bind(meter_id.to_owned())
-    .bind(first.to_string())
-    .bind(last.to_string())
+    .bind(first.clone())
+    .bind(last.clone())
     .fetch_optional(conn)
     .await?;
     match row {
         None => Ok(None),
         Some(row) => {
-            let day: String = row.try_get("day")?;
+            let period: String = row.try_get("period")?;
             let seq: i64 = row.try_get("audit_seq")?;
             Ok(Some((
-                day.parse()
-                    .map_err(|e: chrono::ParseError| decode("day")(e.to_string()))?,
+                period,
                 u64::try_from(seq).map_err(|e| decode("audit_seq")(e.to_string()))?,
             )))
         }
     }
 }
 
-/// One released day's row.
+/// One released period's row.
 pub(super) struct ReleaseRow<'a> {
     pub kind: &'a str,
     pub meter_id: &'a str,
-    pub day: NaiveDate,
+    pub period: &'a str,
     pub input_id: &'a str,
     pub model_blake3: &'a str,
-    pub score: f64,
+    /// The released score or forecast kWh (stored in thousandths).
+    pub value: f64,
     pub flagged: bool,
     pub audit_sequence: u64,
 }
 
-/// Inserts one released day (in the release transaction).
+/// Inserts one released period (in the release transaction).
 pub(super) async fn insert_release(
     conn: &mut AnyConnection,
     row: &ReleaseRow<'_>,
 ) -> Result<(), ReleaseError> {
     sqlx::query(
-        "INSERT INTO analytics_releases (kind, meter_id, day, input_id, model_blake3, \
-         score_milli, flagged, audit_seq, released_at_us) \
+        "INSERT INTO analytics_releases (kind, meter_id, period, input_id, model_blake3, \
+         value_milli, flagged, audit_seq, released_at_us) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(row.kind.to_owned())
     .bind(row.meter_id.to_owned())
-    .bind(row.day.to_string())
+    .bind(row.period.to_owned())
     .bind(row.input_id.to_owned())
     .bind(row.model_blake3.to_owned())
-    .bind((row.score * 1000.0).round() as i64)
+    .bind((row.value * 1000.0).round() as i64)
     .bind(i64::from(row.flagged))
     .bind(i64::try_from(row.audit_sequence).unwrap_or(i64::MAX))
     .bind(Utc::now().timestamp_micros())

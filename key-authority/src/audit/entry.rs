@@ -248,6 +248,23 @@ impl NewEntry {
         }
     }
 
+    /// The entry of a request refused as a whole, before any input was considered (no valid
+    /// token, a role that may not ask, a malformed request): `reason (scope)`, where `scope`
+    /// says what the request named, and the caller when it was authenticated.
+    #[must_use]
+    pub fn request_refused(
+        kind: RequestKind,
+        reason: &str,
+        scope: &str,
+        caller: Option<&Caller>,
+    ) -> Self {
+        let entry = Self::new(kind, Decision::refused(format!("{reason} ({scope})")));
+        match caller {
+            Some(caller) => entry.caller(caller),
+            None => entry,
+        }
+    }
+
     /// Sets the caller.
     #[must_use]
     pub fn caller(mut self, caller: &Caller) -> Self {

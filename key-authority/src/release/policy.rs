@@ -110,18 +110,13 @@ impl BillReleaser {
         request: &BillRequest,
         reason: &str,
     ) -> Result<AuditEntry, ReleaseError> {
-        let mut entry = NewEntry::new(
-            RequestKind::BILL,
-            Decision::refused(format!(
-                "{reason} (request for group {} with {} inputs)",
-                request.billing_group,
-                request.inputs.len()
-            )),
-        )
-        .period(request.period.clone());
-        if let Some(caller) = caller {
-            entry = entry.caller(caller);
-        }
+        let scope = format!(
+            "request for group {} with {} inputs",
+            request.billing_group,
+            request.inputs.len()
+        );
+        let mut entry = NewEntry::request_refused(RequestKind::BILL, reason, &scope, caller)
+            .period(request.period.clone());
         if let [input] = request.inputs.as_slice() {
             entry = entry
                 .meter(input.meter_id.clone())

@@ -1,0 +1,236 @@
+//! The registered `forecast` computation, exactly as both the utility (which evaluates it) and
+//! the key authority (which re-executes, decrypts and releases it) run it.
+//!
+//! # Layout of a release
+//!
+//! One slot per hour. Each meter writes its hourly series as **one ciphertext**, in a block of
+//! slots `offset .. offset + count` (zero elsewhere), and reserves the model's horizon after
+//! its series: `count = series hours + horizon`, the reserved slots zero. Several meters'
+//! blocks, disjoint, are summed into one ciphertext and evaluated once ([`crate::circuit`]).
+//! The output at a block position `p` depends only on positions `p − 171 … p − horizon` of
+//! the same block (the rotations wrap the previous block's tail into the first
+//! [`HISTORY`] positions, which are therefore never released), so position `p ≥ HISTORY`
+//! holds the forecast of the block's hour `p`.
+//!
+//! # What is released ([`RegisteredForecast::released_positions`])
+//!
+//! - **Analytics lane** (clamped, Laplace-noised readings): every position from [`HISTORY`]
+//!   on — the one-step (or day-ahead) backtest over the series and the forecasts past its
+//!   end. All of it is post-processing of ε-DP data.
+//! - **Exact lane**: only the last `horizon` positions, the forecasts of the hours after the
+//!   series. Backtest forecasts of an exact series are close to an invertible linear function
+//!   of it (the model's linear part is an autoregression), so releasing them for every hour
+//!   would leak the series; the forecast of the future is what the utility needs.
+//!
+//! Each released value is the forecast energy rounded to [`FORECAST_QUANTUM`] kWh and clipped
+//! at zero (post-processing).
+
+use std::ops::Range;
+
+use seer_ckks::{Ciphertext, Evaluator};
+
+use crate::circuit::{ROTATION_STEPS, evaluate};
+use crate::error::ForecastError;
+use crate::model::{ForecastModel, HISTORY};
+
+/// Released forecasts are rounded to multiples of this (kWh), i.e. to the watt-hour.
+pub const FORECAST_QUANTUM: f64 = 0.001;
+
+/// Half-width of the input range in training standard deviations of the model's inputs
+/// (see [`RegisteredForecast::input_range`]).
+pub const INPUT_RANGE_STDS: f64 = 12.0;
+
+/// The lane a model forecasts from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ForecastLane {
+    /// Exact hourly energy (no differential privacy).
+    Exact,
+    /// The analytics lane at ε per 15-minute reading.
+    Analytics {
+        /// ε per reading the model was trained at.
+        epsilon: f64,
+    },
+}
+
+impl ForecastLane {
+    /// `exact` or `analytics`, as in receipts.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ForecastLane::Exact => "exact",
+            ForecastLane::Analytics { .. } => "analytics",
+        }
+    }
+}
+
+/// The model of the registered computation.
+#[derive(Clone, Debug)]
+pub struct RegisteredForecast {
+    model: ForecastModel,
+}
+
+impl RegisteredForecast {
+    /// The computation for `model`.
+    ///
+    /// # Errors
+    /// [`ForecastError::InvalidModel`] for an invalid model.
+    pub fn try_new(model: ForecastModel) -> Result<Self, ForecastError> {
+        model.validate()?;
+        Ok(Self { model })
+    }
+
+    /// The model.
+    #[must_use]
+    pub fn model(&self) -> &ForecastModel {
+        &self.model
+    }
+
+    /// The lane the model was trained on (its metadata's ε).
+    #[must_use]
+    pub fn lane(&self) -> ForecastLane {
+        match self.model.meta.epsilon {
+            Some(epsilon) => ForecastLane::Analytics { epsilon },
+            None => ForecastLane::Exact,
+        }
+    }
+
+    /// Inputs per meter: its hourly series.
+    #[must_use]
+    pub fn inputs_per_meter(&self) -> usize {
+        1
+    }
+
+    /// Positions at the start of a block that only serve as history.
+    #[must_use]
+    pub fn history(&self) -> usize {
+        HISTORY
+    }
+
+    /// Levels the input needs.
+    #[must_use]
+    pub fn depth(&self) -> u32 {
+        ForecastModel::circuit_depth()
+    }
+
+    /// Rotation steps the computation needs Galois keys for.
+    #[must_use]
+    pub fn galois_steps(&self) -> Vec<i64> {
+        ROTATION_STEPS.to_vec()
+    }
+
+    /// The range every hour value of a block must lie in; the meter clamps to it. The
+    /// quadratic gates are exact polynomials, accurate only near the data the model was
+    /// trained on, so the range is the training inputs' mean ± [`INPUT_RANGE_STDS`] standard
+    /// deviations (on the exact lane, from zero up: energy is not negative). It contains
+    /// every hour of the UCI household on each lane and the zero slots a block reserves.
+    #[must_use]
+    pub fn input_range(&self) -> (f64, f64) {
+        let (mean, std) = (self.model.normalization.mean, self.model.normalization.std);
+        let hi = mean + INPUT_RANGE_STDS * std;
+        match self.lane() {
+            ForecastLane::Exact => (0.0, hi),
+            ForecastLane::Analytics { .. } => ((mean - INPUT_RANGE_STDS * std).min(0.0), hi),
+        }
+    }
+
+    /// The block positions released for a block of `count` hours on `lane` (see the
+    /// [module docs](self)); empty when the block is too short.
+    #[must_use]
+    pub fn released_positions(&self, lane: ForecastLane, count: usize) -> Range<usize> {
+        let horizon = self.model.horizon();
+        if count < HISTORY + horizon {
+            return count..count;
+        }
+        match lane {
+            ForecastLane::Exact => count - horizon..count,
+            ForecastLane::Analytics { .. } => HISTORY..count,
+        }
+    }
+
+    /// Evaluates the forecaster on the (summed) hourly series. Blocking and CPU-heavy.
+    ///
+    /// # Errors
+    /// When the input is malformed or an operation fails.
+    pub fn evaluate(
+        &self,
+        evaluator: &Evaluator,
+        inputs: &[Ciphertext],
+    ) -> Result<Ciphertext, ForecastError> {
+        let [series] = inputs else {
+            return Err(ForecastError::InvalidInput {
+                reason: format!(
+                    "the forecaster takes 1 input per meter, not {}",
+                    inputs.len()
+                ),
+            });
+        };
+        evaluate(evaluator, &self.model, series)
+    }
+
+    /// The released value of one output slot: the forecast rounded to [`FORECAST_QUANTUM`]
+    /// and clipped at zero; `None` for a non-finite slot.
+    #[must_use]
+    pub fn release_value(&self, slot_value: f64) -> Option<f64> {
+        slot_value
+            .is_finite()
+            .then(|| round_kwh(slot_value.max(0.0)))
+    }
+}
+
+/// `kwh` rounded to [`FORECAST_QUANTUM`], without representation noise.
+#[must_use]
+pub fn round_kwh(kwh: f64) -> f64 {
+    ((kwh / FORECAST_QUANTUM).round() * FORECAST_QUANTUM * 1e9).round() / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered(path: &str) -> RegisteredForecast {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        RegisteredForecast::try_new(ForecastModel::load(dir.join(path)).expect("model"))
+            .expect("valid")
+    }
+
+    #[test]
+    fn released_positions_follow_the_lane() {
+        let exact = registered("models/uci-lstm.json");
+        assert_eq!(exact.lane(), ForecastLane::Exact);
+        assert_eq!(exact.released_positions(ForecastLane::Exact, 400), 399..400);
+        assert_eq!(
+            exact.released_positions(ForecastLane::Analytics { epsilon: 1.0 }, 400),
+            HISTORY..400
+        );
+        assert!(
+            exact
+                .released_positions(ForecastLane::Exact, HISTORY)
+                .is_empty()
+        );
+        let day = registered("models/uci-lstm-day-ahead.json");
+        assert_eq!(day.released_positions(ForecastLane::Exact, 400), 376..400);
+        let noisy = registered("models/uci-lstm-eps1.json");
+        assert_eq!(noisy.lane(), ForecastLane::Analytics { epsilon: 1.0 });
+    }
+
+    #[test]
+    fn input_range_covers_the_data_and_reserved_slots() {
+        let exact = registered("models/uci-lstm.json");
+        let (lo, hi) = exact.input_range();
+        assert_eq!(lo, 0.0);
+        // The UCI household's largest hour is 6.56 kWh; mean + 12σ = 12.1 kWh.
+        assert!(hi > 10.0 && hi < 13.0, "{hi}");
+        let (lo, hi) = registered("models/uci-lstm-eps1.json").input_range();
+        assert!(lo < -50.0 && hi > 50.0, "{lo} {hi}");
+    }
+
+    #[test]
+    fn values_are_rounded_and_clipped() {
+        let r = registered("models/uci-lstm.json");
+        assert_eq!(r.release_value(1.23449), Some(1.234));
+        assert_eq!(r.release_value(1.2345001), Some(1.235));
+        assert_eq!(r.release_value(-0.2), Some(0.0));
+        assert_eq!(r.release_value(f64::NAN), None);
+        assert_eq!(round_kwh(0.1 + 0.2), 0.3);
+    }
+}
