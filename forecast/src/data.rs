@@ -142,10 +142,15 @@ fn contiguous(
 /// The UCI minute data as a contiguous quarter-hour series starting on the hour.
 pub fn load_uci_quarters(path: impl AsRef<Path>) -> Result<Series, ForecastError> {
     let path = path.as_ref();
-    let loaded = load_uci(path, &LoadOptions::default())?;
-    let q = loaded
-        .series
-        .resample(Interval::FIFTEEN_MINUTES, GapPolicy::COMPLETE_ONLY)?;
+    quarters_of(&load_uci(path, &LoadOptions::default())?.series, path)
+}
+
+/// A loaded series on a contiguous quarter-hour grid starting on the hour, whole hours only.
+fn quarters_of(
+    series: &seer_core::data::EnergySeries,
+    path: &Path,
+) -> Result<Series, ForecastError> {
+    let q = series.resample(Interval::FIFTEEN_MINUTES, GapPolicy::COMPLETE_ONLY)?;
     let mut series = contiguous(q.intervals(), Interval::FIFTEEN_MINUTES, path)?;
     series.kwh.truncate(series.kwh.len() / 4 * 4);
     Ok(series)
@@ -156,13 +161,7 @@ pub fn load_uci_quarters(path: impl AsRef<Path>) -> Result<Series, ForecastError
 /// Malformed lines are reported with their line numbers.
 pub fn load_quarters_csv(path: impl AsRef<Path>) -> Result<Series, ForecastError> {
     let path = path.as_ref();
-    let loaded = load_kwh_csv(path, &LoadOptions::default())?;
-    let q = loaded
-        .series
-        .resample(Interval::FIFTEEN_MINUTES, GapPolicy::COMPLETE_ONLY)?;
-    let mut series = contiguous(q.intervals(), Interval::FIFTEEN_MINUTES, path)?;
-    series.kwh.truncate(series.kwh.len() / 4 * 4);
-    Ok(series)
+    quarters_of(&load_kwh_csv(path, &LoadOptions::default())?.series, path)
 }
 
 /// A `timestamp,kwh` file resampled to a contiguous hourly series.
@@ -231,4 +230,37 @@ pub fn uci_split(series: &Series) -> Result<Split, ForecastError> {
         validation: v..t,
         test: t..series.kwh.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("seer-forecast-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    #[test]
+    fn quarter_csv_resamples_and_reports_bad_lines() {
+        // Five-minute readings of 0.1 kWh for two hours, starting on the hour.
+        let mut text = String::from("timestamp,kwh\n");
+        for m in (0..120).step_by(5) {
+            text += &format!("2010-01-01T{:02}:{:02}:00,0.1\n", m / 60, m % 60);
+        }
+        let q = load_quarters_csv(write("ok.csv", &text)).expect("series");
+        assert_eq!(q.interval, Interval::FIFTEEN_MINUTES);
+        assert_eq!(q.kwh.len(), 8);
+        assert!(q.kwh.iter().all(|v| (v - 0.3).abs() < 1e-12), "{:?}", q.kwh);
+        assert_eq!(q.hourly().expect("hourly").kwh.len(), 2);
+
+        let bad = text.replacen(",0.1\n", ",lots\n", 3);
+        let err = load_quarters_csv(write("bad.csv", &bad))
+            .expect_err("a malformed value")
+            .to_string();
+        assert!(err.contains("bad.csv") && err.contains(":2"), "{err}");
+    }
 }

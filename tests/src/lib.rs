@@ -40,6 +40,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+pub mod audit;
 pub mod deployment;
 pub mod oracle;
 pub mod rng;

@@ -22,6 +22,7 @@ use seer_anomaly::release::{RegisteredAnomaly, round_to};
 use seer_anomaly::zscore::rolling_zscore;
 use seer_ckks::{CkksContext, ParameterSet, PublicKey};
 use seer_proto::v1::AnalyticsReleaseResponse;
+use seer_tests::audit::audit_entries;
 use seer_tests::deployment::{Deployment, DeploymentOptions, prepare_key_set};
 use seer_tests::rng::SplitMix64;
 use utility_server::analytics::{
@@ -312,7 +313,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         assert!(
             wrong_lane.meters[0]
                 .refusal
-                .contains("the model scores the exact lane"),
+                .contains("the model reads the exact lane"),
             "{wrong_lane:?}"
         );
 
@@ -473,7 +474,9 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         );
 
         // The audit log: every refusal was recorded, and the grants.
-        let audit = audit_entries(&deployment.dir().join("ka/audit.db")).await;
+        let audit = audit_entries(&deployment.dir().join("ka/audit.db"))
+            .await
+            .expect("audit entries");
         let refused = |meter: Option<&str>, needle: &str| {
             audit.iter().any(|(kind, m, decision, reason)| {
                 kind == "anomaly"
@@ -502,21 +505,4 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
 
 fn blake3_hex(bytes: &[u8]) -> String {
     model_digest(bytes)
-}
-
-type AuditRow = (String, Option<String>, String, Option<String>);
-
-async fn audit_entries(path: &std::path::Path) -> Vec<AuditRow> {
-    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(SqliteConnectOptions::new().filename(path).read_only(true))
-        .await
-        .expect("audit database");
-    sqlx::query_as(
-        "SELECT request_kind, meter_id, decision, reason FROM audit_entries ORDER BY seq",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("audit rows")
 }

@@ -18,6 +18,7 @@ use seer_ckks::{CkksContext, ParameterSet, PublicKey};
 use seer_forecast::data::{Series, load_hourly_csv};
 use seer_forecast::release::{RegisteredForecast, round_kwh};
 use seer_forecast::{ForecastModel, forecast_series};
+use seer_tests::audit::audit_entries;
 use seer_tests::deployment::{Deployment, DeploymentOptions, prepare_key_set};
 use utility_server::analytics::{
     JobError, MeterInputs, connect, fetch_deep_keys, model_digest, request_release,
@@ -55,8 +56,8 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
     let computation = RegisteredForecast::try_new(model.clone()).expect("computation");
     assert_eq!(model.horizon(), 24);
 
-    // Two homes: the UCI household's first ten days of January 2010, and a scaled, shifted
-    // copy of its last ten days of December 2009 (another load shape).
+    // Two homes on the same hours: the UCI household's first ten days of January 2010, and a
+    // scaled, shifted copy of them (another load shape).
     let uci = load_hourly_csv(repo("forecast/tests/data/uci-hourly-2009-12-2010.csv"))
         .expect("hourly series");
     assert_eq!(uci.start, hour("2009-12-01T00:00"));
@@ -72,7 +73,7 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
         },
         Home {
             id: "meter-b",
-            series: window(21 * 24, &|v| 0.6 * v + 0.15),
+            series: window(31 * 24, &|v| 0.6 * v + 0.15),
         },
     ];
 
@@ -285,6 +286,15 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
             .filter(|f| f.meter_id == "meter-b")
             .collect();
         assert_eq!(stored, want);
+        // The forecast of the sum over both homes, per hour.
+        let totals = store.totals(&day_ahead).await.expect("totals");
+        assert_eq!(totals.len(), 24);
+        let a = store.forecasts("meter-a", &day_ahead).await.expect("read");
+        for ((t, fa), fb) in totals.iter().zip(&a).zip(&stored) {
+            assert_eq!((t.hour.as_str(), t.homes), (fa.hour.as_str(), 2));
+            assert_eq!(fb.hour, fa.hour);
+            assert!((t.kwh - (fa.kwh + fb.kwh)).abs() < 1e-9, "{t:?}");
+        }
 
         // Refused: a second release of the same hours.
         let again = request_release(
@@ -304,7 +314,9 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
         );
 
         // The audit log: every refusal was recorded, and the grants.
-        let audit = audit_entries(&deployment.dir().join("ka/audit.db")).await;
+        let audit = audit_entries(&deployment.dir().join("ka/audit.db"))
+            .await
+            .expect("audit entries");
         let refused = |meter: Option<&str>, needle: &str| {
             audit.iter().any(|(kind, m, decision, reason)| {
                 kind == "forecast"
@@ -323,21 +335,4 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
             .count();
         assert_eq!(grants, 2);
     });
-}
-
-type AuditRow = (String, Option<String>, String, Option<String>);
-
-async fn audit_entries(path: &std::path::Path) -> Vec<AuditRow> {
-    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(SqliteConnectOptions::new().filename(path).read_only(true))
-        .await
-        .expect("audit database");
-    sqlx::query_as(
-        "SELECT request_kind, meter_id, decision, reason FROM audit_entries ORDER BY seq",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("audit entries")
 }

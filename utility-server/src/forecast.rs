@@ -68,6 +68,17 @@ pub fn hour_forecasts(response: &AnalyticsReleaseResponse) -> Vec<HourForecast> 
         .collect()
 }
 
+/// The forecast of the total load of the homes in one hour.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HourTotal {
+    /// The hour, `YYYY-MM-DDTHH:00`.
+    pub hour: String,
+    /// Homes with a released forecast for the hour.
+    pub homes: i64,
+    /// The sum of their forecasts, kWh.
+    pub kwh: f64,
+}
+
 /// The `forecasts` table of the utility's store.
 #[derive(Debug, Clone)]
 pub struct ForecastStore {
@@ -119,6 +130,31 @@ impl ForecastStore {
         }
         tx.commit().await?;
         Ok(stored)
+    }
+
+    /// The forecast of the sum over all homes by the model `model_blake3`: per hour, the sum
+    /// of the homes' released forecasts (the slot-wise sum of their output ciphertexts,
+    /// `seer_forecast::circuit::sum_homes`, computed after release so that each home's
+    /// forecast is released once), in hour order.
+    ///
+    /// # Errors
+    /// [`JobError::Record`].
+    pub async fn totals(&self, model_blake3: &str) -> Result<Vec<HourTotal>, JobError> {
+        let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+            "SELECT hour, COUNT(*), SUM(kwh) FROM forecasts WHERE model_blake3 = $1 \
+             GROUP BY hour ORDER BY hour",
+        )
+        .bind(model_blake3.to_owned())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(hour, homes, kwh)| HourTotal {
+                hour,
+                homes,
+                kwh: seer_forecast::release::round_kwh(kwh),
+            })
+            .collect())
     }
 
     /// The stored forecasts of `meter_id` by the model `model_blake3`, in hour order.

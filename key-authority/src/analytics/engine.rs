@@ -192,6 +192,25 @@ fn same_lane(inputs: &InputLane, model: &str) -> Result<(), String> {
     }
 }
 
+/// The shape methods of [`Computation`] that a registered computation's wrapper takes from
+/// the shared type (`seer_anomaly::release`, `seer_forecast::release`) the utility runs too.
+macro_rules! delegate_shape {
+    () => {
+        fn inputs_per_meter(&self) -> usize {
+            self.0.inputs_per_meter()
+        }
+        fn history(&self) -> usize {
+            self.0.history()
+        }
+        fn depth(&self) -> u32 {
+            self.0.depth()
+        }
+        fn galois_steps(&self) -> Vec<i64> {
+            self.0.galois_steps()
+        }
+    };
+}
+
 /// The `anomaly` computation: forest score and rolling z-score on 24 hour planes.
 #[derive(Debug)]
 pub struct AnomalyComputation(pub RegisteredAnomaly);
@@ -200,18 +219,7 @@ impl Computation for AnomalyComputation {
     fn kind(&self) -> RequestKind {
         RequestKind::ANOMALY
     }
-    fn inputs_per_meter(&self) -> usize {
-        self.0.inputs_per_meter()
-    }
-    fn history(&self) -> usize {
-        self.0.history()
-    }
-    fn depth(&self) -> u32 {
-        self.0.depth()
-    }
-    fn galois_steps(&self) -> Vec<i64> {
-        self.0.galois_steps()
-    }
+    delegate_shape!();
     fn input_range(&self) -> (f64, f64) {
         self.0.hour_range()
     }
@@ -251,18 +259,7 @@ impl Computation for ForecastComputation {
     fn kind(&self) -> RequestKind {
         RequestKind::FORECAST
     }
-    fn inputs_per_meter(&self) -> usize {
-        self.0.inputs_per_meter()
-    }
-    fn history(&self) -> usize {
-        self.0.history()
-    }
-    fn depth(&self) -> u32 {
-        self.0.depth()
-    }
-    fn galois_steps(&self) -> Vec<i64> {
-        self.0.galois_steps()
-    }
+    delegate_shape!();
     fn input_range(&self) -> (f64, f64) {
         self.0.input_range()
     }
