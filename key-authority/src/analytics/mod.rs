@@ -185,6 +185,32 @@ mod tests {
     }
 
     #[test]
+    fn slot_periods_name_days_and_hours_in_sortable_form() {
+        assert_eq!(SlotPeriod::of_kind("anomaly"), Some(SlotPeriod::Day));
+        assert_eq!(SlotPeriod::of_kind("forecast"), Some(SlotPeriod::Hour));
+        assert_eq!(SlotPeriod::of_kind("bill"), None);
+        let day = SlotPeriod::Day.parse("2010-12-31").unwrap();
+        assert_eq!(SlotPeriod::Day.label(day, 1), "2011-01-01");
+        assert!(SlotPeriod::Day.parse("2010-12-31T00:00").is_err());
+        let hour = SlotPeriod::Hour.parse("2010-12-31T22:00").unwrap();
+        assert_eq!(SlotPeriod::Hour.format(hour), "2010-12-31T22:00");
+        let labels: Vec<String> = (0..4).map(|p| SlotPeriod::Hour.label(hour, p)).collect();
+        assert_eq!(
+            labels,
+            [
+                "2010-12-31T22:00",
+                "2010-12-31T23:00",
+                "2011-01-01T00:00",
+                "2011-01-01T01:00"
+            ]
+        );
+        // The once-per-period check compares wire forms as text: they sort chronologically.
+        assert!(labels.windows(2).all(|w| w[0] < w[1]));
+        assert!(SlotPeriod::Hour.parse("2010-12-31T22:30").is_err());
+        assert!(SlotPeriod::Hour.parse("2010-12-31").is_err());
+    }
+
+    #[test]
     fn blocks_overlap() {
         let a = SlotBlock {
             offset: 0,

@@ -1,9 +1,8 @@
 //! The release policy for analytics kinds (see the [module documentation](super)).
 
 use std::collections::HashSet;
-use std::sync::Arc;
-
 use std::ops::Range;
+use std::sync::Arc;
 
 use seer_ckks::Ciphertext;
 use sha2::Digest as _;
