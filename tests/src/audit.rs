@@ -28,3 +28,24 @@ pub async fn audit_entries(path: &Path) -> anyhow::Result<Vec<AuditRow>> {
     pool.close().await;
     Ok(rows)
 }
+
+/// Whether `audit` holds a refusal of `kind` for `meter` (any meter when `None`) whose reason
+/// contains `needle`.
+#[must_use]
+pub fn has_refusal(audit: &[AuditRow], kind: &str, meter: Option<&str>, needle: &str) -> bool {
+    audit.iter().any(|(k, m, decision, reason)| {
+        k == kind
+            && decision == "refused"
+            && (meter.is_none() || m.as_deref() == meter)
+            && reason.as_deref().is_some_and(|r| r.contains(needle))
+    })
+}
+
+/// Number of granted entries of `kind` in `audit`.
+#[must_use]
+pub fn grants(audit: &[AuditRow], kind: &str) -> usize {
+    audit
+        .iter()
+        .filter(|(k, _, decision, _)| k == kind && decision == "granted")
+        .count()
+}

@@ -22,7 +22,7 @@ use seer_anomaly::release::{RegisteredAnomaly, round_to};
 use seer_anomaly::zscore::rolling_zscore;
 use seer_ckks::{CkksContext, ParameterSet, PublicKey};
 use seer_proto::v1::AnalyticsReleaseResponse;
-use seer_tests::audit::audit_entries;
+use seer_tests::audit::{audit_entries, grants, has_refusal};
 use seer_tests::deployment::{Deployment, DeploymentOptions, prepare_key_set};
 use seer_tests::rng::SplitMix64;
 use utility_server::analytics::{
@@ -477,14 +477,8 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         let audit = audit_entries(&deployment.dir().join("ka/audit.db"))
             .await
             .expect("audit entries");
-        let refused = |meter: Option<&str>, needle: &str| {
-            audit.iter().any(|(kind, m, decision, reason)| {
-                kind == "anomaly"
-                    && decision == "refused"
-                    && (meter.is_none() || m.as_deref() == meter)
-                    && reason.as_deref().is_some_and(|r| r.contains(needle))
-            })
-        };
+        let refused =
+            |meter: Option<&str>, needle: &str| has_refusal(&audit, "anomaly", meter, needle);
         assert!(refused(Some("meter-a"), "role"), "{audit:?}");
         assert!(refused(None, "no registered"), "{audit:?}");
         assert!(refused(Some("meter-n"), "no anomaly receipt"), "{audit:?}");
@@ -495,10 +489,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         );
         assert!(refused(Some("meter-b"), "differs"), "{audit:?}");
         assert!(refused(Some("meter-a"), "already released"), "{audit:?}");
-        let grants = audit
-            .iter()
-            .filter(|(kind, _, decision, _)| kind == "anomaly" && decision == "granted")
-            .count();
+        let grants = grants(&audit, "anomaly");
         assert_eq!(grants, 2);
     });
 }

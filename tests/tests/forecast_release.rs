@@ -18,7 +18,7 @@ use seer_ckks::{CkksContext, ParameterSet, PublicKey};
 use seer_forecast::data::{Series, load_hourly_csv};
 use seer_forecast::release::{RegisteredForecast, round_kwh};
 use seer_forecast::{ForecastModel, forecast_series};
-use seer_tests::audit::audit_entries;
+use seer_tests::audit::{audit_entries, grants, has_refusal};
 use seer_tests::deployment::{Deployment, DeploymentOptions, prepare_key_set};
 use utility_server::analytics::{
     JobError, MeterInputs, connect, fetch_deep_keys, model_digest, request_release,
@@ -317,22 +317,13 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
         let audit = audit_entries(&deployment.dir().join("ka/audit.db"))
             .await
             .expect("audit entries");
-        let refused = |meter: Option<&str>, needle: &str| {
-            audit.iter().any(|(kind, m, decision, reason)| {
-                kind == "forecast"
-                    && decision == "refused"
-                    && (meter.is_none() || m.as_deref() == meter)
-                    && reason.as_deref().is_some_and(|r| r.contains(needle))
-            })
-        };
+        let refused =
+            |meter: Option<&str>, needle: &str| has_refusal(&audit, "forecast", meter, needle);
         assert!(refused(Some("meter-a"), "role"), "{audit:?}");
         assert!(refused(Some("meter-l"), "exact lane"), "{audit:?}");
         assert!(refused(Some("meter-a"), "analytics lane"), "{audit:?}");
         assert!(refused(Some("meter-a"), "already released"), "{audit:?}");
-        let grants = audit
-            .iter()
-            .filter(|(kind, _, decision, _)| kind == "forecast" && decision == "granted")
-            .count();
+        let grants = grants(&audit, "forecast");
         assert_eq!(grants, 2);
     });
 }
