@@ -24,14 +24,64 @@
 //!
 //! Each released value is the forecast energy rounded to [`FORECAST_QUANTUM`] kWh and clipped
 //! at zero (post-processing).
+//!
+//! # Streamed operation ([`RegisteredForecast::day_window`], [`RegisteredForecast::block`])
+//!
+//! A meter uploads one series per forecast day `D`, chosen so that what leaves lies in `D`
+//! and consecutive days never ask for the same hour twice (the key authority releases a
+//! (kind, meter, hour) once):
+//!
+//! - exact lane: the [`EXACT_WINDOW_DAYS`] whole days before `D`; released: the `horizon`
+//!   hours from `D 00:00` (all of `D` for the day-ahead model, sent before `D` starts);
+//! - analytics lane: the `HISTORY + 24 − horizon` hours ending with `D`'s last reading hour
+//!   the model needs; released: the 24 hours of `D` (the backtest, sent after `D`).
+//!
+//! Home `i` of a deployment writes its block at a fixed place: group `i / k`, offset
+//! `(i mod k) × count`, where `k` ≤ [`HOMES_PER_RELEASE`] blocks fit one ciphertext; the
+//! utility evaluates a group's inputs of one day together.
 
 use std::ops::Range;
+
+use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 
 use seer_ckks::{Ciphertext, Evaluator};
 
 use crate::circuit::{ROTATION_STEPS, evaluate};
 use crate::error::ForecastError;
 use crate::model::{ForecastModel, HISTORY};
+
+/// Days of exact history a meter uploads per forecast day (at least the model's [`HISTORY`]
+/// hours).
+pub const EXACT_WINDOW_DAYS: usize = 8;
+
+/// Most homes one release evaluates together: the key authority's limit of meters per
+/// release request (`key_authority::analytics::MAX_METERS_PER_REQUEST`).
+pub const HOMES_PER_RELEASE: usize = 8;
+
+const _: () = assert!(EXACT_WINDOW_DAYS * 24 >= HISTORY);
+
+/// The series a meter uploads for one forecast day (see the [module docs](self)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DayWindow {
+    /// The start of the series' first hour.
+    pub first_hour: NaiveDateTime,
+    /// Hours in the series (the block adds the model's horizon).
+    pub hours: usize,
+}
+
+impl DayWindow {
+    /// The start of the hour after the series' last.
+    #[must_use]
+    pub fn end(&self) -> NaiveDateTime {
+        self.first_hour + TimeDelta::hours(self.hours as i64)
+    }
+
+    /// The hour of block position `p`.
+    #[must_use]
+    pub fn hour(&self, p: usize) -> NaiveDateTime {
+        self.first_hour + TimeDelta::hours(p as i64)
+    }
+}
 
 /// Released forecasts are rounded to multiples of this (kWh), i.e. to the watt-hour.
 pub const FORECAST_QUANTUM: f64 = 0.001;
@@ -147,6 +197,49 @@ impl RegisteredForecast {
         }
     }
 
+    /// The series a meter uploads to forecast `day` on the model's lane: what is released from
+    /// it lies in `day` (every hour of it on the analytics lane and for the day-ahead model;
+    /// the first `horizon` hours for a shorter horizon on the exact lane).
+    #[must_use]
+    pub fn day_window(&self, day: NaiveDate) -> DayWindow {
+        let midnight = day.and_time(chrono::NaiveTime::MIN);
+        let hours = self.window_hours();
+        let first_hour = match self.lane() {
+            ForecastLane::Exact => midnight - TimeDelta::hours(hours as i64),
+            ForecastLane::Analytics { .. } => midnight - TimeDelta::hours(HISTORY as i64),
+        };
+        DayWindow { first_hour, hours }
+    }
+
+    fn window_hours(&self) -> usize {
+        match self.lane() {
+            ForecastLane::Exact => EXACT_WINDOW_DAYS * 24,
+            ForecastLane::Analytics { .. } => HISTORY + 24 - self.model.horizon().min(24),
+        }
+    }
+
+    /// Slots of a day's block: the [`day_window`](Self::day_window) series and the horizon.
+    #[must_use]
+    pub fn block_len(&self) -> usize {
+        self.window_hours() + self.model.horizon()
+    }
+
+    /// Blocks of one evaluation group: as many as fit `slots`, at most
+    /// [`HOMES_PER_RELEASE`].
+    #[must_use]
+    pub fn homes_per_group(&self, slots: usize) -> usize {
+        (slots / self.block_len()).clamp(1, HOMES_PER_RELEASE)
+    }
+
+    /// Where home `home_index` writes its daily block in a ciphertext of `slots` slots:
+    /// (group, first slot).
+    #[must_use]
+    pub fn block(&self, home_index: u64, slots: usize) -> (u64, usize) {
+        let per_group = self.homes_per_group(slots) as u64;
+        let position = usize::try_from(home_index % per_group).unwrap_or(0);
+        (home_index / per_group, position * self.block_len())
+    }
+
     /// Evaluates the forecaster on the (summed) hourly series. Blocking and CPU-heavy.
     ///
     /// # Errors
@@ -211,6 +304,63 @@ mod tests {
         assert_eq!(day.released_positions(ForecastLane::Exact, 400), 376..400);
         let noisy = registered("models/uci-lstm-eps1.json");
         assert_eq!(noisy.lane(), ForecastLane::Analytics { epsilon: 1.0 });
+    }
+
+    #[test]
+    fn daily_windows_release_hours_of_their_day_once() {
+        let day: NaiveDate = "2010-03-10".parse().expect("date");
+        let midnight = day.and_time(chrono::NaiveTime::MIN);
+        for (path, released_hours) in [
+            ("models/uci-lstm-day-ahead.json", 24),
+            ("models/uci-lstm-eps1.json", 24),
+            ("models/uci-lstm.json", 1),
+        ] {
+            let r = registered(path);
+            let hours_of = |d: NaiveDate| {
+                let w = r.day_window(d);
+                let count = w.hours + r.model().horizon();
+                assert_eq!(count, r.block_len(), "{path}");
+                r.released_positions(r.lane(), count)
+                    .map(|p| w.hour(p))
+                    .collect::<Vec<_>>()
+            };
+            let hours = hours_of(day);
+            assert_eq!(hours.len(), released_hours, "{path}");
+            // Consecutive hours from the day's midnight, all within the day.
+            for (j, h) in hours.iter().enumerate() {
+                assert_eq!(*h, midnight + TimeDelta::hours(j as i64), "{path}");
+            }
+            let next = hours_of(day.succ_opt().expect("next day"));
+            assert!(next.iter().all(|h| !hours.contains(h)), "{path}");
+            // The series never includes an hour it is released for on the exact lane.
+            let w = r.day_window(day);
+            if r.lane() == ForecastLane::Exact {
+                assert_eq!(w.end(), midnight, "{path}");
+            } else {
+                assert!(w.end() <= midnight + TimeDelta::hours(24), "{path}");
+            }
+        }
+    }
+
+    #[test]
+    fn homes_get_disjoint_blocks_within_a_group() {
+        let r = registered("models/uci-lstm-day-ahead.json");
+        assert_eq!(r.block_len(), 8 * 24 + 24);
+        let slots = 16_384;
+        assert_eq!(r.homes_per_group(slots), HOMES_PER_RELEASE);
+        let blocks: Vec<(u64, usize)> = (0..17).map(|i| r.block(i, slots)).collect();
+        assert_eq!(blocks[0], (0, 0));
+        assert_eq!(blocks[7], (0, 7 * 216));
+        assert_eq!(blocks[8], (1, 0));
+        assert_eq!(blocks[16], (2, 0));
+        for (i, a) in blocks.iter().enumerate() {
+            assert!(a.1 + r.block_len() <= slots);
+            for b in &blocks[i + 1..] {
+                assert!(a.0 != b.0 || a.1.abs_diff(b.1) >= r.block_len());
+            }
+        }
+        // A ciphertext too small for eight blocks holds fewer.
+        assert_eq!(r.homes_per_group(3 * 216 + 5), 3);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The command line: `meter-client run …` and `meter-client info`.
+//! The command line: `meter-client run …`, `meter-client forecast …` and `meter-client info`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +15,7 @@ use seer_core::units::Wh;
 use crate::app::{RunReport, Settings, run};
 use crate::batch::{MAX_BATCH_DAYS, PrivacySettings};
 use crate::error::Error;
+use crate::forecast_upload::{ForecastUploadSettings, upload_days};
 use crate::grpc::BearerToken;
 use crate::queue::StateStore;
 use crate::source::{DateRange, MonthShift, SourceSpec};
@@ -40,8 +41,92 @@ pub enum Command {
     /// Read a source, build and encrypt both lanes per batch, queue them durably, record each
     /// batch's receipt with the key authority and upload the batches to the utility server.
     Run(Box<RunArgs>),
+    /// Forecasting: for each forecast day, encrypt the hourly series a registered model needs
+    /// at the home's block, record its receipt with the key authority and upload it to the
+    /// utility server, whose `utility-server forecast` job forecasts it.
+    Forecast(Box<ForecastArgs>),
     /// Print the software version, and with --state what the state directory holds.
     Info(InfoArgs),
+}
+
+/// `meter-client forecast`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct ForecastArgs {
+    /// The meter's id (the one its household token is bound to).
+    #[arg(long)]
+    pub meter_id: String,
+    /// The readings: uci:FILE, csv:FILE or synthetic:SEED:HOME (as for `run`).
+    #[arg(long)]
+    pub source: String,
+    /// The first day to forecast (YYYY-MM-DD). The exact-lane models read the 8 days before
+    /// it (send before the day starts); the analytics-lane models the history and the day
+    /// itself (send after it ends).
+    #[arg(long)]
+    pub day: NaiveDate,
+    /// Days to forecast, from --day.
+    #[arg(long, default_value_t = 1)]
+    pub days: u32,
+    /// The model file, as registered with the key authority (its metadata decides the
+    /// lane).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The meter's home number in the deployment (its block); defaults to HOME for a
+    /// synthetic source.
+    #[arg(long)]
+    pub home_index: Option<u64>,
+    /// The utility server's URL.
+    #[arg(long)]
+    pub utility: String,
+    /// The key authority's URL.
+    #[arg(long)]
+    pub key_authority: String,
+    /// The environment variable holding the household's bearer token.
+    #[arg(long, default_value = "SEER_METER_TOKEN")]
+    pub token_env: String,
+    /// The state directory (the pinned keys; pending inputs until they are sent).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Print one JSON object per day on stdout instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ForecastArgs {
+    /// Validated settings (reads the token variable).
+    ///
+    /// # Errors
+    /// Invalid values or a missing token.
+    pub fn to_settings(&self) -> Result<ForecastUploadSettings, Error> {
+        let source: SourceSpec = self.source.parse()?;
+        let home_index = match (self.home_index, &source) {
+            (Some(i), _) => i,
+            (None, SourceSpec::Synthetic { home, .. }) => u64::from(*home),
+            (None, _) => {
+                return Err(Error::InvalidSetting {
+                    setting: "home index",
+                    reason: "--home-index is required for uci: and csv: sources".into(),
+                });
+            }
+        };
+        if !(1..=366).contains(&self.days) {
+            return Err(Error::InvalidSetting {
+                setting: "days",
+                reason: format!("{} is not in 1..=366", self.days),
+            });
+        }
+        Ok(ForecastUploadSettings {
+            meter_id: self.meter_id.clone(),
+            source,
+            first_day: self.day,
+            days: self.days,
+            model: self.model.clone(),
+            home_index,
+            utility_url: self.utility.clone(),
+            key_authority_url: self.key_authority.clone(),
+            token: BearerToken::from_env(&self.token_env)?,
+            state_dir: self.state.clone(),
+        })
+    }
 }
 
 /// `meter-client run`.
@@ -249,6 +334,32 @@ pub async fn execute(
                 let summary = store.summary().await.context("reading the state")?;
                 store.close().await;
                 write_summary(out, &summary)?;
+            }
+        }
+        Command::Forecast(args) => {
+            let settings = args.to_settings().context("invalid settings")?;
+            let mut progress = progress;
+            let mut report = move |line: &str| {
+                let _ = writeln!(progress, "{line}");
+            };
+            let uploads = upload_days(&settings, &mut report)
+                .await
+                .with_context(|| format!("meter {}", settings.meter_id))?;
+            for upload in &uploads {
+                if args.json {
+                    writeln!(out, "{}", serde_json::to_string(upload)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "meter {}: forecast input for {} sent ({} hours, group {}, slots {}..{})",
+                        settings.meter_id,
+                        upload.day,
+                        upload.hours,
+                        upload.group,
+                        upload.slot_offset,
+                        upload.slot_offset + upload.slot_count
+                    )?;
+                }
             }
         }
         Command::Run(args) => {
@@ -494,8 +605,49 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Run(args) => *args,
-            Command::Info(_) => unreachable!(),
+            Command::Forecast(_) | Command::Info(_) => unreachable!(),
         }
+    }
+
+    #[test]
+    fn forecast_settings_are_validated() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "meter-client",
+                "forecast",
+                "--meter-id",
+                "m-1",
+                "--day",
+                "2024-03-12",
+                "--model",
+                "m.json",
+                "--utility",
+                "http://127.0.0.1:1",
+                "--key-authority",
+                "http://127.0.0.1:2",
+                "--state",
+                "/tmp/x",
+                "--token-env",
+                "SEER_TEST_TOKEN_THAT_IS_NOT_SET",
+            ];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Forecast(args) => *args,
+                Command::Run(_) | Command::Info(_) => unreachable!(),
+            }
+        };
+        // The token is required: the receipt and the upload both need it.
+        let err = parse(&["--source", "synthetic:3:17"])
+            .to_settings()
+            .unwrap_err();
+        assert!(matches!(err, Error::Token { .. }), "{err}");
+        let err = parse(&["--source", "csv:x.csv"]).to_settings().unwrap_err();
+        assert!(err.to_string().contains("--home-index"), "{err}");
+        let err = parse(&["--source", "synthetic:1:1", "--days", "0"])
+            .to_settings()
+            .unwrap_err();
+        assert!(err.to_string().contains("days"), "{err}");
+        assert!(Cli::try_parse_from(["meter-client", "forecast", "--day", "2024-13-01"]).is_err());
     }
 
     #[test]

@@ -23,7 +23,9 @@
 //! - [`receipts`]: recording each batch's receipt with the key authority;
 //! - [`app`]: one run of all of the above, [`cli`]: the command line;
 //! - [`anomaly`] and [`forecast`]: the encrypted inputs of the deep analytics kinds (hour
-//!   planes per day; the hourly series) with their receipts ([`analytics`]).
+//!   planes per day; the hourly series) with their receipts and uploads ([`analytics`]);
+//!   [`forecast_upload`]: `meter-client forecast`, one series per forecast day at the home's
+//!   fixed block, kept in the state directory until it is sent.
 //!
 //! The client never holds a secret key: it is built without `seer-ckks/secret-key`.
 
@@ -34,6 +36,7 @@ pub mod batch;
 pub mod cli;
 pub mod error;
 pub mod forecast;
+pub mod forecast_upload;
 pub mod grpc;
 pub mod queue;
 pub mod receipts;

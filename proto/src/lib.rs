@@ -80,6 +80,8 @@ impl_message_limits!(client v1::keys_client::KeysClient);
 impl_message_limits!(server v1::keys_server::KeysServer);
 impl_message_limits!(client v1::ingest_client::IngestClient);
 impl_message_limits!(server v1::ingest_server::IngestServer);
+impl_message_limits!(client v1::analytics_ingest_client::AnalyticsIngestClient);
+impl_message_limits!(server v1::analytics_ingest_server::AnalyticsIngestServer);
 impl_message_limits!(client v1::audit_client::AuditClient);
 impl_message_limits!(server v1::audit_server::AuditServer);
 impl_message_limits!(client v1::receipts_client::ReceiptsClient);

@@ -175,14 +175,7 @@ pub async fn run(options: &ForecastOptions) -> Result<ForecastReport> {
     let hours_n = quarters.kwh.len() / 4;
     let ctx = tokio::task::spawn_blocking(|| CkksContext::new(circuit::PARAMETER_SET)).await??;
     circuit::check_series_len(&model, hours_n, ctx.slots())?;
-    let lane = match (model.meta.epsilon, model.meta.sensitivity_wh) {
-        (None, _) => ForecastLane::Exact,
-        (Some(epsilon), Some(wh)) => ForecastLane::Analytics {
-            epsilon: seer_core::dp::Epsilon::try_new(epsilon)?,
-            sensitivity: seer_core::units::Wh::try_new(wh)?,
-        },
-        (Some(_), None) => bail!("the model records an ε but no sensitivity"),
-    };
+    let lane = ForecastLane::of_model(&model)?;
     if computation
         .released_positions(computation.lane(), hours_n + model.horizon())
         .is_empty()

@@ -32,7 +32,8 @@ pub enum Principal {
 /// What a call wants to do for a meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MeterAction {
-    /// Upload the meter's batches (`Ingest.Upload`).
+    /// Upload the meter's batches (`Ingest.Upload`) or analytics inputs
+    /// (`AnalyticsIngest.UploadInput`).
     Upload,
     /// Read where ingest stands for the meter (`Ingest.GetCursor`).
     ReadCursor,
@@ -43,7 +44,7 @@ pub enum MeterAction {
 impl std::fmt::Display for MeterAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            MeterAction::Upload => "upload batches",
+            MeterAction::Upload => "upload data",
             MeterAction::ReadCursor => "read the ingest cursor",
             MeterAction::ReadBills => "read the bills",
         })
@@ -316,7 +317,7 @@ mod tests {
             .to_string();
         assert_eq!(
             message,
-            "the household of meter m2 may not upload batches for meter m1"
+            "the household of meter m2 may not upload data for meter m1"
         );
         for principal in [&own, &Principal::Utility, &Principal::Admin] {
             assert!(decide(Some(principal), MeterAction::ReadBills).is_err());

@@ -6,15 +6,29 @@
 //! Which hours leave depends on the lane (`seer_forecast::release`): on the exact lane only
 //! the hours after each meter's series (its block reserves the model's horizon), on the
 //! analytics lane the backtest over the series too.
+//!
+//! [`run_pending`] is the utility's forecasting job over what meters uploaded
+//! ([`crate::analytics_ingest`]): the pending inputs of one model packed into releases of at
+//! most [`HOMES_PER_RELEASE`] meters with disjoint blocks, each evaluated once and released;
+//! the released hours stored, every input marked released or refused with the key
+//! authority's reason.
+
+use std::path::Path;
+use std::time::Instant;
 
 use seer_anomaly::circuit::EncryptedValue;
-use seer_ckks::Evaluator;
-use seer_forecast::release::RegisteredForecast;
+use seer_ckks::{CkksContext, Evaluator};
+use seer_forecast::ForecastModel;
+use seer_forecast::release::{HOMES_PER_RELEASE, RegisteredForecast};
 use seer_proto::v1::AnalyticsReleaseResponse;
 use serde::Serialize;
 use sqlx::AnyPool;
 
-use crate::analytics::{JobError, evaluate_sum, results_pool};
+use crate::analytics::{
+    JobError, MeterInputs, connect, evaluate_sum, fetch_deep_keys, model_digest, request_release,
+    results_pool,
+};
+use crate::store::{InputStatus, Store, StoredInput};
 
 /// Evaluates the forecaster on the sum of the meters' serialized hourly series (`meters[m][0]`,
 /// blocks disjoint) and serializes its output. Blocking and CPU-heavy (about 17 levels of
@@ -182,5 +196,269 @@ impl ForecastStore {
                 kwh,
             })
             .collect())
+    }
+}
+
+/// An input the key authority refused in a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RefusedInput {
+    /// The meter.
+    pub meter_id: String,
+    /// The input id.
+    pub input_id: String,
+    /// The key authority's reason.
+    pub reason: String,
+}
+
+/// What one [`run_pending`] did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ForecastRunReport {
+    /// BLAKE3 of the model file.
+    pub model_blake3: String,
+    /// Pending inputs found.
+    pub pending: usize,
+    /// Release requests made (one evaluation each).
+    pub requests: usize,
+    /// Inputs released.
+    pub released: usize,
+    /// Inputs refused, with the reasons.
+    pub refused: Vec<RefusedInput>,
+    /// Forecast hours stored.
+    pub hours_stored: usize,
+    /// Bytes of deep evaluation keys fetched.
+    pub key_bytes: u64,
+    /// Seconds spent evaluating, all requests together.
+    pub evaluation_seconds: f64,
+    /// Seconds spent waiting for the key authority's releases.
+    pub release_seconds: f64,
+    /// Whether every request's result was byte-identical to the key authority's
+    /// re-execution.
+    pub all_verified: bool,
+}
+
+/// Packs `inputs` (in the store's order) into release requests: first fit, at most
+/// [`HOMES_PER_RELEASE`] per request, one input per meter, blocks disjoint.
+#[must_use]
+pub fn pack(inputs: Vec<StoredInput>) -> Vec<Vec<StoredInput>> {
+    let mut requests: Vec<Vec<StoredInput>> = Vec::new();
+    for input in inputs {
+        let block = input.header.block();
+        let fits = |request: &Vec<StoredInput>| {
+            request.len() < HOMES_PER_RELEASE
+                && request.iter().all(|other| {
+                    let b = other.header.block();
+                    other.header.meter_id != input.header.meter_id
+                        && (b.end <= block.start || block.end <= b.start)
+                })
+        };
+        match requests.iter_mut().find(|r| fits(r)) {
+            Some(request) => request.push(input),
+            None => requests.push(vec![input]),
+        }
+    }
+    requests
+}
+
+/// The utility's forecasting job: evaluates every pending `forecast` input uploaded for the
+/// model file `model_path`, asks the key authority at `key_authority` (with the utility's
+/// `token`) for each release, stores the released hours (in the store at `database_url`,
+/// which `store` has open) and marks each input released or refused.
+///
+/// # Errors
+/// [`JobError`] when the model, the store, the keys or a whole request fails; inputs of
+/// requests not answered stay pending, so that a rerun takes them up.
+#[tracing::instrument(skip_all, fields(model = %model_path.display()))]
+pub async fn run_pending(
+    store: &Store,
+    database_url: &str,
+    key_authority: &str,
+    token: &str,
+    model_path: &Path,
+) -> Result<ForecastRunReport, JobError> {
+    let model_err =
+        |e: String| JobError::Circuit(format!("the model {}: {e}", model_path.display()));
+    let bytes = tokio::fs::read(model_path)
+        .await
+        .map_err(|e| model_err(e.to_string()))?;
+    let digest = model_digest(&bytes);
+    let text = std::str::from_utf8(&bytes).map_err(|e| model_err(e.to_string()))?;
+    let model = ForecastModel::from_json(text).map_err(|e| model_err(e.to_string()))?;
+    let computation = RegisteredForecast::try_new(model).map_err(|e| model_err(e.to_string()))?;
+    let pending = store
+        .analytics_inputs("forecast", &digest, Some("pending"))
+        .await?;
+    let mut report = ForecastRunReport {
+        model_blake3: digest.clone(),
+        pending: pending.len(),
+        all_verified: true,
+        ..ForecastRunReport::default()
+    };
+    if pending.is_empty() {
+        tracing::info!("no pending forecast inputs");
+        return Ok(report);
+    }
+    let requests = pack(pending);
+    tracing::info!(
+        inputs = report.pending,
+        requests = requests.len(),
+        "forecasting pending inputs"
+    );
+    let ctx =
+        tokio::task::spawn_blocking(|| CkksContext::new(seer_forecast::circuit::PARAMETER_SET))
+            .await
+            .map_err(|e| JobError::Circuit(e.to_string()))?
+            .map_err(|e| JobError::Circuit(e.to_string()))?;
+    let channel = connect(key_authority).await?;
+    let (evaluator, key_bytes) =
+        fetch_deep_keys(channel.clone(), &ctx, &computation.galois_steps()).await?;
+    report.key_bytes = key_bytes;
+    let results = ForecastStore::connect(database_url).await?;
+    let mut evaluator = Some(evaluator);
+    for (r, request) in requests.iter().enumerate() {
+        let mut meters = Vec::with_capacity(request.len());
+        for input in request {
+            meters.push(MeterInputs {
+                meter_id: input.header.meter_id.clone(),
+                input_id: input.header.input_id.clone(),
+                inputs: store.analytics_input_ciphertexts(&input.header).await?,
+            });
+        }
+        let inputs: Vec<Vec<Vec<u8>>> = meters.iter().map(|m| m.inputs.clone()).collect();
+        let (comp, ev) = (
+            computation.clone(),
+            evaluator
+                .take()
+                .ok_or_else(|| JobError::Circuit("no evaluator".into()))?,
+        );
+        let started = Instant::now();
+        let span = tracing::Span::current();
+        let (ev, result) = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let result = evaluate(&comp, &ev, &inputs);
+            (ev, result)
+        })
+        .await
+        .map_err(|e| JobError::Circuit(e.to_string()))?;
+        evaluator = Some(ev);
+        let result = result?;
+        let evaluated = started.elapsed().as_secs_f64();
+        report.evaluation_seconds += evaluated;
+        let started = Instant::now();
+        let response =
+            request_release(channel.clone(), token, "forecast", &digest, meters, result).await?;
+        report.release_seconds += started.elapsed().as_secs_f64();
+        report.requests += 1;
+        report.all_verified &= response.result_verified;
+        report.hours_stored += results.record(&digest, &response).await?;
+        for input in request {
+            let Some(answer) = response
+                .meters
+                .iter()
+                .find(|m| m.meter_id == input.header.meter_id)
+            else {
+                continue;
+            };
+            let audit_seq = Some(answer.audit_sequence).filter(|s| *s > 0);
+            let status = if answer.granted {
+                report.released += 1;
+                InputStatus::Released {
+                    audit_seq: answer.audit_sequence,
+                }
+            } else {
+                report.refused.push(RefusedInput {
+                    meter_id: input.header.meter_id.clone(),
+                    input_id: input.header.input_id.clone(),
+                    reason: answer.refusal.clone(),
+                });
+                InputStatus::Refused {
+                    reason: answer.refusal.clone(),
+                    audit_seq,
+                }
+            };
+            store.decide_analytics_input(&input.header, &status).await?;
+        }
+        tracing::info!(
+            request = r + 1,
+            of = requests.len(),
+            meters = request.len(),
+            evaluation_s = evaluated,
+            verified = response.result_verified,
+            "forecast release answered"
+        );
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::InputHeader;
+
+    fn input(meter: &str, day: &str, group: u32, offset: u32) -> StoredInput {
+        StoredInput {
+            header: InputHeader {
+                kind: "forecast".into(),
+                meter_id: meter.into(),
+                input_id: day.into(),
+                model_blake3: "ab".repeat(32),
+                slot_offset: offset,
+                slot_count: 216,
+                first_period: format!("{day}T00:00"),
+                group,
+            },
+            inputs: 1,
+            status: InputStatus::Pending,
+        }
+    }
+
+    fn ids(requests: &[Vec<StoredInput>]) -> Vec<Vec<String>> {
+        requests
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|i| format!("{}/{}", i.header.meter_id, i.header.input_id))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn requests_hold_disjoint_blocks_one_per_meter_at_most_eight() {
+        // Two days of a group of two, a meter writing across two blocks, and a second group
+        // (at the offset of group 0's first block): first fit keeps every request valid for
+        // the key authority, blocks of different groups never meet.
+        let inputs = vec![
+            input("a", "d1", 0, 0),
+            input("b", "d1", 0, 216),
+            input("x", "d1", 0, 100),
+            input("a", "d2", 0, 0),
+            input("b", "d2", 0, 216),
+            input("c", "d1", 1, 0),
+        ];
+        let requests = pack(inputs);
+        assert_eq!(
+            ids(&requests),
+            vec![
+                vec!["a/d1", "b/d1"],
+                vec!["x/d1"],
+                vec!["a/d2", "b/d2"],
+                vec!["c/d1"],
+            ]
+        );
+        for request in &requests {
+            for (i, a) in request.iter().enumerate() {
+                for b in &request[i + 1..] {
+                    let (x, y) = (a.header.block(), b.header.block());
+                    assert!(x.end <= y.start || y.end <= x.start);
+                    assert_ne!(a.header.meter_id, b.header.meter_id);
+                }
+            }
+        }
+        // Twenty disjoint homes: eight, eight, four.
+        let many: Vec<StoredInput> = (0..20)
+            .map(|i| input(&format!("m{i:02}"), "d1", 0, i * 216))
+            .collect();
+        let sizes: Vec<usize> = pack(many).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![8, 8, 4]);
     }
 }

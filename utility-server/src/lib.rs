@@ -9,6 +9,8 @@
 //!   ingest cursor, the billing job's reads and [usage summaries](store::Store::usage_summary);
 //! - [`auth`]: who may act for which meter;
 //! - [`ingest`]: the `seer.v1.Ingest` service;
+//! - [`analytics_ingest`]: the `seer.v1.AnalyticsIngest` service (meters' inputs of the deep
+//!   analytics computations, stored until a job evaluates them);
 //! - [`billing`]: the billing job (the packed billing circuit evaluated here, the bills
 //!   released by the key authority with the month's energy per tariff cell, stored);
 //! - [`bills`]: the `seer.v1.Bills` service over the stored bills;
@@ -26,6 +28,7 @@
 //! on port 0.
 
 pub mod analytics;
+pub mod analytics_ingest;
 pub mod anomaly;
 pub mod auth;
 pub mod batch;

@@ -6,7 +6,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use utility_server::batch::Period;
 use utility_server::lanes::LaneValidator;
-use utility_server::{Application, Settings, Store, billing, telemetry};
+use utility_server::store::InputStatus;
+use utility_server::{Application, Settings, Store, billing, forecast, telemetry};
 
 /// The SEER utility server: bills, forecasts and anomaly scores on encrypted readings.
 #[derive(Debug, Parser)]
@@ -40,6 +41,28 @@ enum Command {
         /// The environment variable holding the utility's token (from the key authority).
         #[arg(long, default_value = "SEER_UTILITY_TOKEN")]
         token_env: String,
+    },
+    /// Forecast every pending upload for a registered model: pack the meters' inputs into
+    /// releases of disjoint blocks, evaluate the encrypted forecaster once per release with
+    /// the key authority's deep keys, ask the key authority to release, store the released
+    /// hours and print the run's report as JSON.
+    Forecast {
+        /// The model file (registered with the key authority; its BLAKE3 names it).
+        #[arg(long)]
+        model: PathBuf,
+        /// The key authority's URL.
+        #[arg(long)]
+        key_authority: String,
+        /// The environment variable holding the utility's token (from the key authority).
+        #[arg(long, default_value = "SEER_UTILITY_TOKEN")]
+        token_env: String,
+    },
+    /// Print the stored forecasts of a model as JSON: per meter and hour, the total over
+    /// homes per hour, and where each uploaded input stands.
+    Forecasts {
+        /// The model file.
+        #[arg(long)]
+        model: PathBuf,
     },
     /// Print the released bills of a month as JSON (meter id, period, amount in paise and
     /// rupees, closing sequence, energy per slab).
@@ -83,6 +106,66 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("billing run")?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Forecast {
+            model,
+            key_authority,
+            token_env,
+        } => {
+            let token = std::env::var(&token_env)
+                .with_context(|| format!("the utility token is expected in ${token_env}"))?;
+            let store = Store::connect(&settings.database.url).await?;
+            let report = forecast::run_pending(
+                &store,
+                &settings.database.url,
+                &key_authority,
+                &token,
+                &model,
+            )
+            .await
+            .context("forecasting run")?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Forecasts { model } => {
+            let bytes = std::fs::read(&model)
+                .with_context(|| format!("reading the model {}", model.display()))?;
+            let digest = utility_server::analytics::model_digest(&bytes);
+            let store = Store::connect(&settings.database.url).await?;
+            let inputs = store.analytics_inputs("forecast", &digest, None).await?;
+            let results = forecast::ForecastStore::connect(&settings.database.url).await?;
+            let mut meters: Vec<String> =
+                inputs.iter().map(|i| i.header.meter_id.clone()).collect();
+            meters.sort();
+            meters.dedup();
+            let mut forecasts = Vec::new();
+            for meter in &meters {
+                forecasts.extend(results.forecasts(meter, &digest).await?);
+            }
+            let listing = serde_json::json!({
+                "model_blake3": digest,
+                "forecasts": forecasts,
+                "totals": results.totals(&digest).await?,
+                "inputs": inputs.iter().map(|i| serde_json::json!({
+                    "meter_id": i.header.meter_id,
+                    "input_id": i.header.input_id,
+                    "first_period": i.header.first_period,
+                    "group": i.header.group,
+                    "slot_offset": i.header.slot_offset,
+                    "slot_count": i.header.slot_count,
+                    "status": match &i.status {
+                        InputStatus::Pending => "pending",
+                        InputStatus::Released { .. } => "released",
+                        InputStatus::Refused { .. } => "refused",
+                    },
+                    "reason": match &i.status {
+                        InputStatus::Refused { reason, .. } => Some(reason.as_str()),
+                        _ => None,
+                    },
+                })).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&listing)?);
             Ok(())
         }
         Command::Bills { period } => {

@@ -1,18 +1,20 @@
 //! The utility-server's gRPC server (see [`seer_service::serve`] for what every SEER server
-//! carries): `seer.v1.Ingest` and `seer.v1.Bills` over the store, both behind the same
-//! authenticating interceptor.
+//! carries): `seer.v1.Ingest`, `seer.v1.AnalyticsIngest` and `seer.v1.Bills` over the store,
+//! all behind the same authenticating interceptor.
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::Role;
+use seer_proto::v1::analytics_ingest_server::AnalyticsIngestServer;
 use seer_proto::v1::bills_server::BillsServer;
 use seer_proto::v1::ingest_server::IngestServer;
 use seer_service::{GrpcListener, NodeService};
 use tonic::server::NamedService as _;
 
 use crate::Settings;
+use crate::analytics_ingest::AnalyticsIngestService;
 use crate::auth::{AuthInterceptor, Authenticator, JwtAuthenticator, NoAuthenticator};
 use crate::bills::BillsService;
 use crate::ingest::IngestService;
@@ -153,6 +155,11 @@ impl Application {
             ingest,
             AuthInterceptor::new(Arc::clone(&self.authenticator)),
         );
+        let analytics_ingest = tonic::service::interceptor::InterceptedService::new(
+            AnalyticsIngestServer::new(AnalyticsIngestService::new(self.store.clone()))
+                .with_seer_limits(),
+            AuthInterceptor::new(Arc::clone(&self.authenticator)),
+        );
         let bills = tonic::service::interceptor::InterceptedService::new(
             BillsServer::new(BillsService::new(self.store.clone())).with_seer_limits(),
             AuthInterceptor::new(self.authenticator),
@@ -163,9 +170,15 @@ impl Application {
             node,
             &[
                 IngestServer::<IngestService>::NAME,
+                AnalyticsIngestServer::<AnalyticsIngestService>::NAME,
                 BillsServer::<BillsService>::NAME,
             ],
-            |router| router.add_service(ingest).add_service(bills),
+            |router| {
+                router
+                    .add_service(ingest)
+                    .add_service(analytics_ingest)
+                    .add_service(bills)
+            },
             shutdown,
         )
         .await;

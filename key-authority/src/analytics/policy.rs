@@ -17,6 +17,9 @@ use crate::release::ReleaseError;
 /// Most meters one request may name (each brings 24 ciphertexts of up to ~10 MB).
 pub const MAX_METERS_PER_REQUEST: usize = 8;
 
+// Meters place their daily forecast blocks for groups of this many homes.
+const _: () = assert!(MAX_METERS_PER_REQUEST == seer_forecast::release::HOMES_PER_RELEASE);
+
 /// One meter's inputs in a request.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AnalyticsMeterInput {

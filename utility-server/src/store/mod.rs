@@ -14,7 +14,9 @@
 //!
 //! and the billing job's: `bills`, one per (meter, period) the key authority released (paise,
 //! closing sequence, audit entry), and `bill_cells`, the bill's energy per tariff cell in
-//! whole Wh with the cell's label, written in the bill's transaction.
+//! whole Wh with the cell's label, written in the bill's transaction; and the deep analytics
+//! inputs meters upload (`analytics_inputs`, `analytics_input_ciphertexts`: see
+//! [`Store::insert_analytics_input`]).
 //!
 //! The two backends need different SQL for one column type — ciphertexts are `BLOB` in
 //! SQLite and `BYTEA` in PostgreSQL, neither of which the other knows (and sqlx's `Any`
@@ -47,8 +49,11 @@ use sqlx::{Any, AnyPool, Row as _, Transaction};
 
 use crate::batch::{Batch, MeterId, Period, utc_from_micros};
 
+mod analytics_inputs;
 #[cfg(test)]
 mod tests;
+
+pub use analytics_inputs::{AnalyticsInput, InputHeader, InputOutcome, InputStatus, StoredInput};
 
 /// SQLite's schema, embedded at build time.
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/utility-server/sqlite");

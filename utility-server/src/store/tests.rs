@@ -478,6 +478,121 @@ async fn bills_keep_their_cells_and_summarize_by_period(db: &TestDb) {
     assert_eq!(usage[1].total_wh, 0);
 }
 
+fn analytics_input(meter: &str, input_id: &str, offset: u32, cts: &[&[u8]]) -> AnalyticsInput {
+    AnalyticsInput {
+        header: InputHeader {
+            kind: "forecast".into(),
+            meter_id: meter.into(),
+            input_id: input_id.into(),
+            model_blake3: "ab".repeat(32),
+            slot_offset: offset,
+            slot_count: 216,
+            first_period: "2024-03-04T00:00".into(),
+            group: 0,
+        },
+        ciphertexts: cts.iter().map(|c| c.to_vec()).collect(),
+    }
+}
+
+async fn analytics_inputs_are_stored_once_and_decided_once(db: &TestDb) {
+    let store = db.open().await;
+    let model = "ab".repeat(32);
+    let a = analytics_input("m1", "d1", 0, &[&[1, 2, 3], &[0xFF; 300]]);
+    assert_eq!(
+        store.insert_analytics_input(&a).await.expect("insert"),
+        InputOutcome::Stored
+    );
+    assert_eq!(
+        store.insert_analytics_input(&a).await.expect("resend"),
+        InputOutcome::Duplicate
+    );
+    // Other bytes, or the same bytes at another block, under the same id: a conflict.
+    let bytes = analytics_input("m1", "d1", 0, &[&[1, 2, 4], &[0xFF; 300]]);
+    let block = analytics_input("m1", "d1", 216, &[&[1, 2, 3], &[0xFF; 300]]);
+    for conflicting in [bytes, block] {
+        assert_eq!(
+            store
+                .insert_analytics_input(&conflicting)
+                .await
+                .expect("insert"),
+            InputOutcome::Conflict
+        );
+    }
+    let b = analytics_input("m2", "d1", 216, &[&[9; 70_000]]);
+    store.insert_analytics_input(&b).await.expect("insert");
+
+    let pending = store
+        .analytics_inputs("forecast", &model, Some("pending"))
+        .await
+        .expect("pending");
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].header, a.header);
+    assert_eq!(pending[0].inputs, 2);
+    assert_eq!(pending[1].header, b.header);
+    assert_eq!(pending[1].status, InputStatus::Pending);
+    assert_eq!(
+        store
+            .analytics_input_ciphertexts(&a.header)
+            .await
+            .expect("read"),
+        a.ciphertexts
+    );
+    assert_eq!(
+        store
+            .analytics_input_ciphertexts(&b.header)
+            .await
+            .expect("read"),
+        b.ciphertexts
+    );
+    // Other kinds and models are not listed.
+    assert!(
+        store
+            .analytics_inputs("anomaly", &model, None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        store
+            .analytics_inputs("forecast", &"cd".repeat(32), None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    let released = InputStatus::Released { audit_seq: 17 };
+    let refused = InputStatus::Refused {
+        reason: "no receipt".into(),
+        audit_seq: Some(18),
+    };
+    store
+        .decide_analytics_input(&a.header, &released)
+        .await
+        .expect("decide");
+    store
+        .decide_analytics_input(&b.header, &refused)
+        .await
+        .expect("decide");
+    // A decided input keeps its first decision.
+    store
+        .decide_analytics_input(&a.header, &refused)
+        .await
+        .expect("decide again");
+    assert!(
+        store
+            .analytics_inputs("forecast", &model, Some("pending"))
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+    let all = store
+        .analytics_inputs("forecast", &model, None)
+        .await
+        .expect("all");
+    assert_eq!(all[0].status, released);
+    assert_eq!(all[1].status, refused);
+}
+
 /// Generates each test of the suite once per backend.
 macro_rules! storage_suite {
     ($($name:ident),* $(,)?) => {
@@ -512,6 +627,7 @@ storage_suite!(
     group_batches_pages_through_a_group_and_period,
     usage_summaries_count_without_decrypting,
     bills_keep_their_cells_and_summarize_by_period,
+    analytics_inputs_are_stored_once_and_decided_once,
 );
 
 #[test]

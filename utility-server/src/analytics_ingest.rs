@@ -1,0 +1,544 @@
+//! `seer.v1.AnalyticsIngest`: meters upload the inputs of deep analytics computations (kind
+//! `forecast`: the hourly series as one N32768 ciphertext; kind `anomaly`: 24 hour planes),
+//! which the utility stores until its job ([`crate::forecast::run_pending`]) evaluates them.
+//!
+//! One call carries one meter's inputs: a header, then each ciphertext in chunks. Checked in
+//! order, each failure ending the call with a status that names the problem and storing
+//! nothing: the caller may upload for the meter (a household token of that meter:
+//! [`IngestPolicy`]); the header is well formed (known kind, the kind's number of inputs, a
+//! model digest, a block inside the deep parameter set's slots, a first period of the kind's
+//! form); the chunks arrive in order with contiguous offsets, each ciphertext at most
+//! [`MAX_INPUT_BYTES`]; every ciphertext parses as a framed, checksummed ciphertext of the
+//! deep parameter set (on the blocking pool). Then the store decides: stored, an identical
+//! resend (acknowledged as a duplicate) or a conflict (`ALREADY_EXISTS`).
+
+use std::sync::Arc;
+
+use seer_ckks::{Ciphertext, CkksContext};
+use seer_proto::v1::analytics_ingest_server::AnalyticsIngest;
+use seer_proto::v1::analytics_input_chunk::Part;
+use seer_proto::v1::{AnalyticsInputAck, AnalyticsInputChunk, AnalyticsInputHeader};
+use tokio::sync::OnceCell;
+use tokio_stream::StreamExt as _;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
+
+use crate::auth::{self, AuthzError, IngestPolicy, MeterAction, MeterAuthorization};
+use crate::batch::MeterId;
+use crate::store::{AnalyticsInput, InputHeader, InputOutcome, Store, StoreError};
+
+/// Largest input ciphertext accepted (a fresh N32768_L19 ciphertext takes about 10 MB).
+pub const MAX_INPUT_BYTES: u64 = 32 << 20;
+
+/// Longest input id accepted.
+pub const MAX_INPUT_ID_LEN: usize = 128;
+
+/// The input ciphertexts per meter of each kind the utility evaluates.
+#[must_use]
+pub fn inputs_of(kind: &str) -> Option<usize> {
+    match kind {
+        "forecast" => Some(1),
+        "anomaly" => Some(seer_anomaly::features::HOURS),
+        _ => None,
+    }
+}
+
+/// Why an upload was refused; converted to a [`Status`] by `From`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// Not authenticated, or not entitled to upload for the meter.
+    #[error(transparent)]
+    Authorization(#[from] AuthzError),
+    /// The header, the chunks or a ciphertext is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// Different inputs are stored under the same (kind, meter, input id).
+    #[error("meter {meter_id} already stored different {kind} inputs under the id {input_id:?}")]
+    Conflict {
+        /// The kind.
+        kind: String,
+        /// The meter.
+        meter_id: String,
+        /// The input id.
+        input_id: String,
+    },
+    /// The database failed (logged; the client learns only that the store is unavailable).
+    #[error("the store is unavailable")]
+    Store(#[source] StoreError),
+    /// A validation task failed (logged, not sent).
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<InputError> for Status {
+    fn from(error: InputError) -> Self {
+        match &error {
+            InputError::Authorization(AuthzError::Unauthenticated) => {
+                Status::unauthenticated(error.to_string())
+            }
+            InputError::Authorization(_) => Status::permission_denied(error.to_string()),
+            InputError::Invalid(_) => Status::invalid_argument(error.to_string()),
+            InputError::Conflict { .. } => Status::already_exists(error.to_string()),
+            InputError::Store(source) => {
+                tracing::error!(error = %source, "analytics input store failed");
+                Status::unavailable(error.to_string())
+            }
+            InputError::Internal(why) => {
+                tracing::error!(error = %why, "analytics input validation failed");
+                Status::internal(error.to_string())
+            }
+        }
+    }
+}
+
+/// The `seer.v1.AnalyticsIngest` service.
+#[derive(Clone)]
+pub struct AnalyticsIngestService {
+    store: Store,
+    /// The deep parameter set's context, built on first use (tens of milliseconds of NTT
+    /// tables that most utility servers never need).
+    deep: Arc<OnceCell<CkksContext>>,
+}
+
+impl std::fmt::Debug for AnalyticsIngestService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnalyticsIngestService")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(reason: impl Into<String>) -> InputError {
+    InputError::Invalid(reason.into())
+}
+
+impl AnalyticsIngestService {
+    /// The service over `store`.
+    #[must_use]
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            deep: Arc::new(OnceCell::new()),
+        }
+    }
+
+    async fn context(&self) -> Result<&CkksContext, InputError> {
+        self.deep
+            .get_or_try_init(|| async {
+                tokio::task::spawn_blocking(|| {
+                    CkksContext::new(seer_forecast::circuit::PARAMETER_SET)
+                })
+                .await
+                .map_err(|e| InputError::Internal(e.to_string()))?
+                .map_err(|e| InputError::Internal(e.to_string()))
+            })
+            .await
+    }
+
+    /// Checks the header of an upload by `principal` against the deep context's `slots`.
+    ///
+    /// # Errors
+    /// [`InputError::Authorization`], [`InputError::Invalid`].
+    pub fn check_header(
+        principal: Option<&auth::Principal>,
+        header: &AnalyticsInputHeader,
+        slots: usize,
+    ) -> Result<InputHeader, InputError> {
+        let meter_id = MeterId::try_new(header.meter_id.clone())
+            .map_err(|e| invalid(format!("meter id: {e}")))?;
+        IngestPolicy.authorize(principal, &meter_id, MeterAction::Upload)?;
+        let expected = inputs_of(&header.kind).ok_or_else(|| {
+            invalid(format!(
+                "unknown kind {:?}: expected forecast or anomaly",
+                header.kind.chars().take(32).collect::<String>()
+            ))
+        })?;
+        if header.inputs as usize != expected {
+            return Err(invalid(format!(
+                "a {} upload carries {expected} ciphertexts, not {}",
+                header.kind, header.inputs
+            )));
+        }
+        let id = &header.input_id;
+        if id.is_empty() || id.len() > MAX_INPUT_ID_LEN || !id.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(invalid(format!(
+                "the input id must be 1 to {MAX_INPUT_ID_LEN} printable ASCII characters"
+            )));
+        }
+        if header.model_blake3.len() != 64
+            || !header
+                .model_blake3
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        {
+            return Err(invalid(
+                "the model digest must be 64 lowercase hex digits (BLAKE3 of the model file)",
+            ));
+        }
+        let end = u64::from(header.slot_offset) + u64::from(header.slot_count);
+        if header.slot_count == 0 || end > slots as u64 {
+            return Err(invalid(format!(
+                "the block {}..{end} is empty or exceeds the {slots} slots",
+                header.slot_offset
+            )));
+        }
+        let format = if header.kind == "forecast" {
+            "%Y-%m-%dT%H:%M"
+        } else {
+            "%Y-%m-%d"
+        };
+        let well_formed = if header.kind == "forecast" {
+            chrono::NaiveDateTime::parse_from_str(&header.first_period, format)
+                .is_ok_and(|t| t.format("%Y-%m-%dT%H:00").to_string() == header.first_period)
+        } else {
+            chrono::NaiveDate::parse_from_str(&header.first_period, format)
+                .is_ok_and(|d| d.format(format).to_string() == header.first_period)
+        };
+        if !well_formed {
+            return Err(invalid(format!(
+                "the first period {:?} is not {}",
+                header.first_period.chars().take(32).collect::<String>(),
+                if header.kind == "forecast" {
+                    "an hour YYYY-MM-DDTHH:00"
+                } else {
+                    "a date YYYY-MM-DD"
+                }
+            )));
+        }
+        Ok(InputHeader {
+            kind: header.kind.clone(),
+            meter_id: meter_id.as_str().to_owned(),
+            input_id: id.clone(),
+            model_blake3: header.model_blake3.clone(),
+            slot_offset: header.slot_offset,
+            slot_count: header.slot_count,
+            first_period: header.first_period.clone(),
+            group: header.group,
+        })
+    }
+
+    /// Receives, checks and stores one upload.
+    ///
+    /// # Errors
+    /// See [`InputError`].
+    pub async fn receive(
+        &self,
+        principal: Option<&auth::Principal>,
+        mut chunks: impl tokio_stream::Stream<Item = Result<AnalyticsInputChunk, Status>> + Unpin,
+    ) -> Result<AnalyticsInputAck, Status> {
+        if principal.is_none() {
+            return Err(InputError::from(AuthzError::Unauthenticated).into());
+        }
+        let first = chunks
+            .next()
+            .await
+            .ok_or_else(|| invalid("the upload is empty"))??;
+        let Some(Part::Header(wire)) = first.part else {
+            return Err(invalid("the first message of an upload must be its header").into());
+        };
+        let ctx = self.context().await?.clone();
+        let header = Self::check_header(principal, &wire, ctx.slots())?;
+        let span = tracing::info_span!(
+            "analytics_ingest.upload",
+            kind = %header.kind,
+            meter_id = %header.meter_id,
+            input_id = %header.input_id
+        );
+        let count = wire.inputs as usize;
+        let ciphertexts = receive_ciphertexts(&mut chunks, count).await?;
+        let input = AnalyticsInput {
+            header,
+            ciphertexts,
+        };
+        let input = tokio::task::spawn_blocking(move || {
+            for (k, bytes) in input.ciphertexts.iter().enumerate() {
+                Ciphertext::from_bytes(&ctx, bytes).map_err(|e| {
+                    invalid(format!(
+                        "ciphertext {k} is not a ciphertext of {}: {e}",
+                        ctx.parameter_set_id()
+                    ))
+                })?;
+            }
+            Ok::<_, InputError>(input)
+        })
+        .instrument(span.clone())
+        .await
+        .map_err(|e| InputError::Internal(e.to_string()))??;
+        let bytes = input.ciphertexts.iter().map(|c| c.len() as u64).sum();
+        let outcome = self
+            .store
+            .insert_analytics_input(&input)
+            .await
+            .map_err(InputError::Store)?;
+        let h = input.header;
+        let duplicate = match outcome {
+            InputOutcome::Stored => false,
+            InputOutcome::Duplicate => true,
+            InputOutcome::Conflict => {
+                return Err(InputError::Conflict {
+                    kind: h.kind,
+                    meter_id: h.meter_id,
+                    input_id: h.input_id,
+                }
+                .into());
+            }
+        };
+        span.in_scope(|| tracing::info!(bytes, duplicate, "analytics input stored"));
+        Ok(AnalyticsInputAck {
+            meter_id: h.meter_id,
+            input_id: h.input_id,
+            duplicate,
+            bytes,
+        })
+    }
+}
+
+/// Reassembles `count` ciphertexts from the data chunks that follow a header: each chunk
+/// continues the current ciphertext at the next offset, or starts the next one once the
+/// current is complete.
+async fn receive_ciphertexts(
+    chunks: &mut (impl tokio_stream::Stream<Item = Result<AnalyticsInputChunk, Status>> + Unpin),
+    count: usize,
+) -> Result<Vec<Vec<u8>>, Status> {
+    let mut ciphertexts: Vec<Vec<u8>> = Vec::with_capacity(count);
+    // The ciphertext being received: (index, total bytes).
+    let mut current: Option<(usize, u64)> = None;
+    let is_complete = |cts: &[Vec<u8>], current: Option<(usize, u64)>| {
+        current.is_some_and(|(i, total)| cts[i].len() as u64 == total)
+    };
+    while let Some(next) = chunks.next().await {
+        let Some(Part::Data(data)) = next?.part else {
+            return Err(invalid("a second header in one upload").into());
+        };
+        let index = data.index as usize;
+        if current.is_none_or(|(i, _)| i != index) {
+            if index != ciphertexts.len()
+                || (current.is_some() && !is_complete(&ciphertexts, current))
+            {
+                return Err(invalid(format!(
+                    "ciphertext {index} arrived out of order (ciphertext {} is {})",
+                    ciphertexts.len().saturating_sub(1),
+                    if is_complete(&ciphertexts, current) {
+                        "complete"
+                    } else {
+                        "incomplete"
+                    }
+                ))
+                .into());
+            }
+            if index >= count {
+                return Err(
+                    invalid(format!("ciphertext {index}: the header announced {count}")).into(),
+                );
+            }
+            if data.total_bytes == 0 || data.total_bytes > MAX_INPUT_BYTES {
+                return Err(invalid(format!(
+                    "ciphertext {index} of {} bytes: 1 to {MAX_INPUT_BYTES} accepted",
+                    data.total_bytes
+                ))
+                .into());
+            }
+            ciphertexts.push(Vec::with_capacity(
+                usize::try_from(data.total_bytes.min(4 << 20)).unwrap_or(0),
+            ));
+            current = Some((index, data.total_bytes));
+        }
+        let total = current.map_or(0, |(_, t)| t);
+        let buffer = &mut ciphertexts[index];
+        if data.total_bytes != total
+            || data.offset != buffer.len() as u64
+            || buffer.len() as u64 + data.data.len() as u64 > total
+        {
+            return Err(invalid(format!(
+                "ciphertext {index}: a chunk of {} bytes at offset {} (total {}) does not \
+                 continue the {} bytes received of {total}",
+                data.data.len(),
+                data.offset,
+                data.total_bytes,
+                buffer.len()
+            ))
+            .into());
+        }
+        buffer.extend_from_slice(&data.data);
+    }
+    if ciphertexts.len() != count || !is_complete(&ciphertexts, current) {
+        return Err(invalid(format!(
+            "the upload ended with {} of {count} ciphertexts started, the last {}",
+            ciphertexts.len(),
+            if is_complete(&ciphertexts, current) {
+                "complete"
+            } else {
+                "incomplete"
+            }
+        ))
+        .into());
+    }
+    Ok(ciphertexts)
+}
+
+#[tonic::async_trait]
+impl AnalyticsIngest for AnalyticsIngestService {
+    async fn upload_input(
+        &self,
+        request: Request<Streaming<AnalyticsInputChunk>>,
+    ) -> Result<Response<AnalyticsInputAck>, Status> {
+        let principal = auth::principal(request.extensions()).cloned();
+        let ack = self
+            .receive(principal.as_ref(), request.into_inner())
+            .await?;
+        Ok(Response::new(ack))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use seer_proto::v1::AnalyticsInputData;
+
+    use super::*;
+    use crate::auth::Principal;
+
+    fn household(meter: &str) -> Principal {
+        Principal::Household {
+            meter_id: MeterId::try_new(meter).expect("meter"),
+        }
+    }
+
+    fn header() -> AnalyticsInputHeader {
+        AnalyticsInputHeader {
+            kind: "forecast".into(),
+            meter_id: "m1".into(),
+            input_id: "2024-03-12@c9f3ecc00a34ea49".into(),
+            model_blake3: "c9".repeat(32),
+            slot_offset: 216,
+            slot_count: 216,
+            first_period: "2024-03-04T00:00".into(),
+            group: 3,
+            inputs: 1,
+        }
+    }
+
+    fn refusal(principal: Option<&Principal>, h: &AnalyticsInputHeader) -> String {
+        AnalyticsIngestService::check_header(principal, h, 16_384)
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn headers_are_checked() {
+        let me = household("m1");
+        let ok = AnalyticsIngestService::check_header(Some(&me), &header(), 16_384)
+            .expect("a valid header");
+        assert_eq!(ok.block(), 216..432);
+        assert_eq!(ok.group, 3);
+
+        assert!(refusal(None, &header()).contains("not authenticated"));
+        assert!(refusal(Some(&household("m2")), &header()).contains("may not upload"));
+        assert!(refusal(Some(&Principal::Utility), &header()).contains("may not upload"));
+        type Mutation = fn(&mut AnalyticsInputHeader);
+        let cases: [(&str, Mutation); 9] = [
+            ("unknown kind", |h| h.kind = "bill".into()),
+            ("carries 1 ciphertexts, not 2", |h| h.inputs = 2),
+            ("printable", |h| h.input_id = "a b".into()),
+            ("printable", |h| h.input_id = String::new()),
+            ("64 lowercase hex", |h| h.model_blake3 = "C9".repeat(32)),
+            ("exceeds the 16384 slots", |h| h.slot_offset = 16_300),
+            ("is empty", |h| h.slot_count = 0),
+            ("an hour", |h| h.first_period = "2024-03-04".into()),
+            ("an hour", |h| h.first_period = "2024-03-04T05:30".into()),
+        ];
+        for (needle, mutate) in cases {
+            let mut h = header();
+            mutate(&mut h);
+            let message = refusal(Some(&me), &h);
+            assert!(message.contains(needle), "{needle:?} not in {message:?}");
+        }
+        // Anomaly uploads: 24 hour planes, a date.
+        let mut h = header();
+        h.kind = "anomaly".into();
+        h.inputs = 24;
+        h.first_period = "2024-03-04".into();
+        assert!(AnalyticsIngestService::check_header(Some(&me), &h, 16_384).is_ok());
+        h.first_period = "2024-03-04T00:00".into();
+        assert!(refusal(Some(&me), &h).contains("a date"));
+    }
+
+    fn data(
+        index: u32,
+        total: u64,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<AnalyticsInputChunk, Status> {
+        Ok(AnalyticsInputChunk {
+            part: Some(Part::Data(AnalyticsInputData {
+                index,
+                total_bytes: total,
+                offset,
+                data: bytes.to_vec(),
+            })),
+        })
+    }
+
+    async fn reassemble(
+        chunks: Vec<Result<AnalyticsInputChunk, Status>>,
+        count: usize,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        receive_ciphertexts(&mut tokio_stream::iter(chunks), count)
+            .await
+            .map_err(|s| {
+                assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+                s.message().to_owned()
+            })
+    }
+
+    #[tokio::test]
+    async fn chunks_are_reassembled_in_order_only() {
+        let ok = reassemble(
+            vec![
+                data(0, 5, 0, b"abc"),
+                data(0, 5, 3, b"de"),
+                data(1, 2, 0, b"xy"),
+            ],
+            2,
+        )
+        .await
+        .expect("two ciphertexts");
+        assert_eq!(ok, vec![b"abcde".to_vec(), b"xy".to_vec()]);
+
+        let cases: [(&str, Vec<Result<AnalyticsInputChunk, Status>>); 7] = [
+            ("ended with 1 of 2", vec![data(0, 2, 0, b"ab")]),
+            (
+                "incomplete",
+                vec![data(0, 5, 0, b"ab"), data(1, 1, 0, b"x")],
+            ),
+            (
+                "out of order",
+                vec![data(1, 1, 0, b"x"), data(0, 1, 0, b"y")],
+            ),
+            (
+                "does not continue",
+                vec![data(0, 5, 0, b"ab"), data(0, 5, 3, b"de")],
+            ),
+            ("does not continue", vec![data(0, 2, 0, b"abc")]),
+            ("accepted", vec![data(0, MAX_INPUT_BYTES + 1, 0, b"a")]),
+            (
+                "announced 2",
+                vec![
+                    data(0, 1, 0, b"a"),
+                    data(1, 1, 0, b"b"),
+                    data(2, 1, 0, b"c"),
+                ],
+            ),
+        ];
+        for (needle, chunks) in cases {
+            let message = reassemble(chunks, 2).await.expect_err("refused");
+            assert!(message.contains(needle), "{needle:?} not in {message:?}");
+        }
+        let header_again = vec![Ok(AnalyticsInputChunk {
+            part: Some(Part::Header(header())),
+        })];
+        let message = reassemble(header_again, 1).await.expect_err("refused");
+        assert!(message.contains("second header"), "{message}");
+    }
+}
