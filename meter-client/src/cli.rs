@@ -91,23 +91,29 @@ pub struct ForecastArgs {
     pub json: bool,
 }
 
+/// The parsed `--source` and the home index: `--home-index`, or a synthetic source's HOME.
+fn source_and_home(source: &str, home_index: Option<u64>) -> Result<(SourceSpec, u64), Error> {
+    let source: SourceSpec = source.parse()?;
+    let home_index = match (home_index, &source) {
+        (Some(i), _) => i,
+        (None, SourceSpec::Synthetic { home, .. }) => u64::from(*home),
+        (None, _) => {
+            return Err(Error::InvalidSetting {
+                setting: "home index",
+                reason: "--home-index is required for uci: and csv: sources".into(),
+            });
+        }
+    };
+    Ok((source, home_index))
+}
+
 impl ForecastArgs {
     /// Validated settings (reads the token variable).
     ///
     /// # Errors
     /// Invalid values or a missing token.
     pub fn to_settings(&self) -> Result<ForecastUploadSettings, Error> {
-        let source: SourceSpec = self.source.parse()?;
-        let home_index = match (self.home_index, &source) {
-            (Some(i), _) => i,
-            (None, SourceSpec::Synthetic { home, .. }) => u64::from(*home),
-            (None, _) => {
-                return Err(Error::InvalidSetting {
-                    setting: "home index",
-                    reason: "--home-index is required for uci: and csv: sources".into(),
-                });
-            }
-        };
+        let (source, home_index) = source_and_home(&self.source, self.home_index)?;
         if !(1..=366).contains(&self.days) {
             return Err(Error::InvalidSetting {
                 setting: "days",
@@ -226,17 +232,7 @@ impl RunArgs {
     /// # Errors
     /// Invalid values, an unreadable tariff, a missing token when uploading.
     pub fn to_settings(&self) -> Result<Settings, Error> {
-        let source: SourceSpec = self.source.parse()?;
-        let home_index = match (self.home_index, &source) {
-            (Some(i), _) => i,
-            (None, SourceSpec::Synthetic { home, .. }) => u64::from(*home),
-            (None, _) => {
-                return Err(Error::InvalidSetting {
-                    setting: "home index",
-                    reason: "--home-index is required for uci: and csv: sources".into(),
-                });
-            }
-        };
+        let (source, home_index) = source_and_home(&self.source, self.home_index)?;
         if !(1..=MAX_BATCH_DAYS).contains(&self.batch_days) {
             return Err(Error::InvalidSetting {
                 setting: "batch days",

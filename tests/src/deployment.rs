@@ -438,3 +438,57 @@ pub fn prepare_key_set(
     .with_context(|| format!("preparing the key set {parameter_set} in {}", dir.display()))?;
     Ok(())
 }
+
+/// The key authority's environment for deep analytics: the deep key set (prepared in the key
+/// cache `key_dir` with `galois_steps` first, see [`prepare_key_set`]), analytics enabled, the
+/// given anomaly and forecast model files registered, and `extra` settings under
+/// `ANALYTICS__` (e.g. `("ZSCORE_WINDOW", "7")`). Pass it to
+/// [`Deployment::start_with_authority_env`].
+///
+/// # Errors
+/// When the key set cannot be prepared.
+pub fn deep_analytics_env(
+    key_dir: &Path,
+    galois_steps: &[i64],
+    anomaly_models: &[&Path],
+    forecast_models: &[&Path],
+    extra: &[(&str, String)],
+) -> anyhow::Result<Vec<(String, String)>> {
+    prepare_key_set(
+        key_dir,
+        &seer_forecast::circuit::PARAMETER_SET.id(),
+        galois_steps,
+    )?;
+    let list = |paths: &[&Path]| {
+        format!(
+            "[{}]",
+            paths
+                .iter()
+                .map(|p| format!("{:?}", p.display().to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut env = vec![
+        ("KEYS__DIR".to_owned(), key_dir.display().to_string()),
+        ("ANALYTICS__ENABLED".to_owned(), "true".to_owned()),
+        ("ANALYTICS__ANOMALY_MODELS".to_owned(), list(anomaly_models)),
+        (
+            "ANALYTICS__FORECAST_MODELS".to_owned(),
+            list(forecast_models),
+        ),
+        (
+            "ANALYTICS__GALOIS_STEPS".to_owned(),
+            format!("{galois_steps:?}"),
+        ),
+    ];
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| (format!("ANALYTICS__{k}"), v.clone())),
+    );
+    Ok(env
+        .into_iter()
+        .map(|(k, v)| (format!("SEER_KEY_AUTHORITY__{k}"), v))
+        .collect())
+}

@@ -23,7 +23,7 @@ use seer_anomaly::zscore::rolling_zscore;
 use seer_ckks::{CkksContext, ParameterSet, PublicKey};
 use seer_proto::v1::AnalyticsReleaseResponse;
 use seer_tests::audit::{audit_entries, grants, has_refusal};
-use seer_tests::deployment::{Deployment, DeploymentOptions, prepare_key_set};
+use seer_tests::deployment::{Deployment, DeploymentOptions, deep_analytics_env};
 use seer_tests::rng::SplitMix64;
 use utility_server::analytics::{
     JobError, MeterInputs, connect, fetch_deep_keys, model_digest, request_release,
@@ -131,21 +131,14 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
     // The key authority with analytics enabled (keys from the cache), as a process.
     let ctx = CkksContext::new(ParameterSet::N32768_L19_SEC128).expect("context");
     let key_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("anomaly-release-keys");
-    prepare_key_set(&key_dir, ctx.parameter_set_id(), &STEPS).expect("deep key set");
-    let env: Vec<(String, String)> = [
-        ("KEYS__DIR", key_dir.display().to_string()),
-        ("ANALYTICS__ENABLED", "true".into()),
-        (
-            "ANALYTICS__ANOMALY_MODELS",
-            format!("[{:?}]", model_path.display().to_string()),
-        ),
-        ("ANALYTICS__GALOIS_STEPS", format!("{STEPS:?}")),
-        ("ANALYTICS__ZSCORE_WINDOW", WINDOW.to_string()),
-        ("ANALYTICS__FORECAST_MODELS", "[]".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("SEER_KEY_AUTHORITY__{k}"), v))
-    .collect();
+    let env = deep_analytics_env(
+        &key_dir,
+        &STEPS,
+        &[&model_path],
+        &[],
+        &[("ZSCORE_WINDOW", WINDOW.to_string())],
+    )
+    .expect("deep key set");
     let deployment = Deployment::start_with_authority_env(&DeploymentOptions::default(), &env)
         .expect("deployment");
     let url = deployment.authority().uri();

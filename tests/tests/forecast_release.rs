@@ -19,7 +19,7 @@ use seer_forecast::data::{Series, load_hourly_csv};
 use seer_forecast::release::{RegisteredForecast, round_kwh};
 use seer_forecast::{ForecastModel, forecast_series};
 use seer_tests::audit::{audit_entries, grants, has_refusal};
-use seer_tests::deployment::{Deployment, DeploymentOptions, prepare_key_set};
+use seer_tests::deployment::{Deployment, DeploymentOptions, deep_analytics_env};
 use utility_server::analytics::{
     JobError, MeterInputs, connect, fetch_deep_keys, model_digest, request_release,
 };
@@ -80,24 +80,8 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
     // The key authority with analytics enabled (keys from the cache), as a process.
     let ctx = CkksContext::new(ParameterSet::N32768_L19_SEC128).expect("context");
     let key_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("forecast-release-keys");
-    prepare_key_set(&key_dir, ctx.parameter_set_id(), &STEPS).expect("deep key set");
-    let env: Vec<(String, String)> = [
-        ("KEYS__DIR", key_dir.display().to_string()),
-        ("ANALYTICS__ENABLED", "true".into()),
-        ("ANALYTICS__ANOMALY_MODELS", "[]".into()),
-        (
-            "ANALYTICS__FORECAST_MODELS",
-            format!(
-                "[{:?}, {:?}]",
-                day_ahead_path.display().to_string(),
-                eps1_path.display().to_string()
-            ),
-        ),
-        ("ANALYTICS__GALOIS_STEPS", format!("{STEPS:?}")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("SEER_KEY_AUTHORITY__{k}"), v))
-    .collect();
+    let env = deep_analytics_env(&key_dir, &STEPS, &[], &[&day_ahead_path, &eps1_path], &[])
+        .expect("deep key set");
     let deployment = Deployment::start_with_authority_env(&DeploymentOptions::default(), &env)
         .expect("deployment");
     let url = deployment.authority().uri();

@@ -27,7 +27,7 @@ use seer_forecast::{ForecastModel, forecast_series};
 use seer_proto::v1::AnalyticsInputHeader;
 use seer_tests::audit::{audit_entries, grants, has_refusal};
 use seer_tests::bin_path;
-use seer_tests::deployment::{Deployment, DeploymentOptions, prepare_key_set};
+use seer_tests::deployment::{Deployment, DeploymentOptions, deep_analytics_env};
 use serde_json::Value;
 use utility_server::analytics::model_digest;
 
@@ -102,10 +102,21 @@ fn meter_forecast(deployment: &Deployment, home: u32, model: &std::path::Path) -
         .collect()
 }
 
-fn refusal(error: meter_client::error::Error) -> (tonic::Code, String) {
-    match error {
-        meter_client::error::Error::Rpc { code, message, .. } => (code, message),
-        other => panic!("expected a refusal by the utility, got {other}"),
+/// Asserts that an upload was refused by the utility with `code` and a message holding
+/// `needle`.
+fn refused<T: std::fmt::Debug>(
+    result: Result<T, meter_client::error::Error>,
+    code: tonic::Code,
+    needle: &str,
+) {
+    match result {
+        Err(meter_client::error::Error::Rpc {
+            code: got, message, ..
+        }) => {
+            assert_eq!(got, code, "{message}");
+            assert!(message.contains(needle), "{needle:?} not in {message:?}");
+        }
+        other => panic!("expected a {code:?} refusal, got {other:?}"),
     }
 }
 
@@ -129,20 +140,7 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
     let ctx = CkksContext::new(ParameterSet::N32768_L19_SEC128).expect("context");
 
     let key_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("forecast-stream-keys");
-    prepare_key_set(&key_dir, ctx.parameter_set_id(), &STEPS).expect("deep key set");
-    let env: Vec<(String, String)> = [
-        ("KEYS__DIR", key_dir.display().to_string()),
-        ("ANALYTICS__ENABLED", "true".into()),
-        ("ANALYTICS__ANOMALY_MODELS", "[]".into()),
-        (
-            "ANALYTICS__FORECAST_MODELS",
-            format!("[{:?}]", model_path.display().to_string()),
-        ),
-        ("ANALYTICS__GALOIS_STEPS", format!("{STEPS:?}")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("SEER_KEY_AUTHORITY__{k}"), v))
-    .collect();
+    let env = deep_analytics_env(&key_dir, &STEPS, &[], &[&model_path], &[]).expect("deep key set");
     let deployment = Deployment::start_with_authority_env(&DeploymentOptions::default(), &env)
         .expect("deployment");
 
@@ -196,28 +194,28 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
         let mut corrupt = ct.input.clone();
         let middle = corrupt.len() / 2;
         corrupt[middle] ^= 0x40;
-        let status = upload_input(
-            &utility_url,
-            rogue.clone(),
-            header("rogue", "x"),
-            &[corrupt],
-        )
-        .await
-        .expect_err("a corrupted ciphertext is refused");
-        let (code, message) = refusal(status);
-        assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
-        assert!(message.contains("is not a ciphertext"), "{message}");
-        let status = upload_input(
-            &utility_url,
-            rogue.clone(),
-            header("home-0", "x"),
-            std::slice::from_ref(&ct.input),
-        )
-        .await
-        .expect_err("another household's meter is refused");
-        let (code, message) = refusal(status);
-        assert_eq!(code, tonic::Code::PermissionDenied, "{message}");
-        assert!(message.contains("may not upload"), "{message}");
+        refused(
+            upload_input(
+                &utility_url,
+                rogue.clone(),
+                header("rogue", "x"),
+                &[corrupt],
+            )
+            .await,
+            tonic::Code::InvalidArgument,
+            "is not a ciphertext",
+        );
+        refused(
+            upload_input(
+                &utility_url,
+                rogue.clone(),
+                header("home-0", "x"),
+                std::slice::from_ref(&ct.input),
+            )
+            .await,
+            tonic::Code::PermissionDenied,
+            "may not upload",
+        );
 
         // The rogue upload is stored (the utility cannot see that it lacks a receipt) ...
         let ack = upload_input(
@@ -231,17 +229,17 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
         assert!(!ack.duplicate);
         // ... and different inputs under its id are a conflict.
         let other = encrypt_series(&ctx, &pk, &series, rogue_offset, 24).expect("encrypt");
-        let status = upload_input(
-            &utility_url,
-            rogue,
-            header("rogue", "2024-03-12"),
-            &[other.input],
-        )
-        .await
-        .expect_err("a conflicting upload is refused");
-        let (code, message) = refusal(status);
-        assert_eq!(code, tonic::Code::AlreadyExists, "{message}");
-        assert!(message.contains("already stored"), "{message}");
+        refused(
+            upload_input(
+                &utility_url,
+                rogue,
+                header("rogue", "2024-03-12"),
+                &[other.input],
+            )
+            .await,
+            tonic::Code::AlreadyExists,
+            "already stored",
+        );
     });
 
     // The job: two releases (group 0 with the rogue input, group 1).

@@ -1,6 +1,7 @@
 //! `seer.v1.AnalyticsIngest`: meters upload the inputs of deep analytics computations (kind
-//! `forecast`: the hourly series as one N32768 ciphertext; kind `anomaly`: 24 hour planes),
-//! which the utility stores until its job ([`crate::forecast::run_pending`]) evaluates them.
+//! `forecast`: the hourly series as one N32768 ciphertext), which the utility stores until its
+//! job ([`crate::forecast::run_pending`]) evaluates them. Kind `anomaly` (24 hour planes per
+//! home-day) has no streamed job yet and is refused here; `seer anomaly` releases it.
 //!
 //! One call carries one meter's inputs: a header, then each ciphertext in chunks. Checked in
 //! order, each failure ending the call with a status that names the problem and storing
@@ -33,12 +34,11 @@ pub const MAX_INPUT_BYTES: u64 = 32 << 20;
 /// Longest input id accepted.
 pub const MAX_INPUT_ID_LEN: usize = 128;
 
-/// The input ciphertexts per meter of each kind the utility evaluates.
+/// The input ciphertexts per meter of each kind the utility's jobs evaluate from uploads.
 #[must_use]
 pub fn inputs_of(kind: &str) -> Option<usize> {
     match kind {
         "forecast" => Some(1),
-        "anomaly" => Some(seer_anomaly::features::HOURS),
         _ => None,
     }
 }
@@ -150,7 +150,7 @@ impl AnalyticsIngestService {
         IngestPolicy.authorize(principal, &meter_id, MeterAction::Upload)?;
         let expected = inputs_of(&header.kind).ok_or_else(|| {
             invalid(format!(
-                "unknown kind {:?}: expected forecast or anomaly",
+                "kind {:?} is not uploaded here: expected forecast",
                 header.kind.chars().take(32).collect::<String>()
             ))
         })?;
@@ -184,27 +184,14 @@ impl AnalyticsIngestService {
                 header.slot_offset
             )));
         }
-        let format = if header.kind == "forecast" {
-            "%Y-%m-%dT%H:%M"
-        } else {
-            "%Y-%m-%d"
-        };
-        let well_formed = if header.kind == "forecast" {
-            chrono::NaiveDateTime::parse_from_str(&header.first_period, format)
-                .is_ok_and(|t| t.format("%Y-%m-%dT%H:00").to_string() == header.first_period)
-        } else {
-            chrono::NaiveDate::parse_from_str(&header.first_period, format)
-                .is_ok_and(|d| d.format(format).to_string() == header.first_period)
-        };
+        // One slot per hour: the first period is an hour.
+        let well_formed =
+            chrono::NaiveDateTime::parse_from_str(&header.first_period, "%Y-%m-%dT%H:%M")
+                .is_ok_and(|t| t.format("%Y-%m-%dT%H:00").to_string() == header.first_period);
         if !well_formed {
             return Err(invalid(format!(
-                "the first period {:?} is not {}",
+                "the first period {:?} is not an hour YYYY-MM-DDTHH:00",
                 header.first_period.chars().take(32).collect::<String>(),
-                if header.kind == "forecast" {
-                    "an hour YYYY-MM-DDTHH:00"
-                } else {
-                    "a date YYYY-MM-DD"
-                }
             )));
         }
         Ok(InputHeader {
@@ -437,8 +424,9 @@ mod tests {
         assert!(refusal(Some(&household("m2")), &header()).contains("may not upload"));
         assert!(refusal(Some(&Principal::Utility), &header()).contains("may not upload"));
         type Mutation = fn(&mut AnalyticsInputHeader);
-        let cases: [(&str, Mutation); 9] = [
-            ("unknown kind", |h| h.kind = "bill".into()),
+        let cases: [(&str, Mutation); 10] = [
+            ("is not uploaded here", |h| h.kind = "bill".into()),
+            ("is not uploaded here", |h| h.kind = "anomaly".into()),
             ("carries 1 ciphertexts, not 2", |h| h.inputs = 2),
             ("printable", |h| h.input_id = "a b".into()),
             ("printable", |h| h.input_id = String::new()),
@@ -454,14 +442,6 @@ mod tests {
             let message = refusal(Some(&me), &h);
             assert!(message.contains(needle), "{needle:?} not in {message:?}");
         }
-        // Anomaly uploads: 24 hour planes, a date.
-        let mut h = header();
-        h.kind = "anomaly".into();
-        h.inputs = 24;
-        h.first_period = "2024-03-04".into();
-        assert!(AnalyticsIngestService::check_header(Some(&me), &h, 16_384).is_ok());
-        h.first_period = "2024-03-04T00:00".into();
-        assert!(refusal(Some(&me), &h).contains("a date"));
     }
 
     fn data(

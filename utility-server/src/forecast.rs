@@ -28,7 +28,7 @@ use crate::analytics::{
     JobError, MeterInputs, connect, evaluate_sum, fetch_deep_keys, model_digest, request_release,
     results_pool,
 };
-use crate::store::{InputStatus, Store, StoredInput};
+use crate::store::{InputHeader, InputStatus, Store, StoredInput, decide_input};
 
 /// Evaluates the forecaster on the sum of the meters' serialized hourly series (`meters[m][0]`,
 /// blocks disjoint) and serializes its output. Blocking and CPU-heavy (about 17 levels of
@@ -120,7 +120,24 @@ impl ForecastStore {
         model_blake3: &str,
         response: &AnalyticsReleaseResponse,
     ) -> Result<usize, JobError> {
+        self.record_deciding(model_blake3, response, &[]).await
+    }
+
+    /// [`record`](Self::record), and in the same transaction the decisions on the uploaded
+    /// inputs the response answers: a crash leaves either both or neither.
+    ///
+    /// # Errors
+    /// As [`record`](Self::record); [`JobError::Store`] when a decision cannot be written.
+    pub async fn record_deciding(
+        &self,
+        model_blake3: &str,
+        response: &AnalyticsReleaseResponse,
+        decisions: &[(InputHeader, InputStatus)],
+    ) -> Result<usize, JobError> {
         let mut tx = self.pool.begin().await?;
+        for (header, status) in decisions {
+            decide_input(&mut tx, header, status).await?;
+        }
         let mut stored = 0;
         let now = chrono::Utc::now().timestamp_micros();
         for meter in response.meters.iter().filter(|m| m.granted) {
@@ -197,6 +214,91 @@ impl ForecastStore {
             })
             .collect())
     }
+}
+
+/// Where one uploaded input stands, as listed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InputListing {
+    /// The meter.
+    pub meter_id: String,
+    /// The input id.
+    pub input_id: String,
+    /// The block's first hour.
+    pub first_period: String,
+    /// The evaluation group.
+    pub group: u32,
+    /// First slot of the block.
+    pub slot_offset: u32,
+    /// Slots of the block.
+    pub slot_count: u32,
+    /// `pending`, `released` or `refused`.
+    pub status: &'static str,
+    /// The key authority's reason, for a refused input.
+    pub reason: Option<String>,
+}
+
+/// What `utility-server forecasts` prints for a model.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ForecastListing {
+    /// BLAKE3 of the model file.
+    pub model_blake3: String,
+    /// The stored forecasts, meter by meter, in hour order.
+    pub forecasts: Vec<HourForecast>,
+    /// The forecast of the total over homes, per hour.
+    pub totals: Vec<HourTotal>,
+    /// Every input uploaded for the model, with its status.
+    pub inputs: Vec<InputListing>,
+}
+
+/// The stored forecasts, totals and inputs of the model file `model_path` (the store at
+/// `database_url`, which `store` has open).
+///
+/// # Errors
+/// [`JobError::Circuit`] for an unreadable model file; store failures.
+pub async fn listing(
+    store: &Store,
+    database_url: &str,
+    model_path: &Path,
+) -> Result<ForecastListing, JobError> {
+    let bytes = tokio::fs::read(model_path).await.map_err(|e| {
+        JobError::Circuit(format!("reading the model {}: {e}", model_path.display()))
+    })?;
+    let digest = model_digest(&bytes);
+    let stored = store.analytics_inputs("forecast", &digest, None).await?;
+    let results = ForecastStore::connect(database_url).await?;
+    let mut meters: Vec<&str> = stored.iter().map(|i| i.header.meter_id.as_str()).collect();
+    meters.sort_unstable();
+    meters.dedup();
+    let mut forecasts = Vec::new();
+    for meter in meters {
+        forecasts.extend(results.forecasts(meter, &digest).await?);
+    }
+    let inputs = stored
+        .into_iter()
+        .map(|i| {
+            let (status, reason) = match i.status {
+                InputStatus::Pending => ("pending", None),
+                InputStatus::Released { .. } => ("released", None),
+                InputStatus::Refused { reason, .. } => ("refused", Some(reason)),
+            };
+            InputListing {
+                meter_id: i.header.meter_id,
+                input_id: i.header.input_id,
+                first_period: i.header.first_period,
+                group: i.header.group,
+                slot_offset: i.header.slot_offset,
+                slot_count: i.header.slot_count,
+                status,
+                reason,
+            }
+        })
+        .collect();
+    Ok(ForecastListing {
+        totals: results.totals(&digest).await?,
+        model_blake3: digest,
+        forecasts,
+        inputs,
+    })
 }
 
 /// An input the key authority refused in a run.
@@ -349,7 +451,7 @@ pub async fn run_pending(
         report.release_seconds += started.elapsed().as_secs_f64();
         report.requests += 1;
         report.all_verified &= response.result_verified;
-        report.hours_stored += results.record(&digest, &response).await?;
+        let mut decisions = Vec::with_capacity(request.len());
         for input in request {
             let Some(answer) = response
                 .meters
@@ -358,7 +460,6 @@ pub async fn run_pending(
             else {
                 continue;
             };
-            let audit_seq = Some(answer.audit_sequence).filter(|s| *s > 0);
             let status = if answer.granted {
                 report.released += 1;
                 InputStatus::Released {
@@ -372,11 +473,14 @@ pub async fn run_pending(
                 });
                 InputStatus::Refused {
                     reason: answer.refusal.clone(),
-                    audit_seq,
+                    audit_seq: Some(answer.audit_sequence).filter(|s| *s > 0),
                 }
             };
-            store.decide_analytics_input(&input.header, &status).await?;
+            decisions.push((input.header.clone(), status));
         }
+        report.hours_stored += results
+            .record_deciding(&digest, &response, &decisions)
+            .await?;
         tracing::info!(
             request = r + 1,
             of = requests.len(),
@@ -392,7 +496,6 @@ pub async fn run_pending(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::InputHeader;
 
     fn input(meter: &str, day: &str, group: u32, offset: u32) -> StoredInput {
         StoredInput {

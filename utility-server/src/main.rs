@@ -6,7 +6,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use utility_server::batch::Period;
 use utility_server::lanes::LaneValidator;
-use utility_server::store::InputStatus;
 use utility_server::{Application, Settings, Store, billing, forecast, telemetry};
 
 /// The SEER utility server: bills, forecasts and anomaly scores on encrypted readings.
@@ -73,6 +72,11 @@ enum Command {
     },
 }
 
+/// The utility's token from the environment variable `name`.
+fn utility_token(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("the utility token is expected in ${name}"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -91,8 +95,7 @@ async fn main() -> anyhow::Result<()> {
             key_authority,
             token_env,
         } => {
-            let token = std::env::var(&token_env)
-                .with_context(|| format!("the utility token is expected in ${token_env}"))?;
+            let token = utility_token(&token_env)?;
             let store = Store::connect(&settings.database.url).await?;
             let billing_set = settings.ckks.billing()?;
             let analytics_set = settings.ckks.analytics()?;
@@ -113,8 +116,7 @@ async fn main() -> anyhow::Result<()> {
             key_authority,
             token_env,
         } => {
-            let token = std::env::var(&token_env)
-                .with_context(|| format!("the utility token is expected in ${token_env}"))?;
+            let token = utility_token(&token_env)?;
             let store = Store::connect(&settings.database.url).await?;
             let report = forecast::run_pending(
                 &store,
@@ -129,42 +131,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Forecasts { model } => {
-            let bytes = std::fs::read(&model)
-                .with_context(|| format!("reading the model {}", model.display()))?;
-            let digest = utility_server::analytics::model_digest(&bytes);
             let store = Store::connect(&settings.database.url).await?;
-            let inputs = store.analytics_inputs("forecast", &digest, None).await?;
-            let results = forecast::ForecastStore::connect(&settings.database.url).await?;
-            let mut meters: Vec<String> =
-                inputs.iter().map(|i| i.header.meter_id.clone()).collect();
-            meters.sort();
-            meters.dedup();
-            let mut forecasts = Vec::new();
-            for meter in &meters {
-                forecasts.extend(results.forecasts(meter, &digest).await?);
-            }
-            let listing = serde_json::json!({
-                "model_blake3": digest,
-                "forecasts": forecasts,
-                "totals": results.totals(&digest).await?,
-                "inputs": inputs.iter().map(|i| serde_json::json!({
-                    "meter_id": i.header.meter_id,
-                    "input_id": i.header.input_id,
-                    "first_period": i.header.first_period,
-                    "group": i.header.group,
-                    "slot_offset": i.header.slot_offset,
-                    "slot_count": i.header.slot_count,
-                    "status": match &i.status {
-                        InputStatus::Pending => "pending",
-                        InputStatus::Released { .. } => "released",
-                        InputStatus::Refused { .. } => "refused",
-                    },
-                    "reason": match &i.status {
-                        InputStatus::Refused { reason, .. } => Some(reason.as_str()),
-                        _ => None,
-                    },
-                })).collect::<Vec<_>>(),
-            });
+            let listing = forecast::listing(&store, &settings.database.url, &model)
+                .await
+                .context("listing the forecasts")?;
             println!("{}", serde_json::to_string_pretty(&listing)?);
             Ok(())
         }

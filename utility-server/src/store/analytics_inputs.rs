@@ -321,28 +321,44 @@ impl Store {
         header: &InputHeader,
         status: &InputStatus,
     ) -> Result<(), StoreError> {
-        let (name, reason, audit_seq) = match status {
-            InputStatus::Pending => return Ok(()),
-            InputStatus::Released { audit_seq } => ("released", None, Some(*audit_seq)),
-            InputStatus::Refused { reason, audit_seq } => {
-                ("refused", Some(reason.clone()), *audit_seq)
-            }
-        };
-        sqlx::query(
-            "UPDATE analytics_inputs SET status = $4, reason = $5, audit_seq = $6, \
-             decided_at_us = $7 WHERE kind = $1 AND meter_id = $2 AND input_id = $3 \
-             AND status = 'pending'",
-        )
-        .bind(header.kind.as_str())
-        .bind(header.meter_id.as_str())
-        .bind(header.input_id.as_str())
-        .bind(name)
-        .bind(reason)
-        .bind(audit_seq.map(to_db))
-        .bind(Utc::now().timestamp_micros())
-        .execute(&self.pool)
-        .await
-        .map_err(query_error("recording an input's decision"))?;
-        Ok(())
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(query_error("acquiring a connection"))?;
+        decide_input(&mut conn, header, status).await
     }
+}
+
+/// Records the decision on a pending input on `conn` (inside the caller's transaction, e.g.
+/// with the results it released).
+///
+/// # Errors
+/// When the database fails.
+pub async fn decide_input(
+    conn: &mut sqlx::AnyConnection,
+    header: &InputHeader,
+    status: &InputStatus,
+) -> Result<(), StoreError> {
+    let (name, reason, audit_seq) = match status {
+        InputStatus::Pending => return Ok(()),
+        InputStatus::Released { audit_seq } => ("released", None, Some(*audit_seq)),
+        InputStatus::Refused { reason, audit_seq } => ("refused", Some(reason.clone()), *audit_seq),
+    };
+    sqlx::query(
+        "UPDATE analytics_inputs SET status = $4, reason = $5, audit_seq = $6, \
+         decided_at_us = $7 WHERE kind = $1 AND meter_id = $2 AND input_id = $3 \
+         AND status = 'pending'",
+    )
+    .bind(header.kind.as_str())
+    .bind(header.meter_id.as_str())
+    .bind(header.input_id.as_str())
+    .bind(name)
+    .bind(reason)
+    .bind(audit_seq.map(to_db))
+    .bind(Utc::now().timestamp_micros())
+    .execute(conn)
+    .await
+    .map_err(query_error("recording an input's decision"))?;
+    Ok(())
 }

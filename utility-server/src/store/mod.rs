@@ -53,7 +53,9 @@ mod analytics_inputs;
 #[cfg(test)]
 mod tests;
 
-pub use analytics_inputs::{AnalyticsInput, InputHeader, InputOutcome, InputStatus, StoredInput};
+pub use analytics_inputs::{
+    AnalyticsInput, InputHeader, InputOutcome, InputStatus, StoredInput, decide_input,
+};
 
 /// SQLite's schema, embedded at build time.
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/utility-server/sqlite");
