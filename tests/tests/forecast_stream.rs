@@ -245,22 +245,26 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
     // The job: two releases (group 0 with the rogue input, group 1).
     let utility_token = deployment.token("utility", None).expect("utility token");
     let model_arg = model_path.display().to_string();
+    let authority = deployment.authority().uri();
+    let job = || {
+        json(
+            &deployment
+                .utility_cli(
+                    &[
+                        "forecast",
+                        "--model",
+                        &model_arg,
+                        "--key-authority",
+                        &authority,
+                    ],
+                    &utility_token,
+                )
+                .expect("utility-server forecast"),
+            "utility-server forecast",
+        )
+    };
     let started = std::time::Instant::now();
-    let report = json(
-        &deployment
-            .utility_cli(
-                &[
-                    "forecast",
-                    "--model",
-                    &model_arg,
-                    "--key-authority",
-                    &deployment.authority().uri(),
-                ],
-                &utility_token,
-            )
-            .expect("utility-server forecast"),
-        "utility-server forecast",
-    );
+    let report = job();
     eprintln!(
         "forecast job: {:.1} s, {report}",
         started.elapsed().as_secs_f64()
@@ -336,21 +340,7 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
     }
 
     // Nothing is left to do.
-    let rerun = json(
-        &deployment
-            .utility_cli(
-                &[
-                    "forecast",
-                    "--model",
-                    &model_arg,
-                    "--key-authority",
-                    &deployment.authority().uri(),
-                ],
-                &utility_token,
-            )
-            .expect("utility-server forecast"),
-        "utility-server forecast (rerun)",
-    );
+    let rerun = job();
     assert_eq!(rerun["pending"], 0);
     assert_eq!(rerun["requests"], 0);
 
