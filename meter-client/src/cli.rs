@@ -83,9 +83,15 @@ pub struct ForecastArgs {
     /// The environment variable holding the household's bearer token.
     #[arg(long, default_value = "SEER_METER_TOKEN")]
     pub token_env: String,
-    /// The state directory (the pinned keys; pending inputs until they are sent).
+    /// The state directory (the pinned keys; pending inputs until they are sent; the
+    /// analytics lane's draws, each reading noised once, and its monthly budget).
     #[arg(long)]
     pub state: PathBuf,
+    /// For a model trained on the analytics lane: the forecast lane's ε budget per calendar
+    /// month (default: the model's ε × 2976, one draw per 15-minute reading). Feeding a second
+    /// model of another ε noises the readings again and needs a larger budget.
+    #[arg(long)]
+    pub monthly_budget: Option<f64>,
     /// Print one JSON object per day on stdout instead of a sentence.
     #[arg(long)]
     pub json: bool,
@@ -131,6 +137,7 @@ impl ForecastArgs {
             key_authority_url: self.key_authority.clone(),
             token: BearerToken::from_env(&self.token_env)?,
             state_dir: self.state.clone(),
+            monthly_budget: self.monthly_budget.map(Epsilon::try_new).transpose()?,
         })
     }
 }

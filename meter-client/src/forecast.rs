@@ -16,7 +16,7 @@
 use chrono::NaiveDateTime;
 use seer_ckks::{CkksContext, Encryptor, PublicKey};
 use seer_core::data::Interval;
-use seer_core::dp::{Epsilon, os_seeded_rng};
+use seer_core::dp::{Epsilon, NoisyWh, os_seeded_rng};
 use seer_core::units::Wh;
 use seer_forecast::data::Series;
 use seer_proto::v1::AnalyticsReceiptRequest;
@@ -49,7 +49,9 @@ pub struct LaneSeries {
     pub epsilon_per_reading: f64,
     /// Readings noised per day (0 on the exact lane).
     pub readings_per_day: u32,
-    /// Total ε spent on the series (readings × ε).
+    /// ε spent building the series: readings noised × ε (by [`lane_series`], every reading;
+    /// by [`analytics_series`], the readings drawn for this window, earlier draws being
+    /// reused).
     pub epsilon_spent: f64,
 }
 
@@ -99,6 +101,48 @@ pub fn lane_series(
         epsilon_per_reading: per_reading,
         readings_per_day,
         epsilon_spent: per_reading * readings as f64,
+    })
+}
+
+/// The analytics lane's hourly values from the noisy 15-minute readings of a window starting
+/// on the hour (as [`ForecastNoise`](crate::forecast_lane::ForecastNoise) keeps them): each
+/// hour the sum of its four readings in kWh, clamped to the model's `input_range`
+/// (post-processing). `epsilon_charged` is what building the window cost.
+///
+/// # Errors
+/// [`Error::InvalidSetting`] for a window that does not start on the hour or is not whole
+/// hours.
+pub fn analytics_series(
+    start: NaiveDateTime,
+    noisy: &[NoisyWh],
+    epsilon: Epsilon,
+    epsilon_charged: f64,
+    input_range: (f64, f64),
+) -> Result<LaneSeries, Error> {
+    if !Interval::HOUR.is_aligned(start) || noisy.is_empty() || !noisy.len().is_multiple_of(4) {
+        return Err(Error::InvalidSetting {
+            setting: "readings",
+            reason: format!(
+                "the analytics lane sums whole hours of 15-minute readings: {} readings from \
+                 {start}",
+                noisy.len()
+            ),
+        });
+    }
+    let (lo, hi) = input_range;
+    let hours = noisy
+        .chunks_exact(4)
+        .map(|h| {
+            let kwh: f64 = h.iter().map(|w| w.get() as f64 / 1000.0).sum();
+            kwh.clamp(lo, hi)
+        })
+        .collect();
+    Ok(LaneSeries {
+        start,
+        hours,
+        epsilon_per_reading: epsilon.get(),
+        readings_per_day: 96,
+        epsilon_spent: epsilon_charged,
     })
 }
 

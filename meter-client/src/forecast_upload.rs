@@ -21,19 +21,23 @@ use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use prost::Message as _;
 use seer_ckks::{CkksContext, PublicKey};
 use seer_core::data::Interval;
+use seer_core::dp::{Epsilon, os_seeded_rng};
 use seer_forecast::ForecastModel;
 use seer_forecast::circuit::PARAMETER_SET;
 use seer_forecast::data::Series;
-use seer_forecast::release::RegisteredForecast;
+use seer_forecast::release::{DayWindow, RegisteredForecast};
 use seer_proto::v1::{AnalyticsInputHeader, AnalyticsReceiptRequest};
 use serde::Serialize;
 
 use crate::analytics::{record_receipt, upload_input};
 use crate::error::Error;
-use crate::forecast::{ForecastLane, encrypt_series, lane_series, receipt};
+use crate::forecast::{
+    ForecastLane, LaneSeries, analytics_series, encrypt_series, lane_series, receipt,
+};
+use crate::forecast_lane::ForecastNoise;
 use crate::grpc::{BearerToken, fetch_public_key, pin_and_load};
 use crate::queue::StateStore;
-use crate::source::{self, DateRange, MonthShift, OpenedSource, SourceSpec};
+use crate::source::{self, DateRange, MeterReading, MonthShift, OpenedSource, SourceSpec};
 
 /// What `meter-client forecast` needs.
 #[derive(Clone, Debug)]
@@ -58,6 +62,9 @@ pub struct ForecastUploadSettings {
     pub token: BearerToken,
     /// The state directory.
     pub state_dir: PathBuf,
+    /// The forecast lane's ε budget per calendar month (analytics-lane models; default: the
+    /// model's ε × 2976, one draw per reading).
+    pub monthly_budget: Option<Epsilon>,
 }
 
 /// What one day's upload did.
@@ -79,8 +86,14 @@ pub struct DayUpload {
     pub slot_count: u32,
     /// `exact` or `analytics`.
     pub lane: String,
-    /// ε spent on the series (readings × ε per reading; 0 on the exact lane).
-    pub epsilon_spent: f64,
+    /// Readings noised for this upload (analytics lane), each charged ε once.
+    pub readings_drawn: usize,
+    /// Readings whose earlier draw was reused (analytics lane): an earlier window carried
+    /// them, and they cost nothing more.
+    pub readings_reused: usize,
+    /// ε charged for this upload: readings drawn × ε per reading (0 on the exact lane, and
+    /// for a resend).
+    pub epsilon_charged: f64,
     /// Bytes of the ciphertext.
     pub bytes: u64,
     /// True when the ciphertext came from the state directory (an earlier run built it).
@@ -112,15 +125,16 @@ impl ForecastLane {
     }
 }
 
-/// The readings of `[first, first + hours)` from `source` as one contiguous series.
+/// The readings of `[first, first + hours)` from `source`, checked whole and contiguous, and
+/// their interval.
 ///
 /// # Errors
 /// [`Error::InvalidSetting`] when a reading of the window is missing.
-pub fn window_series(
+pub fn window_readings(
     source: &OpenedSource,
     first: NaiveDateTime,
     hours: usize,
-) -> Result<Series, Error> {
+) -> Result<(Interval, Vec<MeterReading>), Error> {
     let end = first + TimeDelta::hours(hours as i64);
     let stream = source.select(DateRange {
         from: Some(first.date()),
@@ -130,10 +144,11 @@ pub fn window_series(
     let interval: Interval = stream.interval();
     let step = interval.as_time_delta();
     let wanted = hours * 3600 / interval.as_secs() as usize;
-    let readings: Vec<_> = stream
+    let readings: Vec<MeterReading> = stream
         .readings()
         .iter()
         .filter(|r| r.start >= first && r.start < end)
+        .cloned()
         .collect();
     let contiguous = readings
         .iter()
@@ -149,6 +164,19 @@ pub fn window_series(
             ),
         });
     }
+    Ok((interval, readings))
+}
+
+/// The readings of `[first, first + hours)` from `source` as one contiguous series.
+///
+/// # Errors
+/// [`Error::InvalidSetting`] when a reading of the window is missing.
+pub fn window_series(
+    source: &OpenedSource,
+    first: NaiveDateTime,
+    hours: usize,
+) -> Result<Series, Error> {
+    let (interval, readings) = window_readings(source, first, hours)?;
     Ok(Series {
         start: first,
         interval,
@@ -156,11 +184,57 @@ pub fn window_series(
     })
 }
 
+/// The window's values on the model's lane: exact hourly kWh, or the analytics lane built from
+/// the meter's stored draws ([`ForecastNoise::noised_window`]: each reading noised once,
+/// charged to its month), summed per hour and clamped to the model's input range; with the
+/// readings drawn now and those whose stored draw was reused.
+async fn window_lane(
+    opened: &OpenedSource,
+    window: DayWindow,
+    lane: ForecastLane,
+    noise: Option<&ForecastNoise>,
+    store: &StateStore,
+    input_range: (f64, f64),
+) -> Result<(LaneSeries, usize, usize), Error> {
+    let Some(noise) = noise else {
+        let series = window_series(opened, window.first_hour, window.hours)?;
+        return Ok((lane_series(&series, lane, input_range)?, 0, 0));
+    };
+    let (interval, readings) = window_readings(opened, window.first_hour, window.hours)?;
+    if interval != Interval::FIFTEEN_MINUTES {
+        return Err(Error::InvalidSetting {
+            setting: "readings",
+            reason: format!(
+                "the analytics lane noises 15-minute readings; the source has {}-second \
+                 readings",
+                interval.as_secs()
+            ),
+        });
+    }
+    let readings: Vec<_> = readings
+        .iter()
+        .map(|r| (r.start, r.energy.round_to_wh()))
+        .collect();
+    let mut rng = os_seeded_rng()?;
+    let noised = noise.noised_window(store, &readings, &mut rng).await?;
+    let series = analytics_series(
+        window.first_hour,
+        &noised.noisy,
+        noise.epsilon(),
+        noised.epsilon_charged,
+        input_range,
+    )?;
+    Ok((series, noised.drawn, noised.reused))
+}
+
 /// What a day's upload is built from, kept in the state directory until it is sent.
 struct Prepared {
     ciphertext: Vec<u8>,
     receipt: AnalyticsReceiptRequest,
     resent: bool,
+    drawn: usize,
+    reused: usize,
+    epsilon_charged: f64,
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
@@ -211,7 +285,18 @@ pub async fn upload_days(
     )
     .await?;
     let (public_key, _) = pin_and_load(&state, &ctx, &pk_bytes).await?;
-    state.close().await;
+    let noise = match lane {
+        ForecastLane::Exact => None,
+        ForecastLane::Analytics {
+            epsilon,
+            sensitivity,
+        } => Some(ForecastNoise::new(
+            &settings.meter_id,
+            sensitivity,
+            epsilon,
+            settings.monthly_budget,
+        )?),
+    };
     let mut public_key: Option<PublicKey> = Some(public_key);
     let spec = settings.source.clone();
     let opened = tokio::task::spawn_blocking(move || source::open(&spec))
@@ -251,10 +336,20 @@ pub async fn upload_days(
                     },
                 )?,
                 resent: true,
+                drawn: 0,
+                reused: 0,
+                epsilon_charged: 0.0,
             }
         } else {
-            let series = window_series(&opened, window.first_hour, window.hours)?;
-            let values = lane_series(&series, lane, computation.input_range())?;
+            let (values, drawn, reused) = window_lane(
+                &opened,
+                window,
+                lane,
+                noise.as_ref(),
+                &state,
+                computation.input_range(),
+            )
+            .await?;
             let (ctx2, pk) = (
                 ctx.clone(),
                 public_key.take().ok_or_else(|| Error::CorruptState {
@@ -280,6 +375,9 @@ pub async fn upload_days(
                 ciphertext: encrypted.input,
                 receipt,
                 resent: false,
+                drawn,
+                reused,
+                epsilon_charged: values.epsilon_spent,
             }
         };
         let r = &prepared.receipt;
@@ -316,7 +414,9 @@ pub async fn upload_days(
             slot_offset: r.slot_offset,
             slot_count: r.slot_count,
             lane: r.lane.clone(),
-            epsilon_spent: r.epsilon * f64::from(r.readings_per_day) * window.hours as f64 / 24.0,
+            readings_drawn: prepared.drawn,
+            readings_reused: prepared.reused,
+            epsilon_charged: prepared.epsilon_charged,
             bytes: prepared.ciphertext.len() as u64,
             resent: prepared.resent,
             receipt_duplicate,
@@ -324,7 +424,7 @@ pub async fn upload_days(
         };
         progress(&format!(
             "forecast input for {day}: {} hours from {} on the {} lane at slots {}..{} of \
-             group {group}, {} bytes{}{}",
+             group {group}, {} bytes{}{}{}",
             upload.hours,
             upload.first_hour,
             upload.lane,
@@ -336,6 +436,14 @@ pub async fn upload_days(
             } else {
                 ""
             },
+            if upload.readings_drawn + upload.readings_reused > 0 {
+                format!(
+                    "; ε {} charged for {} readings noised now, {} earlier draws reused",
+                    upload.epsilon_charged, upload.readings_drawn, upload.readings_reused
+                )
+            } else {
+                String::new()
+            },
             if upload.upload_duplicate {
                 " (the utility had it)"
             } else {
@@ -344,6 +452,7 @@ pub async fn upload_days(
         ));
         uploads.push(upload);
     }
+    state.close().await;
     Ok(uploads)
 }
 

@@ -36,6 +36,7 @@ pub mod batch;
 pub mod cli;
 pub mod error;
 pub mod forecast;
+pub mod forecast_lane;
 pub mod forecast_upload;
 pub mod grpc;
 pub mod queue;

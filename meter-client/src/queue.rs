@@ -48,14 +48,15 @@
 //!   damaged file is reported instead of uploaded.
 //! - One process at a time: the directory is locked (`state.lock`) while a store is open.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use chrono::{FixedOffset, NaiveDateTime, Utc};
+use chrono::{FixedOffset, NaiveDate, NaiveDateTime, Utc};
 use seer_core::data::YearMonth;
-use seer_core::dp::PrivacyAccountant;
+use seer_core::dp::{NoisyWh, PrivacyAccountant};
 use seer_core::tariff::{CellEnergy, Tariff};
 use seer_core::units::Wh;
 use sqlx::migrate::Migrator;
@@ -692,6 +693,118 @@ impl StateStore {
                 })
                 .transpose()?,
         })
+    }
+
+    /// The forecast lane's stored draws of `mechanism` for readings starting in
+    /// `[from, until)`, by reading start.
+    ///
+    /// # Errors
+    /// A database error or a malformed stored timestamp.
+    pub async fn forecast_draws(
+        &self,
+        mechanism: &str,
+        from: NaiveDateTime,
+        until: NaiveDateTime,
+    ) -> Result<BTreeMap<NaiveDateTime, NoisyWh>, Error> {
+        let rows = sqlx::query(
+            "SELECT start_at, noisy_wh FROM forecast_lane_draws \
+             WHERE mechanism = ? AND start_at >= ? AND start_at < ?",
+        )
+        .bind(mechanism)
+        .bind(format_time(from))
+        .bind(format_time(until))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::db("reading the forecast lane"))?;
+        rows.iter()
+            .map(|row| {
+                let start: String = row
+                    .try_get("start_at")
+                    .map_err(Error::db("reading the forecast lane"))?;
+                let wh: i64 = row
+                    .try_get("noisy_wh")
+                    .map_err(Error::db("reading the forecast lane"))?;
+                Ok((parse_time(&start)?, NoisyWh::new(wh)))
+            })
+            .collect()
+    }
+
+    /// The forecast lane's accountants, one per calendar month charged so far, by the month's
+    /// first day.
+    ///
+    /// # Errors
+    /// A database error or an invalid stored accountant.
+    pub async fn forecast_accountants(
+        &self,
+    ) -> Result<BTreeMap<NaiveDate, PrivacyAccountant>, Error> {
+        let rows = sqlx::query("SELECT accountant FROM forecast_lane_budget")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::db("reading the forecast lane's budget"))?;
+        rows.iter()
+            .map(|row| {
+                let json: String = row
+                    .try_get("accountant")
+                    .map_err(Error::db("reading the forecast lane's budget"))?;
+                let a: PrivacyAccountant =
+                    serde_json::from_str(&json).map_err(|e| Error::CorruptState {
+                        reason: format!("forecast lane accountant: {e}"),
+                    })?;
+                Ok((a.period_start(), a))
+            })
+            .collect()
+    }
+
+    /// Stores new forecast-lane `draws` of `mechanism` and the `accountants` they were charged
+    /// to, in one transaction: a draw is never stored without its charge, nor a charge
+    /// without its draw.
+    ///
+    /// # Errors
+    /// [`Error::CorruptState`] if a reading already has a draw of `mechanism` (a reading is
+    /// noised once); a database error (nothing is committed then).
+    pub async fn commit_forecast_draws(
+        &self,
+        mechanism: &str,
+        draws: &[(NaiveDateTime, NoisyWh)],
+        accountants: &[PrivacyAccountant],
+    ) -> Result<(), Error> {
+        let mut tx = self.begin().await?;
+        for (start, wh) in draws {
+            let inserted = sqlx::query(
+                "INSERT INTO forecast_lane_draws (mechanism, start_at, noisy_wh) \
+                 VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(mechanism)
+            .bind(format_time(*start))
+            .bind(wh.get())
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::db("storing the forecast lane"))?;
+            if inserted.rows_affected() != 1 {
+                return Err(Error::CorruptState {
+                    reason: format!(
+                        "the reading at {start} already has a forecast-lane draw ({mechanism})"
+                    ),
+                });
+            }
+        }
+        for a in accountants {
+            let json = serde_json::to_string(a).map_err(|e| Error::CorruptState {
+                reason: format!("cannot serialize the accountant: {e}"),
+            })?;
+            sqlx::query(
+                "INSERT INTO forecast_lane_budget (period_start, accountant) VALUES (?, ?) \
+                 ON CONFLICT (period_start) DO UPDATE SET accountant = excluded.accountant",
+            )
+            .bind(a.period_start().to_string())
+            .bind(json)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::db("storing the forecast lane's budget"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(Error::db("committing the forecast lane"))
     }
 
     /// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front (waiting up to
