@@ -90,11 +90,6 @@ impl ForecastNoise {
         self.mechanism.epsilon()
     }
 
-    /// The budget per calendar month.
-    pub const fn monthly_budget(&self) -> Epsilon {
-        self.monthly_budget
-    }
-
     /// The month's accountant under this budget: the stored one (its spend kept, its budget
     /// replaced by this one), or a fresh one.
     fn accountant(

@@ -184,21 +184,24 @@ pub fn window_series(
     })
 }
 
-/// The window's values on the model's lane: exact hourly kWh, or the analytics lane built from
-/// the meter's stored draws ([`ForecastNoise::noised_window`]: each reading noised once,
-/// charged to its month), summed per hour and clamped to the model's input range; with the
-/// readings drawn now and those whose stored draw was reused.
+/// The window's values on the model's lane: exact hourly kWh without `noise`, or the analytics
+/// lane built from the meter's stored draws ([`ForecastNoise::noised_window`]: each reading
+/// noised once, charged to its month), summed per hour and clamped to the model's input range;
+/// with the readings drawn now and those whose stored draw was reused.
 async fn window_lane(
     opened: &OpenedSource,
     window: DayWindow,
-    lane: ForecastLane,
     noise: Option<&ForecastNoise>,
     store: &StateStore,
     input_range: (f64, f64),
 ) -> Result<(LaneSeries, usize, usize), Error> {
     let Some(noise) = noise else {
         let series = window_series(opened, window.first_hour, window.hours)?;
-        return Ok((lane_series(&series, lane, input_range)?, 0, 0));
+        return Ok((
+            lane_series(&series, ForecastLane::Exact, input_range)?,
+            0,
+            0,
+        ));
     };
     let (interval, readings) = window_readings(opened, window.first_hour, window.hours)?;
     if interval != Interval::FIFTEEN_MINUTES {
@@ -344,7 +347,6 @@ pub async fn upload_days(
             let (values, drawn, reused) = window_lane(
                 &opened,
                 window,
-                lane,
                 noise.as_ref(),
                 &state,
                 computation.input_range(),
