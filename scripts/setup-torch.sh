@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up libtorch for seer-forecast's `tch` feature: a Python virtual environment at .venv with
+# Set up libtorch for seer-forecast's `tch` feature: a Python virtual environment at .venv
+# (or $SEER_TORCH_VENV) with
 # PyPI torch==2.13.0 (the libtorch that tch 0.26 expects), used through LIBTORCH_USE_PYTORCH=1.
 #
 # Idempotent: an existing .venv with torch 2.13.0 is kept. Run it from any directory.
@@ -15,7 +16,8 @@ set -euo pipefail
 readonly TORCH_VERSION="2.13.0"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
-readonly VENV="$ROOT/.venv"
+# SEER_TORCH_VENV puts the environment elsewhere (CI keeps one between runs).
+readonly VENV="${SEER_TORCH_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
 log() { echo "setup-torch: $*" >&2; }

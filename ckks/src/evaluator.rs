@@ -399,6 +399,24 @@ impl Evaluator {
         Ok(out)
     }
 
+    /// `a · p` slot-wise for a plaintext vector, **not** rescaled: the result keeps `a`'s
+    /// level, with the scale that a later [`rescale`](Self::rescale) brings to the canonical
+    /// scale one level down. Products of ciphertexts of one level and scale all get the same
+    /// scale, so they can be summed first and rescaled once (one rescale for many products).
+    pub fn multiply_plain_without_rescale(
+        &self,
+        a: &Ciphertext,
+        values: &[f64],
+    ) -> Result<Ciphertext, CkksError> {
+        let scale = self.product_scale(a)?;
+        if values.iter().all(|v| *v == 0.0) {
+            return Err(CkksError::TransparentResult);
+        }
+        let pt = self.ctx.encode_at(values, a.level, scale)?;
+        let product = self.ctx.inner.evaluator.multiply_plain(&a.raw, &pt.raw)?;
+        Ok(self.wrap(product, a.level))
+    }
+
     /// `a · c` in every slot, rescaled (one level).
     pub fn multiply_scalar(&self, a: &Ciphertext, c: f64) -> Result<Ciphertext, CkksError> {
         let scale = self.product_scale(a)?;

@@ -115,6 +115,30 @@ proptest! {
         assert_close(&f.decrypt(&scaled, 64), &map(&|x, _| x * c), TOL);
     }
 
+    /// Σ aᵢ·pᵢ with the plaintext products summed before one rescale equals the plaintext sum
+    /// of products, lands on the canonical scale one level down, and a zero plaintext is
+    /// refused (the product would be transparent).
+    #[test]
+    fn plain_products_summed_before_one_rescale(
+        a in vec_strategy(64), b in vec_strategy(64), c in vec_strategy(64), d in vec_strategy(64)
+    ) {
+        let f = n8192();
+        let ev = &f.evaluator;
+        let (ca, cc) = (f.encrypt(&a), f.encrypt(&c));
+        let mut acc = ev.multiply_plain_without_rescale(&ca, &b).unwrap();
+        prop_assert_eq!(acc.level(), Level(2));
+        ev.add_assign(&mut acc, &ev.multiply_plain_without_rescale(&cc, &d).unwrap()).unwrap();
+        let out = ev.rescale(&acc).unwrap();
+        prop_assert_eq!(out.level(), Level(1));
+        prop_assert_eq!(out.scale().unwrap(), f.ctx.canonical_scale(Level(1)).unwrap());
+        let want: Vec<f64> = (0..64).map(|i| a[i] * b[i] + c[i] * d[i]).collect();
+        assert_close(&f.decrypt(&out, 64), &want, TOL);
+        prop_assert!(matches!(
+            ev.multiply_plain_without_rescale(&ca, &[0.0; 8]),
+            Err(CkksError::TransparentResult)
+        ));
+    }
+
     #[test]
     fn multiply_relinearize_rescale(a in vec_strategy(64), b in vec_strategy(64)) {
         let f = n8192();

@@ -27,6 +27,7 @@ use key_authority::auth::{Caller, Identity, JwtSigningKey};
 use key_authority::keys::{KeySetSpec, KeyStore};
 use key_authority::release::{
     BillEngine, BillInput, BillReleaser, BillRequest, GroupLane, Period, Receipt, ReceiptStore,
+    UtilityOutputs,
 };
 use seer_ckks::{Encryptor, PublicKey};
 use seer_core::circuits::billing::PARAMETER_SET;
@@ -120,12 +121,16 @@ fn setup() -> Setup {
     // What the utility does for the group (its `evaluate_lanes`): parse every lane, evaluate,
     // serialize. Timed once, for the record.
     let started = Instant::now();
-    let lanes: Vec<_> = inputs
+    let lanes: Vec<GroupLane> = inputs
         .iter()
-        .map(|i| engine.parse_lane(&i.billing_lane).expect("lane"))
+        .enumerate()
+        .map(|(position, i)| GroupLane {
+            lane: engine.parse_lane(&i.billing_lane).expect("lane"),
+            position,
+        })
         .collect();
     let parsed = started.elapsed();
-    let (_, result) = engine.evaluate(&lanes).expect("utility result");
+    let run = engine.evaluate(&lanes).expect("utility result");
     let total = started.elapsed();
     eprintln!(
         "the utility's circuit over the full group: {:.0} ms ({:.0} ms parsing the lanes), \
@@ -144,7 +149,8 @@ fn setup() -> Setup {
             period: PERIOD.to_owned(),
             billing_group: 0,
             inputs,
-            result,
+            result: run.bills.bytes().to_vec(),
+            cells: run.cells.bytes().to_vec(),
         },
         zstd_lanes,
     }
@@ -213,7 +219,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let decision = setup
                 .engine
-                .decide(&lanes, true, &setup.request.result)
+                .decide(
+                    &lanes,
+                    UtilityOutputs {
+                        cells: &setup.request.cells,
+                        bills: &setup.request.result,
+                    },
+                )
                 .expect("decide");
             assert!(decision.result_verified);
         });
@@ -237,12 +249,16 @@ fn bench(c: &mut Criterion) {
     for (name, lanes) in [("uncompressed", &uncompressed), ("zstd", &zstd)] {
         group.bench_function(format!("server_time_full_group/{name}"), |b| {
             b.iter(|| {
-                let parsed: Vec<_> = lanes
+                let parsed: Vec<GroupLane> = lanes
                     .iter()
-                    .map(|bytes| setup.engine.parse_lane(bytes).expect("lane"))
+                    .enumerate()
+                    .map(|(position, bytes)| GroupLane {
+                        lane: setup.engine.parse_lane(bytes).expect("lane"),
+                        position,
+                    })
                     .collect();
-                // Evaluates and serializes the result.
-                setup.engine.evaluate(&parsed).expect("evaluate").1
+                // Evaluates and serializes both outputs.
+                setup.engine.evaluate(&parsed).expect("evaluate")
             });
         });
     }

@@ -109,9 +109,10 @@ impl KeySet {
         &self.ctx
     }
 
-    /// The decryptor (the only use of the secret key).
-    pub fn decryptor(&self) -> &Decryptor {
-        &self.decryptor
+    /// The decryptor of the key authority's own re-executed outputs (the only use of the
+    /// secret key; see [`crate::outputs`]: nothing else can be decrypted).
+    pub fn output_decryptor(&self) -> crate::outputs::OutputDecryptor<'_> {
+        crate::outputs::OutputDecryptor::new(&self.decryptor)
     }
 
     /// The serialized public key.

@@ -13,6 +13,7 @@ pub mod audit;
 pub use seer_auth as auth;
 pub mod keys;
 pub mod keys_api;
+pub mod outputs;
 pub mod release;
 pub mod settings;
 pub mod startup;

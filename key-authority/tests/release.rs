@@ -3,8 +3,9 @@
 //! real billing lanes equal the plaintext tariff to the paisa and come with the month's cells
 //! as the meter's own accumulator counted them, the utility's circuit result (evaluated here
 //! as the utility does, with the Galois keys fetched over `seer.v1.Keys`) must be
-//! byte-identical to the key authority's re-execution, lanes writing outside their block are
-//! refused without harming their neighbours' bills, the position registry binds each meter to
+//! byte-identical to the key authority's re-execution, lanes writing outside their block change
+//! nothing but their own bill (the circuit masks them; nothing decrypts a lane) and
+//! implausible cells are refused on the decrypted result, the position registry binds each meter to
 //! its first receipt's position, every refusal is refused and logged with its reason, nothing
 //! is released while the audit log cannot be written, and the audit chain verifies after all
 //! of it.
@@ -45,6 +46,8 @@ struct App {
     evaluator: Evaluator,
     receipts: ReceiptsClient<Channel>,
     release: ReleaseClient<Channel>,
+    /// Each meter's position, as the utility knows it from the meter's batches.
+    positions: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -105,6 +108,7 @@ async fn spawn_app_on(database_url: Option<String>) -> App {
         layout,
         receipts: ReceiptsClient::new(channel.clone()).with_seer_limits(),
         release: ReleaseClient::new(channel).with_seer_limits(),
+        positions: std::sync::Mutex::default(),
         _stop: stop,
     }
 }
@@ -152,6 +156,7 @@ struct Home {
 
 impl Home {
     fn new(app: &App, meter: &str, position: u32, base_wh: i64) -> Self {
+        app.place(meter, position);
         let tariff = app.layout.tariff();
         let start = NaiveDate::from_ymd_opt(2007, 1, 1)
             .expect("date")
@@ -263,36 +268,73 @@ impl App {
         }
     }
 
-    /// The honest utility's circuit result over `lanes` (in the order given), or nothing
-    /// when a lane is not a billing ciphertext.
-    fn utility_result<'a>(&self, lanes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-        let parsed: Option<Vec<Ciphertext>> = lanes
+    /// Records where the utility believes `meter`'s block is.
+    fn place(&self, meter: &str, position: u32) {
+        self.positions
+            .lock()
+            .expect("positions")
+            .insert(meter.to_owned(), position);
+    }
+
+    fn position(&self, meter: &str) -> u32 {
+        self.positions
+            .lock()
+            .expect("positions")
+            .get(meter)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The honest utility's circuit outputs `(cells, bills)` over `lanes` (position and lane
+    /// bytes, in the order given), or nothing when a lane is not a billing ciphertext.
+    fn utility_result<'a>(
+        &self,
+        lanes: impl IntoIterator<Item = (u32, &'a [u8])>,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let parsed: Option<Vec<(usize, Ciphertext)>> = lanes
             .into_iter()
-            .map(|lane| Ciphertext::from_bytes(&self.ctx, lane).ok())
+            .map(|(p, lane)| {
+                Ciphertext::from_bytes(&self.ctx, lane)
+                    .ok()
+                    .map(|ct| (p as usize, ct))
+            })
             .collect();
         parsed
-            .and_then(|lanes| self.layout.evaluate(&self.evaluator, &lanes).ok())
-            .and_then(|result| result.to_bytes(&self.ctx).ok())
+            .and_then(|lanes| {
+                self.layout
+                    .evaluate(&self.evaluator, lanes.iter().map(|(p, ct)| (*p, ct)))
+                    .ok()
+            })
+            .and_then(|out| {
+                Some((
+                    out.cells.to_bytes(&self.ctx).ok()?,
+                    out.bills.to_bytes(&self.ctx).ok()?,
+                ))
+            })
             .unwrap_or_default()
     }
 
-    /// Asks for the bills of `inputs` with the honest utility's result over their lanes.
+    /// Asks for the bills of `inputs` with the honest utility's outputs over their lanes.
     async fn release(
         &self,
         inputs: Vec<v1::BillInput>,
         token: Option<&str>,
     ) -> Result<Vec<v1::BillRelease>, tonic::Status> {
-        let result = self.utility_result(inputs.iter().map(|i| i.billing_lane.as_slice()));
+        let result = self.utility_result(
+            inputs
+                .iter()
+                .map(|i| (self.position(&i.meter_id), i.billing_lane.as_slice())),
+        );
         self.release_with(inputs, result, token)
             .await
             .map(|response| response.bills)
     }
 
-    /// Asks for the bills of `inputs` with the given circuit result.
+    /// Asks for the bills of `inputs` with the given circuit outputs `(cells, bills)`.
     async fn release_with(
         &self,
         inputs: Vec<v1::BillInput>,
-        result: Vec<u8>,
+        (cells, result): (Vec<u8>, Vec<u8>),
         token: Option<&str>,
     ) -> Result<v1::ReleaseBillsResponse, tonic::Status> {
         self.release
@@ -303,6 +345,7 @@ impl App {
                     billing_group: 0,
                     inputs,
                     result,
+                    cells,
                 },
                 token,
             ))
@@ -693,7 +736,12 @@ async fn bills_equal_the_plaintext_tariff_and_every_refusal_is_logged() {
     // --- The release: each home's bill equals the plaintext bill of its readings, and its
     // cells the meter's own period-to-date cells. The utility evaluated the circuit over the
     // lanes in the reverse order: additions are exact, so the result is the same bytes.
-    let result = app.utility_result(homes.iter().rev().map(|h| h.closing().1.as_slice()));
+    let result = app.utility_result(
+        homes
+            .iter()
+            .rev()
+            .map(|h| (h.position, h.closing().1.as_slice())),
+    );
     let response = app
         .release_with(inputs(), result, Some(&utility))
         .await
@@ -743,18 +791,28 @@ async fn bills_equal_the_plaintext_tariff_and_every_refusal_is_logged() {
     assert_eq!(stored.amount, bills[2].amount_paise);
     assert_eq!(stored.cell_wh, bills[2].cell_wh);
 
-    // A second release of the same bill, alone and in a group.
-    app.assert_refused(homes[0].input(2), "already released")
-        .await;
+    // The same request again (an answer lost on the way): the stored releases come back,
+    // nothing is decrypted or released anew, and each retry is logged as `bill.retry`.
+    let before = app.audit.head().await.expect("head").sequence;
     let again = app
         .release(inputs(), Some(&utility))
         .await
         .expect("answered");
-    assert!(
-        again
-            .iter()
-            .all(|b| !b.granted && b.refusal.contains("already released"))
-    );
+    assert_eq!(again, bills, "a retry returns the very releases");
+    let retry = app.last_entry().await;
+    assert_eq!(retry.sequence, before + 3);
+    assert_eq!(retry.kind.as_str(), "bill.retry");
+    assert_eq!(retry.meter_id.as_deref(), Some("M-3"));
+    // A released bill mixed with a new input is no retry: the whole request is refused.
+    let m7 = Home::new(&app, "M-7", 6, 40);
+    app.record_all(&m7).await;
+    let mixed = app
+        .release(vec![homes[0].input(2), m7.input(2)], Some(&utility))
+        .await
+        .expect("answered");
+    assert!(mixed[0].refusal.contains("already released"), "{mixed:?}");
+    assert!(!mixed[1].granted && mixed[1].withheld, "{mixed:?}");
+    assert!(mixed[1].refusal.contains("withheld"), "{mixed:?}");
     // No receipt can be added to a released period.
     let late = v1::ReceiptRequest {
         sequence: 4,
@@ -879,6 +937,7 @@ impl App {
                 .await
                 .expect("recorded")
         );
+        self.place(meter, position);
         v1::BillInput {
             meter_id: meter.to_owned(),
             sequence: 1,
@@ -900,13 +959,25 @@ async fn the_utilitys_result_must_be_the_key_authoritys_to_the_bit() {
     }
     let utility = app.token(Identity::Utility);
     let inputs = || homes.iter().map(|home| home.input(2)).collect::<Vec<_>>();
-    let honest = app.utility_result(homes.iter().map(|h| h.closing().1.as_slice()));
-    assert!(!honest.is_empty());
+    let at = |h: &Home| (h.position, h.closing().1.clone());
+    let lanes: Vec<(u32, Vec<u8>)> = homes.iter().map(at).collect();
+    let honest = app.utility_result(lanes.iter().map(|(p, l)| (*p, l.as_slice())));
+    assert!(!honest.0.is_empty() && !honest.1.is_empty());
 
-    // One bit flipped anywhere in the result: every input refused, and logged so.
-    for bit in [0, honest.len() * 4, honest.len() * 8 - 1] {
+    // One bit flipped anywhere in either output: every input refused, and logged so.
+    for (output, bit) in [
+        (1, 0),
+        (1, honest.1.len() * 4),
+        (1, honest.1.len() * 8 - 1),
+        (0, 7),
+    ] {
         let mut altered = honest.clone();
-        altered[bit / 8] ^= 1 << (bit % 8);
+        let bytes = if output == 0 {
+            &mut altered.0
+        } else {
+            &mut altered.1
+        };
+        bytes[bit / 8] ^= 1 << (bit % 8);
         let response = app
             .release_with(inputs(), altered, Some(&utility))
             .await
@@ -919,15 +990,20 @@ async fn the_utilitys_result_must_be_the_key_authoritys_to_the_bit() {
         )
         .await;
     }
-    // A well-formed result of another computation: the circuit over one lane only, or the
-    // same lane twice.
-    let one = app.utility_result([homes[0].closing().1.as_slice()]);
+    // Well-formed outputs of another computation: the circuit over one lane only, the same
+    // lane twice, a lane at another position, or a raw lane sent as the "result".
+    let one = app.utility_result([(homes[0].position, homes[0].closing().1.as_slice())]);
     let twice = app.utility_result([
-        homes[0].closing().1.as_slice(),
-        homes[0].closing().1.as_slice(),
-        homes[1].closing().1.as_slice(),
+        (homes[0].position, homes[0].closing().1.as_slice()),
+        (homes[0].position, homes[0].closing().1.as_slice()),
+        (homes[1].position, homes[1].closing().1.as_slice()),
     ]);
-    for other in [one, twice] {
+    let moved = app.utility_result([
+        (homes[0].position + 1, homes[0].closing().1.as_slice()),
+        (homes[1].position, homes[1].closing().1.as_slice()),
+    ]);
+    let raw = (homes[0].closing().1.clone(), homes[1].closing().1.clone());
+    for other in [one, twice, moved, raw] {
         let response = app
             .release_with(inputs(), other, Some(&utility))
             .await
@@ -940,10 +1016,10 @@ async fn the_utilitys_result_must_be_the_key_authoritys_to_the_bit() {
     }
     // No result at all.
     let response = app
-        .release_with(inputs(), Vec::new(), Some(&utility))
+        .release_with(inputs(), (Vec::new(), Vec::new()), Some(&utility))
         .await
         .expect("answered");
-    app.assert_all_refused(&response.bills, "carries no circuit result")
+    app.assert_all_refused(&response.bills, "lacks the circuit's outputs")
         .await;
     assert_eq!(app.releases_count().await, 0, "nothing was released");
 
@@ -965,7 +1041,7 @@ async fn the_utilitys_result_must_be_the_key_authoritys_to_the_bit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lanes_writing_outside_their_block_are_refused_and_their_neighbours_billed_right() {
+async fn lanes_writing_outside_their_cells_change_no_other_bill() {
     let app = spawn_app().await;
     let tariff = app.layout.tariff().clone();
     let block = app.layout.block_width();
@@ -1031,7 +1107,9 @@ async fn lanes_writing_outside_their_block_are_refused_and_their_neighbours_bill
         )
         .await;
 
-    // The utility sends every lane and its honest result over all of them.
+    // The utility sends every lane and its honest outputs over all of them. Nothing is
+    // decrypted to check the lanes: the circuit masks each lane to its home's cells, and
+    // validity is judged on the decrypted result.
     let inputs = vec![
         honest.input(2),
         into_neighbour,
@@ -1044,33 +1122,25 @@ async fn lanes_writing_outside_their_block_are_refused_and_their_neighbours_bill
     ];
     let utility = app.token(Identity::Utility);
     let response = app
-        .release_with(
-            inputs.clone(),
-            app.utility_result(inputs.iter().map(|i| i.billing_lane.as_slice())),
-            Some(&utility),
-        )
+        .release(inputs.clone(), Some(&utility))
         .await
         .expect("answered");
-    assert!(
-        !response.result_verified,
-        "with refusals the utility's result cannot be compared"
-    );
-    let bills = response.bills;
-    for (bill, expected) in bills[1..7].iter().zip([
-        "writes outside its block (position 1): slot 0, in the block of position 0",
-        "writes outside its block (position 2)",
-        "writes outside its block (position 3)",
-        "cell 1 of the lane is not a whole number of Wh",
-        "cell 2 of the lane is negative",
-        "cell 3 of the lane exceeds 10000000 Wh",
+    let bills = response;
+    for (bill, expected) in bills[4..7].iter().zip([
+        "cell 1 of home position 6 is not a whole number of Wh",
+        "cell 2 of home position 8 is negative",
+        "cell 3 of home position 9 exceeds 10000000 Wh",
     ]) {
         app.assert_all_refused(std::slice::from_ref(bill), expected)
             .await;
-        assert!(!bill.refusal.contains("5000"), "{bill:?}");
+        assert!(
+            !bill.refusal.contains("0.25") && !bill.refusal.contains("-40"),
+            "{bill:?}"
+        );
     }
 
-    // The neighbours are billed from the accepted lanes only: exactly their plaintext bills,
-    // not the bill the 5 kWh pushed into M-H's block would have made.
+    // The neighbours are billed exactly their plaintext bills, not the bill the 5 kWh pushed
+    // into M-H's block would have made.
     assert!(bills[0].granted, "{:?}", bills[0]);
     assert_eq!(bills[0].amount_paise, honest.plaintext_bill(&tariff).get());
     let mut inflated = cells.cells().to_vec();
@@ -1090,7 +1160,20 @@ async fn lanes_writing_outside_their_block_are_refused_and_their_neighbours_bill
     );
     assert!(bills[7].granted, "{:?}", bills[7]);
     assert_eq!(bills[7].amount_paise, far.plaintext_bill(&tariff).get());
-    assert_eq!(app.releases_count().await, 2);
+    // The lanes that wrote outside their cells are billed for their own cells only: the
+    // pushes into a neighbour's block and into an unused block count for nobody, and M-Z,
+    // whose cells sit in another block than its receipt's, is billed nothing.
+    let small_bill = tariff.bill_cells(&small).expect("bill").total().get();
+    let small_cells: Vec<u64> = small.cells().iter().map(|w| w.get() as u64).collect();
+    for bill in &bills[1..3] {
+        assert!(bill.granted, "{bill:?}");
+        assert_eq!(bill.amount_paise, small_bill, "{bill:?}");
+        assert_eq!(bill.cell_wh, small_cells, "{bill:?}");
+    }
+    assert!(bills[3].granted, "{:?}", bills[3]);
+    assert_eq!(bills[3].amount_paise, 0);
+    assert_eq!(bills[3].cell_wh, vec![0; tariff.cell_count()]);
+    assert_eq!(app.releases_count().await, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1227,7 +1310,7 @@ async fn on_postgresql_positions_bind_and_bills_release_with_their_cells() {
     let response = app
         .release_with(
             vec![home.input(2)],
-            app.utility_result([home.closing().1.as_slice()]),
+            app.utility_result([(home.position, home.closing().1.as_slice())]),
             Some(&app.token(Identity::Utility)),
         )
         .await

@@ -260,6 +260,36 @@ pub enum Error {
         limit: f64,
     },
 
+    /// A slot block is empty or does not fit the ciphertext's slots.
+    #[error("slot block {start}..{end} is empty or outside {slots} slots")]
+    InvalidSlotBlock {
+        /// First slot.
+        start: usize,
+        /// End (exclusive).
+        end: usize,
+        /// Slots per ciphertext.
+        slots: usize,
+    },
+
+    /// Several meters' inputs cannot be combined in one evaluation as asked.
+    #[error("meter isolation: {reason}")]
+    Isolation {
+        /// Why.
+        reason: String,
+    },
+
+    /// A decrypted tariff cell of the billing circuit's output is no plausible whole number
+    /// of Wh (a meter encrypted something else, or the key is wrong). Names no value.
+    #[error("cell {cell} of home position {position} {problem}")]
+    ImplausibleCell {
+        /// The home's position in its group.
+        position: usize,
+        /// The cell, in the tariff's cell order.
+        cell: usize,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+
     /// The CKKS engine refused an operation.
     #[error("ckks: {0}")]
     Ckks(#[from] seer_ckks::CkksError),

@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 use chrono::{NaiveDateTime, TimeDelta};
 use seer_ckks::{CkksContext, Decryptor, Encryptor, Evaluator, KeyGenerator};
 use seer_core::Error;
-use seer_core::circuits::billing::{self, BillingLayout, GroupAccumulator, PARAMETER_SET};
+use seer_core::circuits::billing::{
+    self, BillingLayout, CELL_TOLERANCE_WH, GroupAccumulator, MAX_CELL_WH, PARAMETER_SET,
+};
 use seer_core::data::{LoadOptions, load_uci};
 use seer_core::tariff::{CellEnergy, Paise, SlabAccumulator, Tariff, TariffConfig, WhRegister};
 use seer_core::units::Wh;
@@ -107,7 +109,8 @@ fn batches(tariff: &Tariff, readings: &[(NaiveDateTime, Wh)], daily: bool) -> Ve
 }
 
 /// Encrypts every home's batches at positions `0..`, evaluates the group, decrypts and
-/// decodes: `(raw rupees, rounded paise)` per home.
+/// decodes: `(raw rupees, rounded paise)` per home. Also checks the cells output against the
+/// plaintext sum of each home's batches (the twin of step 1), to the Wh.
 fn run_group(layout: &BillingLayout, homes: &[Vec<CellEnergy>]) -> Vec<(f64, Paise)> {
     let k = keys();
     let ev = server_evaluator(layout);
@@ -117,12 +120,26 @@ fn run_group(layout: &BillingLayout, homes: &[Vec<CellEnergy>]) -> Vec<(f64, Pai
             let ct = layout
                 .encrypt_batch(&k.encryptor, position, batch)
                 .expect("encrypt");
-            acc.add(&ct).expect("add");
+            acc.add(position, &ct).expect("add");
         }
     }
     let out = acc.finish().expect("circuit");
-    assert_eq!(out.level().0, 0, "the circuit uses both levels");
-    let slots = k.decryptor.decrypt_values(&out).expect("decrypt");
+    assert_eq!(out.cells.level().0, 1, "the cell indicators use one level");
+    assert_eq!(out.bills.level().0, 0, "the circuit uses both levels");
+    let cells = k.decryptor.decrypt_values(&out.cells).expect("decrypt");
+    for (position, home) in homes.iter().enumerate() {
+        let mut total = CellEnergy::zeros(layout.tariff());
+        for batch in home {
+            total.try_add(batch).expect("add cells");
+        }
+        let want: Vec<u64> = total.cells().iter().map(|c| c.get() as u64).collect();
+        assert_eq!(
+            layout.decode_cells(&cells, position).expect("cells"),
+            want,
+            "home {position}: cells output"
+        );
+    }
+    let slots = k.decryptor.decrypt_values(&out.bills).expect("decrypt");
     let raw = layout.decode_raw(&slots, homes.len()).expect("raw");
     let paise = layout.decode_bills(&slots, homes.len()).expect("bills");
     raw.into_iter().zip(paise).collect()
@@ -501,13 +518,21 @@ fn mismatched_inputs_are_refused() {
     // No batches at all.
     let ev = server_evaluator(&layout);
     assert!(layout.evaluate(&ev, []).is_err());
+    // A position outside the group.
+    let zero = layout
+        .encrypt_batch(&keys().encryptor, 0, &CellEnergy::zeros(&bescom))
+        .expect("encrypt");
+    assert!(matches!(
+        layout.evaluate(&ev, [(layout.capacity(), &zero)]),
+        Err(Error::HomeOutsideGroup { .. })
+    ));
     // An evaluator without the Galois keys cannot run the circuit.
     let bare = Evaluator::new(&keys().ctx, None, None);
     let ct = layout
         .encrypt_batch(&keys().encryptor, 0, &CellEnergy::zeros(&bescom))
         .expect("encrypt");
     assert!(matches!(
-        layout.evaluate(&bare, [&ct]),
+        layout.evaluate(&bare, [(0, &ct)]),
         Err(Error::Ckks(seer_ckks::CkksError::MissingGaloisKeys { .. }))
     ));
     // A batch whose charge alone exceeds the circuit's range.
@@ -690,4 +715,100 @@ fn the_plaintext_bill_is_independent_of_the_start_date_and_day_boundaries() {
     let a = tariff.bill(base.iter().copied()).expect("a");
     let b = tariff.bill(shifted.iter().copied()).expect("b");
     assert_eq!(a, b);
+}
+
+// --- Block isolation inside the circuit -------------------------------------------------------
+
+/// A meter that encrypts values into its neighbour's block, into its own padding and far away
+/// (what no honest `encode_batch` produces) changes nothing but its own cells: the circuit
+/// multiplies every lane by its home's cell indicator, so the neighbour's cells and bill are
+/// exactly what its own lane says (oracle: the plaintext tariff on the neighbour's cells).
+#[test]
+fn a_lane_writing_outside_its_block_changes_no_other_home() {
+    let k = keys();
+    // Three slabs: a block of four slots, the last one padding.
+    let tariff: Tariff = toml::from_str(
+        "name = \"three\"\n[[slabs]]\nup_to_kwh = 50\nrate_paise = 400\n[[slabs]]\nup_to_kwh = 100\nrate_paise = 500\n[[slabs]]\nrate_paise = 600\n",
+    )
+    .expect("tariff");
+    let layout = layout(&tariff);
+    assert_eq!(layout.block_width(), 4);
+    let ev = server_evaluator(&layout);
+    let neighbour =
+        CellEnergy::try_from_cells(&tariff, vec![wh(50_000), wh(20_000), wh(0)]).expect("cells");
+    let honest = layout
+        .encrypt_batch(&k.encryptor, 6, &neighbour)
+        .expect("encrypt");
+    // The rogue home at position 5: its own cells 1, 2, 3 Wh, plus 250 kWh into the
+    // neighbour's first cell, 7 Wh into its own padding and 99 Wh into a far block.
+    let mut rogue_slots = vec![0.0; layout.slots()];
+    rogue_slots[5 * 4..5 * 4 + 3].copy_from_slice(&[1.0, 2.0, 3.0]);
+    rogue_slots[6 * 4] = 250_000.0;
+    rogue_slots[5 * 4 + 3] = 7.0;
+    rogue_slots[1000 * 4 + 1] = 99.0;
+    let rogue = k.encryptor.encrypt_values(&rogue_slots).expect("encrypt");
+    let out = layout
+        .evaluate(&ev, [(5, &rogue), (6, &honest)])
+        .expect("circuit");
+    let cells = k.decryptor.decrypt_values(&out.cells).expect("decrypt");
+    assert_eq!(
+        layout.decode_cells(&cells, 6).expect("cells"),
+        [50_000, 20_000, 0]
+    );
+    assert_eq!(layout.decode_cells(&cells, 5).expect("cells"), [1, 2, 3]);
+    for (slot, value) in cells.iter().enumerate() {
+        let own = (5 * 4..5 * 4 + 3).contains(&slot) || (6 * 4..6 * 4 + 3).contains(&slot);
+        if !own {
+            assert!(value.abs() < CELL_TOLERANCE_WH, "slot {slot} leaks {value}");
+        }
+    }
+    let bills = k.decryptor.decrypt_values(&out.bills).expect("decrypt");
+    assert_eq!(
+        layout.decode_bill_at(&bills, 6).expect("bill"),
+        tariff.bill_cells(&neighbour).expect("plaintext").total()
+    );
+}
+
+/// The decrypted cells of an output are judged on their own: whole, non-negative, plausible
+/// Wh; the refusal names the cell, never the value.
+#[test]
+fn implausible_cells_are_refused_without_their_value() {
+    let tariff = Tariff::bescom();
+    let layout = layout(&tariff);
+    let with = |cells: [f64; 4]| {
+        let mut slots = vec![0.0; layout.slots()];
+        slots[8..12].copy_from_slice(&cells);
+        slots
+    };
+    assert_eq!(
+        layout
+            .decode_cells(&with([50_000.000_000_4, 12_345.999_999_6, 0.0, 7.0]), 2)
+            .expect("honest"),
+        [50_000, 12_346, 0, 7]
+    );
+    for (cells, problem) in [
+        ([100.5, 0.0, 0.0, 0.0], "not a whole number"),
+        ([0.0, -3.0, 0.0, 0.0], "negative"),
+        ([0.0, 0.0, f64::NAN, 0.0], "not a whole number"),
+        ([0.0, 0.0, 0.0, (MAX_CELL_WH + 1) as f64], "exceeds"),
+    ] {
+        let err = layout.decode_cells(&with(cells), 2).expect_err(problem);
+        let text = err.to_string();
+        assert!(text.contains(problem), "{text}");
+        assert!(!text.contains("100.5") && !text.contains("-3"), "{text}");
+        assert!(
+            matches!(err, Error::ImplausibleCell { position: 2, .. }),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        layout
+            .decode_cells(&with([0.0, 0.0, 0.0, MAX_CELL_WH as f64]), 2)
+            .expect("largest"),
+        [0, 0, 0, MAX_CELL_WH]
+    );
+    assert!(matches!(
+        layout.decode_cells(&with([0.0; 4]), layout.capacity()),
+        Err(Error::HomeOutsideGroup { .. })
+    ));
 }

@@ -29,9 +29,10 @@ use meter_client::grpc::{BearerToken, fetch_public_key};
 use seer_anomaly::AnomalyModel;
 use seer_anomaly::release::RegisteredAnomaly;
 use seer_ckks::{CkksContext, ParameterSet, PublicKey};
+use seer_core::circuits::isolation::Isolation;
 use serde::Serialize;
 use utility_server::analytics::{
-    MeterInputs, connect, fetch_deep_keys, model_digest, request_release,
+    BlockInputs, MeterInputs, connect, fetch_deep_keys, model_digest, request_release,
 };
 use utility_server::anomaly::{AnomalyScores, DayScore, day_scores, score};
 
@@ -367,6 +368,7 @@ async fn score_and_release(
     let hour_range = computation.hour_range();
     let mut offset = 0;
     let mut meters = Vec::new();
+    let mut blocks = Vec::new();
     let mut epsilon_spent = 0.0;
     let mut epsilon_per_reading = 0.0;
     for (run, (meter_id, household)) in runs.iter().zip(households) {
@@ -404,6 +406,7 @@ async fn score_and_release(
             input_id,
             inputs: encrypted.planes,
         });
+        blocks.push(offset..offset + run.len());
         offset += run.len();
     }
     progress(start, "meter: receipts recorded with the key authority");
@@ -418,22 +421,51 @@ async fn score_and_release(
             key_bytes as f64 / 1e6
         ),
     );
-    let scoring = Instant::now();
-    let (comp, planes) = (
-        computation.clone(),
-        meters.iter().map(|m| m.inputs.clone()).collect::<Vec<_>>(),
-    );
-    let result = tokio::task::spawn_blocking(move || score(&comp, &evaluator, &planes)).await??;
-    progress(
-        start,
-        &format!(
-            "utility: encrypted scoring done in {:.1} s; asking the key authority to release \
-             (it re-executes the circuit: about as long again)",
-            scoring.elapsed().as_secs_f64()
-        ),
-    );
-    let response =
-        request_release(channel, utility, "anomaly", model_blake3, meters, result).await?;
+    // One evaluation for every run when the model's depth leaves a level to isolate them
+    // inside the circuit; otherwise one evaluation (and release) per run.
+    let masked = Isolation::for_depth(computation.depth(), ctx.parameter_set().levels())
+        == Isolation::Masked;
+    let evaluator = std::sync::Arc::new(evaluator);
+    let requests: Vec<Vec<(std::ops::Range<usize>, MeterInputs)>> = if masked {
+        vec![blocks.into_iter().zip(meters).collect()]
+    } else {
+        blocks.into_iter().zip(meters).map(|m| vec![m]).collect()
+    };
+    let mut response = seer_proto::v1::AnalyticsReleaseResponse {
+        result_verified: true,
+        ..Default::default()
+    };
+    for request in requests {
+        let scoring = Instant::now();
+        let (comp, ev) = (computation.clone(), std::sync::Arc::clone(&evaluator));
+        let planes: Vec<BlockInputs> = request
+            .iter()
+            .map(|(block, m)| (block.clone(), m.inputs.clone()))
+            .collect();
+        let result = tokio::task::spawn_blocking(move || score(&comp, &ev, &planes)).await??;
+        progress(
+            start,
+            &format!(
+                "utility: encrypted scoring of {} run(s) done in {:.1} s; asking the key \
+                 authority to release (it re-executes the circuit: about as long again)",
+                request.len(),
+                scoring.elapsed().as_secs_f64()
+            ),
+        );
+        let meters = request.into_iter().map(|(_, m)| m).collect();
+        let answer = request_release(
+            channel.clone(),
+            utility,
+            "anomaly",
+            model_blake3,
+            meters,
+            result,
+        )
+        .await?;
+        response.result_verified &= answer.result_verified;
+        response.flag_threshold = answer.flag_threshold;
+        response.meters.extend(answer.meters);
+    }
     progress(start, "key authority answered");
     let store = AnomalyScores::connect(&format!(
         "sqlite://{}",

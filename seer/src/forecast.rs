@@ -261,7 +261,13 @@ pub async fn run(options: &ForecastOptions) -> Result<ForecastReport> {
             ),
         );
         let timer = Instant::now();
-        let (comp, inputs) = (computation.clone(), vec![vec![encrypted.input.clone()]]);
+        let (comp, inputs) = (
+            computation.clone(),
+            vec![(
+                encrypted.slot_offset..encrypted.slot_offset + encrypted.slot_count,
+                vec![encrypted.input.clone()],
+            )],
+        );
         let output =
             tokio::task::spawn_blocking(move || evaluate(&comp, &evaluator, &inputs)).await??;
         progress(

@@ -142,7 +142,16 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
         let (evaluator, _) = fetch_deep_keys(channel.clone(), &ctx, &computation.galois_steps())
             .await
             .expect("deep keys");
-        let inputs: Vec<Vec<Vec<u8>>> = meters.iter().map(|m| m.inputs.clone()).collect();
+        let inputs: Vec<(std::ops::Range<usize>, Vec<Vec<u8>>)> = lanes
+            .iter()
+            .zip(&meters)
+            .map(|((_, e), m)| {
+                (
+                    e.slot_offset..e.slot_offset + e.slot_count,
+                    m.inputs.clone(),
+                )
+            })
+            .collect();
         let comp = computation.clone();
         let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || evaluate(&comp, &evaluator, &inputs))
@@ -174,7 +183,7 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
             other => panic!("a household token must be refused: {other:?}"),
         }
 
-        // Refused before any decryption: analytics-lane inputs for the exact model, and exact
+        // Refused before the circuit: analytics-lane inputs for the exact model, and exact
         // inputs for the ε = 1 model.
         let wrong_lane = request_release(
             channel.clone(),

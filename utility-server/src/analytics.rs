@@ -4,8 +4,10 @@
 //! 1. [`fetch_deep_keys`]: the key authority's deep key set (relinearization and Galois keys
 //!    of N32768_L19, streamed in chunks by `seer.v1.Keys`), checked against the rotation steps
 //!    the registered computation needs;
-//! 2. [`evaluate_sum`]: the registered computation over the slot-wise sum of the meters'
-//!    inputs (their blocks disjoint), off the async runtime; its encrypted outputs serialized;
+//! 2. [`evaluate_sum`]: the registered computation over the meters' inputs (their blocks
+//!    disjoint), each isolated to its block inside the circuit
+//!    (`seer_core::circuits::isolation`), off the async runtime; its encrypted outputs
+//!    serialized;
 //! 3. [`request_release`]: the inputs and the result streamed to `Analytics.Release` with the
 //!    utility's token; the key authority re-executes, compares and releases per period.
 //!
@@ -87,17 +89,25 @@ pub async fn fetch_deep_keys(
     Ok((evaluator, total))
 }
 
-/// Evaluates a registered computation taking `inputs_per_meter` ciphertexts per meter on the
-/// slot-wise sums of the meters' serialized inputs (`meters[m][k]`, blocks disjoint) and
-/// serializes its encrypted outputs, in order: what the key authority re-executes and
-/// compares byte for byte. Blocking and CPU-heavy: call it off the async runtime.
+/// One meter's inputs to a deep computation: its slot block and its serialized input
+/// ciphertexts, in order.
+pub type BlockInputs = (std::ops::Range<usize>, Vec<Vec<u8>>);
+
+/// Evaluates a registered computation of `depth` levels taking `inputs_per_meter` ciphertexts
+/// per meter on the meters' serialized inputs (`meters[m]`: block and inputs, blocks
+/// disjoint), each meter isolated to its block inside the circuit exactly as the key
+/// authority's re-execution does (`seer_core::circuits::isolation::isolated_sums`), and
+/// serializes its encrypted outputs, in order: what the key authority re-executes and compares
+/// byte for byte. Blocking and CPU-heavy: call it off the async runtime.
 ///
 /// # Errors
-/// [`JobError::Circuit`] when an input does not parse or the evaluation fails.
+/// [`JobError::Circuit`] when an input does not parse, the meters cannot be isolated as asked
+/// (several meters for a computation with no level to spare), or the evaluation fails.
 pub fn evaluate_sum<E>(
     evaluator: &Evaluator,
     inputs_per_meter: usize,
-    meters: &[Vec<Vec<u8>>],
+    depth: u32,
+    meters: &[BlockInputs],
     evaluate: impl FnOnce(&Evaluator, &[Ciphertext]) -> Result<Vec<EncryptedValue>, E>,
 ) -> Result<Vec<Vec<u8>>, JobError>
 where
@@ -105,29 +115,25 @@ where
 {
     let ctx = evaluator.context();
     let circuit = |e: String| JobError::Circuit(e);
-    let mut sums = Vec::with_capacity(inputs_per_meter);
-    for k in 0..inputs_per_meter {
-        let parts: Vec<Ciphertext> = meters
+    let parsed: Vec<(std::ops::Range<usize>, Vec<Ciphertext>)> = meters
+        .iter()
+        .map(|(block, inputs)| {
+            inputs
+                .iter()
+                .map(|b| Ciphertext::from_bytes(ctx, b).map_err(|e| circuit(e.to_string())))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|cts| (block.clone(), cts))
+        })
+        .collect::<Result<_, _>>()?;
+    let sums = seer_core::circuits::isolation::isolated_sums(
+        evaluator,
+        inputs_per_meter,
+        depth,
+        parsed
             .iter()
-            .map(|m| {
-                m.get(k)
-                    .ok_or_else(|| circuit(format!("a meter lacks input {k}")))
-                    .and_then(|b| {
-                        Ciphertext::from_bytes(ctx, b).map_err(|e| circuit(e.to_string()))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        sums.push(if parts.len() == 1 {
-            parts
-                .into_iter()
-                .next()
-                .ok_or_else(|| circuit("no meter".into()))?
-        } else {
-            evaluator
-                .add_many(&parts)
-                .map_err(|e| circuit(e.to_string()))?
-        });
-    }
+            .map(|(block, cts)| (block.clone(), cts.as_slice())),
+    )
+    .map_err(|e| circuit(e.to_string()))?;
     let outputs = evaluate(evaluator, &sums).map_err(|e| circuit(e.to_string()))?;
     outputs
         .into_iter()

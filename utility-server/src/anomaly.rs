@@ -14,22 +14,24 @@ use seer_proto::v1::AnalyticsReleaseResponse;
 use serde::Serialize;
 use sqlx::AnyPool;
 
-use crate::analytics::{JobError, evaluate_sum, results_pool};
+use crate::analytics::{BlockInputs, JobError, evaluate_sum, results_pool};
 
-/// Evaluates the anomaly computation on the sum of the meters' serialized hour planes
-/// (`meters[m][h]`) and serializes its encrypted outputs, in order. Blocking and CPU-heavy.
+/// Evaluates the anomaly computation on the meters' serialized hour planes (`meters[m]`: block
+/// and planes, each meter isolated to its block inside the circuit) and serializes its
+/// encrypted outputs, in order. Blocking and CPU-heavy.
 ///
 /// # Errors
 /// [`JobError::Circuit`] when an input does not parse or the evaluation fails.
 pub fn score(
     computation: &RegisteredAnomaly,
     evaluator: &Evaluator,
-    meters: &[Vec<Vec<u8>>],
+    meters: &[BlockInputs],
 ) -> Result<Vec<Vec<u8>>, JobError> {
     let _span = tracing::info_span!("anomaly.score", meters = meters.len()).entered();
     evaluate_sum(
         evaluator,
         computation.inputs_per_meter(),
+        computation.depth(),
         meters,
         |ev, sums| computation.evaluate(ev, sums),
     )

@@ -11,18 +11,22 @@
 //!    when it is parsed. It is the very object the key authority evaluates with, which is what
 //!    makes the two evaluations byte-identical; no relinearization key is needed (the circuit
 //!    multiplies by plaintexts only);
-//! 2. evaluates the packed billing circuit (`seer_core::circuits::billing`: the sum of the
-//!    lanes, the rate vector, the block sums, the mask) over the group's closing lanes, on the
-//!    blocking pool ([`evaluate_lanes`]);
-//! 3. sends the lanes and its result to `Release.ReleaseBills` with the utility's token. The
+//! 2. evaluates the packed billing circuit (`seer_core::circuits::billing`: each lane masked to
+//!    its home's cells at its position, the sum — the cells output —, the rate vector, the
+//!    block sums — the bills output) over the group's closing lanes, on the blocking pool
+//!    ([`evaluate_lanes`]);
+//! 3. sends the lanes and both outputs to `Release.ReleaseBills` with the utility's token. The
 //!    key authority checks every lane against the receipt its meter recorded and the meter's
-//!    registered position, decrypts each lane to check it stays in its block, re-executes the
-//!    circuit and — when it accepts every lane — requires its result to be the utility's, bit
-//!    for bit; it then releases each home's bill to the paisa with the month's energy per
-//!    tariff cell in whole Wh. The utility never decrypts anything, and it cannot obtain a
-//!    decryption of anything but a bill computed from lanes the meters vouched for;
+//!    registered position, re-executes the circuit and requires both outputs to be the
+//!    utility's, bit for bit; it then decrypts its own outputs (never a lane) and releases
+//!    each home's bill to the paisa with the month's energy per tariff cell in whole Wh. The
+//!    utility never decrypts anything, and it cannot obtain a decryption of anything but the
+//!    registered circuit's outputs over lanes the meters vouched for;
 //! 4. stores the released bills with their cells, labelled by the tariff
-//!    ([`Store::record_bill`]); refusals are reported with the key authority's reason.
+//!    ([`Store::record_bill`]); refusals are reported with the key authority's reason. When
+//!    the key authority refuses some inputs, it refuses the whole request (the others come
+//!    back `withheld`): the job then evaluates the circuit again over the withheld lanes and
+//!    asks again, until nothing is withheld.
 //!
 //! A group whose lanes exceed what one gRPC message may carry is sent in several requests of
 //! at most [`MAX_REQUEST_LANE_BYTES`] of lanes, each with the circuit evaluated over its own
@@ -40,7 +44,7 @@ use seer_proto::v1::{BillInput, KeyKind, ListKeySetsRequest, ReleaseBillsRequest
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-use crate::batch::{MeterId, Period};
+use crate::batch::Period;
 use crate::key_authority::{connect, fetch_key_object};
 use crate::lanes::LaneValidator;
 use crate::store::{GroupBatch, SlabEnergy, Store, StoredBill};
@@ -244,9 +248,19 @@ pub async fn fetch_evaluation_keys(
     })
 }
 
-/// The utility's evaluation of the billing circuit over serialized closing lanes: parses each
-/// (frame and parameter set checked), evaluates, serializes the result. Blocking and
-/// CPU-heavy: call it off the async runtime.
+/// The utility's serialized evaluation of the billing circuit: the two outputs the key
+/// authority compares with its re-execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitOutputs {
+    /// The cells output.
+    pub cells: Vec<u8>,
+    /// The bills output.
+    pub bills: Vec<u8>,
+}
+
+/// The utility's evaluation of the billing circuit over serialized closing lanes, each with
+/// its home's position: parses each (frame and parameter set checked), evaluates, serializes
+/// both outputs. Blocking and CPU-heavy: call it off the async runtime.
 ///
 /// # Errors
 /// [`JobError::Circuit`] when a lane does not parse or the evaluation fails.
@@ -254,23 +268,28 @@ pub fn evaluate_lanes<'a, I>(
     layout: &BillingLayout,
     keys: &EvaluationKeys,
     lanes: I,
-) -> Result<Vec<u8>, JobError>
+) -> Result<CircuitOutputs, JobError>
 where
-    I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    I: IntoIterator<Item = (&'a str, usize, &'a [u8])>,
 {
     let ctx = keys.evaluator.context();
     let mut acc = seer_core::circuits::billing::GroupAccumulator::new(layout, &keys.evaluator)
         .map_err(|e| JobError::Circuit(e.to_string()))?;
-    for (meter, lane) in lanes {
+    for (meter, position, lane) in lanes {
         let ct = Ciphertext::from_bytes(ctx, lane)
             .map_err(|e| JobError::Circuit(format!("the stored lane of meter {meter}: {e}")))?;
-        acc.add(&ct)
+        acc.add(position, &ct)
             .map_err(|e| JobError::Circuit(format!("adding the lane of meter {meter}: {e}")))?;
     }
-    let result = acc.finish().map_err(|e| JobError::Circuit(e.to_string()))?;
-    result
-        .to_bytes(ctx)
-        .map_err(|e| JobError::Circuit(format!("serializing the result: {e}")))
+    let outputs = acc.finish().map_err(|e| JobError::Circuit(e.to_string()))?;
+    let serialize = |ct: &Ciphertext| {
+        ct.to_bytes(ctx)
+            .map_err(|e| JobError::Circuit(format!("serializing an output: {e}")))
+    };
+    Ok(CircuitOutputs {
+        cells: serialize(&outputs.cells)?,
+        bills: serialize(&outputs.bills)?,
+    })
 }
 
 /// Splits the closing lanes into requests of at most [`MAX_REQUEST_LANE_BYTES`] of lanes (at
@@ -347,7 +366,8 @@ pub async fn bill_group(
         .with_seer_limits();
     let labels = cell_labels(lanes.layout().tariff());
     let mut verified = true;
-    for batches in split_requests(closing) {
+    let mut pending: std::collections::VecDeque<Vec<GroupBatch>> = split_requests(closing).into();
+    while let Some(batches) = pending.pop_front() {
         // The circuit, on the blocking pool.
         let started = Instant::now();
         let (layout, keys_for_task) = (lanes.clone(), std::sync::Arc::clone(&keys));
@@ -357,33 +377,34 @@ pub async fn bill_group(
             let result = evaluate_lanes(
                 layout.layout(),
                 &keys_for_task,
-                batches
-                    .iter()
-                    .map(|b| (b.meter_id.as_str(), b.billing_lane.as_slice())),
+                batches.iter().map(|b| {
+                    (
+                        b.meter_id.as_str(),
+                        b.billing_position as usize,
+                        b.billing_lane.as_slice(),
+                    )
+                }),
             );
             (batches, result)
         })
         .await
         .map_err(|e| JobError::Circuit(format!("circuit task: {e}")))?;
-        let result = result?;
+        let outputs = result?;
         report.circuit_time += started.elapsed();
 
-        let sequences: Vec<(String, u64)> = batches
-            .iter()
-            .map(|b| (b.meter_id.as_str().to_owned(), b.sequence))
-            .collect();
         let request = ReleaseBillsRequest {
             period: period.to_string(),
             billing_group: group,
             inputs: batches
-                .into_iter()
+                .iter()
                 .map(|b| BillInput {
                     meter_id: b.meter_id.as_str().to_owned(),
                     sequence: b.sequence,
-                    billing_lane: b.billing_lane,
+                    billing_lane: b.billing_lane.clone(),
                 })
                 .collect(),
-            result,
+            result: outputs.bills,
+            cells: outputs.cells,
         };
         let started = Instant::now();
         let response = client
@@ -396,11 +417,22 @@ pub async fn bill_group(
             .into_inner();
         report.release_time += started.elapsed();
         report.requests += 1;
-        verified &= response.result_verified;
         let now_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let mut withheld = Vec::new();
+        let mut by_meter: std::collections::HashMap<String, GroupBatch> = batches
+            .into_iter()
+            .map(|b| (b.meter_id.as_str().to_owned(), b))
+            .collect();
+        let refused_before = report.refused.len();
         for outcome in response.bills {
+            if outcome.withheld {
+                if let Some(batch) = by_meter.remove(&outcome.meter_id) {
+                    withheld.push(batch);
+                }
+                continue;
+            }
             if !outcome.granted {
                 tracing::warn!(meter = %outcome.meter_id, reason = %outcome.refusal, "bill refused");
                 report.refused.push(Refusal {
@@ -409,23 +441,16 @@ pub async fn bill_group(
                 });
                 continue;
             }
-            let Some(sequence) = sequences
-                .iter()
-                .find(|(m, _)| *m == outcome.meter_id)
-                .map(|(_, s)| *s)
-            else {
+            let Some(batch) = by_meter.remove(&outcome.meter_id) else {
                 report.refused.push(Refusal {
                     meter_id: outcome.meter_id,
                     reason: "the key authority answered for a meter that was not asked for".into(),
                 });
                 continue;
             };
-            let Ok(meter_id) = MeterId::try_new(outcome.meter_id.clone()) else {
-                continue;
-            };
             if outcome.cell_wh.len() != labels.len() {
                 tracing::error!(
-                    meter = %meter_id,
+                    meter = %batch.meter_id,
                     released = outcome.cell_wh.len(),
                     tariff = labels.len(),
                     "the key authority's tariff has another number of cells than ours"
@@ -444,16 +469,31 @@ pub async fn bill_group(
                 })
                 .collect();
             let bill = StoredBill {
-                meter_id,
+                meter_id: batch.meter_id,
                 period,
                 amount_paise: outcome.amount_paise,
-                closing_sequence: sequence,
+                closing_sequence: batch.sequence,
                 audit_sequence: outcome.audit_sequence,
                 released_at_us: now_us,
                 slabs,
             };
             store.record_bill(&bill).await?;
             report.released.push(bill);
+        }
+        if withheld.is_empty() {
+            verified &= response.result_verified;
+        } else if report.refused.len() > refused_before {
+            // The refused inputs are out; the rest is asked for again on its own.
+            tracing::info!(
+                withheld = withheld.len(),
+                "inputs withheld for refused ones: asking again without them"
+            );
+            pending.push_back(withheld);
+        } else {
+            return Err(JobError::Release {
+                code: tonic::Code::Internal,
+                message: "the key authority withheld inputs without refusing any".into(),
+            });
         }
     }
     report.result_verified = verified && report.requests > 0;
@@ -475,6 +515,7 @@ pub async fn bill_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::MeterId;
     use seer_core::tariff::{BandConfig, SlabConfig, TariffConfig};
 
     #[test]

@@ -25,26 +25,27 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::analytics::{
-    JobError, MeterInputs, connect, evaluate_sum, fetch_deep_keys, model_digest, request_release,
-    results_pool,
+    BlockInputs, JobError, MeterInputs, connect, evaluate_sum, fetch_deep_keys, model_digest,
+    request_release, results_pool,
 };
 use crate::store::{InputHeader, InputStatus, Store, StoredInput, decide_input};
 
-/// Evaluates the forecaster on the sum of the meters' serialized hourly series (`meters[m][0]`,
-/// blocks disjoint) and serializes its output. Blocking and CPU-heavy (about 17 levels of
-/// work at n = 32768).
+/// Evaluates the forecaster on the meters' serialized hourly series (`meters[m]`: block and
+/// series, blocks disjoint, each isolated to its block inside the circuit) and serializes its
+/// output. Blocking and CPU-heavy (about 18 levels of work at n = 32768).
 ///
 /// # Errors
 /// [`JobError::Circuit`] when an input does not parse or the evaluation fails.
 pub fn evaluate(
     computation: &RegisteredForecast,
     evaluator: &Evaluator,
-    meters: &[Vec<Vec<u8>>],
+    meters: &[BlockInputs],
 ) -> Result<Vec<Vec<u8>>, JobError> {
     let _span = tracing::info_span!("forecast.evaluate", meters = meters.len()).entered();
     evaluate_sum(
         evaluator,
         computation.inputs_per_meter(),
+        computation.depth(),
         meters,
         |ev, sums| {
             computation
@@ -425,7 +426,18 @@ pub async fn run_pending(
                 inputs: store.analytics_input_ciphertexts(&input.header).await?,
             });
         }
-        let inputs: Vec<Vec<Vec<u8>>> = meters.iter().map(|m| m.inputs.clone()).collect();
+        let inputs: Vec<BlockInputs> = request
+            .iter()
+            .zip(&meters)
+            .map(|(input, m)| {
+                let block = input.header.block();
+                (
+                    usize::try_from(block.start).unwrap_or(usize::MAX)
+                        ..usize::try_from(block.end).unwrap_or(usize::MAX),
+                    m.inputs.clone(),
+                )
+            })
+            .collect();
         let (comp, ev) = (
             computation.clone(),
             evaluator

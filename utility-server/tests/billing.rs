@@ -4,8 +4,9 @@
 //! batches stored in the utility's store, and `billing::bill_group` over real gRPC: it fetches
 //! the Galois keys, evaluates the packed circuit, and the key authority verifies its result bit
 //! for bit before releasing. Checked against the plaintext tariff on the same readings: every
-//! bill to the paisa, every slab to the Wh, a lane writing outside its block refused without
-//! harming its neighbours, a second run refused as already released.
+//! bill to the paisa, every slab to the Wh, a lane writing outside its block changing nothing
+//! of its neighbour's (the circuit masks it), a refused home taken out and the rest asked for
+//! again, a second run answered from the key authority's releases.
 
 use std::time::Duration;
 
@@ -121,6 +122,21 @@ impl Deployment {
         base_wh: i64,
         tamper: &[(usize, f64)],
     ) -> CellEnergy {
+        self.meter_month_storing(meter, position, base_wh, tamper, false)
+            .await
+    }
+
+    /// [`meter_month`](Self::meter_month); with `swap_closing_lane`, the utility stores a
+    /// fresh encryption of the same closing cells instead of the lane the receipt names (its
+    /// digest then differs from the receipt's).
+    async fn meter_month_storing(
+        &self,
+        meter: &str,
+        position: u32,
+        base_wh: i64,
+        tamper: &[(usize, f64)],
+        swap_closing_lane: bool,
+    ) -> CellEnergy {
         let tariff = self.layout.tariff();
         let start = NaiveDate::from_ymd_opt(2007, 1, 1)
             .expect("date")
@@ -177,6 +193,15 @@ impl Deployment {
                 .record(receipt)
                 .await
                 .expect("receipt");
+            let lane = if closes && swap_closing_lane {
+                self.encryptor
+                    .encrypt_values(&slots)
+                    .expect("encrypt")
+                    .to_bytes(&self.ctx)
+                    .expect("serialize")
+            } else {
+                lane
+            };
             let wire = UploadBatch {
                 meter_id: meter.to_owned(),
                 sequence,
@@ -289,17 +314,30 @@ async fn the_utility_computes_the_bills_and_the_key_authority_verifies_and_relea
     assert_eq!(json["released"][0]["kwh_per_slab"][0]["label"], "0-50 kWh");
     assert!(json["circuit_ms"].is_number() && json["circuit_ms_per_home"].is_number());
 
-    // Again: every bill was released already.
+    // Again (a rerun, as after a lost answer): the key authority answers from its releases —
+    // the same bills, the same audit entries — and nothing is stored twice.
     let again = deployment.bill(&utility).await.expect("second run");
-    assert!(again.released.is_empty());
-    assert_eq!(again.refused.len(), 3);
-    assert!(
-        again
-            .refused
-            .iter()
-            .all(|r| r.reason.contains("already released"))
+    assert!(again.refused.is_empty(), "{:?}", again.refused);
+    assert_eq!(again.released.len(), 3);
+    for (a, first) in again.released.iter().zip(&report.released) {
+        assert_eq!(
+            (&a.meter_id, a.amount_paise, a.audit_sequence, &a.slabs),
+            (
+                &first.meter_id,
+                first.amount_paise,
+                first.audit_sequence,
+                &first.slabs
+            )
+        );
+    }
+    assert_eq!(
+        deployment
+            .store
+            .bills(PERIOD.parse().expect("period"))
+            .await
+            .expect("bills"),
+        stored
     );
-    assert!(!again.result_verified);
 
     // A household token may not ask for releases.
     let household = deployment.token(Identity::Household {
@@ -312,34 +350,71 @@ async fn the_utility_computes_the_bills_and_the_key_authority_verifies_and_relea
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lane_writing_into_a_neighbours_block_is_refused_and_the_neighbour_billed_right() {
+async fn a_lane_writing_into_a_neighbours_block_changes_nothing_of_the_neighbours() {
     let deployment = deploy(vec![1, 2]).await;
     let tariff = deployment.layout.tariff().clone();
     let honest = deployment.meter_month("M-1", 0, 40, &[]).await;
-    // M-2 at position 1 adds 3 kWh to M-1's second slab in its closing lane.
-    let _ = deployment.meter_month("M-2", 1, 40, &[(1, 3_000.0)]).await;
+    // M-2 at position 1 adds 3 kWh to M-1's second slab in its closing lane: the circuit
+    // multiplies M-2's lane by the indicator of M-2's own cells, so the 3 kWh count for nobody.
+    let own = deployment.meter_month("M-2", 1, 40, &[(1, 3_000.0)]).await;
     let utility = deployment.token(Identity::Utility);
     let report = deployment.bill(&utility).await.expect("billing run");
-    assert!(!report.result_verified);
-    assert_eq!(report.refused.len(), 1);
+    assert!(report.result_verified);
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert_eq!(report.released.len(), 2);
+    for (bill, (meter, cells)) in report
+        .released
+        .iter()
+        .zip([("M-1", &honest), ("M-2", &own)])
+    {
+        assert_eq!(bill.meter_id.as_str(), meter);
+        assert_eq!(
+            bill.amount_paise,
+            tariff.bill_cells(cells).expect("bill").total().get(),
+            "{meter}"
+        );
+        assert_eq!(
+            bill.slabs.iter().map(|s| s.wh).collect::<Vec<_>>(),
+            wh_list(cells),
+            "{meter}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_home_is_taken_out_and_the_rest_asked_for_again() {
+    let deployment = deploy(vec![1, 2]).await;
+    let tariff = deployment.layout.tariff().clone();
+    let m1 = deployment.meter_month("M-1", 0, 40, &[]).await;
+    let m3 = deployment.meter_month("M-3", 2, 90, &[]).await;
+    // The utility holds another lane for M-2 than the one M-2's receipt names.
+    let _ = deployment
+        .meter_month_storing("M-2", 1, 60, &[], true)
+        .await;
+    let utility = deployment.token(Identity::Utility);
+    let report = deployment.bill(&utility).await.expect("billing run");
+    // The first request (all three) is refused as a whole: M-2 for its lane, the others
+    // withheld; the job asks again for M-1 and M-3 alone, which are released and verified.
+    assert_eq!(report.requests, 2);
+    assert_eq!(report.refused.len(), 1, "{:?}", report.refused);
     assert_eq!(report.refused[0].meter_id, "M-2");
     assert!(
-        report.refused[0]
-            .reason
-            .contains("writes outside its block"),
+        report.refused[0].reason.contains("BLAKE3 differs"),
         "{:?}",
         report.refused
     );
-    assert_eq!(report.released.len(), 1);
-    let bill = &report.released[0];
-    assert_eq!(bill.meter_id.as_str(), "M-1");
+    assert!(report.result_verified);
+    let released: Vec<(&str, i64)> = report
+        .released
+        .iter()
+        .map(|b| (b.meter_id.as_str(), b.amount_paise))
+        .collect();
     assert_eq!(
-        bill.amount_paise,
-        tariff.bill_cells(&honest).expect("bill").total().get()
-    );
-    assert_eq!(
-        bill.slabs.iter().map(|s| s.wh).collect::<Vec<_>>(),
-        wh_list(&honest)
+        released,
+        [
+            ("M-1", tariff.bill_cells(&m1).expect("bill").total().get()),
+            ("M-3", tariff.bill_cells(&m3).expect("bill").total().get()),
+        ]
     );
 }
 

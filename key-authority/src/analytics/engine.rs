@@ -1,5 +1,7 @@
 //! The deep engine: the registry of computations the key authority accepts, the input checks
-//! that decrypt, the re-execution and the comparison with the utility's result.
+//! (parsing only: nothing is decrypted but the key authority's own outputs, see
+//! [`crate::outputs`]), the re-execution with meters isolated inside the circuit, the
+//! comparison with the utility's result, and the checks on the decrypted result.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,10 +21,7 @@ use super::AnalyticsSettings;
 use super::store::InputLane;
 use crate::audit::RequestKind;
 use crate::keys::{KeySet, KeyStore};
-
-/// Largest |value| (kWh) a slot outside the meter's block may decrypt to, and the slack on
-/// the hour range inside it (CKKS encryption noise is orders of magnitude below).
-pub const OUTSIDE_BLOCK_TOLERANCE: f64 = 1e-3;
+use crate::outputs::{self, AnalyticsOutput};
 
 /// The slots one meter wrote: `offset .. offset + count`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,8 +148,13 @@ pub trait Computation: Send + Sync + fmt::Debug {
     fn depth(&self) -> u32;
     /// Rotation steps it needs.
     fn galois_steps(&self) -> Vec<i64>;
-    /// The range every input slot inside the meter's block must decrypt into.
-    fn input_range(&self) -> (f64, f64);
+    /// Whether a released value is plausible for inputs an honest meter encrypts (validity is
+    /// judged on the decrypted result, never on an input): `Err` with the reason, which names
+    /// no value.
+    ///
+    /// # Errors
+    /// The reason, for an implausible value.
+    fn check_released(&self, released: &Released) -> Result<(), String>;
     /// The flag threshold of the model (released with the response), for kinds that flag.
     fn flag_threshold(&self) -> Option<f64>;
     /// Whether inputs recorded on `lane` may be released through this computation: the lane
@@ -220,8 +224,17 @@ impl Computation for AnomalyComputation {
         RequestKind::ANOMALY
     }
     delegate_shape!();
-    fn input_range(&self) -> (f64, f64) {
-        self.0.hour_range()
+    fn check_released(&self, released: &Released) -> Result<(), String> {
+        // Scores of honest days lie in (0, 1]; inputs far outside the model's hour range drive
+        // the step polynomials off their domain and the score off that interval.
+        match released {
+            Released::Anomaly(r) if (-SCORE_SLACK..=1.0 + SCORE_SLACK).contains(&r.score) => Ok(()),
+            _ => Err(
+                "the decrypted score lies outside [0, 1]: the inputs are not what an \
+                 honest meter encrypts"
+                    .into(),
+            ),
+        }
     }
     fn flag_threshold(&self) -> Option<f64> {
         Some(self.0.model().flag_threshold)
@@ -260,8 +273,18 @@ impl Computation for ForecastComputation {
         RequestKind::FORECAST
     }
     delegate_shape!();
-    fn input_range(&self) -> (f64, f64) {
-        self.0.input_range()
+    fn check_released(&self, released: &Released) -> Result<(), String> {
+        // Forecasts of honest series stay within the training inputs' range (mean ± 12 σ);
+        // allow as much again beyond it before calling the inputs implausible.
+        let (lo, hi) = self.0.input_range();
+        match released {
+            Released::Forecast { kwh } if *kwh <= hi + (hi - lo) => Ok(()),
+            _ => Err(
+                "the decrypted forecast lies far outside the model's range: the inputs \
+                 are not what an honest meter encrypts"
+                    .into(),
+            ),
+        }
     }
     fn flag_threshold(&self) -> Option<f64> {
         None
@@ -308,6 +331,9 @@ fn read_model(kind: &str, path: &Path) -> Result<(Vec<u8>, String), String> {
 
 /// One meter's input checks: parsed ciphertexts, or the refusal reason.
 pub type MeterCheck = Result<Vec<Ciphertext>, String>;
+
+/// Slack on the anomaly score's interval [0, 1] (the smooth step's approximation error).
+const SCORE_SLACK: f64 = 0.05;
 
 /// What the engine decided for the accepted meters of one request.
 #[derive(Debug)]
@@ -476,20 +502,13 @@ impl DeepEngine {
         self.context().slots()
     }
 
-    /// Parses one meter's inputs and decrypts each on its own: zero outside `block`, inside
-    /// `computation.input_range()`. The refusal names the input and slot, never a value.
-    /// Blocking.
+    /// Parses one meter's inputs: each a ciphertext of the deep parameter set with the levels
+    /// the computation needs. Nothing is decrypted. Blocking.
     ///
     /// # Errors
     /// The refusal reason.
-    pub fn check_inputs(
-        &self,
-        computation: &dyn Computation,
-        inputs: &[Vec<u8>],
-        block: SlotBlock,
-    ) -> MeterCheck {
+    pub fn check_inputs(&self, computation: &dyn Computation, inputs: &[Vec<u8>]) -> MeterCheck {
         let ctx = self.context();
-        let (lo, hi) = computation.input_range();
         let mut parsed = Vec::with_capacity(inputs.len());
         for (k, bytes) in inputs.iter().enumerate() {
             let ct = Ciphertext::from_bytes(ctx, bytes).map_err(|e| {
@@ -505,125 +524,89 @@ impl DeepEngine {
                     computation.depth()
                 ));
             }
-            let values = self
-                .key_set()
-                .decryptor()
-                .decrypt_values(&ct)
-                .map_err(|e| format!("input {k} does not decrypt: {e}"))?;
-            for (slot, v) in values.iter().enumerate() {
-                let inside = slot >= block.offset && slot < block.end();
-                let ok = if inside {
-                    *v >= lo - OUTSIDE_BLOCK_TOLERANCE && *v <= hi + OUTSIDE_BLOCK_TOLERANCE
-                } else {
-                    v.abs() <= OUTSIDE_BLOCK_TOLERANCE
-                };
-                if !ok {
-                    return Err(if inside {
-                        format!("input {k}: slot {slot} lies outside the model's input range")
-                    } else {
-                        format!(
-                            "input {k} writes slot {slot}, outside the meter's block {}..{}",
-                            block.offset,
-                            block.end()
-                        )
-                    });
-                }
-            }
             parsed.push(ct);
         }
         Ok(parsed)
     }
 
-    /// Re-executes `computation` on the sum of the accepted meters' inputs, compares with the
-    /// utility's result when `all_accepted`, decrypts its own outputs and derives each
-    /// meter's releases. Blocking and CPU-heavy.
+    /// Re-executes `computation` over the meters' inputs, each isolated to its block inside
+    /// the circuit ([`outputs::analytics`]), requires every encrypted output to be
+    /// byte-identical to the utility's, decrypts its own outputs and derives each meter's
+    /// releases, refusing a meter whose released values are implausible
+    /// ([`Computation::check_released`]). Blocking and CPU-heavy.
     ///
     /// # Errors
     /// When the evaluation or decryption fails.
     pub fn decide(
         &self,
         computation: &dyn Computation,
-        accepted: &[(Vec<Ciphertext>, SlotBlock)],
-        all_accepted: bool,
+        meters: &[(Vec<Ciphertext>, SlotBlock)],
         utility_result: &[Vec<u8>],
     ) -> Result<EngineDecision, String> {
-        let ev = &self.evaluator;
-        let ctx = self.context();
-        let n = computation.inputs_per_meter();
-        let mut sums = Vec::with_capacity(n);
-        for k in 0..n {
-            let parts: Vec<Ciphertext> = accepted
-                .iter()
-                .map(|(inputs, _)| inputs[k].try_clone())
-                .collect::<Result<_, _>>()
-                .map_err(|e| e.to_string())?;
-            sums.push(if parts.len() == 1 {
-                parts.into_iter().next().ok_or("no input")?
-            } else {
-                ev.add_many(&parts).map_err(|e| e.to_string())?
-            });
-        }
-        let outputs = computation.evaluate(ev, &sums)?;
-        let mut own = Vec::new();
-        for out in &outputs {
-            if let EncryptedValue::Encrypted(ct) = out {
-                own.push(ct.to_bytes(ctx).map_err(|e| e.to_string())?);
-            }
-        }
-        let result_verified = all_accepted
-            && own.len() == utility_result.len()
-            && own
-                .iter()
+        let inputs: Vec<(SlotBlock, &[Ciphertext])> = meters
+            .iter()
+            .map(|(cts, block)| (*block, cts.as_slice()))
+            .collect();
+        let outputs = outputs::analytics(computation, &self.evaluator, &inputs)?;
+        let own: Vec<&outputs::Reexecuted> = outputs
+            .iter()
+            .filter_map(|out| match out {
+                AnalyticsOutput::Encrypted(ct) => Some(ct),
+                AnalyticsOutput::Public(_) => None,
+            })
+            .collect();
+        let mismatch = if own.len() == utility_result.len() {
+            own.iter()
                 .zip(utility_result)
-                .all(|(a, b)| blake3::hash(a) == blake3::hash(b));
-        if all_accepted && !result_verified {
-            let reason = if own.len() == utility_result.len() {
-                let first = own
-                    .iter()
-                    .zip(utility_result)
-                    .position(|(a, b)| blake3::hash(a) != blake3::hash(b))
-                    .unwrap_or(0);
-                format!(
-                    "the utility's result differs from the key authority's re-execution \
-                     (output {first}: BLAKE3 differs)"
-                )
-            } else {
-                format!(
-                    "the utility sent {} result ciphertexts; the computation has {}",
-                    utility_result.len(),
-                    own.len()
-                )
-            };
+                .position(|(ours, theirs)| !ours.matches(theirs))
+                .map(|first| {
+                    format!(
+                        "the utility's result differs from the key authority's re-execution \
+                         (output {first}: BLAKE3 differs)"
+                    )
+                })
+        } else {
+            Some(format!(
+                "the utility sent {} result ciphertexts; the computation has {}",
+                utility_result.len(),
+                own.len()
+            ))
+        };
+        if let Some(reason) = mismatch {
             return Ok(EngineDecision {
                 result_verified: false,
-                meters: accepted.iter().map(|_| Err(reason.clone())).collect(),
+                meters: meters.iter().map(|_| Err(reason.clone())).collect(),
             });
         }
-        let slots = ctx.slots();
-        let decryptor = self.key_set().decryptor();
+        let slots = self.context().slots();
+        let decryptor = self.key_set().output_decryptor();
         let mut decrypted = Vec::with_capacity(outputs.len());
         for out in &outputs {
             decrypted.push(match out {
-                EncryptedValue::Public(v) => vec![*v; slots],
-                EncryptedValue::Encrypted(ct) => {
-                    decryptor.decrypt_values(ct).map_err(|e| e.to_string())?
+                AnalyticsOutput::Public(v) => vec![*v; slots],
+                AnalyticsOutput::Encrypted(ct) => {
+                    decryptor.decrypt(ct).map_err(|e| e.to_string())?
                 }
             });
         }
-        let meters = accepted
+        let meters = meters
             .iter()
             .map(|(_, block)| {
-                Ok((0..block.count)
+                let released: Vec<(usize, Released)> = (0..block.count)
                     .filter_map(|position| {
                         computation
                             .release_slot(&decrypted, block.offset + position, position)
                             .map(|r| (position, r))
                     })
-                    .collect())
+                    .collect();
+                for (_, r) in &released {
+                    computation.check_released(r)?;
+                }
+                Ok(released)
             })
             .collect();
         Ok(EngineDecision {
-            result_verified,
+            result_verified: true,
             meters,
         })
     }
@@ -655,8 +638,12 @@ mod tests {
         fn galois_steps(&self) -> Vec<i64> {
             Vec::new()
         }
-        fn input_range(&self) -> (f64, f64) {
-            (0.0, 10.0)
+        fn check_released(&self, released: &Released) -> Result<(), String> {
+            if (0.0..=100.0).contains(&released.value()) {
+                Ok(())
+            } else {
+                Err("implausible".into())
+            }
         }
         fn flag_threshold(&self) -> Option<f64> {
             Some(10.0)
@@ -733,106 +720,139 @@ mod tests {
             .unwrap()
     }
 
+    /// The utility's evaluation, as its job computes it: the same isolation, the same
+    /// computation, serialized.
+    fn utility_result(
+        engine: &DeepEngine,
+        computation: &dyn Computation,
+        meters: &[(Vec<Ciphertext>, SlotBlock)],
+    ) -> Vec<Vec<u8>> {
+        let ev = &engine.evaluator;
+        let sums = seer_core::circuits::isolation::isolated_sums(
+            ev,
+            computation.inputs_per_meter(),
+            computation.depth(),
+            meters
+                .iter()
+                .map(|(cts, b)| (b.offset..b.end(), cts.as_slice())),
+        )
+        .unwrap();
+        computation
+            .evaluate(ev, &sums)
+            .unwrap()
+            .into_iter()
+            .filter_map(|out| match out {
+                EncryptedValue::Encrypted(ct) => Some(ct.to_bytes(engine.context()).unwrap()),
+                EncryptedValue::Public(_) => None,
+            })
+            .collect()
+    }
+
     #[test]
-    fn inputs_outside_their_block_or_range_are_refused() {
+    fn inputs_are_parsed_never_decrypted() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
         let double = engine.computation("anomaly", "d0").unwrap();
         assert!(engine.computation("anomaly", "other").is_none());
-        let block = SlotBlock {
-            offset: 2,
-            count: 3,
-        };
         let good = encrypt(&engine, &[0.0, 0.0, 1.0, 2.0, 3.0]);
-        assert!(engine.check_inputs(double.as_ref(), &[good], block).is_ok());
-        let outside = encrypt(&engine, &[0.0, 0.0, 1.0, 2.0, 3.0, 0.5]);
-        let reason = engine
-            .check_inputs(double.as_ref(), &[outside], block)
-            .unwrap_err();
-        assert!(reason.contains("writes slot 5, outside"), "{reason}");
-        let out_of_range = encrypt(&engine, &[0.0, 0.0, 1.0, 20.0, 3.0]);
-        let reason = engine
-            .check_inputs(double.as_ref(), &[out_of_range], block)
-            .unwrap_err();
-        assert!(
-            reason.contains("slot 3 lies outside the model's input range"),
-            "{reason}"
-        );
-        // The refusal names slots, never values.
-        assert!(!reason.contains("20"), "{reason}");
-        let garbage = engine.check_inputs(double.as_ref(), &[vec![1, 2, 3]], block);
-        assert!(garbage.is_err());
+        assert!(engine.check_inputs(double.as_ref(), &[good]).is_ok());
+        let garbage = engine.check_inputs(double.as_ref(), &[vec![1, 2, 3]]);
+        assert!(garbage.unwrap_err().contains("is not a ciphertext"));
     }
 
     #[test]
-    fn only_a_byte_identical_result_is_released() {
+    fn a_meter_writing_outside_its_block_changes_only_its_own_results() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
         let double = engine.computation("anomaly", "d0").unwrap();
-        let a = SlotBlock {
-            offset: 0,
-            count: 3,
-        };
-        let b = SlotBlock {
-            offset: 3,
-            count: 2,
-        };
+        let (a, b) = (
+            SlotBlock {
+                offset: 0,
+                count: 3,
+            },
+            SlotBlock {
+                offset: 3,
+                count: 3,
+            },
+        );
+        // Meter a writes 40 into slot 4 (meter b's block) and 1000 far away.
+        let mut rogue = vec![0.0; 100];
+        rogue[..3].copy_from_slice(&[1.0, 2.0, 3.0]);
+        rogue[4] = 40.0;
+        rogue[90] = 1000.0;
         let ia = engine
-            .check_inputs(double.as_ref(), &[encrypt(&engine, &[1.0, 2.0, 3.0])], a)
+            .check_inputs(double.as_ref(), &[encrypt(&engine, &rogue)])
             .unwrap();
         let ib = engine
             .check_inputs(
                 double.as_ref(),
-                &[encrypt(&engine, &[0.0, 0.0, 0.0, 4.0, 6.5])],
-                b,
+                &[encrypt(&engine, &[0.0, 0.0, 0.0, 4.0, 6.5, 1.0])],
             )
             .unwrap();
-        // The utility's evaluation, as it would compute it: the same code on the sum.
-        let ev = &engine.evaluator;
-        let ctx = engine.context();
-        let sum = ev.add(&ia[0], &ib[0]).unwrap();
-        let EncryptedValue::Encrypted(out) = double.evaluate(ev, &[sum]).unwrap().remove(0) else {
-            panic!("encrypted output expected");
-        };
-        let honest = vec![out.to_bytes(ctx).unwrap()];
-        let accepted = vec![(ia, a), (ib, b)];
-        let decision = engine
-            .decide(double.as_ref(), &accepted, true, &honest)
-            .unwrap();
+        let meters = vec![(ia, a), (ib, b)];
+        let honest = utility_result(&engine, double.as_ref(), &meters);
+        let decision = engine.decide(double.as_ref(), &meters, &honest).unwrap();
         assert!(decision.result_verified);
-        // Plaintext oracle: 2·x at positions ≥ 1 of each block, rounded.
-        let a_days = decision.meters[0].as_ref().unwrap();
-        assert_eq!(
-            a_days
+        // Plaintext oracle: 2·x at positions ≥ 1 of each block, rounded; b's slot 4 is its own
+        // 6.5, untouched by a's 40.
+        let values = |m: usize| {
+            decision.meters[m]
+                .as_ref()
+                .unwrap()
                 .iter()
                 .map(|(p, r)| (*p, r.value()))
-                .collect::<Vec<_>>(),
-            vec![(1, 4.0), (2, 6.0)]
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values(0), vec![(1, 4.0), (2, 6.0)]);
+        assert_eq!(values(1), vec![(1, 13.0), (2, 2.0)]);
+    }
+
+    #[test]
+    fn only_a_byte_identical_result_is_released_and_judged_on_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let double = engine.computation("anomaly", "d0").unwrap();
+        let (a, b) = (
+            SlotBlock {
+                offset: 0,
+                count: 3,
+            },
+            SlotBlock {
+                offset: 3,
+                count: 2,
+            },
         );
-        let b_days = decision.meters[1].as_ref().unwrap();
-        assert_eq!(b_days.len(), 1);
-        assert_eq!(b_days[0].1.value(), 13.0);
-        assert!(b_days[0].1.flagged());
+        let ia = engine
+            .check_inputs(double.as_ref(), &[encrypt(&engine, &[1.0, 2.0, 3.0])])
+            .unwrap();
+        // Meter b encrypts an implausible 500 (its doubled value leaves the plausible range).
+        let ib = engine
+            .check_inputs(
+                double.as_ref(),
+                &[encrypt(&engine, &[0.0, 0.0, 0.0, 4.0, 500.0])],
+            )
+            .unwrap();
+        let meters = vec![(ia, a), (ib, b)];
+        let honest = utility_result(&engine, double.as_ref(), &meters);
+        let decision = engine.decide(double.as_ref(), &meters, &honest).unwrap();
+        assert!(decision.result_verified);
+        assert_eq!(decision.meters[0].as_ref().unwrap().len(), 2);
+        assert_eq!(decision.meters[1].as_ref().unwrap_err(), "implausible");
 
         let mut altered = honest.clone();
         let last = altered[0].len() - 1;
         altered[0][last] ^= 1;
-        let decision = engine
-            .decide(double.as_ref(), &accepted, true, &altered)
-            .unwrap();
+        let decision = engine.decide(double.as_ref(), &meters, &altered).unwrap();
         assert!(!decision.result_verified);
         for m in &decision.meters {
             assert!(m.as_ref().unwrap_err().contains("BLAKE3 differs"));
         }
-        let missing = engine
-            .decide(double.as_ref(), &accepted, true, &[])
-            .unwrap();
+        let missing = engine.decide(double.as_ref(), &meters, &[]).unwrap();
+        assert!(!missing.result_verified);
         assert!(missing.meters.iter().all(Result::is_err));
-        // When some input was refused, the key authority releases from its own evaluation.
-        let own = engine
-            .decide(double.as_ref(), &accepted[..1], false, &altered)
-            .unwrap();
-        assert!(!own.result_verified);
-        assert!(own.meters[0].is_ok());
+        // A raw input sent as the "result" is only compared, never decrypted.
+        let raw_input = vec![encrypt(&engine, &[1.0, 2.0, 3.0])];
+        let decision = engine.decide(double.as_ref(), &meters, &raw_input).unwrap();
+        assert!(decision.meters.iter().all(Result::is_err));
     }
 }

@@ -28,17 +28,22 @@
 //!   analytics-lane model never releases scores of exact readings, nor the reverse); as many inputs as the computation takes, each
 //!   hashing to the receipt's digest; a block inside the slots, longer than its history and
 //!   disjoint from every earlier accepted block of the request; no period the block would
-//!   release released already; each input a ciphertext of the deep parameter set with enough levels that
-//!   decrypts, on its own, to zero outside the block and within the model's hour range inside
-//!   it (a meter writing into a neighbour's block is refused). The computation is then
-//!   re-executed with the key authority's own keys on the sum of the accepted inputs; when
-//!   every input was accepted, each of its output ciphertexts must be byte-identical (BLAKE3)
-//!   to the utility's, otherwise every input is refused. Only the key authority's own outputs
-//!   are decrypted, and only [`Released`] values leave: for `anomaly` the score rounded to
-//!   0.001, the flag, the rounded z-score, and explanations for flagged days only; for
-//!   `forecast` the hour's forecast rounded to 0.001 kWh, clipped at zero. One audit entry per
-//!   (meter, request) is committed, together with one `analytics_releases` row per released
-//!   period, before the answer leaves; a period is released at most once per (kind, meter).
+//!   release released already; each input a ciphertext of the deep parameter set with enough
+//!   levels. Nothing is decrypted in these checks. **Any meter refused: the whole request is
+//!   refused** (the other meters `withheld`), so the utility's result is always compared with
+//!   a re-execution over exactly the inputs it sent. The computation is then re-executed with
+//!   the key authority's own keys over every meter's inputs, **isolated inside the circuit**
+//!   (`seer_core::circuits::isolation`: each meter's inputs multiplied by its block's
+//!   indicator before they are summed when the depth leaves a level; otherwise one meter per
+//!   request), and each of its output ciphertexts must be byte-identical (BLAKE3) to the
+//!   utility's, otherwise every input is refused. Only the key authority's own outputs are
+//!   decrypted ([`crate::outputs`]); validity is judged on them
+//!   ([`Computation::check_released`]), and only [`Released`] values leave: for `anomaly` the
+//!   score rounded to 0.001, the flag, the rounded z-score, and explanations for flagged days
+//!   only; for `forecast` the hour's forecast rounded to 0.001 kWh, clipped at zero. One
+//!   audit entry per (meter, request) is committed, together with one `analytics_releases`
+//!   row per released period, before the answer leaves; a period is released at most once
+//!   per (kind, meter).
 //!
 //! Requests refused as a whole (no valid token, a role other than `utility`, an unknown kind
 //! or model, a malformed stream) get one audit entry before the gRPC error.
@@ -64,8 +69,8 @@ use seer_ckks::ParameterSet;
 use serde::{Deserialize, Serialize};
 
 pub use engine::{
-    AnomalyComputation, Computation, DeepEngine, ForecastComputation, MeterCheck,
-    OUTSIDE_BLOCK_TOLERANCE, Released, SlotBlock, SlotPeriod,
+    AnomalyComputation, Computation, DeepEngine, ForecastComputation, MeterCheck, Released,
+    SlotBlock, SlotPeriod,
 };
 pub use policy::{
     AnalyticsDecisions, AnalyticsMeterInput, AnalyticsOutcome, AnalyticsReleaser, AnalyticsRequest,

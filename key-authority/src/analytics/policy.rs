@@ -4,7 +4,6 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 
-use seer_ckks::Ciphertext;
 use sha2::Digest as _;
 use tracing::Instrument as _;
 
@@ -74,6 +73,9 @@ pub struct AnalyticsOutcome {
     pub audit_sequence: u64,
     /// The lane of the meter's inputs (when its receipt was found).
     pub lane: Option<InputLane>,
+    /// True when the meter's inputs passed every check but the request was refused as a
+    /// whole because another meter's were: resubmitting without those may release it.
+    pub withheld: bool,
 }
 
 /// The decisions on one request.
@@ -95,7 +97,7 @@ pub struct AnalyticsReleaser {
     engine: Arc<DeepEngine>,
 }
 
-/// An input that passed the checks before decryption.
+/// A meter whose inputs passed the checks before the circuit.
 struct Candidate {
     index: usize,
     block: SlotBlock,
@@ -199,7 +201,8 @@ impl AnalyticsReleaser {
         }
         let kind = computation.kind();
 
-        // Checks before decryption.
+        // Checks before the circuit (receipts, lanes, digests, blocks, periods); nothing is
+        // decrypted here or anywhere but the key authority's own outputs.
         let mut refusals: Vec<Option<String>> = vec![None; request.meters.len()];
         let mut lanes: Vec<Option<InputLane>> = vec![None; request.meters.len()];
         let mut candidates: Vec<Candidate> = Vec::new();
@@ -217,50 +220,58 @@ impl AnalyticsReleaser {
             }
         }
 
-        // Decrypting checks, re-execution, comparison, release values: off the runtime.
+        // Parsing, re-execution over every meter (isolated inside the circuit), comparison,
+        // decryption of the key authority's own outputs: off the runtime, and only when every
+        // meter passed, so that the utility's result is always compared with a re-execution
+        // over exactly the inputs it sent.
         let mut granted: Vec<Option<Vec<(usize, Released)>>> = vec![None; request.meters.len()];
         let mut result_verified = false;
-        if !candidates.is_empty() {
+        if refusals.iter().all(Option::is_none) {
             let engine = Arc::clone(&self.engine);
             let computation = Arc::clone(&computation);
-            let inputs: Vec<(usize, Vec<Vec<u8>>, SlotBlock)> = candidates
+            let inputs: Vec<(Vec<Vec<u8>>, SlotBlock)> = candidates
                 .iter()
-                .map(|c| (c.index, request.meters[c.index].inputs.clone(), c.block))
+                .map(|c| (request.meters[c.index].inputs.clone(), c.block))
                 .collect();
-            let precheck_refused = refusals.iter().any(Option::is_some);
             let result = request.result.clone();
             let span = tracing::info_span!("release.analytics.circuit", meters = inputs.len());
-            type Decided = (Vec<(usize, Result<Vec<(usize, Released)>, String>)>, bool);
+            type Decided =
+                Result<(Vec<Result<Vec<(usize, Released)>, String>>, bool), Vec<Option<String>>>;
             let decided: Result<Decided, String> = tokio::task::spawn_blocking(move || {
                 span.in_scope(|| {
-                    let mut accepted: Vec<(usize, (Vec<Ciphertext>, SlotBlock))> = Vec::new();
-                    let mut outcomes = Vec::new();
-                    for (index, bytes, block) in inputs {
-                        match engine.check_inputs(computation.as_ref(), &bytes, block) {
-                            Ok(cts) => accepted.push((index, (cts, block))),
-                            Err(reason) => outcomes.push((index, Err(reason))),
+                    let mut parsed = Vec::with_capacity(inputs.len());
+                    let mut failures = Vec::with_capacity(inputs.len());
+                    for (bytes, block) in inputs {
+                        match engine.check_inputs(computation.as_ref(), &bytes) {
+                            Ok(cts) => {
+                                parsed.push((cts, block));
+                                failures.push(None);
+                            }
+                            Err(reason) => failures.push(Some(reason)),
                         }
                     }
-                    if accepted.is_empty() {
-                        return Ok((outcomes, false));
+                    if failures.iter().any(Option::is_some) {
+                        return Ok(Err(failures));
                     }
-                    let all = !precheck_refused && outcomes.is_empty();
-                    let (indices, accepted): (Vec<usize>, Vec<_>) = accepted.into_iter().unzip();
-                    let decision = engine.decide(computation.as_ref(), &accepted, all, &result)?;
-                    outcomes.extend(indices.into_iter().zip(decision.meters));
-                    Ok((outcomes, decision.result_verified))
+                    let decision = engine.decide(computation.as_ref(), &parsed, &result)?;
+                    Ok(Ok((decision.meters, decision.result_verified)))
                 })
             })
             .await
             .map_err(|e| ReleaseError::Engine(format!("analytics task: {e}")))?;
             match decided {
-                Ok((outcomes, verified)) => {
+                Ok(Ok((meters, verified))) => {
                     result_verified = verified;
-                    for (index, outcome) in outcomes {
+                    for (c, outcome) in candidates.iter().zip(meters) {
                         match outcome {
-                            Ok(days) => granted[index] = Some(days),
-                            Err(reason) => refusals[index] = Some(reason),
+                            Ok(days) => granted[c.index] = Some(days),
+                            Err(reason) => refusals[c.index] = Some(reason),
                         }
+                    }
+                }
+                Ok(Err(failures)) => {
+                    for (c, failure) in candidates.iter().zip(failures) {
+                        refusals[c.index] = failure;
                     }
                 }
                 Err(error) => {
@@ -268,6 +279,26 @@ impl AnalyticsReleaser {
                     for c in &candidates {
                         refusals[c.index] = Some("the registered computation failed".into());
                     }
+                }
+            }
+        }
+        let refused_meters: Vec<&str> = request
+            .meters
+            .iter()
+            .zip(&refusals)
+            .filter(|(_, r)| r.is_some())
+            .map(|(m, _)| m.meter_id.as_str())
+            .collect();
+        let mut withheld = vec![false; request.meters.len()];
+        if !refused_meters.is_empty() && !result_verified {
+            let named = refused_meters.join(", ");
+            for (index, refusal) in refusals.iter_mut().enumerate() {
+                if refusal.is_none() {
+                    withheld[index] = true;
+                    *refusal = Some(format!(
+                        "withheld: the request holds refused inputs (meters {named}), so nothing \
+                         of it is evaluated or released; resubmit without them"
+                    ));
                 }
             }
         }
@@ -348,6 +379,7 @@ impl AnalyticsReleaser {
                 decision,
                 audit_sequence: entry.sequence,
                 lane: lanes[index],
+                withheld: withheld[index],
             });
         }
         tx.commit()

@@ -320,6 +320,7 @@ impl Analytics for AnalyticsService {
                         audit_sequence: o.audit_sequence,
                         lane: o.lane.map_or(String::new(), |l| l.as_str().to_owned()),
                         epsilon: o.lane.map_or(0.0, |l| l.epsilon()),
+                        withheld: o.withheld,
                         ..v1::AnalyticsMeterRelease::default()
                     };
                     for d in days {

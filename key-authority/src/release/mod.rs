@@ -2,7 +2,7 @@
 //! (`seer.v1.Receipts`, `seer.v1.Release`; the policy is the header of `release.proto`).
 //!
 //! The key authority must never become a decryption oracle: it decrypts only the outputs of
-//! computations it re-executes itself, on inputs it can vouch for.
+//! computations it re-executes itself, on inputs it can vouch for, and never an input.
 //!
 //! - **Receipts** ([`ReceiptStore::record`], served by [`ReceiptsService`]): for every batch it
 //!   builds, a meter records the BLAKE3 digest of the batch's billing lane, its packing group
@@ -15,9 +15,9 @@
 //! - **Release** ([`BillReleaser::release_bills`], served by [`ReleaseService`]): the utility
 //!   sends, for each home of one packing group, the billing lane of the home's last batch of a
 //!   closed period, together with **its own evaluation of the billing circuit** over those
-//!   lanes (`ReleaseBillsRequest.result`: the utility computes the bill homomorphically with
-//!   the Galois keys the key authority publishes). Each input is checked, in this order (the
-//!   first failing check is the refusal reason recorded in the audit log):
+//!   lanes (both outputs: `ReleaseBillsRequest.cells` and `.result`, computed with the Galois
+//!   keys the key authority publishes). Each input is checked, in this order (the first
+//!   failing check is the refusal reason recorded in the audit log); nothing is decrypted:
 //!   1. the meter id is valid and appears once in the request;
 //!   2. the meter has a receipt in the period, and its receipt with the highest sequence in
 //!      the period closes the period;
@@ -28,34 +28,34 @@
 //!      [`BillingLayout`](seer_core::circuits::billing::BillingLayout), it is the meter's
 //!      registered position, and no earlier accepted input of the request holds the same
 //!      position;
-//!   6. the bill for (meter, period) has not been released;
+//!   6. the bill for (meter, period) has not been released — when it has, under this very
+//!      receipt and lane, and every input of the request is such a one, the request is a
+//!      retry and the stored releases are returned (logged as `bill.retry`);
 //!   7. the lane parses as a ciphertext of the billing parameter set with the levels the
-//!      circuit needs;
-//!   8. decrypted on its own ([`BillEngine::decide`], off the async runtime), every slot of
-//!      the lane outside the meter's cells is zero and each cell a non-negative whole number
-//!      of Wh no greater than [`MAX_CELL_WH`], within [`SLOT_TOLERANCE_WH`]
-//!      ([`check_lane_slots`]). A lane writing into a neighbour's block is refused here, so
-//!      that it cannot shift the neighbour's bill. The refusal names slots, never values.
+//!      circuit needs.
 //!
-//!   The billing circuit ([`seer_core::circuits::billing`]) then runs on the inputs that
-//!   passed, with the key authority's own Galois keys (the very object it publishes). **When
-//!   every input passed, the re-execution must serialize to exactly the utility's result**
-//!   (compared by BLAKE3): the circuit — additions, which are exact modular arithmetic in any
-//!   order, plaintext multiplications, rescales and rotations with the same keys — is
-//!   deterministic, so any difference means the utility did not evaluate the registered
-//!   circuit on these lanes, and every input is refused with that reason (a missing result
-//!   likewise). When some inputs were refused, the utility's result, which includes them,
-//!   cannot match; the key authority then releases from its own re-execution over the
-//!   accepted inputs. Either way, what is decrypted is the key authority's own evaluation.
-//!   The result is decrypted and each home's bill decoded to the paisa (snapped to the
-//!   tariff's quantum, then rounded), and cross-checked against the plaintext tariff on the
-//!   home's decrypted cells, exactly ([`check_bill`]). Each granted bill is released with
-//!   those cells rounded to whole Wh (the month's energy per slab and band, a final result);
-//!   raw decryptions never leave. Finally, in **one** database transaction under the audit
-//!   log's append lock, checks 2–3 and 6 are repeated (receipts and releases may have changed
-//!   meanwhile), one audit entry per input is appended (granted, or refused with the reason)
-//!   and each granted bill is recorded in `releases`. Only after that transaction commits
-//!   does the answer leave; if it fails, the answer is `UNAVAILABLE` and nothing is released.
+//!   **Any input refused: the whole request is refused** (the inputs that passed are
+//!   `withheld`), so the utility's outputs are always compared with a re-execution over
+//!   exactly the inputs it sent; the utility resubmits without the refused inputs. Otherwise
+//!   the billing circuit ([`seer_core::circuits::billing`]) is re-executed over every lane at
+//!   its meter's registered position, with the key authority's own Galois keys (the very
+//!   object it publishes). The circuit multiplies each lane by the indicator of its home's
+//!   cells before adding it (block isolation inside the circuit: a lane writing into a
+//!   neighbour's block changes nothing). **Both outputs must serialize to exactly the
+//!   utility's** (compared by BLAKE3); any difference means the utility did not evaluate the
+//!   registered circuit on these lanes, and every input is refused with that reason (missing
+//!   outputs likewise). Only then are the key authority's own outputs decrypted
+//!   ([`crate::outputs`]: the decryptor takes nothing else). Validity is judged on the
+//!   decrypted result: each home's cells must be non-negative whole Wh no greater than
+//!   [`MAX_CELL_WH`], within [`CELL_TOLERANCE_WH`], and its bill, decoded to the paisa
+//!   (snapped to the tariff's quantum, then rounded), must equal the plaintext tariff on those
+//!   cells exactly ([`check_bill`]). Each granted bill is released with its cells rounded to
+//!   whole Wh (the month's energy per slab and band, a final result); raw decryptions never
+//!   leave. Finally, in **one** database transaction under the audit log's append lock,
+//!   checks 2–3 and 6 are repeated (receipts and releases may have changed meanwhile), one
+//!   audit entry per input is appended (granted, or refused with the reason) and each granted
+//!   bill is recorded in `releases`. Only after that transaction commits does the answer
+//!   leave; if it fails, the answer is `UNAVAILABLE` and nothing is released.
 //!
 //! Requests that fail before any input is looked at — no valid token, a role other than
 //! `utility`, a malformed period, no inputs or more than a group holds — are refused with one
@@ -91,8 +91,8 @@ mod service;
 mod store;
 
 pub use engine::{
-    BillEngine, GroupDecision, GroupLane, HomeBill, MAX_CELL_WH, SLOT_TOLERANCE_WH, check_bill,
-    check_lane_slots,
+    BillEngine, CELL_TOLERANCE_WH, GroupDecision, GroupLane, HomeBill, MAX_CELL_WH, UtilityOutputs,
+    check_bill,
 };
 pub use error::ReleaseError;
 pub use policy::{BillDecisions, BillInput, BillOutcome, BillReleaser, BillRequest};

@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use seer_ckks::Ciphertext;
+use seer_core::tariff::Paise;
 use tracing::Instrument as _;
 
-use super::engine::{GroupLane, HomeBill};
+use super::engine::{GroupLane, HomeBill, UtilityOutputs};
 use super::store::{self, Period, ReceiptStore, Released};
 use super::{BillEngine, ReleaseError};
 use crate::audit::{AuditEntry, AuditLog, Decision, InputDigest, NewEntry, RequestKind};
@@ -42,8 +43,11 @@ pub struct BillRequest {
     pub billing_group: u32,
     /// One input per home.
     pub inputs: Vec<BillInput>,
-    /// The utility's serialized evaluation of the billing circuit over every input's lane.
+    /// The utility's serialized evaluation of the billing circuit over every input's lane:
+    /// the bills output.
     pub result: Vec<u8>,
+    /// The same evaluation's cells output.
+    pub cells: Vec<u8>,
 }
 
 /// One home's outcome.
@@ -53,8 +57,12 @@ pub struct BillOutcome {
     pub meter_id: String,
     /// The bill and its cells, or why it was refused (as written to the audit log).
     pub decision: Result<HomeBill, String>,
-    /// The audit entry recording the decision.
+    /// The audit entry recording the decision (for a retried release, the entry that
+    /// granted it first).
     pub audit_sequence: u64,
+    /// True when the input passed every check but the request as a whole was refused because
+    /// other inputs were: resubmitting without those may release it.
+    pub withheld: bool,
 }
 
 /// The decisions on one request.
@@ -67,11 +75,21 @@ pub struct BillDecisions {
     pub result_verified: bool,
 }
 
-/// An input that passed the checks before the circuit.
-struct Candidate {
-    index: usize,
-    receipt_sequence: u64,
-    lane: GroupLane,
+/// What the checks before the circuit found for one input.
+enum Checked {
+    /// Passed: the receipt's sequence and the lane at its registered position.
+    Passed(u64, GroupLane),
+    /// Released before under this very receipt and lane: a retry.
+    AlreadyReleased(Released),
+    /// Refused, with the reason.
+    Refused(String),
+}
+
+/// The audit kind of a retried release: logged, and kept apart from the grants (one per
+/// released (kind, meter, period)).
+fn retry_kind() -> RequestKind {
+    #[expect(clippy::expect_used, reason = "a constant, valid kind name")]
+    RequestKind::try_new("bill.retry").expect("valid kind")
 }
 
 /// Applies the release policy for bills: checks, re-execution, decryption, audit, record.
@@ -161,50 +179,74 @@ impl BillReleaser {
             Ok(period) => period,
         };
 
-        // Checks 1-7, before the circuit (check 8 decrypts: in the engine).
-        let mut refusals: Vec<Option<String>> = vec![None; request.inputs.len()];
-        let mut candidates = Vec::new();
+        // Checks 1-7, before the circuit; nothing is decrypted here.
+        let mut checked = Vec::with_capacity(request.inputs.len());
         let mut meters: HashMap<&str, usize> = HashMap::new();
         let mut positions: HashMap<usize, &str> = HashMap::new();
-        for (index, input) in request.inputs.iter().enumerate() {
-            match self
-                .check_input(&request, &period, input, &mut meters, &mut positions)
-                .await?
-            {
-                Ok((receipt_sequence, position, lane)) => candidates.push(Candidate {
-                    index,
-                    receipt_sequence,
-                    lane: GroupLane { lane, position },
-                }),
-                Err(reason) => refusals[index] = Some(reason),
-            }
+        for input in &request.inputs {
+            checked.push(
+                self.check_input(&request, &period, input, &mut meters, &mut positions)
+                    .await?,
+            );
         }
 
-        // The lanes decrypted and checked, the circuit re-executed (and compared with the
-        // utility's when every input was accepted), the bills decoded and cross-checked.
+        // A retry of a request whose answer was lost: every input was released before under
+        // the same receipt and lane. The stored releases are returned, each retry logged.
+        if checked
+            .iter()
+            .all(|c| matches!(c, Checked::AlreadyReleased(_)))
+        {
+            return self.answer_retry(caller, &request, checked).await;
+        }
+
+        // Any input refused (or already released amid new ones): the whole request is
+        // refused, so that the utility's outputs — over every input it sent — are always
+        // compared with a re-execution over the same inputs. The utility resubmits without
+        // the refused inputs.
+        let mut refusals: Vec<Option<String>> = vec![None; request.inputs.len()];
+        let mut withheld = vec![false; request.inputs.len()];
+        let refused_meters: Vec<&str> = request
+            .inputs
+            .iter()
+            .zip(&checked)
+            .filter(|(_, c)| !matches!(c, Checked::Passed(..)))
+            .map(|(input, _)| input.meter_id.as_str())
+            .collect();
         let mut granted: HashMap<usize, (u64, HomeBill)> = HashMap::new();
         let mut result_verified = false;
-        if !candidates.is_empty() {
-            let all_inputs_accepted = refusals.iter().all(Option::is_none);
+        if refused_meters.is_empty() {
             let engine = Arc::clone(&self.engine);
-            let (accepted, lanes): (Vec<(usize, u64)>, Vec<GroupLane>) = candidates
+            let (sequences, lanes): (Vec<u64>, Vec<GroupLane>) = checked
                 .into_iter()
-                .map(|c| ((c.index, c.receipt_sequence), c.lane))
+                .filter_map(|c| match c {
+                    Checked::Passed(sequence, lane) => Some((sequence, lane)),
+                    _ => None,
+                })
                 .unzip();
-            let utility_result = request.result.clone();
+            let (bills, cells) = (request.result.clone(), request.cells.clone());
             let span = tracing::info_span!("release.circuit", homes = lanes.len());
             let decided = tokio::task::spawn_blocking(move || {
-                span.in_scope(|| engine.decide(&lanes, all_inputs_accepted, &utility_result))
+                span.in_scope(|| {
+                    engine.decide(
+                        &lanes,
+                        UtilityOutputs {
+                            cells: &cells,
+                            bills: &bills,
+                        },
+                    )
+                })
             })
             .await
             .map_err(|e| ReleaseError::Engine(format!("billing task: {e}")))?;
             match decided {
                 Ok(decision) => {
                     result_verified = decision.result_verified;
-                    for (&(index, receipt_sequence), home) in accepted.iter().zip(decision.homes) {
+                    for (index, (sequence, home)) in
+                        sequences.into_iter().zip(decision.homes).enumerate()
+                    {
                         match home {
                             Ok(bill) => {
-                                granted.insert(index, (receipt_sequence, bill));
+                                granted.insert(index, (sequence, bill));
                             }
                             Err(reason) => refusals[index] = Some(reason),
                         }
@@ -212,10 +254,27 @@ impl BillReleaser {
                 }
                 Err(error) => {
                     tracing::error!(%error, "billing circuit failed");
-                    for &(index, _) in &accepted {
-                        refusals[index] = Some("the billing circuit failed on this group".into());
-                    }
+                    refusals.fill(Some("the billing circuit failed on this group".into()));
                 }
+            }
+        } else {
+            let named = refused_meters.join(", ");
+            for (index, c) in checked.into_iter().enumerate() {
+                refusals[index] = Some(match c {
+                    Checked::Refused(reason) => reason,
+                    Checked::AlreadyReleased(done) => format!(
+                        "the bill of meter {} for {period} was already released (audit entry \
+                         {}); ask for it alone to have the stored release returned",
+                        request.inputs[index].meter_id, done.audit_sequence
+                    ),
+                    Checked::Passed(..) => {
+                        withheld[index] = true;
+                        format!(
+                            "withheld: the request holds refused inputs (meters {named}), so \
+                             nothing of it is evaluated or released; resubmit without them"
+                        )
+                    }
+                });
             }
         }
 
@@ -284,6 +343,7 @@ impl BillReleaser {
                 meter_id: input.meter_id.clone(),
                 decision: decision.map(|(_, bill)| bill),
                 audit_sequence: entry.sequence,
+                withheld: withheld[index],
             });
         }
         tx.commit()
@@ -302,8 +362,7 @@ impl BillReleaser {
         })
     }
 
-    /// Checks 1-7 of the [module documentation](super) for one input: `Ok` with the
-    /// receipt's sequence, the position and the parsed lane, or the refusal reason.
+    /// Checks 1-7 of the [module documentation](super) for one input.
     async fn check_input<'r>(
         &self,
         request: &BillRequest,
@@ -311,92 +370,157 @@ impl BillReleaser {
         input: &'r BillInput,
         meters: &mut HashMap<&'r str, usize>,
         positions: &mut HashMap<usize, &'r str>,
-    ) -> Result<Result<(u64, usize, Ciphertext), String>, ReleaseError> {
+    ) -> Result<Checked, ReleaseError> {
+        Ok(
+            match self
+                .check_input_inner(request, period, input, meters, positions)
+                .await?
+            {
+                Ok((sequence, position, lane)) => {
+                    Checked::Passed(sequence, GroupLane { lane, position })
+                }
+                Err(Err(done)) => Checked::AlreadyReleased(done),
+                Err(Ok(reason)) => Checked::Refused(reason),
+            },
+        )
+    }
+
+    /// Answers a retried request (see [`release_bills`](Self::release_bills)): each input's
+    /// stored release, one `bill.retry` audit entry per input, nothing decrypted.
+    async fn answer_retry(
+        &self,
+        caller: &Caller,
+        request: &BillRequest,
+        checked: Vec<Checked>,
+    ) -> Result<BillDecisions, ReleaseError> {
+        let mut tx = self.audit.begin_append().await?;
+        let mut outcomes = Vec::with_capacity(checked.len());
+        for (input, c) in request.inputs.iter().zip(checked) {
+            let Checked::AlreadyReleased(done) = c else {
+                return Err(ReleaseError::Engine("a retry holds a new input".into()));
+            };
+            let entry = NewEntry::new(retry_kind(), Decision::Granted)
+                .caller(caller)
+                .meter(input.meter_id.clone())
+                .period(request.period.clone())
+                .input(InputDigest::sha256(&input.billing_lane));
+            tx.append(entry).await?;
+            outcomes.push(BillOutcome {
+                meter_id: input.meter_id.clone(),
+                decision: Ok(HomeBill {
+                    amount: Paise::new(done.amount),
+                    cell_wh: done.cell_wh.clone(),
+                }),
+                audit_sequence: done.audit_sequence,
+                withheld: false,
+            });
+        }
+        tx.commit().await?;
+        tracing::info!(
+            homes = outcomes.len(),
+            "retried bills answered from the releases"
+        );
+        Ok(BillDecisions {
+            outcomes,
+            result_verified: true,
+        })
+    }
+
+    /// The checks of [`check_input`](Self::check_input): `Ok` with the receipt's sequence,
+    /// the position and the parsed lane; `Err(Err(release))` when this very receipt and lane
+    /// were released before; `Err(Ok(reason))` for a refusal.
+    async fn check_input_inner<'r>(
+        &self,
+        request: &BillRequest,
+        period: &Period,
+        input: &'r BillInput,
+        meters: &mut HashMap<&'r str, usize>,
+        positions: &mut HashMap<usize, &'r str>,
+    ) -> Result<Result<(u64, usize, Ciphertext), Result<String, Released>>, ReleaseError> {
         let meter = input.meter_id.as_str();
         if let Err(reason) = validate_meter_id(meter) {
-            return Ok(Err(format!("invalid meter id: {reason}")));
+            return Ok(Err(Ok(format!("invalid meter id: {reason}"))));
         }
         if meters.insert(meter, meters.len()).is_some() {
-            return Ok(Err(format!(
+            return Ok(Err(Ok(format!(
                 "meter {meter} appears more than once in the request"
-            )));
+            ))));
         }
         let Some(receipt) = self.receipts.last_receipt(meter, period).await? else {
-            return Ok(Err(format!(
+            return Ok(Err(Ok(format!(
                 "no receipt of meter {meter} in {period}: the period is not closed"
-            )));
+            ))));
         };
         if !receipt.closes_period {
-            return Ok(Err(format!(
+            return Ok(Err(Ok(format!(
                 "the period {period} is open for meter {meter}: its last receipt (sequence {}) \
                  does not close it",
                 receipt.sequence
-            )));
+            ))));
         }
         if input.sequence != receipt.sequence {
-            return Ok(Err(format!(
+            return Ok(Err(Ok(format!(
                 "sequence {} is not the meter's closing batch of {period} (sequence {})",
                 input.sequence, receipt.sequence
-            )));
+            ))));
         }
         if *blake3::hash(&input.billing_lane).as_bytes() != receipt.billing_digest {
-            return Ok(Err(format!(
+            return Ok(Err(Ok(format!(
                 "the billing lane does not match the receipt of sequence {} (BLAKE3 differs)",
                 receipt.sequence
-            )));
+            ))));
         }
         if receipt.billing_group != request.billing_group {
-            return Ok(Err(format!(
+            return Ok(Err(Ok(format!(
                 "the receipt places the meter in group {}, not the request's group {}",
                 receipt.billing_group, request.billing_group
-            )));
+            ))));
         }
         let position = receipt.billing_position as usize;
         let capacity = self.engine.layout().capacity();
         if position >= capacity {
-            return Ok(Err(format!(
+            return Ok(Err(Ok(format!(
                 "the receipt's position {position} lies outside the layout's {capacity} homes"
-            )));
+            ))));
         }
         match self.receipts.registration(meter).await? {
             None => {
-                return Ok(Err(format!(
+                return Ok(Err(Ok(format!(
                     "meter {meter} has no registered billing position"
-                )));
+                ))));
             }
             Some(bound)
                 if (bound.billing_group, bound.billing_position)
                     != (receipt.billing_group, receipt.billing_position) =>
             {
-                return Ok(Err(format!(
+                return Ok(Err(Ok(format!(
                     "the receipt places the meter at group {} position {}, but it is \
                      registered at group {} position {}",
                     receipt.billing_group,
                     receipt.billing_position,
                     bound.billing_group,
                     bound.billing_position
-                )));
+                ))));
             }
             Some(_) => {}
         }
         if let Some(other) = positions.get(&position) {
-            return Ok(Err(format!(
+            return Ok(Err(Ok(format!(
                 "position {position} is already taken by meter {other} in this request"
-            )));
+            ))));
         }
         if let Some(done) = self
             .receipts
             .released(&RequestKind::BILL, meter, period)
             .await?
         {
-            return Ok(Err(format!(
-                "the bill of meter {meter} for {period} was already released (audit entry {})",
-                done.audit_sequence
-            )));
+            // Checks 2-4 passed: this is the closing receipt and its very lane. A release of
+            // it is returned again (a retry); anything else was refused above.
+            return Ok(Err(Err(done)));
         }
         let lane = match self.engine.parse_lane(&input.billing_lane) {
             Ok(lane) => lane,
-            Err(reason) => return Ok(Err(reason)),
+            Err(reason) => return Ok(Err(Ok(reason))),
         };
         positions.insert(position, meter);
         Ok(Ok((receipt.sequence, position, lane)))

@@ -116,6 +116,7 @@ fn bill_request_from_wire(request: v1::ReleaseBillsRequest) -> BillRequest {
             })
             .collect(),
         result: request.result,
+        cells: request.cells,
     }
 }
 
@@ -162,6 +163,7 @@ impl Release for ReleaseService {
                         refusal,
                         audit_sequence: outcome.audit_sequence,
                         cell_wh,
+                        withheld: outcome.withheld,
                     }
                 })
                 .collect(),

@@ -20,26 +20,36 @@
 //! 4 slots per home, 4096 slots). Home `i` of the deployment is position `i % capacity` of group
 //! `i / capacity` ([`BillingLayout::locate`]). A meter encrypts each batch as a full slot vector
 //! with its cells at its block ([`BillingLayout::encode_batch`]) and zeros elsewhere, so the
-//! ciphertexts of all homes of a group simply add up: one ciphertext then carries the whole
-//! group. The server, per group and period ([`BillingLayout::evaluate`], or incrementally
-//! with a [`GroupAccumulator`] as batches arrive):
+//! ciphertexts of all homes of a group add up. The server, per group and period
+//! ([`BillingLayout::evaluate`], or incrementally with a [`GroupAccumulator`] as lanes arrive):
 //!
-//! 1. adds every batch ciphertext of every home of the group (no level);
-//! 2. multiplies once by the plaintext rate vector — each cell's rate in ₹ per Wh, repeated in
-//!    every block, zero in padding slots (one level);
+//! 1. multiplies each lane by the 0/1 **indicator of its own home's cells**
+//!    ([`BillingLayout::cell_mask`]: 1 on the cells of the block at the home's position, 0 on
+//!    every other slot, its own padding included) and adds the products; one rescale for the
+//!    whole group (one level). This is what keeps homes apart: whatever a lane holds outside
+//!    its home's cells — a neighbour's block, padding, anything — is multiplied by zero inside
+//!    the registered circuit, so no home can shift another's bill and nobody needs to look
+//!    into a lane to check it. The sum is the **cells output** ([`BillOutputs::cells`]): each
+//!    home's period Wh per cell at its block;
+//! 2. multiplies the cells output by the plaintext rate vector — each cell's rate in ₹ per Wh,
+//!    repeated in every block, zero in padding slots (one level);
 //! 3. sums each block with `log2(block_width)` rotations ([`Evaluator::sum_slots`]), which puts
-//!    each home's bill in its block's first slot (no level);
-//! 4. multiplies by a 0/1 mask keeping only the blocks' first slots (one level), so the
-//!    ciphertext sent for release holds the bills and nothing else: without it the other slots
-//!    would hold partial sums mixing one home's cells with its neighbour's, which the key
-//!    authority has no business seeing.
+//!    each home's bill in its block's first slot (no level): the **bills output**
+//!    ([`BillOutputs::bills`]). Its other slots hold sums of neighbouring homes' charged cells —
+//!    functions of the cells output, which the key authority decrypts anyway — and are never
+//!    released.
+//!
+//! The key authority decrypts these two outputs of its own re-execution, never a lane: it
+//! judges each home's validity on the decrypted cells ([`BillingLayout::decode_cells`]: whole,
+//! non-negative, plausible Wh) and requires the plaintext tariff on them to give the bills
+//! output's paisa.
 //!
 //! The rotations need Galois keys for [`BillingLayout::galois_steps`] only (1 and 2 for the
 //! BESCOM slabs); no relinearization keys are needed.
 //!
 //! # Parameters: [`PARAMETER_SET`] = n = 8192, 2 levels, 128-bit security
 //!
-//! The circuit consumes exactly two levels (rates, mask), which is what
+//! The circuit consumes exactly two levels (the cell indicators, the rates), which is what
 //! `N8192_L2_SEC128` has, and it is the smallest 128-bit set with two levels: n = 16384 would
 //! quadruple the cost of every operation and halve nothing. Its 4096 slots pack 1024 homes of
 //! a 4-cell tariff per ciphertext. Results are worked in rupees, not paise: at level 0 a slot
@@ -94,6 +104,7 @@ use seer_ckks::{
     Ciphertext, CkksContext, Encryptor, Evaluator, Level, ParameterSet, steps_for_sum,
 };
 
+use crate::circuits::isolation::{MaskedSum, indicator};
 use crate::error::Error;
 use crate::tariff::{Bill, CellEnergy, ExactAmount, Paise, Tariff};
 
@@ -101,8 +112,32 @@ use crate::tariff::{Bill, CellEnergy, ExactAmount, Paise, Tariff};
 /// [module documentation](self#parameters-parameter_set--n--8192-2-levels-128-bit-security)).
 pub const PARAMETER_SET: ParameterSet = ParameterSet::N8192_L2_SEC128;
 
-/// The rescale levels the circuit consumes: one for the rates, one for the mask.
+/// The rescale levels the circuit consumes: one for the cell indicators, one for the rates.
 pub const LEVELS_USED: u32 = 2;
+
+/// How far, in Wh, a decrypted cell of an honest home may lie from a whole number of Wh.
+///
+/// A fresh encryption decrypts to within about 10⁻⁸ Wh of what was encrypted, and the cell
+/// indicator adds an encoding error of the same order (measured by the tests), so honest
+/// cells pass with orders of magnitude to spare; a cell that is not within this of a whole
+/// number was not encrypted by an honest meter (or the key is wrong).
+pub const CELL_TOLERANCE_WH: f64 = 1e-3;
+
+/// The largest energy, in Wh, one tariff cell of one period may hold: 10 MWh, some 13 kW
+/// around the clock for a month, beyond any domestic connection. A decrypted cell above it is
+/// refused as implausible (and every released value stays far inside the circuit's exact
+/// range).
+pub const MAX_CELL_WH: u64 = 10_000_000;
+
+/// The two outputs of the billing circuit for one group (see the
+/// [module documentation](self#layout-many-homes-per-ciphertext)).
+#[derive(Debug)]
+pub struct BillOutputs {
+    /// Each home's Wh per tariff cell at its block (level `LEVELS_USED − 1`), nothing else.
+    pub cells: Ciphertext,
+    /// Each home's bill in rupees at its block's first slot (level `LEVELS_USED − 2`).
+    pub bills: Ciphertext,
+}
 
 /// Where a home's block lies: its packing group and its position in that group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -126,7 +161,6 @@ pub struct BillingLayout {
     max_bill_rupees: f64,
     quantum: ExactAmount,
     rates: Vec<f64>,
-    mask: Vec<f64>,
 }
 
 impl BillingLayout {
@@ -170,9 +204,6 @@ impl BillingLayout {
                 }
             })
             .collect();
-        let mask = (0..slots)
-            .map(|s| if s % block_width == 0 { 1.0 } else { 0.0 })
-            .collect();
         Ok(Self {
             tariff: tariff.clone(),
             parameter_set_id: ctx.parameter_set_id().to_owned(),
@@ -182,7 +213,6 @@ impl BillingLayout {
             max_bill_rupees: params.max_result_magnitude() / 2.0,
             quantum,
             rates,
-            mask,
         })
     }
 
@@ -245,9 +275,65 @@ impl BillingLayout {
         &self.rates
     }
 
-    /// The output mask: 1 at each block's first slot, 0 elsewhere.
-    pub fn mask_vector(&self) -> &[f64] {
-        &self.mask
+    /// The slots of the cells of the home at `position` (its block's first
+    /// `cell_count` slots; the block's padding excluded).
+    pub fn cell_range(&self, position: usize) -> Result<std::ops::Range<usize>, Error> {
+        if position >= self.capacity {
+            return Err(Error::HomeOutsideGroup {
+                position,
+                capacity: self.capacity,
+            });
+        }
+        let base = position * self.block_width;
+        Ok(base..base + self.tariff.cell_count())
+    }
+
+    /// The indicator of the cells of the home at `position`: 1 on its block's cell slots, 0
+    /// on every other slot (other blocks, and its own block's padding). Each lane is
+    /// multiplied by its home's indicator inside the circuit.
+    pub fn cell_mask(&self, position: usize) -> Result<Vec<f64>, Error> {
+        indicator(self.slots, self.cell_range(position)?)
+    }
+
+    /// Decoding at the key authority: the cells of the home at `position` from the decrypted
+    /// cells output, as whole Wh — each within [`CELL_TOLERANCE_WH`] of a whole number, not
+    /// negative, not above [`MAX_CELL_WH`]. The error names the cell and the problem, never a
+    /// value.
+    pub fn decode_cells(&self, slots: &[f64], position: usize) -> Result<Vec<u64>, Error> {
+        if slots.len() != self.slots {
+            return Err(Error::BillingLayout {
+                reason: format!(
+                    "{} decrypted slots for a layout of {}",
+                    slots.len(),
+                    self.slots
+                ),
+            });
+        }
+        slots[self.cell_range(position)?]
+            .iter()
+            .enumerate()
+            .map(|(cell, &value)| {
+                let whole = value.round();
+                let problem = if !value.is_finite() || (value - whole).abs() > CELL_TOLERANCE_WH {
+                    Some("is not a whole number of Wh")
+                } else if whole < 0.0 {
+                    Some("is negative")
+                } else if whole > MAX_CELL_WH as f64 {
+                    Some("exceeds 10000000 Wh, beyond any domestic period")
+                } else {
+                    None
+                };
+                match problem {
+                    Some(problem) => Err(Error::ImplausibleCell {
+                        position,
+                        cell,
+                        problem,
+                    }),
+                    // A whole number in 0..=MAX_CELL_WH: exact as an integer.
+                    None => Ok(whole as u64),
+                }
+            })
+            .collect()
     }
 
     /// The meter side: the slot vector (length [`slots`](Self::slots)) for one batch of the
@@ -288,16 +374,16 @@ impl BillingLayout {
         Ok(encryptor.encrypt_values(&self.encode_batch(position, cells)?)?)
     }
 
-    /// The server side: the bills of one packing group for one period, from every batch
-    /// ciphertext of every home of the group in that period (in any order). The result, at
-    /// level 0, holds each home's bill in rupees at its block's first slot and zero elsewhere.
-    pub fn evaluate<'a, I>(&self, evaluator: &Evaluator, batches: I) -> Result<Ciphertext, Error>
+    /// The server side: the outputs of one packing group for one period, from every lane
+    /// ciphertext of every home of the group in that period, each with its home's position (in
+    /// any order). See [`BillOutputs`].
+    pub fn evaluate<'a, I>(&self, evaluator: &Evaluator, lanes: I) -> Result<BillOutputs, Error>
     where
-        I: IntoIterator<Item = &'a Ciphertext>,
+        I: IntoIterator<Item = (usize, &'a Ciphertext)>,
     {
         let mut acc = GroupAccumulator::new(self, evaluator)?;
-        for ct in batches {
-            acc.add(ct)?;
+        for (position, ct) in lanes {
+            acc.add(position, ct)?;
         }
         acc.finish()
     }
@@ -306,22 +392,46 @@ impl BillingLayout {
     /// paisa (snapped to the tariff's amount quantum first; see the
     /// [module documentation](self#precision-and-rounding)).
     pub fn decode_bills(&self, slots: &[f64], homes: usize) -> Result<Vec<Paise>, Error> {
-        let q = self.quantum.units();
-        self.decode_raw(slots, homes)?
-            .into_iter()
-            .map(|raw| {
-                let k = (raw * ExactAmount::UNITS_PER_RUPEE as f64 / q as f64).round();
-                // decode_raw bounds raw to [-0.005, max_bill], so k fits an i128.
-                let k = (k as i128).max(0);
-                Ok(ExactAmount::from_units(k * q).round_to_paise())
-            })
+        if homes > self.capacity {
+            return Err(Error::HomeOutsideGroup {
+                position: homes - 1,
+                capacity: self.capacity,
+            });
+        }
+        (0..homes)
+            .map(|position| self.decode_bill_at(slots, position))
             .collect()
+    }
+
+    /// The bill of the home at `position` from the decrypted bills output, rounded to the
+    /// paisa as [`decode_bills`](Self::decode_bills) does.
+    pub fn decode_bill_at(&self, slots: &[f64], position: usize) -> Result<Paise, Error> {
+        let q = self.quantum.units();
+        let raw = self.decode_raw_at(slots, position)?;
+        let k = (raw * ExactAmount::UNITS_PER_RUPEE as f64 / q as f64).round();
+        // decode_raw_at bounds raw to [-0.005, max_bill], so k fits an i128.
+        let k = (k as i128).max(0);
+        Ok(ExactAmount::from_units(k * q).round_to_paise())
     }
 
     /// The first `homes` homes' raw decrypted bills in rupees, checked to be finite and within
     /// `-0.005 ..= max_bill_rupees()` (anything else means a wrong key, a corrupted or foreign
     /// ciphertext, or a bill beyond the circuit's range).
     pub fn decode_raw(&self, slots: &[f64], homes: usize) -> Result<Vec<f64>, Error> {
+        if homes > self.capacity {
+            return Err(Error::HomeOutsideGroup {
+                position: homes - 1,
+                capacity: self.capacity,
+            });
+        }
+        (0..homes)
+            .map(|position| self.decode_raw_at(slots, position))
+            .collect()
+    }
+
+    /// The raw decrypted bill of the home at `position`, checked as in
+    /// [`decode_raw`](Self::decode_raw).
+    fn decode_raw_at(&self, slots: &[f64], position: usize) -> Result<f64, Error> {
         if slots.len() != self.slots {
             return Err(Error::BillingLayout {
                 reason: format!(
@@ -331,37 +441,32 @@ impl BillingLayout {
                 ),
             });
         }
-        if homes > self.capacity {
+        if position >= self.capacity {
             return Err(Error::HomeOutsideGroup {
-                position: homes - 1,
+                position,
                 capacity: self.capacity,
             });
         }
-        (0..homes)
-            .map(|position| {
-                let value = slots[position * self.block_width];
-                if value.is_finite() && (-0.005..=self.max_bill_rupees).contains(&value) {
-                    Ok(value)
-                } else {
-                    Err(Error::BillOutOfRange {
-                        position,
-                        value,
-                        limit: self.max_bill_rupees,
-                    })
-                }
+        let value = slots[position * self.block_width];
+        if value.is_finite() && (-0.005..=self.max_bill_rupees).contains(&value) {
+            Ok(value)
+        } else {
+            Err(Error::BillOutOfRange {
+                position,
+                value,
+                limit: self.max_bill_rupees,
             })
-            .collect()
+        }
     }
 }
 
-/// The server side, incrementally: adds a group's batch ciphertexts as they arrive, then
-/// [`finish`](Self::finish)es the bill at the close of the period.
+/// The server side, incrementally: masks and adds a group's lane ciphertexts as they arrive,
+/// then [`finish`](Self::finish)es the bills at the close of the period.
 #[derive(Debug)]
 pub struct GroupAccumulator<'a> {
     layout: &'a BillingLayout,
     evaluator: &'a Evaluator,
-    sum: Option<Ciphertext>,
-    batches: usize,
+    sum: MaskedSum<'a>,
 }
 
 impl<'a> GroupAccumulator<'a> {
@@ -379,13 +484,15 @@ impl<'a> GroupAccumulator<'a> {
         Ok(Self {
             layout,
             evaluator,
-            sum: None,
-            batches: 0,
+            sum: MaskedSum::new(evaluator),
         })
     }
 
-    /// Adds one batch ciphertext (of any home of the group).
-    pub fn add(&mut self, batch: &Ciphertext) -> Result<(), Error> {
+    /// Adds one lane ciphertext of the home at `position`, multiplied by that home's cell
+    /// indicator ([`BillingLayout::cell_mask`]; the products are rescaled once, in
+    /// [`finish`](Self::finish)).
+    pub fn add(&mut self, position: usize, batch: &Ciphertext) -> Result<(), Error> {
+        let cells = self.layout.cell_range(position)?;
         if batch.level() < Level(LEVELS_USED) {
             return Err(seer_ckks::CkksError::LevelExhausted {
                 needed: LEVELS_USED,
@@ -393,37 +500,34 @@ impl<'a> GroupAccumulator<'a> {
             }
             .into());
         }
-        match &mut self.sum {
-            Some(sum) => self.evaluator.add_assign(sum, batch)?,
-            None => self.sum = Some(batch.try_clone()?),
+        if batch.level() > Level(LEVELS_USED) {
+            // Larger parameter sets: drop to the levels the circuit needs (cheaper, exact).
+            let lower = self.evaluator.mod_switch_to(batch, Level(LEVELS_USED))?;
+            self.sum.add(cells, &lower)
+        } else {
+            self.sum.add(cells, batch)
         }
-        self.batches += 1;
-        Ok(())
     }
 
-    /// The number of batches added.
+    /// The number of lanes added.
     pub fn batches(&self) -> usize {
-        self.batches
+        self.sum.inputs()
     }
 
-    /// Charges the sum: rates, block sums, mask (see the
-    /// [module documentation](self#layout-many-homes-per-ciphertext)). Fails if no batch was
-    /// added.
-    pub fn finish(self) -> Result<Ciphertext, Error> {
-        let ev = self.evaluator;
-        let layout = self.layout;
-        let Some(mut sum) = self.sum else {
+    /// The outputs: the rescaled sum of the masked lanes (cells), charged and summed per block
+    /// (bills); see the [module documentation](self#layout-many-homes-per-ciphertext). Fails
+    /// if no lane was added.
+    pub fn finish(self) -> Result<BillOutputs, Error> {
+        if self.sum.inputs() == 0 {
             return Err(Error::BillingLayout {
-                reason: "no batch ciphertexts to bill".into(),
+                reason: "no lane ciphertexts to bill".into(),
             });
-        };
-        // Larger parameter sets: drop to the last levels the circuit needs (cheaper, exact).
-        if sum.level() > Level(LEVELS_USED) {
-            sum = ev.mod_switch_to(&sum, Level(LEVELS_USED))?;
         }
-        let charged = ev.multiply_plain(&sum, &layout.rates)?;
-        let totals = ev.sum_slots(&charged, layout.block_width)?;
-        Ok(ev.multiply_plain(&totals, &layout.mask)?)
+        let ev = self.evaluator;
+        let cells = self.sum.finish()?;
+        let charged = ev.multiply_plain(&cells, &self.layout.rates)?;
+        let bills = ev.sum_slots(&charged, self.layout.block_width)?;
+        Ok(BillOutputs { cells, bills })
     }
 }
 
