@@ -123,6 +123,33 @@ pub enum AuthError {
     /// A token request is invalid (e.g. a household without a meter id, a zero lifetime).
     #[error("invalid token request: {0}")]
     InvalidRequest(String),
+    /// A device signature is not 64 bytes.
+    #[error("malformed {statement} signature (expected 64 bytes, got {len})")]
+    MalformedSignature {
+        /// The statement the signature was for.
+        statement: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// A signature does not verify over the statement with the key it must come from.
+    #[error("{statement} signature does not verify with the {signer} key")]
+    BadSignature {
+        /// The statement the signature was for.
+        statement: &'static str,
+        /// Whose key was expected to have signed it (`device`, `key authority`).
+        signer: &'static str,
+    },
+    /// A meter certificate's bytes are not a certificate.
+    #[error("malformed meter certificate: {0}")]
+    MalformedCertificate(&'static str),
+    /// A meter certificate names another meter than the one it is presented for.
+    #[error("meter certificate is for meter {certified}, not {presented}")]
+    CertificateMeterMismatch {
+        /// The meter the certificate names.
+        certified: String,
+        /// The meter it was presented for.
+        presented: String,
+    },
     /// Encoding or signing a token failed.
     #[error("signing a token failed")]
     Signing(#[source] jsonwebtoken::errors::Error),

@@ -29,6 +29,13 @@
 //! zeroize on drop; no `Debug`, log or error message contains it. The same key signs the
 //! audit log's head (see the key authority's `audit` module), with a domain-separated message.
 //!
+//! # Meter identity
+//!
+//! [`device`] holds meters' Ed25519 device keys, the canonical domain-tagged statements they
+//! sign (billing receipts, batches, analytics receipts, enrolment, token renewal) and the key
+//! authority's [`device::MeterCertificate`] binding a meter id to its device key. A household
+//! token alone never lets its holder speak for the meter.
+//!
 //! # In a server
 //!
 //! [`AuthInterceptor`] verifies each request's `authorization: Bearer <jwt>` and inserts the
@@ -37,10 +44,12 @@
 //! `UNAUTHENTICATED`, role problems `PERMISSION_DENIED`, and the messages say what is wrong
 //! with the token, never anything about the server.
 
+pub mod device;
 mod error;
 mod interceptor;
 #[cfg(feature = "issuer")]
 mod issue;
+mod key_file;
 #[cfg(feature = "issuer")]
 mod signing_key;
 mod token;
@@ -51,8 +60,9 @@ pub use interceptor::{
 };
 #[cfg(feature = "issuer")]
 pub use issue::{IssuedToken, TokenIssuer, TokenRequest, issue_token};
+pub use key_file::KeyOrigin;
 #[cfg(feature = "issuer")]
-pub use signing_key::{JwtSigningKey, KeyOrigin};
+pub use signing_key::JwtSigningKey;
 pub use token::{
     AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER, Caller, DEFAULT_ISSUER, DEFAULT_LEEWAY,
     Identity, MAX_METER_ID_LEN, MAX_SUBJECT_LEN, MAX_TOKEN_LEN, MAX_TOKEN_LIFETIME, Role,

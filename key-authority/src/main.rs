@@ -4,7 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use key_authority::auth::{JwtSigningKey, Role, issue_token, parse_lifetime};
+use std::sync::Arc;
+
+use key_authority::audit::AuditLog;
+use key_authority::auth::{
+    DEFAULT_ISSUER, Identity, JwtSigningKey, Role, TokenIssuer, TokenRequest, issue_token,
+    parse_lifetime,
+};
+use key_authority::enrolment::EnrolmentStore;
 use key_authority::{Application, Settings, telemetry};
 
 /// The SEER key authority: holds the CKKS secret key and releases registered results.
@@ -34,6 +41,26 @@ enum Command {
         /// Lifetime: a number with s, m, h, d or w (at most 366 days).
         #[arg(long, default_value = "30d")]
         lifetime: String,
+        /// The one service the token is for (`seer-key-authority` or `seer-utility-server`);
+        /// without it the token is for both.
+        #[arg(long)]
+        audience: Option<String>,
+    },
+    /// Issue a one-time enrolment code for a meter (admin action, audited) and print it on
+    /// stdout; the meter enrols with `meter-client enrol --code ...`.
+    EnrolmentCode {
+        /// The meter the code enrols.
+        #[arg(long)]
+        meter_id: String,
+        /// Lifetime: a number with s, m, h, d or w.
+        #[arg(long, default_value = "24h")]
+        lifetime: String,
+    },
+    /// Revoke a meter's device key (audited): no more tokens, no more receipts.
+    RevokeMeter {
+        /// The meter.
+        #[arg(long)]
+        meter_id: String,
     },
     /// Print the public half of the JWT signing key (PEM), for services that verify tokens.
     JwtPublicKey,
@@ -55,16 +82,53 @@ async fn main() -> anyhow::Result<()> {
             role,
             meter_id,
             lifetime,
+            audience,
         } => {
             let lifetime = parse_lifetime(&lifetime)?;
-            let token = issue_token(&settings.auth.signing_key_file, role, meter_id, lifetime)
-                .with_context(|| {
-                    format!(
-                        "issuing a token with {}",
-                        settings.auth.signing_key_file.display()
-                    )
-                })?;
+            let context = || {
+                format!(
+                    "issuing a token with {}",
+                    settings.auth.signing_key_file.display()
+                )
+            };
+            let token = match audience {
+                None => issue_token(&settings.auth.signing_key_file, role, meter_id, lifetime)
+                    .with_context(context)?,
+                Some(audience) => {
+                    let key = open_signing_key(&settings)?;
+                    let mut request =
+                        TokenRequest::new(Identity::try_new(role, meter_id)?, lifetime);
+                    request.audience = vec![audience];
+                    TokenIssuer::new(key, DEFAULT_ISSUER)
+                        .issue(&request)
+                        .with_context(context)?
+                }
+            };
             println!("{}", token.token);
+            Ok(())
+        }
+        Command::EnrolmentCode { meter_id, lifetime } => {
+            let lifetime = parse_lifetime(&lifetime)?;
+            let code = enrolment_store(&settings)
+                .await?
+                .issue_code(&meter_id, lifetime)
+                .await
+                .with_context(|| format!("issuing an enrolment code for meter {meter_id}"))?;
+            eprintln!(
+                "enrolment code for meter {meter_id}, valid until {}",
+                code.expires_at.to_rfc3339()
+            );
+            println!("{}", code.code.as_str());
+            Ok(())
+        }
+        Command::RevokeMeter { meter_id } => {
+            let revoked = enrolment_store(&settings)
+                .await?
+                .revoke(&meter_id)
+                .await
+                .with_context(|| format!("revoking meter {meter_id}"))?;
+            anyhow::ensure!(revoked, "meter {meter_id} has no unrevoked device key");
+            eprintln!("meter {meter_id} revoked");
             Ok(())
         }
         Command::JwtPublicKey => {
@@ -79,4 +143,24 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn open_signing_key(settings: &Settings) -> anyhow::Result<Arc<JwtSigningKey>> {
+    let (key, _) =
+        JwtSigningKey::load_or_generate(&settings.auth.signing_key_file).with_context(|| {
+            format!(
+                "opening the JWT signing key {}",
+                settings.auth.signing_key_file.display()
+            )
+        })?;
+    Ok(Arc::new(key))
+}
+
+/// The enrolment registry in the key authority's database (the audit log's).
+async fn enrolment_store(settings: &Settings) -> anyhow::Result<EnrolmentStore> {
+    let key = open_signing_key(settings)?;
+    let log = AuditLog::connect(&settings.audit.database_url, Arc::clone(&key))
+        .await
+        .with_context(|| format!("opening the audit log at {}", settings.audit.database_url))?;
+    Ok(EnrolmentStore::new(Arc::new(log), key))
 }

@@ -22,11 +22,13 @@ use crate::analytics::{
     AnalyticsReceiptsService, AnalyticsReleaser, AnalyticsService, AnalyticsStore, DeepEngine,
 };
 use crate::audit::{AuditLog, AuditService};
+use crate::enrolment::{EnrolmentService, EnrolmentStore};
 use crate::keys::KeyStore;
 use crate::keys_api::KeysApi;
 use crate::release::{BillEngine, BillReleaser, ReceiptStore, ReceiptsService, ReleaseService};
 use seer_proto::v1::analytics_receipts_server::AnalyticsReceiptsServer;
 use seer_proto::v1::analytics_server::AnalyticsServer;
+use seer_proto::v1::enrolment_server::EnrolmentServer;
 use seer_proto::v1::receipts_server::ReceiptsServer;
 use seer_proto::v1::release_server::ReleaseServer;
 use tonic::service::interceptor::InterceptedService;
@@ -37,6 +39,7 @@ pub struct Application {
     listener: GrpcListener,
     keys: Arc<KeyStore>,
     issuer: TokenIssuer,
+    signing_key: Arc<JwtSigningKey>,
     audit: Arc<AuditLog>,
     bills: Arc<BillEngine>,
     analytics: Option<Arc<DeepEngine>>,
@@ -106,7 +109,8 @@ impl Application {
             listener: GrpcListener::bind(settings.server.address()).await?,
             keys: store,
             bills: Arc::new(bills),
-            issuer: TokenIssuer::new(signing_key, DEFAULT_ISSUER),
+            issuer: TokenIssuer::new(Arc::clone(&signing_key), DEFAULT_ISSUER),
+            signing_key,
             audit: Arc::new(audit),
         })
     }
@@ -121,6 +125,12 @@ impl Application {
     #[must_use]
     pub fn issuer(&self) -> &TokenIssuer {
         &self.issuer
+    }
+
+    /// The meter enrolment registry (in the audit log's database).
+    #[must_use]
+    pub fn enrolment(&self) -> EnrolmentStore {
+        EnrolmentStore::new(Arc::clone(&self.audit), Arc::clone(&self.signing_key))
     }
 
     /// The audit log.
@@ -197,6 +207,10 @@ impl Application {
             .with_seer_limits(),
             AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Record),
         );
+        // Enrolment authenticates with one-time codes and device signatures, not tokens.
+        let enrolment =
+            EnrolmentServer::new(EnrolmentService::new(self.enrolment(), self.issuer.clone()))
+                .with_seer_limits();
         // The analytics services exist only when the deep key set is enabled.
         let analytics = self.analytics.as_ref().map(|engine| {
             let receipts = InterceptedService::new(
@@ -222,6 +236,7 @@ impl Application {
             AuditServer::<AuditService>::NAME,
             ReceiptsServer::<ReceiptsService>::NAME,
             ReleaseServer::<ReleaseService>::NAME,
+            EnrolmentServer::<EnrolmentService>::NAME,
         ];
         if analytics.is_some() {
             names.push(AnalyticsReceiptsServer::<AnalyticsReceiptsService>::NAME);
@@ -236,7 +251,8 @@ impl Application {
                     .add_service(keys)
                     .add_service(audit)
                     .add_service(receipts)
-                    .add_service(release);
+                    .add_service(release)
+                    .add_service(enrolment);
                 match analytics {
                     Some((receipts, release)) => router.add_service(receipts).add_service(release),
                     None => router,

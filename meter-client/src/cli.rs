@@ -1,4 +1,5 @@
-//! The command line: `meter-client run …`, `meter-client forecast …` and `meter-client info`.
+//! The command line: `meter-client run …`, `meter-client forecast …`, `meter-client enrol …`
+//! and `meter-client info`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -47,6 +48,27 @@ pub enum Command {
     Forecast(Box<ForecastArgs>),
     /// Print the software version, and with --state what the state directory holds.
     Info(InfoArgs),
+    /// Enrol the meter with the key authority: create the device key in the state directory
+    /// (mode 0600), send it with the one-time code from `key-authority enrolment-code`, and
+    /// store the key authority's certificate beside it.
+    Enrol(EnrolArgs),
+}
+
+/// `meter-client enrol`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct EnrolArgs {
+    /// The meter's id (the one the code was issued for).
+    #[arg(long)]
+    pub meter_id: String,
+    /// The one-time enrolment code.
+    #[arg(long)]
+    pub code: String,
+    /// The key authority's URL.
+    #[arg(long)]
+    pub key_authority: String,
+    /// The state directory (the device key and the certificate are kept there).
+    #[arg(long)]
+    pub state: PathBuf,
 }
 
 /// `meter-client forecast`.
@@ -328,6 +350,22 @@ pub async fn execute(
     progress: Box<dyn Write + Send>,
 ) -> anyhow::Result<()> {
     match &cli.command {
+        Command::Enrol(args) => {
+            let identity = crate::identity::enrol(
+                &args.meter_id,
+                &args.code,
+                &args.key_authority,
+                &args.state,
+            )
+            .await
+            .with_context(|| format!("enrolling meter {}", args.meter_id))?;
+            writeln!(
+                out,
+                "meter {} enrolled; certificate stored in {}",
+                identity.meter_id(),
+                args.state.join(crate::identity::CERTIFICATE_FILE).display()
+            )?;
+        }
         Command::Info(args) => {
             writeln!(out, "meter-client {SOFTWARE_VERSION}")?;
             if let Some(dir) = &args.state {
@@ -608,7 +646,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Run(args) => *args,
-            Command::Forecast(_) | Command::Info(_) => unreachable!(),
+            Command::Forecast(_) | Command::Info(_) | Command::Enrol(_) => unreachable!(),
         }
     }
 
@@ -636,7 +674,7 @@ mod tests {
             argv.extend_from_slice(extra);
             match Cli::try_parse_from(argv).unwrap().command {
                 Command::Forecast(args) => *args,
-                Command::Run(_) | Command::Info(_) => unreachable!(),
+                Command::Run(_) | Command::Info(_) | Command::Enrol(_) => unreachable!(),
             }
         };
         // The token is required: the receipt and the upload both need it.

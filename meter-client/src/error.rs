@@ -131,6 +131,28 @@ pub enum Error {
         source: tonic::transport::Error,
     },
 
+    /// The device key or the meter certificate could not be created, read or checked.
+    #[error("meter identity: {0}")]
+    Identity(#[from] seer_auth::AuthError),
+
+    /// The state directory holds no device key or no certificate: the meter was never
+    /// enrolled.
+    #[error(
+        "meter {meter_id} is not enrolled in state directory {} ({missing} missing): run \
+         `meter-client enrol --meter-id {meter_id} --code CODE --key-authority URL --state {}` \
+         with a code from `key-authority enrolment-code`",
+        state_dir.display(),
+        state_dir.display()
+    )]
+    NotEnrolled {
+        /// The meter.
+        meter_id: String,
+        /// The state directory.
+        state_dir: PathBuf,
+        /// The file that is missing.
+        missing: &'static str,
+    },
+
     /// A gRPC call failed.
     #[error("{method} failed: {code:?}: {message}")]
     Rpc {

@@ -39,6 +39,7 @@ pub mod forecast;
 pub mod forecast_lane;
 pub mod forecast_upload;
 pub mod grpc;
+pub mod identity;
 pub mod queue;
 pub mod receipts;
 pub mod source;

@@ -94,6 +94,8 @@ impl_message_limits!(client v1::analytics_receipts_client::AnalyticsReceiptsClie
 impl_message_limits!(server v1::analytics_receipts_server::AnalyticsReceiptsServer);
 impl_message_limits!(client v1::analytics_client::AnalyticsClient);
 impl_message_limits!(server v1::analytics_server::AnalyticsServer);
+impl_message_limits!(client v1::enrolment_client::EnrolmentClient);
+impl_message_limits!(server v1::enrolment_server::EnrolmentServer);
 
 #[cfg(test)]
 mod tests {

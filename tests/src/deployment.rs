@@ -43,6 +43,7 @@ pub struct Deployment {
     utility: ServerProcess,
     utility_database: String,
     dir: tempfile::TempDir,
+    audit_database: String,
 }
 
 impl Deployment {
@@ -103,6 +104,7 @@ impl Deployment {
             authority,
             utility,
             utility_database,
+            audit_database,
             dir,
         })
     }
@@ -209,6 +211,73 @@ impl Deployment {
                 String::from_utf8_lossy(&output.stdout)
             )
         })
+    }
+
+    /// A one-time enrolment code for `meter_id`, from `key-authority enrolment-code` on the
+    /// deployment's key-authority database.
+    ///
+    /// # Errors
+    /// When the command fails.
+    pub fn enrolment_code(&self, meter_id: &str) -> anyhow::Result<String> {
+        let output = Command::new(bin_path("key-authority")?)
+            .args(["enrolment-code", "--meter-id", meter_id])
+            .envs(authority_env(self.dir(), Some(&self.audit_database)))
+            .output()
+            .context("running key-authority enrolment-code")?;
+        ensure!(
+            output.status.success(),
+            "key-authority enrolment-code failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8(output.stdout)
+            .context("key-authority printed non-UTF-8")?
+            .trim()
+            .to_owned())
+    }
+
+    /// `key-authority ARGS` on the deployment's key-authority database (e.g. `revoke-meter`);
+    /// its output, whatever its exit status.
+    ///
+    /// # Errors
+    /// When it cannot be run.
+    pub fn authority_cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new(bin_path("key-authority")?)
+            .args(args)
+            .envs(authority_env(self.dir(), Some(&self.audit_database)))
+            .output()
+            .context("running key-authority")
+    }
+
+    /// `meter-client enrol` for `meter_id` with `code`, into the state directory that
+    /// [`Deployment::meter`] uses; its output, whatever its exit status.
+    ///
+    /// # Errors
+    /// When it cannot be run.
+    pub fn meter_enrol(&self, meter_id: &str, code: &str) -> anyhow::Result<Output> {
+        Command::new(bin_path("meter-client")?)
+            .args(["enrol", "--meter-id", meter_id, "--code", code])
+            .args(["--key-authority", &self.authority.uri()])
+            .arg("--state")
+            .arg(self.dir().join(format!("meter-{meter_id}")))
+            .env("RUST_LOG", "warn")
+            .output()
+            .context("running meter-client enrol")
+    }
+
+    /// Enrols `meter_id` as an operator and a household do: `key-authority enrolment-code`,
+    /// then `meter-client enrol` into the meter's state directory.
+    ///
+    /// # Errors
+    /// When either command fails.
+    pub fn enrol(&self, meter_id: &str) -> anyhow::Result<()> {
+        let code = self.enrolment_code(meter_id)?;
+        let output = self.meter_enrol(meter_id, &code)?;
+        ensure!(
+            output.status.success(),
+            "meter-client enrol for {meter_id} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
     }
 
     /// A `meter-client run` for `meter_id` against this deployment (see [`MeterRun`]).

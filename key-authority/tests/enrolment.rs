@@ -1,0 +1,369 @@
+//! `seer.v1.Enrolment` over real gRPC, on a key authority built by `Application::build` on
+//! port 0 with SQLite in a temporary directory: a one-time code enrols a device key and
+//! returns a certificate that verifies with the published public key PEM; the same key
+//! enrolling again gets the same certificate, another key is refused; unknown, foreign,
+//! expired codes and bad proofs are refused and logged; renewed household tokens carry one
+//! audience, and a utility-audience token is not accepted by the key authority; stale,
+//! unenrolled and revoked renewals are refused and logged.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use key_authority::audit::{AuditLog, Decision, ListQuery};
+use key_authority::auth::device::{
+    AuthorityPublicKey, DeviceKey, EnrolmentStatement, MeterCertificate, TokenRenewalStatement,
+};
+use key_authority::auth::{AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER, Role, TokenIssuer};
+use key_authority::enrolment::EnrolmentStore;
+use key_authority::keys::KeySetSpec;
+use key_authority::{Application, Settings};
+use seer_core::circuits::billing;
+use seer_proto::WithMessageLimits as _;
+use seer_proto::v1;
+use seer_proto::v1::enrolment_client::EnrolmentClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct App {
+    dir: tempfile::TempDir,
+    issuer: TokenIssuer,
+    audit: Arc<AuditLog>,
+    store: EnrolmentStore,
+    authority: AuthorityPublicKey,
+    client: EnrolmentClient<Channel>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn spawn_app() -> App {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = Settings::default();
+    settings.server.port = 0;
+    settings.keys.dir = dir.path().join("keys");
+    settings.keys.sets = vec![KeySetSpec {
+        parameter_set: billing::PARAMETER_SET.id(),
+        galois_steps: vec![1, 2],
+    }];
+    settings.auth.signing_key_file = dir.path().join("jwt.pem");
+    settings.audit.database_url = format!("sqlite://{}", dir.path().join("ka.db").display());
+    let app = Application::build(settings).await.expect("build");
+    let issuer = app.issuer().clone();
+    let audit = Arc::clone(app.audit_log());
+    let store = app.enrolment();
+    let authority = AuthorityPublicKey::new(audit.verifying_key());
+    let address = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    App {
+        dir,
+        issuer,
+        audit,
+        store,
+        authority,
+        client: EnrolmentClient::new(channel).with_seer_limits(),
+        _stop: stop,
+    }
+}
+
+fn enrol_request(meter: &str, code: &str, key: &DeviceKey) -> v1::EnrolRequest {
+    let public = key.public_key().to_bytes();
+    v1::EnrolRequest {
+        meter_id: meter.into(),
+        code: code.into(),
+        device_public_key: public.to_vec(),
+        signature: key
+            .sign(&EnrolmentStatement {
+                meter_id: meter.into(),
+                device_public_key: public,
+            })
+            .to_vec(),
+    }
+}
+
+fn now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("fits")
+}
+
+fn renew_request(meter: &str, audience: &str, at: i64, key: &DeviceKey) -> v1::RenewTokenRequest {
+    v1::RenewTokenRequest {
+        meter_id: meter.into(),
+        issued_at: at,
+        audience: audience.into(),
+        signature: key
+            .sign(&TokenRenewalStatement {
+                meter_id: meter.into(),
+                issued_at: at,
+                audience: audience.into(),
+            })
+            .to_vec(),
+    }
+}
+
+impl App {
+    async fn code(&self, meter: &str) -> String {
+        self.store
+            .issue_code(meter, Duration::from_secs(3600))
+            .await
+            .expect("code")
+            .code
+            .to_string()
+    }
+
+    async fn last_entry(&self) -> key_authority::audit::AuditEntry {
+        let head = self.audit.head().await.expect("head");
+        let page = self
+            .audit
+            .list(&ListQuery {
+                after_sequence: head.sequence.saturating_sub(1),
+                ..ListQuery::default()
+            })
+            .await
+            .expect("list");
+        page.entries.last().cloned().expect("an entry")
+    }
+
+    async fn assert_refused_and_logged(
+        &self,
+        status: tonic::Status,
+        kind: &str,
+        meter: &str,
+        reason: &str,
+    ) {
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(
+            status.message().contains(reason),
+            "{:?} does not mention {reason:?}",
+            status.message()
+        );
+        let entry = self.last_entry().await;
+        assert_eq!(entry.kind.as_str(), kind);
+        assert_eq!(entry.meter_id.as_deref(), Some(meter));
+        match entry.decision {
+            Decision::Refused { reason: logged } => assert!(logged.contains(reason), "{logged}"),
+            Decision::Granted => panic!("refusal logged as granted"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codes_enrol_one_key_once_and_refusals_are_logged() {
+    let app = spawn_app().await;
+    let mut client = app.client.clone();
+    let key = DeviceKey::generate().expect("key");
+    let code = app.code("M-0001").await;
+
+    // Bad proof of possession: another key signed.
+    let other = DeviceKey::generate().expect("key");
+    let mut forged = enrol_request("M-0001", &code, &key);
+    forged.signature = enrol_request("M-0001", &code, &other).signature;
+    let status = client.enrol(forged).await.expect_err("bad proof");
+    app.assert_refused_and_logged(status, "enrol", "M-0001", "proof of possession")
+        .await;
+
+    // Unknown code, and a code issued for another meter.
+    let status = client
+        .enrol(enrol_request("M-0001", &"0".repeat(32), &key))
+        .await
+        .expect_err("unknown code");
+    app.assert_refused_and_logged(status, "enrol", "M-0001", "unknown enrolment code")
+        .await;
+    let status = client
+        .enrol(enrol_request("M-0002", &code, &key))
+        .await
+        .expect_err("foreign code");
+    app.assert_refused_and_logged(status, "enrol", "M-0002", "another meter")
+        .await;
+
+    // The right request enrols and the certificate verifies with the published key.
+    let certificate = client
+        .enrol(enrol_request("M-0001", &code, &key))
+        .await
+        .expect("enrols")
+        .into_inner()
+        .meter_certificate;
+    let parsed = MeterCertificate::try_from_bytes(&certificate).expect("parses");
+    assert_eq!(
+        parsed.verify(&app.authority, "M-0001").expect("verifies"),
+        key.public_key()
+    );
+    let entry = app.last_entry().await;
+    assert_eq!(entry.kind.as_str(), "enrol");
+    assert_eq!(entry.decision, Decision::Granted);
+    assert_eq!(
+        app.store.device_key("M-0001").await.expect("enrolled"),
+        key.public_key()
+    );
+
+    // The same key again (a meter that crashed after enrolling) gets the same certificate.
+    let again = client
+        .enrol(enrol_request("M-0001", &code, &key))
+        .await
+        .expect("idempotent")
+        .into_inner()
+        .meter_certificate;
+    assert_eq!(again, certificate);
+    // Another key under the used code is refused and the binding stays.
+    let status = client
+        .enrol(enrol_request("M-0001", &code, &other))
+        .await
+        .expect_err("used code");
+    app.assert_refused_and_logged(status, "enrol", "M-0001", "already used")
+        .await;
+    assert_eq!(
+        app.store.device_key("M-0001").await.expect("enrolled"),
+        key.public_key()
+    );
+
+    // An expired code is refused.
+    let expiring = app
+        .store
+        .issue_code("M-0003", Duration::from_secs(1))
+        .await
+        .expect("code");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let status = client
+        .enrol(enrol_request("M-0003", &expiring.code, &key))
+        .await
+        .expect_err("expired");
+    app.assert_refused_and_logged(status, "enrol", "M-0003", "expired")
+        .await;
+    assert!(app.store.device_key("M-0003").await.is_err());
+
+    // Only the code's hash is stored.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&format!(
+        "sqlite://{}",
+        app.dir.path().join("ka.db").display()
+    ))
+    .await
+    .expect("pool");
+    let stored: Vec<(String,)> = sqlx::query_as("SELECT code_sha256 FROM enrolment_codes")
+        .fetch_all(&pool)
+        .await
+        .expect("codes");
+    assert!(stored.iter().all(|(hash,)| *hash != code));
+    assert!(app.audit.verify(None).await.expect("verify").is_intact());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewed_tokens_have_one_audience_and_revoked_meters_get_none() {
+    let app = spawn_app().await;
+    let mut client = app.client.clone();
+    let key = DeviceKey::generate().expect("key");
+    let code = app.code("M-0001").await;
+    client
+        .enrol(enrol_request("M-0001", &code, &key))
+        .await
+        .expect("enrols");
+
+    let for_utility = client
+        .renew_token(renew_request(
+            "M-0001",
+            AUDIENCE_UTILITY_SERVER,
+            now(),
+            &key,
+        ))
+        .await
+        .expect("renews")
+        .into_inner();
+    let utility = app.issuer.verifier(AUDIENCE_UTILITY_SERVER);
+    let ka = app.issuer.verifier(AUDIENCE_KEY_AUTHORITY);
+    let caller = utility.verify(&for_utility.token).expect("utility accepts");
+    assert_eq!(caller.role(), Role::Household);
+    assert_eq!(caller.meter_id(), Some("M-0001"));
+    assert!(
+        ka.verify(&for_utility.token).is_err(),
+        "KA accepts a utility token"
+    );
+    assert!(for_utility.expires_at <= now() + 3600 + 5);
+    let for_ka = client
+        .renew_token(renew_request("M-0001", AUDIENCE_KEY_AUTHORITY, now(), &key))
+        .await
+        .expect("renews")
+        .into_inner();
+    ka.verify(&for_ka.token).expect("KA accepts");
+    assert!(utility.verify(&for_ka.token).is_err());
+
+    // A stale statement, another key's signature, an unenrolled meter: refused and logged.
+    let status = client
+        .renew_token(renew_request(
+            "M-0001",
+            AUDIENCE_KEY_AUTHORITY,
+            now() - 3600,
+            &key,
+        ))
+        .await
+        .expect_err("stale");
+    app.assert_refused_and_logged(status, "renew-token", "M-0001", "clock")
+        .await;
+    let other = DeviceKey::generate().expect("key");
+    let status = client
+        .renew_token(renew_request(
+            "M-0001",
+            AUDIENCE_KEY_AUTHORITY,
+            now(),
+            &other,
+        ))
+        .await
+        .expect_err("wrong key");
+    app.assert_refused_and_logged(status, "renew-token", "M-0001", "does not verify")
+        .await;
+    let status = client
+        .renew_token(renew_request(
+            "M-0009",
+            AUDIENCE_KEY_AUTHORITY,
+            now(),
+            &other,
+        ))
+        .await
+        .expect_err("not enrolled");
+    app.assert_refused_and_logged(status, "renew-token", "M-0009", "not enrolled")
+        .await;
+
+    // Revoked: no more tokens (logged), and the revocation itself is audited.
+    assert!(app.store.revoke("M-0001").await.expect("revoke"));
+    let entry = app.last_entry().await;
+    assert_eq!(entry.kind.as_str(), "revoke-meter");
+    assert_eq!(entry.decision, Decision::Granted);
+    let status = client
+        .renew_token(renew_request("M-0001", AUDIENCE_KEY_AUTHORITY, now(), &key))
+        .await
+        .expect_err("revoked");
+    app.assert_refused_and_logged(status, "renew-token", "M-0001", "revoked")
+        .await;
+    // The used code does not bring the revoked binding back.
+    let status = client
+        .enrol(enrol_request("M-0001", &code, &key))
+        .await
+        .expect_err("revoked");
+    app.assert_refused_and_logged(status, "enrol", "M-0001", "revoked")
+        .await;
+    // A fresh code enrols a new device.
+    let code = app.code("M-0001").await;
+    client
+        .enrol(enrol_request("M-0001", &code, &other))
+        .await
+        .expect("re-enrols");
+    client
+        .renew_token(renew_request(
+            "M-0001",
+            AUDIENCE_KEY_AUTHORITY,
+            now(),
+            &other,
+        ))
+        .await
+        .expect("renews");
+    assert!(app.audit.verify(None).await.expect("verify").is_intact());
+}
