@@ -88,6 +88,54 @@ fn group_month(s: &Setup, batches_per_home: usize) -> Ciphertext {
     acc.finish().expect("finish").bills
 }
 
+/// The circuit as it was before lanes were masked inside it (sum, rates, block sums, output
+/// mask): timed beside [`group_month`] in the same run, so that the cost of block isolation
+/// is a ratio measured on one machine at one moment.
+fn unmasked_group_month(s: &Setup, batches_per_home: usize) -> Ciphertext {
+    let ev = &s.evaluator;
+    let total = s.layout.capacity() * batches_per_home;
+    let mut sum = s.pool[0].try_clone().expect("clone");
+    for i in 1..total {
+        ev.add_assign(&mut sum, &s.pool[i % POOL]).expect("add");
+    }
+    let charged = ev
+        .multiply_plain(&sum, s.layout.rate_vector())
+        .expect("rates");
+    let totals = ev
+        .sum_slots(&charged, s.layout.block_width())
+        .expect("sums");
+    let mask: Vec<f64> = (0..s.layout.slots())
+        .map(|slot| f64::from(u8::from(slot % s.layout.block_width() == 0)))
+        .collect();
+    ev.multiply_plain(&totals, &mask).expect("mask")
+}
+
+/// Prints the masked circuit's time against the unmasked one's, median of `runs`, one run.
+fn report_isolation_cost(s: &Setup, batches_per_home: usize, runs: usize) {
+    let homes = s.layout.capacity() as f64;
+    let median = |f: &dyn Fn() -> Ciphertext| {
+        let mut times: Vec<f64> = (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                black_box(f());
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[runs / 2]
+    };
+    let masked = median(&|| group_month(s, batches_per_home));
+    let unmasked = median(&|| unmasked_group_month(s, batches_per_home));
+    println!(
+        "billing: {batches_per_home} lane(s) per home, median of {runs}: masked {masked:.1} ms \
+         per group-month ({:.4} ms per home-month), unmasked {unmasked:.1} ms ({:.4} ms per \
+         home-month): block isolation costs {:.2}x",
+        masked / homes,
+        unmasked / homes,
+        masked / unmasked
+    );
+}
+
 /// Times one run of a group scenario and prints the amortized figures; checks the result
 /// against the plaintext sums (each pool ciphertext was added `total / POOL` times; the same
 /// ciphertext added repeatedly grows its noise linearly, a pessimistic case).
@@ -135,6 +183,7 @@ fn bench(c: &mut Criterion) {
     );
     report(&s, DAYS);
     report(&s, 1);
+    report_isolation_cost(&s, 1, 5);
 
     let mut g = c.benchmark_group("billing");
     g.sample_size(20);

@@ -4,8 +4,10 @@
 //!
 //! Homes 0 and 1 share evaluation group 0 (blocks at slots 0 and 216 of one ciphertext),
 //! home 8 is alone in group 1. A rogue meter uploads a ciphertext at home 2's block without
-//! recording a receipt: the job packs it with homes 0 and 1, and the key authority refuses it
-//! alone. The job evaluates two releases and stores 24 hours for each of the three homes.
+//! recording a receipt: the job packs it with homes 0 and 1, the key authority refuses that
+//! request as a whole (the rogue input for its missing receipt, homes 0 and 1 withheld), and
+//! the job asks again for homes 0 and 1 alone. Three requests, every result verified byte for
+//! byte; 24 hours stored for each of the three homes.
 //!
 //! Oracle: the plaintext day-ahead model (`forecast_series`) on the hourly sums of the
 //! synthetic homes' readings, computed here from the generator, rounded and clipped like a
@@ -242,7 +244,8 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
         );
     });
 
-    // The job: two releases (group 0 with the rogue input, group 1).
+    // The job: group 0 with the rogue input is refused as a whole (the rogue input has no
+    // receipt, homes 0 and 1 are withheld) and asked for again without it; group 1 alone.
     let utility_token = deployment.token("utility", None).expect("utility token");
     let model_arg = model_path.display().to_string();
     let authority = deployment.authority().uri();
@@ -271,7 +274,7 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
     );
     assert_eq!(report["model_blake3"], digest.as_str());
     assert_eq!(report["pending"], 4);
-    assert_eq!(report["requests"], 2);
+    assert_eq!(report["requests"], 3);
     assert_eq!(report["released"], 3);
     assert_eq!(report["hours_stored"], 72);
     let refused = report["refused"].as_array().expect("refused");
@@ -284,8 +287,9 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
             .contains("receipt"),
         "{report}"
     );
-    // The group with the refused input was re-executed without it, so not verified.
-    assert_eq!(report["all_verified"], false);
+    // Every release came from a request whose result the key authority verified byte for
+    // byte: the comparison is never skipped.
+    assert_eq!(report["all_verified"], true);
 
     // What was stored equals the plaintext model, hour by hour; the totals are the sums.
     let listing = json(

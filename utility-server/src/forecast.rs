@@ -417,9 +417,13 @@ pub async fn run_pending(
     report.key_bytes = key_bytes;
     let results = ForecastStore::connect(database_url).await?;
     let mut evaluator = Some(evaluator);
-    for (r, request) in requests.iter().enumerate() {
+    let planned = requests.len();
+    let mut queue: std::collections::VecDeque<Vec<StoredInput>> = requests.into();
+    let mut r = 0;
+    while let Some(request) = queue.pop_front() {
+        r += 1;
         let mut meters = Vec::with_capacity(request.len());
-        for input in request {
+        for input in &request {
             meters.push(MeterInputs {
                 meter_id: input.header.meter_id.clone(),
                 input_id: input.header.input_id.clone(),
@@ -462,9 +466,9 @@ pub async fn run_pending(
             request_release(channel.clone(), token, "forecast", &digest, meters, result).await?;
         report.release_seconds += started.elapsed().as_secs_f64();
         report.requests += 1;
-        report.all_verified &= response.result_verified;
         let mut decisions = Vec::with_capacity(request.len());
-        for input in request {
+        let mut withheld = Vec::new();
+        for input in &request {
             let Some(answer) = response
                 .meters
                 .iter()
@@ -472,6 +476,12 @@ pub async fn run_pending(
             else {
                 continue;
             };
+            if answer.withheld {
+                // Refused only because another input of the request was: asked for again
+                // below, without the refused ones; it stays pending meanwhile.
+                withheld.push(input.clone());
+                continue;
+            }
             let status = if answer.granted {
                 report.released += 1;
                 InputStatus::Released {
@@ -493,9 +503,23 @@ pub async fn run_pending(
         report.hours_stored += results
             .record_deciding(&digest, &response, &decisions)
             .await?;
+        if withheld.is_empty() {
+            report.all_verified &= response.result_verified;
+        } else if decisions.is_empty() {
+            return Err(JobError::Release {
+                code: tonic::Code::Internal,
+                message: "the key authority withheld inputs without refusing any".into(),
+            });
+        } else {
+            tracing::info!(
+                withheld = withheld.len(),
+                "inputs withheld for refused ones: asking again without them"
+            );
+            queue.push_back(withheld);
+        }
         tracing::info!(
-            request = r + 1,
-            of = requests.len(),
+            request = r,
+            planned,
             meters = request.len(),
             evaluation_s = evaluated,
             verified = response.result_verified,
