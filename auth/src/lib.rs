@@ -37,6 +37,7 @@
 //! `UNAUTHENTICATED`, role problems `PERMISSION_DENIED`, and the messages say what is wrong
 //! with the token, never anything about the server.
 
+pub mod audit_chain;
 mod error;
 mod interceptor;
 #[cfg(feature = "issuer")]

@@ -84,18 +84,23 @@
 //! Append checks the head too: once the head no longer matches the chain, appends fail with
 //! [`AuditError::ChainBroken`], so the key authority stops releasing until an operator looks.
 
+pub mod anchor;
 mod entry;
 mod error;
 mod service;
 mod store;
 mod verify;
 
+pub use anchor::{ANCHOR_SIGNATURE_TAG, AnchorFile};
 pub use entry::{
     AuditEntry, Decision, ENTRY_HASH_TAG, EntryCaller, EntryHash, HEAD_SIGNATURE_TAG, InputDigest,
     MAX_FIELD_LEN, MAX_REASON_LEN, NewEntry, RequestKind, head_message,
 };
-pub use error::AuditError;
+pub use error::{AuditError, StartupProblem};
 pub use service::{AUDIT_READERS, AuditService, entry_to_wire, report_to_wire};
 pub(crate) use store::lock_head;
-pub use store::{AuditLog, Backend, DEFAULT_PAGE_SIZE, EntryPage, ListQuery, MAX_PAGE_SIZE};
+pub use store::{
+    AuditLog, Backend, DEFAULT_PAGE_SIZE, EmptyLog, EntryPage, ListQuery, MAX_PAGE_SIZE,
+    released_in_chain,
+};
 pub use verify::{Anchor, ChainProblem, ProblemKind, SignedHead, VerifyReport};

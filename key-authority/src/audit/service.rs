@@ -184,5 +184,7 @@ fn problem_kind_to_wire(kind: &ProblemKind) -> v1::AuditProblemKind {
         ProblemKind::Truncated { .. } => Wire::Truncated,
         ProblemKind::EntriesBeyondHead { .. } => Wire::EntriesBeyondHead,
         ProblemKind::AnchorMismatch { .. } => Wire::AnchorMismatch,
+        ProblemKind::ReleaseNotInChain { .. } => Wire::ReleaseNotInChain,
+        ProblemKind::ReleaseMissing { .. } => Wire::ReleaseMissing,
     }
 }
