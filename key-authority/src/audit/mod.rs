@@ -82,7 +82,20 @@
 //! must be kept (and backed up) with the database.
 //!
 //! Append checks the head too: once the head no longer matches the chain, appends fail with
-//! [`AuditError::ChainBroken`], so the key authority stops releasing until an operator looks.
+//! [`AuditError::ChainBroken`], and the log is *halted*: every later append fails with
+//! [`AuditError::Halted`] (so nothing is released) until the process restarts after repair.
+//! A verification that finds damage halts the log the same way.
+//!
+//! # The key authority's anchor
+//!
+//! The key authority opens its log with [`AuditLog::open_anchored`]: a signed anchor file
+//! outside the database ([`anchor`]) records the last committed head, rewritten after every
+//! commit, and the start is refused ([`StartupProblem`]) when the log is missing, behind the
+//! anchor (rolled back), no longer holds the anchored entry, or fails verification. An anchored
+//! log also checks the anchor at every append, and its verification cross-checks the release
+//! tables against the chain ([`ProblemKind::ReleaseMissing`],
+//! [`ProblemKind::ReleaseNotInChain`]). `key-authority init-audit` ([`AuditLog::init_audit`])
+//! is the operator's explicit start of a new log (or adoption of a log without an anchor).
 
 pub mod anchor;
 mod entry;
