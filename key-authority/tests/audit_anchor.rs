@@ -473,3 +473,103 @@ async fn a_rollback_while_running_halts_appends(db: TestDb) {
     assert!(log.halted().is_some());
     log.close().await;
 }
+
+/// A small tmpfs mounted for one test (root only), unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (after a note) when this process may not mount (not root, no CAP_SYS_ADMIN).
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+        match status {
+            Ok(status) if status.success() => Some(Self { dir }),
+            _ => {
+                eprintln!("note: cannot mount a tmpfs here (needs root); disk-full test skipped");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_recovers_from_a_full_disk_without_a_restart() {
+    let Some(disk) = SmallDisk::mount("2m") else {
+        return;
+    };
+    let key = Arc::new(JwtSigningKey::generate().expect("key"));
+    let url = format!("sqlite://{}", disk.dir.path().join("audit.db").display());
+    let anchor = disk.dir.path().join("audit-anchor");
+    let log = AuditLog::open_anchored(&url, Arc::clone(&key), &anchor, EmptyLog::Initialize)
+        .await
+        .expect("open");
+    // Fill the disk, leaving a little room.
+    let filler = disk.dir.path().join("filler");
+    let free = {
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0_u8; 4096];
+        let mut written = 0_u64;
+        while std::io::Write::write_all(&mut file, &chunk).is_ok() {
+            written += 4096;
+        }
+        // Room for a few entries: the disk fills up in the middle of the appends.
+        file.set_len(written.saturating_sub(64 * 1024))
+            .expect("truncate the filler");
+        let _ = file.sync_all();
+        written
+    };
+    assert!(free > 0);
+    // Appends with long reasons until the disk is full.
+    let reason = "x".repeat(2000);
+    let mut appended = 0_u64;
+    let mut failure = None;
+    for _ in 0..10_000 {
+        match log
+            .append(NewEntry::new(RequestKind::BILL, Decision::refused(reason.clone())))
+            .await
+        {
+            Ok(_) => appended += 1,
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("the disk filled up");
+    assert!(appended > 0, "some entries fit before the disk was full");
+    assert!(
+        matches!(failure, AuditError::Write(_)),
+        "a full disk is a write error: {failure:?}"
+    );
+    // Verification is either a correct verdict or an error, never a false one.
+    if let Ok(report) = log.verify(None).await {
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.entries_checked, appended);
+    }
+    // Space is back: the same log appends and verifies without a restart.
+    std::fs::remove_file(&filler).expect("free the space");
+    let entry = log
+        .append(bill("M-1", "2007-03"))
+        .await
+        .expect("appends again once space is back");
+    assert_eq!(entry.sequence, appended + 1);
+    let report = log.verify(None).await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.entries_checked, appended + 1);
+    assert_eq!(log.halted(), None);
+    log.close().await;
+}
