@@ -539,7 +539,10 @@ async fn sqlite_recovers_from_a_full_disk_without_a_restart() {
     let mut failure = None;
     for _ in 0..10_000 {
         match log
-            .append(NewEntry::new(RequestKind::BILL, Decision::refused(reason.clone())))
+            .append(NewEntry::new(
+                RequestKind::BILL,
+                Decision::refused(reason.clone()),
+            ))
             .await
         {
             Ok(_) => appended += 1,

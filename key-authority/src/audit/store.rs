@@ -1081,6 +1081,29 @@ fn prepare_sqlite_url(url: &str) -> Result<String, AuditError> {
     })
 }
 
+/// See [`AuditLog::released_in_chain`]: the sequence of the granted entry of `kind` for
+/// (`meter_id`, `period`), read through `connection`.
+///
+/// # Errors
+/// When the query fails.
+pub async fn released_in_chain(
+    connection: &mut sqlx::AnyConnection,
+    kind: &RequestKind,
+    meter_id: &str,
+    period: &str,
+) -> Result<Option<u64>, sqlx::Error> {
+    let sequence: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(seq) FROM audit_entries WHERE request_kind = $1 AND meter_id = $2 \
+         AND period = $3 AND decision = 'granted'",
+    )
+    .bind(kind.as_str().to_owned())
+    .bind(meter_id.to_owned())
+    .bind(period.to_owned())
+    .fetch_one(connection)
+    .await?;
+    Ok(sequence.and_then(|s| u64::try_from(s).ok()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1129,27 +1152,4 @@ mod tests {
             "sqlite::memory:"
         );
     }
-}
-
-/// See [`AuditLog::released_in_chain`]: the sequence of the granted entry of `kind` for
-/// (`meter_id`, `period`), read through `connection`.
-///
-/// # Errors
-/// When the query fails.
-pub async fn released_in_chain(
-    connection: &mut sqlx::AnyConnection,
-    kind: &RequestKind,
-    meter_id: &str,
-    period: &str,
-) -> Result<Option<u64>, sqlx::Error> {
-    let sequence: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(seq) FROM audit_entries WHERE request_kind = $1 AND meter_id = $2 \
-         AND period = $3 AND decision = 'granted'",
-    )
-    .bind(kind.as_str().to_owned())
-    .bind(meter_id.to_owned())
-    .bind(period.to_owned())
-    .fetch_one(connection)
-    .await?;
-    Ok(sequence.and_then(|s| u64::try_from(s).ok()))
 }
