@@ -370,3 +370,81 @@ fn the_audit_database_is_private() {
     }
     assert!(authority.path("audit.db").exists());
 }
+
+#[test]
+fn a_deleted_release_row_is_named_by_the_auditor_and_stops_releases() {
+    use seer_tests::{Deployment, DeploymentOptions};
+    const METER: &str = "AUD-0000";
+    let deployment = Deployment::start(&DeploymentOptions::default()).expect("deployment");
+    let household = deployment.token("household", Some(METER)).expect("token");
+    deployment
+        .meter(METER, "synthetic:41:0")
+        .token(&household)
+        .args(["--from", "2024-01-01", "--until", "2024-02-01"])
+        .args(["--batch-days", "7", "--max-attempts", "3"])
+        .run()
+        .expect("the meter uploads January");
+    let utility = deployment.token("utility", None).expect("token");
+    let report = deployment.bill("2024-01", 0, &utility).expect("bill");
+    assert_eq!(
+        report["released"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+
+    let verify = || {
+        Command::new(bin_path("seer").expect("binary"))
+            .args(["audit", "verify", "--key-authority"])
+            .arg(deployment.authority().uri())
+            .arg("--token")
+            .arg(deployment.token("auditor", None).expect("token"))
+            .arg("--public-key")
+            .arg(deployment.dir().join("ka-jwt-public.pem"))
+            .arg("--anchor")
+            .arg(deployment.dir().join("auditor-anchor"))
+            .output()
+            .expect("run seer audit verify")
+    };
+    let out = verify();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The release record deleted behind the key authority's back.
+    let database = deployment.dir().join("ka/audit.db");
+    runtime().expect("runtime").block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&format!("sqlite://{}", database.display()))
+            .await
+            .expect("open");
+        let deleted = sqlx::query("DELETE FROM releases WHERE meter_id = $1")
+            .bind(METER)
+            .execute(&pool)
+            .await
+            .expect("delete");
+        assert_eq!(deleted.rows_affected(), 1);
+        pool.close().await;
+    });
+    let out = verify();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("AUDIT_PROBLEM_KIND_RELEASE_MISSING")
+            && stderr(&out).contains(&format!(
+                "meter {METER} and period 2024-01 has no releases row"
+            )),
+        "{}",
+        stderr(&out)
+    );
+    // The damage halted the key authority: nothing more is released or recorded.
+    let uri = deployment.authority().uri();
+    let code = runtime().expect("runtime").block_on(async move {
+        let mut client = ReleaseClient::connect(uri).await.expect("connect");
+        client
+            .release_bills(v1::ReleaseBillsRequest {
+                period: "2024-01".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("halted")
+            .code()
+    });
+    assert_eq!(code, tonic::Code::FailedPrecondition);
+}
