@@ -976,6 +976,21 @@ mod tests {
         (dir, store)
     }
 
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_state_database_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (dir, _store) = store_with(1).await;
+        for name in [DATABASE_FILE.to_owned(), format!("{DATABASE_FILE}-wal")] {
+            let path = dir.path().join(&name);
+            if path.exists() {
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{name}");
+            }
+        }
+        assert!(dir.path().join(DATABASE_FILE).exists());
+    }
+
     #[tokio::test]
     async fn a_batch_leaves_only_when_both_the_upload_and_the_receipt_are_acked() {
         let (_dir, store) = store_with(3).await;
