@@ -44,6 +44,7 @@
 //! `UNAUTHENTICATED`, role problems `PERMISSION_DENIED`, and the messages say what is wrong
 //! with the token, never anything about the server.
 
+pub mod audit_chain;
 pub mod device;
 mod error;
 mod interceptor;

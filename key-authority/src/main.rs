@@ -64,6 +64,10 @@ enum Command {
     },
     /// Print the public half of the JWT signing key (PEM), for services that verify tokens.
     JwtPublicKey,
+    /// Start the audit log deliberately: verify it and write its anchor file. Needed when key
+    /// material exists but the log is new (a brand-new deployment initializes itself); a log
+    /// whose anchor exists is only checked, never replaced.
+    InitAudit,
 }
 
 #[tokio::main]
@@ -129,6 +133,15 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("revoking meter {meter_id}"))?;
             anyhow::ensure!(revoked, "meter {meter_id} has no unrevoked device key");
             eprintln!("meter {meter_id} revoked");
+            Ok(())
+        }
+        Command::InitAudit => {
+            telemetry::init(&settings.log.filter)?;
+            let sequence = key_authority::startup::init_audit(&settings).await?;
+            println!(
+                "audit log anchored at sequence {sequence} in {}",
+                settings.audit_anchor_file().display()
+            );
             Ok(())
         }
         Command::JwtPublicKey => {

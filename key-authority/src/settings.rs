@@ -84,12 +84,17 @@ impl Default for AuthSettings {
 pub struct AuditSettings {
     /// `sqlite:PATH` (embedded, the default) or `postgres://...`.
     pub database_url: String,
+    /// The signed anchor of the log's head, kept outside the database (mode 0600; see
+    /// `key_authority::audit::anchor`). Unset: `audit-anchor` beside the JWT signing key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor_file: Option<PathBuf>,
 }
 
 impl Default for AuditSettings {
     fn default() -> Self {
         Self {
             database_url: "sqlite:var/key-authority/audit.db".to_owned(),
+            anchor_file: None,
         }
     }
 }
@@ -133,6 +138,16 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The audit anchor file: `audit.anchor_file`, or `audit-anchor` beside the JWT signing
+    /// key file.
+    #[must_use]
+    pub fn audit_anchor_file(&self) -> PathBuf {
+        self.audit
+            .anchor_file
+            .clone()
+            .unwrap_or_else(|| self.auth.signing_key_file.with_file_name("audit-anchor"))
+    }
+
     /// Loads and validates the settings (see the module documentation).
     ///
     /// # Errors

@@ -21,7 +21,7 @@ use crate::Settings;
 use crate::analytics::{
     AnalyticsReceiptsService, AnalyticsReleaser, AnalyticsService, AnalyticsStore, DeepEngine,
 };
-use crate::audit::{AuditLog, AuditService};
+use crate::audit::{AuditLog, AuditService, EmptyLog};
 use crate::enrolment::{EnrolmentService, EnrolmentStore};
 use crate::keys::KeyStore;
 use crate::keys_api::KeysApi;
@@ -31,7 +31,62 @@ use seer_proto::v1::analytics_server::AnalyticsServer;
 use seer_proto::v1::enrolment_server::EnrolmentServer;
 use seer_proto::v1::receipts_server::ReceiptsServer;
 use seer_proto::v1::release_server::ReleaseServer;
+use seer_service::db::redact_url;
 use tonic::service::interceptor::InterceptedService;
+
+/// What an empty audit log means at this start: a brand-new deployment (neither the JWT
+/// signing key file nor any key-store entry exists yet) initializes it; otherwise it is
+/// refused, and the operator runs `key-authority init-audit` deliberately.
+fn empty_log_policy(settings: &Settings) -> EmptyLog {
+    let keys_exist = std::fs::read_dir(&settings.keys.dir)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if settings.auth.signing_key_file.exists() {
+        EmptyLog::Refuse {
+            evidence: "the JWT signing key file exists",
+        }
+    } else if keys_exist {
+        EmptyLog::Refuse {
+            evidence: "the key store holds keys",
+        }
+    } else {
+        EmptyLog::Initialize
+    }
+}
+
+/// `key-authority init-audit`: opens (or creates) the JWT signing key and the audit log and
+/// anchors the log's verified head (see [`AuditLog::init_audit`]). Returns the anchored
+/// sequence.
+///
+/// # Errors
+/// When the key or the log cannot be opened, or the log is damaged or does not match an
+/// existing anchor.
+pub async fn init_audit(settings: &Settings) -> anyhow::Result<u64> {
+    let key_file = settings.auth.signing_key_file.clone();
+    let (signing_key, _) =
+        tokio::task::spawn_blocking(move || JwtSigningKey::load_or_generate(&key_file))
+            .await
+            .context("signing key task")?
+            .with_context(|| {
+                format!(
+                    "opening the JWT signing key {}",
+                    settings.auth.signing_key_file.display()
+                )
+            })?;
+    let anchor = AuditLog::init_audit(
+        &settings.audit.database_url,
+        Arc::new(signing_key),
+        &settings.audit_anchor_file(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "initializing the audit log at {}",
+            redact_url(&settings.audit.database_url)
+        )
+    })?;
+    Ok(anchor.sequence)
+}
 
 /// A bound, not yet running, key-authority.
 #[derive(Debug)]
@@ -52,6 +107,9 @@ impl Application {
     /// # Errors
     /// When a key or the audit log cannot be opened or the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Before anything is generated: does key material from an earlier start exist? Then a
+        // log existed too, and an empty one must not be silently recreated.
+        let empty_log = empty_log_policy(&settings);
         let key_file = settings.auth.signing_key_file.clone();
         let (signing_key, origin) =
             tokio::task::spawn_blocking(move || JwtSigningKey::load_or_generate(&key_file))
@@ -69,9 +127,20 @@ impl Application {
             "jwt signing key ready"
         );
         let signing_key = Arc::new(signing_key);
-        let audit = AuditLog::connect(&settings.audit.database_url, Arc::clone(&signing_key))
-            .await
-            .with_context(|| format!("opening the audit log at {}", settings.audit.database_url))?;
+        let audit = AuditLog::open_anchored(
+            &settings.audit.database_url,
+            Arc::clone(&signing_key),
+            &settings.audit_anchor_file(),
+            empty_log,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "opening the audit log at {} (anchor {})",
+                redact_url(&settings.audit.database_url),
+                settings.audit_anchor_file().display()
+            )
+        })?;
         let keys = settings.keys.clone();
         // The deep key set joins the configured ones when analytics is enabled (opt-in).
         let specs = settings.analytics.key_set_specs(&keys.sets);

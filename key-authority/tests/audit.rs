@@ -766,8 +766,20 @@ async fn append_refuses_to_extend_a_broken_chain(db: TestDb) {
         .expect_err("a truncated log takes no more entries");
     assert!(matches!(error, AuditError::ChainBroken { .. }), "{error:?}");
 
-    // A head signed by someone else is refused too.
+    // The log is halted now: no append until a restart, even after a repair.
+    let error = log
+        .append(NewEntry::new(RequestKind::BILL, Decision::Granted))
+        .await
+        .expect_err("halted");
+    assert!(
+        matches!(&error, AuditError::Halted { reason } if reason.contains("entry 5")),
+        "{error:?}"
+    );
+    log.close().await;
+
+    // A head signed by someone else is refused too (by a fresh process).
     db.exec("UPDATE audit_head SET signature = NULL").await;
+    let log = db.open().await;
     let error = log
         .append(NewEntry::new(RequestKind::BILL, Decision::Granted))
         .await
@@ -886,11 +898,12 @@ async fn the_log_persists_and_belongs_to_its_key(db: TestDb) {
         0,
         |kind| matches!(kind, ProblemKind::HeadSignatureInvalid { detail } if detail.contains("signing key")),
     );
+    // The failed verification halted the stranger's appends.
     assert!(matches!(
         stranger
             .append(NewEntry::new(RequestKind::BILL, Decision::Granted))
             .await,
-        Err(AuditError::ChainBroken { .. })
+        Err(AuditError::Halted { .. })
     ));
     stranger.close().await;
 }

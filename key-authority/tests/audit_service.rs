@@ -20,6 +20,7 @@ struct App {
     _dir: tempfile::TempDir,
     url: String,
     issuer: TokenIssuer,
+    key: Arc<JwtSigningKey>,
     client: AuditClient<Channel>,
     service: AuditService,
 }
@@ -70,6 +71,7 @@ async fn spawn_app() -> App {
         _dir: dir,
         url,
         issuer,
+        key: Arc::clone(&key),
         client,
         service,
     }
@@ -159,15 +161,30 @@ async fn auditors_and_admins_list_and_verify() {
         assert_eq!(head.entry_hash, listed.entries[2].entry_hash);
         assert_eq!(verified.head_key_id.len(), 16);
 
-        // The head works as the next anchor.
+        // The head is signed: checkable with the public key alone.
+        assert!(key_authority::auth::audit_chain::head_signature_valid(
+            &app.key.verifying_key(),
+            head.sequence,
+            &head.entry_hash.clone().try_into().expect("32 bytes"),
+            &verified.head_signature,
+        ));
+        assert!(verified.entries.is_empty(), "no page asked for");
+
+        // The head works as the next anchor; entries come in pages.
         let anchored = app
             .verify(
-                v1::VerifyAuditLogRequest { anchor: Some(head) },
+                v1::VerifyAuditLogRequest {
+                    anchor: Some(head),
+                    after_sequence: 1,
+                    page_size: 1,
+                },
                 Some(&token),
             )
             .await
             .expect("verified");
         assert!(anchored.intact);
+        assert_eq!(anchored.entries, listed.entries[1..2]);
+        assert_eq!(anchored.next_after_sequence, Some(2));
     }
 }
 
@@ -230,6 +247,7 @@ async fn filters_and_pages_travel() {
                     sequence: 1,
                     entry_hash: vec![1, 2, 3],
                 }),
+                ..Default::default()
             },
             Some(&token),
         )

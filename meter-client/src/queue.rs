@@ -177,6 +177,23 @@ impl StateStore {
                 "cannot lock {LOCK_FILE} ({e}): another meter-client is using this directory"
             ))
         })?;
+        // The state holds plaintext readings and totals: the file is created private (0600),
+        // and SQLite gives its -wal and -shm files the same mode.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+            let path = dir.join(DATABASE_FILE);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|_| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                })
+                .map_err(|e| dir_error(format!("cannot create {DATABASE_FILE}: {e}")))?;
+        }
         let options = SqliteConnectOptions::new()
             .filename(dir.join(DATABASE_FILE))
             .create_if_missing(true)
@@ -957,6 +974,21 @@ mod tests {
             store.commit_batch(&batch(seq), &next).await.unwrap();
         }
         (dir, store)
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_state_database_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (dir, _store) = store_with(1).await;
+        for name in [DATABASE_FILE.to_owned(), format!("{DATABASE_FILE}-wal")] {
+            let path = dir.path().join(&name);
+            if path.exists() {
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{name}");
+            }
+        }
+        assert!(dir.path().join(DATABASE_FILE).exists());
     }
 
     #[tokio::test]

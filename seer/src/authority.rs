@@ -61,6 +61,11 @@ impl AnalyticsAuthority {
                 "AUDIT__DATABASE_URL",
                 format!("sqlite:{}", run_dir.join("audit.db").display()),
             ),
+            // The run's own log has the run's own anchor (the keys are shared across runs).
+            var(
+                "AUDIT__ANCHOR_FILE",
+                run_dir.join("audit-anchor").display().to_string(),
+            ),
             var("LOG__FILTER", "info".into()),
             var("ANALYTICS__ENABLED", "true".into()),
         ];
@@ -81,6 +86,10 @@ impl AnalyticsAuthority {
                 "starting the key authority (keys from an earlier run)"
             },
         );
+        // A new log beside existing keys is started deliberately, never implicitly.
+        output(&binaries, "key-authority", &["init-audit"], &env)
+            .await
+            .context("initializing the run's audit log")?;
         let server = Server::start_within(
             &binaries,
             "key-authority",

@@ -12,7 +12,9 @@
 //! - [`anomaly`]: `seer anomaly`, a CSV through encrypted anomaly scoring and release;
 //! - [`forecast`]: `seer forecast`, a home's readings through the encrypted LSTM forecaster
 //!   and release;
-//! - [`authority`]: the key authority those two start with deep analytics enabled.
+//! - [`authority`]: the key authority those two start with deep analytics enabled;
+//! - [`audit`]: `seer audit verify` and `seer audit list`, an auditor's check of the key
+//!   authority's log with its public key alone.
 //!
 //! The launcher uses only the three programs' command lines and gRPC; it is built without
 //! `seer-ckks/secret-key`, so it cannot decrypt anything. (The one-process engine
@@ -20,6 +22,7 @@
 //! `cargo run --release -p seer --example engine-demo`.)
 
 pub mod anomaly;
+pub mod audit;
 pub mod authority;
 pub mod forecast;
 pub mod plan;

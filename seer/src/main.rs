@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use seer::{PlanOptions, RunOptions};
 use seer_core::data::YearMonth;
@@ -35,6 +35,57 @@ enum Command {
     /// utility, have the key authority release the forecasts, print them as JSON beside the
     /// plaintext model and the actual readings.
     Forecast(Box<ForecastArgs>),
+    /// Audit the key authority's log from public material (its JWT public key): `verify`
+    /// recomputes every entry hash, the chain and the head signature and compares with a
+    /// saved anchor; `list` prints the entries as JSON lines.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the chain, the signed head and the saved anchor (then save the new head there);
+    /// exits non-zero naming the first problem.
+    Verify {
+        #[command(flatten)]
+        target: AuditTargetArgs,
+        /// The key authority's JWT public key (PEM, `key-authority jwt-public-key`).
+        #[arg(long, value_name = "KA_JWT_PUBLIC_PEM")]
+        public_key: PathBuf,
+        /// The head kept from the previous verification (created when missing).
+        #[arg(long, value_name = "FILE")]
+        anchor: Option<PathBuf>,
+    },
+    /// Print the entries, one JSON object a line.
+    List {
+        #[command(flatten)]
+        target: AuditTargetArgs,
+        /// Only entries naming this meter.
+        #[arg(long)]
+        meter_id: Option<String>,
+        /// Only entries of this kind (bill, forecast, anomaly, ...).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct AuditTargetArgs {
+    /// The key authority's URL, e.g. http://127.0.0.1:50052.
+    #[arg(long)]
+    key_authority: String,
+    /// An auditor (or admin) token.
+    #[arg(long, env = "SEER_AUDIT_TOKEN")]
+    token: String,
+}
+
+impl AuditTargetArgs {
+    fn target(self) -> seer::audit::AuditTarget {
+        seer::audit::AuditTarget {
+            key_authority: self.key_authority,
+            token: self.token,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -138,6 +189,29 @@ struct RunArgs {
 async fn main() -> Result<()> {
     let args = match Cli::parse().command {
         Command::Run(args) => args,
+        Command::Audit(AuditCommand::Verify {
+            target,
+            public_key,
+            anchor,
+        }) => {
+            let pem = std::fs::read_to_string(&public_key)
+                .with_context(|| format!("reading {}", public_key.display()))?;
+            let verified = seer::audit::verify(&target.target(), &pem, anchor.as_deref())
+                .await
+                .context("the audit log does not verify")?;
+            println!("{}", serde_json::to_string_pretty(&verified)?);
+            return Ok(());
+        }
+        Command::Audit(AuditCommand::List {
+            target,
+            meter_id,
+            kind,
+        }) => {
+            for entry in seer::audit::list(&target.target(), meter_id, kind).await? {
+                println!("{entry}");
+            }
+            return Ok(());
+        }
         Command::Forecast(f) => {
             let readings = match (f.csv, f.uci) {
                 (Some(csv), _) => seer::forecast::Readings::Csv(csv),

@@ -76,6 +76,13 @@ pub fn prepare_sqlite_url(url: &str) -> Result<String, SqliteDirError> {
             source,
         })?;
     }
+    let read_only = params.is_some_and(|p| p.split('&').any(|p| p == "mode=ro"));
+    if !in_memory && !read_only {
+        restrict_sqlite_files(Path::new(path)).map_err(|source| SqliteDirError {
+            path: PathBuf::from(path),
+            source,
+        })?;
+    }
     Ok(match params {
         None if !in_memory => format!("{url}?mode=rwc"),
         Some(params) if !params.split('&').any(|p| p.starts_with("mode=")) => {
@@ -83,6 +90,42 @@ pub fn prepare_sqlite_url(url: &str) -> Result<String, SqliteDirError> {
         }
         _ => url.to_owned(),
     })
+}
+
+/// Makes the SQLite database at `path` private before SQLite opens it: creates the file with
+/// mode 0600 when it is missing (SQLite then gives its `-wal`, `-shm` and `-journal` files the
+/// same mode), and narrows an existing file and its companions to 0600. The databases hold
+/// receipts, releases, readings or results, which no other local user may read.
+///
+/// # Errors
+/// When the file cannot be created or its mode changed.
+pub fn restrict_sqlite_files(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = path.as_os_str().to_os_string();
+            name.push(suffix);
+            let file = Path::new(&name);
+            match std::fs::metadata(file) {
+                Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// `url` (a `postgres://` URL) with its database replaced by `database`, keeping the query.
@@ -110,6 +153,31 @@ mod tests {
         let url = format!("sqlite:{}/a/b.db", dir.display());
         assert_eq!(prepare_sqlite_url(&url).unwrap(), format!("{url}?mode=rwc"));
         assert!(dir.join("a").is_dir());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.join("a/b.db"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "a new database file is private");
+            std::fs::write(dir.join("a/b.db-wal"), b"").unwrap();
+            std::fs::set_permissions(
+                dir.join("a/b.db-wal"),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+            prepare_sqlite_url(&url).unwrap();
+            let mode = std::fs::metadata(dir.join("a/b.db-wal"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "an existing companion file is narrowed"
+            );
+        }
         assert_eq!(
             prepare_sqlite_url(&format!("{url}?mode=ro")).unwrap(),
             format!("{url}?mode=ro")

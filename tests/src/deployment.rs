@@ -74,6 +74,18 @@ impl Deployment {
             .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("ka/audit.db").display()));
         let mut env = authority_env(dir.path(), Some(&audit_database));
         env.extend_from_slice(authority_env_extra);
+        // The deployment's log is new, but its keys may come from a cache: a new log beside
+        // existing keys is started deliberately (`init-audit`), never implicitly.
+        let init = Command::new(bin_path("key-authority")?)
+            .arg("init-audit")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .context("running key-authority init-audit")?;
+        ensure!(
+            init.status.success(),
+            "key-authority init-audit failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
         let authority = ServerProcess::spawn_with("key-authority", &env)?;
         let pem = run_key_authority(dir.path(), &["jwt-public-key"])?;
         let pem_file = dir.path().join("ka-jwt-public.pem");

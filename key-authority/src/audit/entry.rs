@@ -9,10 +9,8 @@ use sha2::{Digest as _, Sha256};
 use super::AuditError;
 use crate::auth::{Caller, Role};
 
-/// Domain-separation tag that starts every entry's hashed encoding.
-pub const ENTRY_HASH_TAG: &[u8] = b"SEER-AUDIT-ENTRY-v1\0";
-/// Domain-separation tag that starts the signed head message.
-pub const HEAD_SIGNATURE_TAG: &[u8] = b"SEER-AUDIT-HEAD-v1\0";
+use crate::auth::audit_chain::{self, EntryFields};
+pub use crate::auth::audit_chain::{ENTRY_HASH_TAG, HEAD_SIGNATURE_TAG};
 
 /// Longest meter id, period or subject stored; longer values are truncated (see
 /// [`NewEntry`]).
@@ -368,61 +366,31 @@ impl AuditEntry {
     /// `entry_hash`); see the module documentation for the layout.
     #[must_use]
     pub fn canonical_encoding(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(ENTRY_HASH_TAG);
-        out.extend_from_slice(&self.sequence.to_be_bytes());
-        out.extend_from_slice(&self.recorded_at.timestamp_micros().to_be_bytes());
-        match &self.caller {
-            None => out.push(0),
-            Some(caller) => {
-                out.push(1);
-                put_str(&mut out, &caller.subject);
-                put_str(&mut out, caller.role.as_str());
-            }
+        self.fields().canonical_encoding()
+    }
+
+    /// The hashed fields, as the shared chain definition ([`audit_chain`]) takes them.
+    fn fields(&self) -> EntryFields<'_> {
+        EntryFields {
+            sequence: self.sequence,
+            recorded_at_micros: self.recorded_at.timestamp_micros(),
+            caller: self
+                .caller
+                .as_ref()
+                .map(|c| (c.subject.as_str(), c.role.as_str())),
+            kind: self.kind.as_str(),
+            meter_id: self.meter_id.as_deref(),
+            period: self.period.as_deref(),
+            input_digest: self.input_digest.as_ref().map(InputDigest::as_bytes),
+            refusal: self.decision.reason(),
+            previous_hash: self.previous_hash.as_bytes(),
         }
-        put_str(&mut out, self.kind.as_str());
-        put_opt_str(&mut out, self.meter_id.as_deref());
-        put_opt_str(&mut out, self.period.as_deref());
-        match &self.input_digest {
-            None => out.push(0),
-            Some(digest) => {
-                out.push(1);
-                out.extend_from_slice(digest.as_bytes());
-            }
-        }
-        match &self.decision {
-            Decision::Granted => out.push(1),
-            Decision::Refused { reason } => {
-                out.push(2);
-                put_str(&mut out, reason);
-            }
-        }
-        out.extend_from_slice(self.previous_hash.as_bytes());
-        out
     }
 
     /// SHA-256 of [`Self::canonical_encoding`]: what `entry_hash` must be.
     #[must_use]
     pub fn compute_hash(&self) -> EntryHash {
-        EntryHash(Sha256::digest(self.canonical_encoding()).into())
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, value: &str) {
-    // Stored strings are bounded far below 4 GiB (see `storable`); a longer one cannot occur,
-    // and saturating keeps the encoding total rather than panicking.
-    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(value.as_bytes());
-}
-
-fn put_opt_str(out: &mut Vec<u8>, value: Option<&str>) {
-    match value {
-        None => out.push(0),
-        Some(value) => {
-            out.push(1);
-            put_str(out, value);
-        }
+        EntryHash(self.fields().hash())
     }
 }
 
@@ -430,11 +398,7 @@ fn put_opt_str(out: &mut Vec<u8>, value: Option<&str>) {
 /// big-endian) and the last entry hash (32 bytes).
 #[must_use]
 pub fn head_message(sequence: u64, hash: &EntryHash) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEAD_SIGNATURE_TAG.len() + 8 + 32);
-    out.extend_from_slice(HEAD_SIGNATURE_TAG);
-    out.extend_from_slice(&sequence.to_be_bytes());
-    out.extend_from_slice(hash.as_bytes());
-    out
+    audit_chain::head_message(sequence, hash.as_bytes())
 }
 
 #[cfg(test)]

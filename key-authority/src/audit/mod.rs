@@ -82,20 +82,38 @@
 //! must be kept (and backed up) with the database.
 //!
 //! Append checks the head too: once the head no longer matches the chain, appends fail with
-//! [`AuditError::ChainBroken`], so the key authority stops releasing until an operator looks.
+//! [`AuditError::ChainBroken`], and the log is *halted*: every later append fails with
+//! [`AuditError::Halted`] (so nothing is released) until the process restarts after repair.
+//! A verification that finds damage halts the log the same way.
+//!
+//! # The key authority's anchor
+//!
+//! The key authority opens its log with [`AuditLog::open_anchored`]: a signed anchor file
+//! outside the database ([`anchor`]) records the last committed head, rewritten after every
+//! commit, and the start is refused ([`StartupProblem`]) when the log is missing, behind the
+//! anchor (rolled back), no longer holds the anchored entry, or fails verification. An anchored
+//! log also checks the anchor at every append, and its verification cross-checks the release
+//! tables against the chain ([`ProblemKind::ReleaseMissing`],
+//! [`ProblemKind::ReleaseNotInChain`]). `key-authority init-audit` ([`AuditLog::init_audit`])
+//! is the operator's explicit start of a new log (or adoption of a log without an anchor).
 
+pub mod anchor;
 mod entry;
 mod error;
 mod service;
 mod store;
 mod verify;
 
+pub use anchor::{ANCHOR_SIGNATURE_TAG, AnchorFile};
 pub use entry::{
     AuditEntry, Decision, ENTRY_HASH_TAG, EntryCaller, EntryHash, HEAD_SIGNATURE_TAG, InputDigest,
     MAX_FIELD_LEN, MAX_REASON_LEN, NewEntry, RequestKind, head_message,
 };
-pub use error::AuditError;
+pub use error::{AuditError, StartupProblem};
 pub use service::{AUDIT_READERS, AuditService, entry_to_wire, report_to_wire};
 pub(crate) use store::lock_head;
-pub use store::{AuditLog, Backend, DEFAULT_PAGE_SIZE, EntryPage, ListQuery, MAX_PAGE_SIZE};
+pub use store::{
+    AuditLog, Backend, DEFAULT_PAGE_SIZE, EmptyLog, EntryPage, ListQuery, MAX_PAGE_SIZE,
+    released_in_chain,
+};
 pub use verify::{Anchor, ChainProblem, ProblemKind, SignedHead, VerifyReport};

@@ -65,8 +65,8 @@ impl Audit for AuditService {
     ) -> Result<Response<v1::VerifyAuditLogResponse>, Status> {
         let caller = authorize(&request, AUDIT_READERS)?;
         tracing::Span::current().record("subject", caller.subject());
+        let request = request.into_inner();
         let anchor = request
-            .into_inner()
             .anchor
             .map(|anchor| anchor_from_wire(&anchor))
             .transpose()?;
@@ -74,7 +74,20 @@ impl Audit for AuditService {
         if let Some(problem) = &report.problem {
             tracing::warn!(%problem, "audit log verification found damage");
         }
-        Ok(Response::new(report_to_wire(&report)))
+        let mut response = report_to_wire(&report);
+        if request.page_size > 0 {
+            let page = self
+                .log
+                .list(&ListQuery {
+                    after_sequence: request.after_sequence,
+                    limit: request.page_size,
+                    ..ListQuery::default()
+                })
+                .await?;
+            response.entries = page.entries.iter().map(entry_to_wire).collect();
+            response.next_after_sequence = page.next_after_sequence;
+        }
+        Ok(Response::new(response))
     }
 }
 
@@ -159,6 +172,14 @@ pub fn report_to_wire(report: &VerifyReport) -> v1::VerifyAuditLogResponse {
             .as_ref()
             .and_then(|head| head.key_id.clone())
             .unwrap_or_default(),
+        head_signature: report
+            .head
+            .as_ref()
+            .and_then(|head| head.signature.as_deref())
+            .and_then(|signature| hex::decode(signature).ok())
+            .unwrap_or_default(),
+        entries: Vec::new(),
+        next_after_sequence: None,
         problem: report
             .problem
             .as_ref()
@@ -184,5 +205,7 @@ fn problem_kind_to_wire(kind: &ProblemKind) -> v1::AuditProblemKind {
         ProblemKind::Truncated { .. } => Wire::Truncated,
         ProblemKind::EntriesBeyondHead { .. } => Wire::EntriesBeyondHead,
         ProblemKind::AnchorMismatch { .. } => Wire::AnchorMismatch,
+        ProblemKind::ReleaseNotInChain { .. } => Wire::ReleaseNotInChain,
+        ProblemKind::ReleaseMissing { .. } => Wire::ReleaseMissing,
     }
 }

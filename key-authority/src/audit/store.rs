@@ -10,10 +10,12 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row as _};
 
 use super::AuditError;
+use super::anchor::AnchorFile;
 use super::entry::{
     AuditEntry, Decision, EntryCaller, EntryHash, InputDigest, NewEntry, RequestKind, head_message,
 };
-use super::verify::{Anchor, ChainWalker, SignedHead, VerifyReport};
+use super::error::StartupProblem;
+use super::verify::{Anchor, ChainProblem, ChainWalker, ProblemKind, SignedHead, VerifyReport};
 use crate::auth::{JwtSigningKey, Role};
 
 /// The schema, embedded at build time from `migrations/key-authority/`.
@@ -85,6 +87,33 @@ pub struct AuditLog {
     key: Arc<JwtSigningKey>,
     /// Serializes this process's appends (the head row lock serializes across processes).
     append_lock: tokio::sync::Mutex<()>,
+    /// Why appends are refused, once an integrity check failed (see [`AuditLog::halted`]).
+    halt: std::sync::Mutex<Option<String>>,
+    /// The anchor file and the last anchored head, for a log opened with
+    /// [`AuditLog::open_anchored`].
+    anchor: std::sync::Mutex<Option<AnchorState>>,
+    /// Whether verification cross-checks the release tables against the chain (the key
+    /// authority's log, where releases are written only with their granted entries).
+    releases_bound: std::sync::atomic::AtomicBool,
+}
+
+/// The key authority's anchor file and the head it last recorded there.
+struct AnchorState {
+    file: AnchorFile,
+    anchored: Anchor,
+}
+
+/// What [`AuditLog::open_anchored`] may do with an empty log and no anchor file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyLog {
+    /// Initialize it: a brand-new deployment (no key material existed before this start), or
+    /// the operator's explicit `key-authority init-audit`.
+    Initialize,
+    /// Refuse: key material exists, so a log existed and must not be silently recreated.
+    Refuse {
+        /// What exists, in words (e.g. "the signing key file ... exists").
+        evidence: &'static str,
+    },
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -155,9 +184,256 @@ impl AuditLog {
             backend,
             key,
             append_lock: tokio::sync::Mutex::new(()),
+            halt: std::sync::Mutex::new(None),
+            anchor: std::sync::Mutex::new(None),
+            releases_bound: std::sync::atomic::AtomicBool::new(false),
         };
         log.sign_empty_head().await?;
         Ok(log)
+    }
+
+    /// Opens the log as the key authority's evidence: [`AuditLog::connect`], then the start-up
+    /// checks against the anchor file `anchor` (see [`super::anchor`]):
+    ///
+    /// - an empty log with an anchor past sequence 0 is [`StartupProblem::LogMissing`]; an
+    ///   empty log without an anchor is initialized only when `empty` is
+    ///   [`EmptyLog::Initialize`], else [`StartupProblem::LogMissing`] too;
+    /// - a log with entries but no anchor is [`StartupProblem::AnchorMissing`] (the operator
+    ///   adopts it with `key-authority init-audit`, see [`AuditLog::init_audit`]);
+    /// - a head behind the anchor is [`StartupProblem::RolledBack`]; the anchored entry missing
+    ///   or with another hash is [`StartupProblem::AnchorMismatch`];
+    /// - then the full verification (chain, head, anchor, releases) must pass, else
+    ///   [`StartupProblem::Damaged`].
+    ///
+    /// A database head ahead of the anchor (a crash between a commit and the anchor write) is
+    /// accepted and the anchor is brought forward. Afterwards every committed append rewrites
+    /// the anchor, and Verify also cross-checks the release tables against the chain.
+    ///
+    /// # Errors
+    /// [`AuditError::StartRefused`] as above; the errors of [`AuditLog::connect`] and of
+    /// reading or writing the anchor file.
+    #[tracing::instrument(name = "audit.open", skip_all, fields(anchor = %anchor.display()))]
+    pub async fn open_anchored(
+        url: &str,
+        key: Arc<JwtSigningKey>,
+        anchor: &std::path::Path,
+        empty: EmptyLog,
+    ) -> Result<Self, AuditError> {
+        let log = Self::connect(url, key).await?;
+        let file = AnchorFile::new(anchor);
+        let refuse = |problem| Err(AuditError::StartRefused { problem });
+        let anchored = file.read(&log.verifying_key())?;
+        let head = log.head().await?;
+        let anchored = match anchored {
+            None if head.sequence == 0 => match empty {
+                EmptyLog::Initialize => {
+                    let start = Anchor {
+                        sequence: 0,
+                        entry_hash: EntryHash::ZERO,
+                    };
+                    file.write(&start, &log.key)?;
+                    tracing::info!(anchor = %file.path().display(), "new audit log initialized");
+                    start
+                }
+                EmptyLog::Refuse { evidence } => {
+                    return refuse(StartupProblem::LogMissing {
+                        evidence: format!("{evidence} and there is no anchor file"),
+                        anchor_sequence: None,
+                    });
+                }
+            },
+            None => {
+                return refuse(StartupProblem::AnchorMissing {
+                    head_sequence: head.sequence,
+                });
+            }
+            Some(anchored) if head.sequence == 0 && anchored.sequence > 0 => {
+                return refuse(StartupProblem::LogMissing {
+                    evidence: format!(
+                        "the anchor file {} records sequence {}",
+                        file.path().display(),
+                        anchored.sequence
+                    ),
+                    anchor_sequence: Some(anchored.sequence),
+                });
+            }
+            Some(anchored) if head.sequence < anchored.sequence => {
+                return refuse(StartupProblem::RolledBack {
+                    anchor_sequence: anchored.sequence,
+                    head_sequence: head.sequence,
+                });
+            }
+            Some(anchored) => {
+                let found = log.hash_at(anchored.sequence).await?;
+                if found != Some(anchored.entry_hash) {
+                    return refuse(StartupProblem::AnchorMismatch {
+                        sequence: anchored.sequence,
+                        anchored: anchored.entry_hash.to_string(),
+                        found: found.map_or_else(|| "missing".to_owned(), |h| h.to_string()),
+                    });
+                }
+                anchored
+            }
+        };
+        log.set_anchor(file, anchored);
+        let report = log.verify(Some(anchored)).await?;
+        if let Some(problem) = report.problem {
+            return refuse(StartupProblem::Damaged {
+                problem: problem.to_string(),
+            });
+        }
+        if let Some(head) = report.head
+            && head.sequence > anchored.sequence
+        {
+            tracing::warn!(
+                anchored = anchored.sequence,
+                head = head.sequence,
+                "the audit log is ahead of its anchor (a crash after a commit); anchor updated"
+            );
+            log.record_anchor(head.anchor());
+        }
+        Ok(log)
+    }
+
+    /// `key-authority init-audit`: the operator's explicit start of a log. Opens the log at
+    /// `url`; with no anchor file, verifies the log (empty for a new deployment) and anchors
+    /// its current head; with an anchor file, only checks the log against it as a start would
+    /// ([`AuditLog::open_anchored`]). Returns the anchored head.
+    ///
+    /// A deleted or rolled-back log is never adopted while its anchor exists: the operator
+    /// must move the anchor file away first, deliberately.
+    ///
+    /// # Errors
+    /// [`AuditError::StartRefused`] when the log is damaged or does not match the anchor.
+    pub async fn init_audit(
+        url: &str,
+        key: Arc<JwtSigningKey>,
+        anchor: &std::path::Path,
+    ) -> Result<Anchor, AuditError> {
+        let file = AnchorFile::new(anchor);
+        let log = if file.read(&key.verifying_key())?.is_some() {
+            Self::open_anchored(url, key, anchor, EmptyLog::Initialize).await?
+        } else {
+            let log = Self::connect(url, key).await?;
+            log.bind_releases(true);
+            let report = log.verify(None).await?;
+            if let Some(problem) = report.problem {
+                return Err(AuditError::StartRefused {
+                    problem: StartupProblem::Damaged {
+                        problem: problem.to_string(),
+                    },
+                });
+            }
+            let head = log.head().await?.anchor();
+            file.write(&head, &log.key)?;
+            log.set_anchor(file, head);
+            log
+        };
+        let head = log.head().await?.anchor();
+        log.close().await;
+        Ok(head)
+    }
+
+    /// Why appends are refused, when an integrity check failed in this process: the head or
+    /// the anchor did not match the chain at an append, or a verification found damage. Once
+    /// set, it stays until the process restarts (after the operator repaired the log).
+    #[must_use]
+    pub fn halted(&self) -> Option<String> {
+        self.halt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn halt(&self, reason: &str) {
+        let mut halt = self
+            .halt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if halt.is_none() {
+            tracing::error!(reason, "audit log halted: no more appends or releases");
+            *halt = Some(reason.to_owned());
+        }
+    }
+
+    fn set_anchor(&self, file: AnchorFile, anchored: Anchor) {
+        self.bind_releases(true);
+        *self
+            .anchor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(AnchorState { file, anchored });
+    }
+
+    /// Makes verification cross-check the release tables against the chain (see
+    /// [`AuditLog::verify`]). [`AuditLog::open_anchored`] turns it on: in the key authority,
+    /// every granted `bill`, `forecast` or `anomaly` entry is written with its release rows.
+    pub fn bind_releases(&self, on: bool) {
+        self.releases_bound
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The head last written to the anchor file, for an anchored log.
+    #[must_use]
+    pub fn anchored(&self) -> Option<Anchor> {
+        self.anchor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|state| state.anchored)
+    }
+
+    /// Records `head` (just committed) in the anchor file, when the log has one. A failed
+    /// write is logged, not returned: the entry is durable, and a database ahead of its anchor
+    /// is accepted at the next start.
+    fn record_anchor(&self, head: Anchor) {
+        let mut state = self
+            .anchor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(state) = state.as_mut() else {
+            return;
+        };
+        if head.sequence <= state.anchored.sequence {
+            return;
+        }
+        if let Err(error) = state.file.write(&head, &self.key) {
+            tracing::error!(%error, sequence = head.sequence, "could not update the audit anchor");
+        }
+        state.anchored = head;
+    }
+
+    /// The stored hash of entry `sequence` (`Some(ZERO)` for 0), `None` when it is missing or
+    /// unreadable.
+    async fn hash_at(&self, sequence: u64) -> Result<Option<EntryHash>, AuditError> {
+        if sequence == 0 {
+            return Ok(Some(EntryHash::ZERO));
+        }
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT entry_hash FROM audit_entries WHERE seq = $1")
+                .bind(sequence_to_db(sequence)?)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(AuditError::Read)?;
+        Ok(hash.and_then(|h| EntryHash::from_hex(&h).ok()))
+    }
+
+    /// Whether the chain holds a granted entry of `kind` for (`meter_id`, `period`): the
+    /// release record that survives the deletion of a `releases` row. Returns the entry's
+    /// sequence. Reads through `connection` when given (e.g. inside the release transaction).
+    ///
+    /// # Errors
+    /// [`AuditError::Read`] when the log cannot be read.
+    pub async fn released_in_chain(
+        &self,
+        kind: &RequestKind,
+        meter_id: &str,
+        period: &str,
+    ) -> Result<Option<u64>, AuditError> {
+        let mut connection = self.pool.acquire().await.map_err(AuditError::Read)?;
+        released_in_chain(&mut connection, kind, meter_id, period)
+            .await
+            .map_err(AuditError::Read)
     }
 
     /// Which database holds the log.
@@ -246,6 +522,19 @@ impl AuditLog {
     /// # Errors
     /// As [`AuditLog::append`].
     pub(crate) async fn begin_append(&self) -> Result<AppendTx<'_>, AuditError> {
+        if let Some(reason) = self.halted() {
+            return Err(AuditError::Halted { reason });
+        }
+        match self.begin_append_checked().await {
+            Err(AuditError::ChainBroken { detail }) => {
+                self.halt(&detail);
+                Err(AuditError::ChainBroken { detail })
+            }
+            other => other,
+        }
+    }
+
+    async fn begin_append_checked(&self) -> Result<AppendTx<'_>, AuditError> {
         let guard = self.append_lock.lock().await;
         let mut tx = self.pool.begin().await.map_err(AuditError::Write)?;
 
@@ -284,6 +573,35 @@ impl AuditLog {
             }
             Some(last.recorded_at)
         };
+        if let Some(anchored) = self.anchored() {
+            if head.sequence < anchored.sequence {
+                return Err(AuditError::ChainBroken {
+                    detail: format!(
+                        "the head (sequence {}) is behind the anchor (sequence {}): the log was \
+                         rolled back",
+                        head.sequence, anchored.sequence
+                    ),
+                });
+            }
+            let found = if head.sequence == anchored.sequence {
+                Some(head.entry_hash.to_string())
+            } else {
+                sqlx::query_scalar("SELECT entry_hash FROM audit_entries WHERE seq = $1")
+                    .bind(sequence_to_db(anchored.sequence)?)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(AuditError::Write)?
+            };
+            if anchored.sequence > 0 && found != Some(anchored.entry_hash.to_string()) {
+                return Err(AuditError::ChainBroken {
+                    detail: format!(
+                        "the anchored entry {} is missing or has another hash: the log was \
+                         rewritten",
+                        anchored.sequence
+                    ),
+                });
+            }
+        }
         Ok(AppendTx {
             log: self,
             _guard: guard,
@@ -387,7 +705,102 @@ impl AuditLog {
             }
         }
         let head_after = self.head_if_present().await?;
-        Ok(walker.finish(head_after, &self.key.verifying_key()))
+        let mut report = walker.finish(head_after, &self.key.verifying_key());
+        if report.problem.is_none()
+            && let Some(anchored) = self.anchored()
+        {
+            let found = self.hash_at(anchored.sequence).await?;
+            if found != Some(anchored.entry_hash) {
+                report.problem = Some(ChainProblem {
+                    row: 0,
+                    sequence: None,
+                    kind: ProblemKind::AnchorMismatch {
+                        anchor: anchored,
+                        found,
+                    },
+                });
+            }
+        }
+        if report.problem.is_none()
+            && self
+                .releases_bound
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            report.problem = self.check_releases().await?;
+        }
+        if let Some(problem) = &report.problem {
+            self.halt(&problem.to_string());
+        }
+        Ok(report)
+    }
+
+    /// The first release row without its granted entry, or granted release entry without its
+    /// rows (see [`ProblemKind::ReleaseNotInChain`], [`ProblemKind::ReleaseMissing`]).
+    async fn check_releases(&self) -> Result<Option<ChainProblem>, AuditError> {
+        let problem = |kind| ChainProblem {
+            row: 0,
+            sequence: None,
+            kind,
+        };
+        for (table, period_matches) in [
+            ("releases", "e.period = r.period"),
+            // An analytics entry names the range of the periods it released.
+            ("analytics_releases", "e.period IS NOT NULL"),
+        ] {
+            let sql = format!(
+                "SELECT r.kind, r.meter_id, r.period, r.audit_seq FROM {table} r \
+                 WHERE NOT EXISTS (SELECT 1 FROM audit_entries e WHERE e.seq = r.audit_seq \
+                 AND e.decision = 'granted' AND e.request_kind = r.kind \
+                 AND e.meter_id = r.meter_id AND {period_matches}) \
+                 ORDER BY r.audit_seq LIMIT 1"
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(AuditError::Read)?;
+            if let Some(row) = row {
+                let read = |e: sqlx::Error| AuditError::Read(e);
+                return Ok(Some(problem(ProblemKind::ReleaseNotInChain {
+                    table: table.to_owned(),
+                    kind: row.try_get(0).map_err(read)?,
+                    meter_id: row.try_get(1).map_err(read)?,
+                    period: row.try_get(2).map_err(read)?,
+                    audit_sequence: row.try_get(3).map_err(read)?,
+                })));
+            }
+        }
+        for (table, kinds, period_matches) in [
+            ("releases", "('bill')", "AND r.period = e.period"),
+            ("analytics_releases", "('forecast', 'anomaly')", ""),
+        ] {
+            let sql = format!(
+                "SELECT e.seq, e.request_kind, e.meter_id, e.period FROM audit_entries e \
+                 WHERE e.decision = 'granted' AND e.request_kind IN {kinds} \
+                 AND NOT EXISTS (SELECT 1 FROM {table} r WHERE r.audit_seq = e.seq \
+                 AND r.kind = e.request_kind AND r.meter_id = e.meter_id {period_matches}) \
+                 ORDER BY e.seq LIMIT 1"
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(AuditError::Read)?;
+            if let Some(row) = row {
+                let read = |e: sqlx::Error| AuditError::Read(e);
+                let sequence: i64 = row.try_get(0).map_err(read)?;
+                let sequence = u64::try_from(sequence).unwrap_or(0);
+                return Ok(Some(ChainProblem {
+                    row: sequence,
+                    sequence: Some(sequence),
+                    kind: ProblemKind::ReleaseMissing {
+                        table: table.to_owned(),
+                        kind: row.try_get(1).map_err(read)?,
+                        meter_id: row.try_get(2).map_err(read)?,
+                        period: row.try_get(3).map_err(read)?,
+                    },
+                }));
+            }
+        }
+        Ok(None)
     }
 
     async fn head_if_present(&self) -> Result<Option<SignedHead>, AuditError> {
@@ -492,8 +905,14 @@ impl AppendTx<'_> {
     /// [`AuditError::Write`] when the commit fails (nothing was recorded).
     pub(crate) async fn commit(self) -> Result<(), AuditError> {
         let sequence = self.last_sequence;
+        let head = Anchor {
+            sequence,
+            entry_hash: self.last_hash,
+        };
+        let log = self.log;
         self.tx.commit().await.map_err(AuditError::Write)?;
         tracing::debug!(sequence, "audit entries committed");
+        log.record_anchor(head);
         Ok(())
     }
 }
@@ -660,6 +1079,29 @@ fn prepare_sqlite_url(url: &str) -> Result<String, AuditError> {
         path: e.path,
         source: e.source,
     })
+}
+
+/// See [`AuditLog::released_in_chain`]: the sequence of the granted entry of `kind` for
+/// (`meter_id`, `period`), read through `connection`.
+///
+/// # Errors
+/// When the query fails.
+pub async fn released_in_chain(
+    connection: &mut sqlx::AnyConnection,
+    kind: &RequestKind,
+    meter_id: &str,
+    period: &str,
+) -> Result<Option<u64>, sqlx::Error> {
+    let sequence: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(seq) FROM audit_entries WHERE request_kind = $1 AND meter_id = $2 \
+         AND period = $3 AND decision = 'granted'",
+    )
+    .bind(kind.as_str().to_owned())
+    .bind(meter_id.to_owned())
+    .bind(period.to_owned())
+    .fetch_one(connection)
+    .await?;
+    Ok(sequence.and_then(|s| u64::try_from(s).ok()))
 }
 
 #[cfg(test)]

@@ -141,6 +141,32 @@ pub enum ProblemKind {
         /// The hash found at the anchor's sequence, if the entry exists.
         found: Option<EntryHash>,
     },
+    /// A release row names no granted entry of its kind, meter and period at its
+    /// `audit_seq`: it was inserted or altered outside the key authority.
+    ReleaseNotInChain {
+        /// `releases` or `analytics_releases`.
+        table: String,
+        /// The row's kind.
+        kind: String,
+        /// The row's meter.
+        meter_id: String,
+        /// The row's period.
+        period: String,
+        /// The audit sequence the row names.
+        audit_sequence: i64,
+    },
+    /// A granted release entry has no release row: the row was deleted (and the result could
+    /// be released a second time if the policy trusted the table alone).
+    ReleaseMissing {
+        /// `releases` or `analytics_releases`.
+        table: String,
+        /// The entry's kind.
+        kind: String,
+        /// The entry's meter.
+        meter_id: Option<String>,
+        /// The entry's period.
+        period: Option<String>,
+    },
 }
 
 impl fmt::Display for ProblemKind {
@@ -205,6 +231,30 @@ impl fmt::Display for ProblemKind {
                     anchor.sequence
                 ),
             },
+            ProblemKind::ReleaseNotInChain {
+                table,
+                kind,
+                meter_id,
+                period,
+                audit_sequence,
+            } => write!(
+                f,
+                "{table} row ({kind}, {meter_id}, {period}) names audit entry {audit_sequence}, \
+                 which is not a granted {kind} entry for that meter and period: the row was \
+                 inserted or altered outside the key authority"
+            ),
+            ProblemKind::ReleaseMissing {
+                table,
+                kind,
+                meter_id,
+                period,
+            } => write!(
+                f,
+                "the granted {kind} entry for meter {} and period {} has no {table} row: the \
+                 release record was deleted",
+                meter_id.as_deref().unwrap_or("(none)"),
+                period.as_deref().unwrap_or("(none)")
+            ),
         }
     }
 }

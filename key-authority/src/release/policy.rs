@@ -515,8 +515,15 @@ impl BillReleaser {
             .await?
         {
             // Checks 2-4 passed: this is the closing receipt and its very lane. A release of
-            // it is returned again (a retry); anything else was refused above.
-            return Ok(Err(Err(done)));
+            // it, recorded with its values, is returned again (a retry). A release known only
+            // from the audit chain (its row is gone) is refused: nothing is released twice.
+            if done.receipt_sequence == receipt.sequence {
+                return Ok(Err(Err(done)));
+            }
+            return Ok(Err(Ok(format!(
+                "the bill of meter {meter} for {period} was already released (audit entry {})",
+                done.audit_sequence
+            ))));
         }
         let lane = match self.engine.parse_lane(&input.billing_lane) {
             Ok(lane) => lane,

@@ -382,8 +382,31 @@ fn cells_from_db(text: Option<String>) -> Result<Vec<u64>, ReleaseError> {
         .collect()
 }
 
-/// The release of (`kind`, meter, period), read through `conn`.
+/// The release of (`kind`, meter, period), read through `conn`. A granted entry in the audit
+/// chain counts too when its `releases` row is missing (deleted): the chain is the record, so
+/// a deleted row never allows a second release (the returned record then has no amount).
 pub(super) async fn released(
+    conn: &mut AnyConnection,
+    kind: &RequestKind,
+    meter_id: &str,
+    period: &Period,
+) -> Result<Option<Released>, ReleaseError> {
+    if let Some(audit_sequence) =
+        crate::audit::released_in_chain(conn, kind, meter_id, period.as_str()).await?
+        && released_row(conn, kind, meter_id, period).await?.is_none()
+    {
+        tracing::error!(%kind, meter_id, %period, audit_sequence, "release row missing for a granted entry");
+        return Ok(Some(Released {
+            receipt_sequence: 0,
+            amount: 0,
+            audit_sequence,
+            cell_wh: Vec::new(),
+        }));
+    }
+    released_row(conn, kind, meter_id, period).await
+}
+
+async fn released_row(
     conn: &mut AnyConnection,
     kind: &RequestKind,
     meter_id: &str,
