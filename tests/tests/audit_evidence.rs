@@ -118,6 +118,7 @@ impl Authority {
                         billing_lane: vec![1, 2, 3],
                     }],
                     result: Vec::new(),
+                    cells: Vec::new(),
                 })
                 .await
                 .expect_err("no token, no release");
