@@ -165,10 +165,21 @@ async fn a_closed_month_is_billed_by_the_key_authority_to_the_paisa() {
     // releases — the same bill under the same audit entry — and releases nothing anew.
     let first_entry = released["audit_sequence"].clone();
     let again = deployment.bill("2024-01", 0, &utility).expect("bill");
-    assert_eq!(again["refused"].as_array().map(Vec::len), Some(0), "{again}");
-    assert_eq!(again["released"].as_array().map(Vec::len), Some(1), "{again}");
+    assert_eq!(
+        again["refused"].as_array().map(Vec::len),
+        Some(0),
+        "{again}"
+    );
+    assert_eq!(
+        again["released"].as_array().map(Vec::len),
+        Some(1),
+        "{again}"
+    );
     assert_eq!(again["released"][0]["amount_paise"], january_bill_paise());
-    assert_eq!(again["released"][0]["audit_sequence"], first_entry, "{again}");
+    assert_eq!(
+        again["released"][0]["audit_sequence"], first_entry,
+        "{again}"
+    );
 
     // A household token cannot ask for releases.
     let error = deployment
