@@ -13,7 +13,8 @@ use seer_service::{GrpcListener, NodeService};
 use tonic::server::NamedService as _;
 
 use seer_auth::{
-    AUDIENCE_KEY_AUTHORITY, AuthInterceptor, DEFAULT_ISSUER, JwtSigningKey, OnFailure, TokenIssuer,
+    AUDIENCE_KEY_AUTHORITY, AuthInterceptor, DEFAULT_ISSUER, JwtSigningKey, KeyOrigin, OnFailure,
+    TokenIssuer,
 };
 use seer_proto::v1::audit_server::AuditServer;
 
@@ -62,17 +63,7 @@ fn empty_log_policy(settings: &Settings) -> EmptyLog {
 /// When the key or the log cannot be opened, or the log is damaged or does not match an
 /// existing anchor.
 pub async fn init_audit(settings: &Settings) -> anyhow::Result<u64> {
-    let key_file = settings.auth.signing_key_file.clone();
-    let (signing_key, _) =
-        tokio::task::spawn_blocking(move || JwtSigningKey::load_or_generate(&key_file))
-            .await
-            .context("signing key task")?
-            .with_context(|| {
-                format!(
-                    "opening the JWT signing key {}",
-                    settings.auth.signing_key_file.display()
-                )
-            })?;
+    let (signing_key, _) = load_signing_key(settings).await?;
     let anchor = AuditLog::init_audit(
         &settings.audit.database_url,
         Arc::new(signing_key),
@@ -86,6 +77,20 @@ pub async fn init_audit(settings: &Settings) -> anyhow::Result<u64> {
         )
     })?;
     Ok(anchor.sequence)
+}
+
+/// Loads the JWT signing key of `settings` (generating it on first use), off the runtime.
+async fn load_signing_key(settings: &Settings) -> anyhow::Result<(JwtSigningKey, KeyOrigin)> {
+    let key_file = settings.auth.signing_key_file.clone();
+    tokio::task::spawn_blocking(move || JwtSigningKey::load_or_generate(&key_file))
+        .await
+        .context("signing key task")?
+        .with_context(|| {
+            format!(
+                "opening the JWT signing key {}",
+                settings.auth.signing_key_file.display()
+            )
+        })
 }
 
 /// A bound, not yet running, key-authority.
@@ -110,17 +115,7 @@ impl Application {
         // Before anything is generated: does key material from an earlier start exist? Then a
         // log existed too, and an empty one must not be silently recreated.
         let empty_log = empty_log_policy(&settings);
-        let key_file = settings.auth.signing_key_file.clone();
-        let (signing_key, origin) =
-            tokio::task::spawn_blocking(move || JwtSigningKey::load_or_generate(&key_file))
-                .await
-                .context("signing key task")?
-                .with_context(|| {
-                    format!(
-                        "opening the JWT signing key {}",
-                        settings.auth.signing_key_file.display()
-                    )
-                })?;
+        let (signing_key, origin) = load_signing_key(&settings).await?;
         tracing::info!(
             ?origin,
             key_id = signing_key.key_id(),

@@ -392,26 +392,27 @@ impl BillingLayout {
     /// paisa (snapped to the tariff's amount quantum first; see the
     /// [module documentation](self#precision-and-rounding)).
     pub fn decode_bills(&self, slots: &[f64], homes: usize) -> Result<Vec<Paise>, Error> {
-        if homes > self.capacity {
-            return Err(Error::HomeOutsideGroup {
-                position: homes - 1,
-                capacity: self.capacity,
-            });
-        }
-        (0..homes)
-            .map(|position| self.decode_bill_at(slots, position))
-            .collect()
+        Ok(self
+            .decode_raw(slots, homes)?
+            .into_iter()
+            .map(|raw| self.snap_to_paise(raw))
+            .collect())
     }
 
     /// The bill of the home at `position` from the decrypted bills output, rounded to the
     /// paisa as [`decode_bills`](Self::decode_bills) does.
     pub fn decode_bill_at(&self, slots: &[f64], position: usize) -> Result<Paise, Error> {
+        Ok(self.snap_to_paise(self.decode_raw_at(slots, position)?))
+    }
+
+    /// A raw bill (already checked to lie in `-0.005 ..= max_bill_rupees()`) snapped to the
+    /// tariff's amount quantum, then rounded to the paisa.
+    fn snap_to_paise(&self, raw: f64) -> Paise {
         let q = self.quantum.units();
-        let raw = self.decode_raw_at(slots, position)?;
         let k = (raw * ExactAmount::UNITS_PER_RUPEE as f64 / q as f64).round();
-        // decode_raw_at bounds raw to [-0.005, max_bill], so k fits an i128.
+        // raw is bounded, so k fits an i128.
         let k = (k as i128).max(0);
-        Ok(ExactAmount::from_units(k * q).round_to_paise())
+        ExactAmount::from_units(k * q).round_to_paise()
     }
 
     /// The first `homes` homes' raw decrypted bills in rupees, checked to be finite and within
