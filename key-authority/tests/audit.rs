@@ -7,6 +7,9 @@
 //! used. When the variable is unset and nothing listens on 127.0.0.1:5432, the PostgreSQL
 //! tests print a note and pass without running, except under `CI=true`, where they fail.
 
+#[macro_use]
+mod common;
+
 use std::sync::Arc;
 
 use key_authority::audit::{
@@ -77,30 +80,6 @@ impl TestDb {
         sqlx::raw_sql(sql).execute(&pool).await.expect(sql);
         pool.close().await;
     }
-}
-
-/// Runs each listed `async fn name(db: TestDb)` once per backend.
-macro_rules! backend_suite {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::TestDb::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    if let Some(db) = super::TestDb::postgres().await {
-                        super::$test(db).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 backend_suite!(

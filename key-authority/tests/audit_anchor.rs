@@ -5,6 +5,9 @@
 //! PostgreSQL as in `audit.rs` (`SEER_TEST_POSTGRES_URL`, else the local server; skipped with
 //! a note when none runs, except under `CI=true`).
 
+#[macro_use]
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -93,29 +96,6 @@ impl TestDb {
         pool.close().await;
         head
     }
-}
-
-macro_rules! backend_suite {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::TestDb::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    if let Some(db) = super::TestDb::postgres().await {
-                        super::$test(db).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 backend_suite!(
