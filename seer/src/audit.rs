@@ -112,6 +112,25 @@ async fn client(target: &AuditTarget) -> Result<AuditClient<Channel>> {
         .with_context(|| format!("connecting to {}", target.key_authority))
 }
 
+/// One page of `Audit.ListEntries` (of [`PAGE`] entries) with the auditor's token.
+async fn list_page(
+    client: &mut AuditClient<Channel>,
+    target: &AuditTarget,
+    request: v1::ListAuditEntriesRequest,
+) -> Result<v1::ListAuditEntriesResponse> {
+    Ok(client
+        .list_entries(authorized(
+            v1::ListAuditEntriesRequest {
+                page_size: PAGE,
+                ..request
+            },
+            &target.token,
+        )?)
+        .await
+        .context("Audit.ListEntries")?
+        .into_inner())
+}
+
 fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
@@ -248,18 +267,15 @@ pub async fn verify(
         if last >= head.sequence {
             break;
         }
-        let more = client
-            .list_entries(authorized(
-                v1::ListAuditEntriesRequest {
-                    after_sequence: after,
-                    page_size: PAGE,
-                    ..Default::default()
-                },
-                &target.token,
-            )?)
-            .await
-            .context("Audit.ListEntries")?
-            .into_inner();
+        let more = list_page(
+            &mut client,
+            target,
+            v1::ListAuditEntriesRequest {
+                after_sequence: after,
+                ..Default::default()
+            },
+        )
+        .await?;
         page = more.entries;
         next = more.next_after_sequence;
     }
@@ -337,20 +353,17 @@ pub async fn list(
     let mut after = 0;
     let mut out = Vec::new();
     loop {
-        let page = client
-            .list_entries(authorized(
-                v1::ListAuditEntriesRequest {
-                    meter_id: meter_id.clone(),
-                    kind: kind.clone(),
-                    after_sequence: after,
-                    page_size: PAGE,
-                    ..Default::default()
-                },
-                &target.token,
-            )?)
-            .await
-            .context("Audit.ListEntries")?
-            .into_inner();
+        let page = list_page(
+            &mut client,
+            target,
+            v1::ListAuditEntriesRequest {
+                meter_id: meter_id.clone(),
+                kind: kind.clone(),
+                after_sequence: after,
+                ..Default::default()
+            },
+        )
+        .await?;
         for e in &page.entries {
             out.push(serde_json::json!({
                 "sequence": e.sequence,
