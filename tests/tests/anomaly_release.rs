@@ -487,6 +487,38 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
 
         // Refused: a second release of the same days.
         let again = request_release(
+            channel.clone(),
+            &utility_token,
+            "anomaly",
+            &model_blake3,
+            planes[..1].to_vec(),
+            result.clone(),
+        )
+        .await
+        .expect("answered");
+        assert!(!again.meters[0].granted);
+        assert!(
+            again.meters[0].refusal.contains("already released"),
+            "{again:?}"
+        );
+        // The chain is the record: with meter-a's release rows deleted behind the key
+        // authority's back, its days are still released once only.
+        {
+            let database = deployment.dir().join("ka/audit.db");
+            let pool = sqlx::SqlitePool::connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new().filename(&database),
+            )
+            .await
+            .expect("open the key authority's database");
+            let deleted = sqlx::query("DELETE FROM analytics_releases WHERE meter_id = $1")
+                .bind("meter-a")
+                .execute(&pool)
+                .await
+                .expect("delete");
+            assert!(deleted.rows_affected() > 0);
+            pool.close().await;
+        }
+        let after_delete = request_release(
             channel,
             &utility_token,
             "anomaly",
@@ -496,10 +528,10 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         )
         .await
         .expect("answered");
-        assert!(!again.meters[0].granted);
+        assert!(!after_delete.meters[0].granted, "{after_delete:?}");
         assert!(
-            again.meters[0].refusal.contains("already released"),
-            "{again:?}"
+            after_delete.meters[0].refusal.contains("already released"),
+            "{after_delete:?}"
         );
 
         // The audit log: every refusal was recorded, and the grants.

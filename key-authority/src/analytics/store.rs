@@ -280,7 +280,75 @@ async fn receipt_in(
 
 /// The first period in the span of `periods` (wire forms of one kind, which sort
 /// chronologically) already released for (kind, meter), with its audit entry.
+///
+/// The audit chain is the record: a granted entry whose period range (`first..last`) covers a
+/// requested period counts even when its `analytics_releases` rows are missing (deleted), so
+/// deleting release rows never allows a second release.
 pub(super) async fn first_released(
+    conn: &mut AnyConnection,
+    kind: &str,
+    meter_id: &str,
+    periods: &[String],
+) -> Result<Option<(String, u64)>, ReleaseError> {
+    let in_rows = first_released_row(conn, kind, meter_id, periods).await?;
+    let in_chain = first_granted_in_chain(conn, kind, meter_id, periods).await?;
+    if let Some((period, sequence)) = &in_chain
+        && in_rows.as_ref().is_none_or(|(row_period, _)| period < row_period)
+    {
+        tracing::error!(
+            kind,
+            meter_id,
+            period,
+            audit_sequence = sequence,
+            "analytics release rows missing for a granted entry"
+        );
+    }
+    Ok(match (in_rows, in_chain) {
+        (Some(row), Some(chain)) => Some(if chain.0 < row.0 { chain } else { row }),
+        (row, chain) => row.or(chain),
+    })
+}
+
+/// The first of `periods` covered by a granted audit entry of (kind, meter): analytics
+/// entries carry their released span as `first..last` (or one period).
+async fn first_granted_in_chain(
+    conn: &mut AnyConnection,
+    kind: &str,
+    meter_id: &str,
+    periods: &[String],
+) -> Result<Option<(String, u64)>, ReleaseError> {
+    if periods.is_empty() {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "SELECT seq, period FROM audit_entries WHERE request_kind = $1 AND meter_id = $2 \
+         AND decision = 'granted' AND period IS NOT NULL ORDER BY seq",
+    )
+    .bind(kind.to_owned())
+    .bind(meter_id.to_owned())
+    .fetch_all(conn)
+    .await?;
+    let mut first: Option<(String, u64)> = None;
+    for row in rows {
+        let seq: i64 = row.try_get("seq")?;
+        let span: String = row.try_get("period")?;
+        let (from, to) = span.split_once("..").unwrap_or((&span, &span));
+        let covered = periods
+            .iter()
+            .filter(|p| from <= p.as_str() && p.as_str() <= to)
+            .min();
+        if let Some(period) = covered
+            && first.as_ref().is_none_or(|(f, _)| period < f)
+        {
+            let seq = u64::try_from(seq).map_err(|e| decode("seq")(e.to_string()))?;
+            first = Some((period.clone(), seq));
+        }
+    }
+    Ok(first)
+}
+
+/// The first of `periods` with an `analytics_releases` row for (kind, meter).
+async fn first_released_row(
     conn: &mut AnyConnection,
     kind: &str,
     meter_id: &str,
