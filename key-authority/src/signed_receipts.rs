@@ -76,16 +76,13 @@ impl SignedReceipts {
         };
         let mut tx = self.log.begin_append().await?;
         let entry = entry(caller, &subject, statement)?;
-        let result = match signer_refusal(tx.connection(), &receipt.meter_id, statement, signature)
-            .await?
-        {
-            Some(reason) => Err(ReleaseError::Unsigned(reason)),
-            None => {
-                crate::release::record_in(tx.connection(), receipt, Some(signature))
+        let result =
+            match signer_refusal(tx.connection(), &receipt.meter_id, statement, signature).await? {
+                Some(reason) => Err(ReleaseError::Unsigned(reason)),
+                None => crate::release::record_in(tx.connection(), receipt, Some(signature))
                     .await
-                    .map(|outcome| (outcome, outcome == RecordOutcome::Recorded))
-            }
-        };
+                    .map(|outcome| (outcome, outcome == RecordOutcome::Recorded)),
+            };
         finish(tx, entry, result).await
     }
 
@@ -108,14 +105,13 @@ impl SignedReceipts {
         };
         let mut tx = self.log.begin_append().await?;
         let entry = entry(caller, &subject, statement)?;
-        let result = match signer_refusal(tx.connection(), &receipt.meter_id, statement, signature)
-            .await?
-        {
-            Some(reason) => Err(ReleaseError::Unsigned(reason)),
-            None => crate::analytics::record_in(tx.connection(), receipt, Some(signature))
-                .await
-                .map(|outcome| (outcome, outcome == Recorded::New)),
-        };
+        let result =
+            match signer_refusal(tx.connection(), &receipt.meter_id, statement, signature).await? {
+                Some(reason) => Err(ReleaseError::Unsigned(reason)),
+                None => crate::analytics::record_in(tx.connection(), receipt, Some(signature))
+                    .await
+                    .map(|outcome| (outcome, outcome == Recorded::New)),
+            };
         finish(tx, entry, result).await
     }
 }

@@ -19,9 +19,7 @@ use seer_auth::{
 use seer_proto::v1::audit_server::AuditServer;
 
 use crate::Settings;
-use crate::analytics::{
-    AnalyticsReceiptsService, AnalyticsReleaser, AnalyticsService, DeepEngine,
-};
+use crate::analytics::{AnalyticsReceiptsService, AnalyticsReleaser, AnalyticsService, DeepEngine};
 use crate::audit::{AuditLog, AuditService, EmptyLog};
 use crate::enrolment::{EnrolmentService, EnrolmentStore};
 use crate::keys::KeyStore;

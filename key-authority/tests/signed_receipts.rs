@@ -35,7 +35,11 @@ async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("dir");
     let key = Arc::new(JwtSigningKey::generate().expect("key"));
     let url = format!("sqlite://{}", dir.path().join("ka.db").display());
-    let log = Arc::new(AuditLog::connect(&url, Arc::clone(&key)).await.expect("log"));
+    let log = Arc::new(
+        AuditLog::connect(&url, Arc::clone(&key))
+            .await
+            .expect("log"),
+    );
     Fixture {
         enrolment: EnrolmentStore::new(Arc::clone(&log), Arc::clone(&key)),
         issuer: TokenIssuer::new(key, DEFAULT_ISSUER),
@@ -98,7 +102,14 @@ impl Fixture {
             .expect("list")
             .entries
             .into_iter()
-            .map(|e| (e.kind.as_str().to_owned(), e.meter_id, e.decision, e.input_digest))
+            .map(|e| {
+                (
+                    e.kind.as_str().to_owned(),
+                    e.meter_id,
+                    e.decision,
+                    e.input_digest,
+                )
+            })
             .collect()
     }
 }
@@ -115,7 +126,10 @@ fn receipt(meter: &str, sequence: u64, closes: bool) -> Receipt {
     }
 }
 
-fn refused_kind(entries: &[(String, Option<String>, Decision, Option<InputDigest>)], kind: &str) -> usize {
+fn refused_kind(
+    entries: &[(String, Option<String>, Decision, Option<InputDigest>)],
+    kind: &str,
+) -> usize {
     entries
         .iter()
         .filter(|(k, _, d, _)| k == kind && matches!(d, Decision::Refused { .. }))
@@ -213,7 +227,12 @@ async fn billing_receipts_need_the_enrolled_keys_signature_and_are_audited() {
     let late_statement = billing_statement(&late, &params);
     let error = f
         .recorder
-        .record_billing(&caller, &late, &late_statement, &device.sign(&late_statement))
+        .record_billing(
+            &caller,
+            &late,
+            &late_statement,
+            &device.sign(&late_statement),
+        )
         .await
         .expect_err("revoked");
     assert!(error.to_string().contains("revoked"), "{error}");
@@ -314,7 +333,10 @@ async fn an_analytics_input_relabelled_to_another_lane_or_epsilon_is_refused() {
         assert!(matches!(error, ReleaseError::Unsigned(_)), "{error}");
     }
     let entries = f.entries().await;
-    assert_eq!(refused_kind(&entries, ANALYTICS_RECEIPT_KIND), relabelled.len());
+    assert_eq!(
+        refused_kind(&entries, ANALYTICS_RECEIPT_KIND),
+        relabelled.len()
+    );
     assert_eq!(
         entries
             .iter()

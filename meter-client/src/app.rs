@@ -16,12 +16,12 @@ use crate::error::Error;
 use crate::grpc::{BearerToken, fetch_public_key, pin_and_load};
 use crate::identity::DeviceIdentity;
 use crate::queue::{Identity, PinOutcome, StateStore};
-use crate::signing::sign_batch;
-use crate::tokens::TokenSource;
-use seer_auth::{AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER};
 use crate::receipts::{ReceiptConfig, ReceiptReport, record_receipts};
+use crate::signing::sign_batch;
 use crate::source::{DateRange, SourceSpec, load};
+use crate::tokens::TokenSource;
 use crate::upload::{Backoff, ProducerStatus, UploadConfig, UploadReport, upload};
+use seer_auth::{AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER};
 
 /// Everything a run needs. Built from the command line by the binary; tests build it directly.
 #[derive(Clone, Debug)]
@@ -189,9 +189,13 @@ async fn run_on(
     let mut builder = BatchBuilder::try_new(config, &ctx, encryptor, layout, noise)?;
     let identity = load_identity(settings)?;
     let tokens = |audience: &str| {
-        identity
-            .as_ref()
-            .map(|id| Arc::new(TokenSource::new(&settings.key_authority_url, Arc::clone(id), audience)))
+        identity.as_ref().map(|id| {
+            Arc::new(TokenSource::new(
+                &settings.key_authority_url,
+                Arc::clone(id),
+                audience,
+            ))
+        })
     };
 
     // The uploader and the receipt recorder, concurrently.

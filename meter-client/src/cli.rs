@@ -676,7 +676,9 @@ mod tests {
             }
         };
         // No token is required: the meter renews its own with its device key.
-        let s = parse(&["--source", "synthetic:3:17"]).to_settings().unwrap();
+        let s = parse(&["--source", "synthetic:3:17"])
+            .to_settings()
+            .unwrap();
         assert!(s.token.is_none());
         let err = parse(&["--source", "csv:x.csv"]).to_settings().unwrap_err();
         assert!(err.to_string().contains("--home-index"), "{err}");

@@ -31,17 +31,17 @@ use seer_proto::v1::AnalyticsReceiptRequest;
 use serde::Serialize;
 
 use crate::analytics::{record_receipt, sign_receipt, signed_header, upload_input};
-use crate::identity::DeviceIdentity;
-use crate::tokens::TokenSource;
-use seer_auth::{AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER};
 use crate::error::Error;
 use crate::forecast::{
     ForecastLane, LaneSeries, analytics_series, encrypt_series, lane_series, receipt,
 };
 use crate::forecast_lane::ForecastNoise;
 use crate::grpc::{BearerToken, fetch_public_key, pin_and_load};
+use crate::identity::DeviceIdentity;
 use crate::queue::StateStore;
 use crate::source::{self, DateRange, MeterReading, MonthShift, OpenedSource, SourceSpec};
+use crate::tokens::TokenSource;
+use seer_auth::{AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER};
 
 /// What `meter-client forecast` needs.
 #[derive(Clone, Debug)]
@@ -286,7 +286,10 @@ pub async fn upload_days(
         .map_err(|e| Error::CorruptState {
             reason: format!("context task: {e}"),
         })??;
-    let identity = Arc::new(DeviceIdentity::load(&settings.state_dir, &settings.meter_id)?);
+    let identity = Arc::new(DeviceIdentity::load(
+        &settings.state_dir,
+        &settings.meter_id,
+    )?);
     let ka_tokens = TokenSource::new(
         &settings.key_authority_url,
         Arc::clone(&identity),

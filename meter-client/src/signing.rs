@@ -98,7 +98,10 @@ pub fn signatures_for(
     public
         .verify(&batch_statement(meter_id, batch), &stored.batch)
         .and_then(|()| {
-            public.verify(&receipt_statement(meter_id, &batch.receipt()), &stored.receipt)
+            public.verify(
+                &receipt_statement(meter_id, &batch.receipt()),
+                &stored.receipt,
+            )
         })
         .map_err(|e| Error::CorruptState {
             reason: format!(

@@ -308,15 +308,7 @@ async fn phases(
         plan.homes.len(),
         options.jobs.min(plan.homes.len())
     ));
-    let summaries = run_meters(
-        options,
-        binaries,
-        workdir,
-        &plan,
-        &ka_url,
-        &utility_url,
-    )
-    .await?;
+    let summaries = run_meters(options, binaries, workdir, &plan, &ka_url, &utility_url).await?;
     elapsed(&mut phases, "meters (replay, encrypt, upload)", t);
 
     // 6. Billing, one packing group at a time.

@@ -313,7 +313,10 @@ impl Deployment {
     ///
     /// # Errors
     /// When enrolment fails or the identity cannot be loaded.
-    pub fn identity(&self, meter_id: &str) -> anyhow::Result<meter_client::identity::DeviceIdentity> {
+    pub fn identity(
+        &self,
+        meter_id: &str,
+    ) -> anyhow::Result<meter_client::identity::DeviceIdentity> {
         let state = self.dir().join(format!("meter-{meter_id}"));
         ensure_enrolled(
             &authority_env(self.dir(), Some(&self.audit_database)),
@@ -323,6 +326,19 @@ impl Deployment {
         )?;
         meter_client::identity::DeviceIdentity::load(&state, meter_id)
             .with_context(|| format!("loading the identity of {meter_id}"))
+    }
+
+    /// Enrols `meter_id` into the state directory `state` (unless it holds a certificate).
+    ///
+    /// # Errors
+    /// When enrolment fails.
+    pub fn enrol_into(&self, meter_id: &str, state: &Path) -> anyhow::Result<()> {
+        ensure_enrolled(
+            &authority_env(self.dir(), Some(&self.audit_database)),
+            &self.authority.uri(),
+            meter_id,
+            state,
+        )
     }
 
     /// A one-hour household token of `meter` for exactly `audience`
@@ -566,7 +582,10 @@ pub fn ensure_enrolled(
     meter_id: &str,
     state: &Path,
 ) -> anyhow::Result<()> {
-    if state.join(meter_client::identity::CERTIFICATE_FILE).exists() {
+    if state
+        .join(meter_client::identity::CERTIFICATE_FILE)
+        .exists()
+    {
         return Ok(());
     }
     let output = Command::new(bin_path("key-authority")?)

@@ -186,10 +186,16 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
         let receipts_granted = |audit: &[AuditRow]| {
             audit
                 .iter()
-                .filter(|(k, m, d, _)| k == "receipt" && d == "granted" && m.as_deref() == Some(METER))
+                .filter(|(k, m, d, _)| {
+                    k == "receipt" && d == "granted" && m.as_deref() == Some(METER)
+                })
                 .count()
         };
-        assert_eq!(receipts_granted(&before), 3, "each recorded receipt is an audit entry");
+        assert_eq!(
+            receipts_granted(&before),
+            3,
+            "each recorded receipt is an audit entry"
+        );
 
         // (a) A forged closing receipt for a stored lane, under the next sequence.
         let week2 = &stored[1];
@@ -224,8 +230,9 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
         // (b) A genuine receipt (as a relay would capture it: the meter's own signature),
         // replayed: identical, it is a duplicate; under another sequence or period, or with
         // closing flipped or the position moved, it is refused.
-        let identity = DeviceIdentity::load(&deployment.dir().join(format!("meter-{METER}")), METER)
-            .expect("the meter's identity");
+        let identity =
+            DeviceIdentity::load(&deployment.dir().join(format!("meter-{METER}")), METER)
+                .expect("the meter's identity");
         let mut genuine = receipt(week2.sequence, PERIOD, &week2.billing_lane, false);
         genuine.signature = identity.sign(&statement(&genuine));
         assert!(
@@ -235,10 +242,37 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
             "a genuine resend is a duplicate"
         );
         for (what, altered) in [
-            ("another sequence", v1::ReceiptRequest { sequence: 4, ..genuine.clone() }),
-            ("another period", v1::ReceiptRequest { period: "2024-02".into(), sequence: 4, ..genuine.clone() }),
-            ("closing flipped", v1::ReceiptRequest { closes_period: true, sequence: 4, ..genuine.clone() }),
-            ("position moved", v1::ReceiptRequest { billing_position: 8, sequence: 4, ..genuine.clone() }),
+            (
+                "another sequence",
+                v1::ReceiptRequest {
+                    sequence: 4,
+                    ..genuine.clone()
+                },
+            ),
+            (
+                "another period",
+                v1::ReceiptRequest {
+                    period: "2024-02".into(),
+                    sequence: 4,
+                    ..genuine.clone()
+                },
+            ),
+            (
+                "closing flipped",
+                v1::ReceiptRequest {
+                    closes_period: true,
+                    sequence: 4,
+                    ..genuine.clone()
+                },
+            ),
+            (
+                "position moved",
+                v1::ReceiptRequest {
+                    billing_position: 8,
+                    sequence: 4,
+                    ..genuine.clone()
+                },
+            ),
         ] {
             let message = refused(
                 record(&mut receipts, altered, &to_ka).await,
@@ -317,9 +351,16 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
         assert!(answer.bills.iter().all(|bill| !bill.granted), "{answer:?}");
 
         let audit = audit_entries(&audit_db).await.expect("audit");
-        assert_eq!(receipts_granted(&audit), 3, "no forged receipt was recorded");
         assert_eq!(
-            audit.iter().filter(|(k, _, d, _)| k == "bill" && d == "granted").count(),
+            receipts_granted(&audit),
+            3,
+            "no forged receipt was recorded"
+        );
+        assert_eq!(
+            audit
+                .iter()
+                .filter(|(k, _, d, _)| k == "bill" && d == "granted")
+                .count(),
             0,
             "nothing released"
         );
@@ -331,7 +372,10 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
         assert!(has_refusal(&audit, "receipt", Some(METER), "not signed"));
         assert!(has_refusal(&audit, "receipt", Some(FRESH), "not enrolled"));
         assert!(has_refusal(&audit, "receipt", Some(STRANGER), "signature"));
-        assert!(has_refusal(&audit, "receipt", Some(METER), "audience"), "{audit:?}");
+        assert!(
+            has_refusal(&audit, "receipt", Some(METER), "audience"),
+            "{audit:?}"
+        );
 
         // (e) An input relabelled at the utility: the meter signed an exact-lane receipt; the
         // header says "analytics", or another ε: refused before anything is parsed or stored.
@@ -376,12 +420,14 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
                     part: Some(v1::analytics_input_chunk::Part::Header(h)),
                 },
                 v1::AnalyticsInputChunk {
-                    part: Some(v1::analytics_input_chunk::Part::Data(v1::AnalyticsInputData {
-                        index: 0,
-                        total_bytes: junk.len() as u64,
-                        offset: 0,
-                        data: junk.clone(),
-                    })),
+                    part: Some(v1::analytics_input_chunk::Part::Data(
+                        v1::AnalyticsInputData {
+                            index: 0,
+                            total_bytes: junk.len() as u64,
+                            offset: 0,
+                            data: junk.clone(),
+                        },
+                    )),
                 },
             ];
             let token = to_utility.clone();
@@ -393,7 +439,11 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
             }
         };
         let genuine_header = upload_input(header(&exact)).await.expect_err("junk input");
-        assert_eq!(genuine_header.code(), Code::InvalidArgument, "{genuine_header:?}");
+        assert_eq!(
+            genuine_header.code(),
+            Code::InvalidArgument,
+            "{genuine_header:?}"
+        );
         exact.lane = "analytics".into();
         exact.epsilon = 0.5;
         exact.readings_per_day = 96;
@@ -452,8 +502,8 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
         let to_utility = deployment
             .household_token(METER, "seer-utility-server")
             .expect("token");
-        let mut ingest = IngestClient::new(channel(&deployment.utility().uri()).await)
-            .with_seer_limits();
+        let mut ingest =
+            IngestClient::new(channel(&deployment.utility().uri()).await).with_seer_limits();
         let status = match ingest
             .upload(request(tokio_stream::iter(vec![altered]), &to_utility))
             .await

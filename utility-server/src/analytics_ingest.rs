@@ -26,8 +26,8 @@ use tracing::Instrument as _;
 
 use crate::auth::{self, AuthzError, IngestPolicy, MeterAction, MeterAuthorization};
 use crate::batch::MeterId;
-use crate::store::{AnalyticsInput, InputHeader, InputOutcome, Store, StoreError};
 use crate::signatures::{MeterSignatures, SignatureError};
+use crate::store::{AnalyticsInput, InputHeader, InputOutcome, Store, StoreError};
 
 /// Largest input ciphertext accepted (a fresh N32768_L19 ciphertext takes about 10 MB).
 pub const MAX_INPUT_BYTES: u64 = 32 << 20;

@@ -27,7 +27,7 @@ use seer_proto::v1::{AnalyticsInputHeader, UploadBatch};
 pub const CERTIFICATE_CLOCK_SKEW_SECONDS: i64 = 300;
 
 /// Why a meter's signature is refused.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignatureError {
     /// No signature or no certificate was sent.

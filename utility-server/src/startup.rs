@@ -82,9 +82,11 @@ impl Application {
                     .with_context(|| format!("reading the JWT public key {}", path.display()))?;
                 // The same key signs meters' certificates: every batch and analytics input
                 // must carry its meter's certificate and signature.
-                signatures = Some(Arc::new(MeterSignatures::from_public_key_pem(&pem).with_context(
-                    || format!("{} is not an Ed25519 public key", path.display()),
-                )?));
+                signatures = Some(Arc::new(
+                    MeterSignatures::from_public_key_pem(&pem).with_context(|| {
+                        format!("{} is not an Ed25519 public key", path.display())
+                    })?,
+                ));
                 Arc::new(
                     JwtAuthenticator::from_public_key_pem(&pem).with_context(|| {
                         format!("{} is not an Ed25519 public key", path.display())

@@ -79,8 +79,8 @@ pub use policy::{
 pub use service::{
     ANALYTICS_CALLERS, AnalyticsReceiptsService, AnalyticsService, analytics_statement,
 };
-pub use store::{AnalyticsReceipt, AnalyticsStore, InputLane, Recorded};
 pub(crate) use store::record_in;
+pub use store::{AnalyticsReceipt, AnalyticsStore, InputLane, Recorded};
 
 /// Rotation steps of the default deep key set: the anomaly scorer's `−1, −2, −4`, the
 /// z-score's up to a 32-day window and the forecaster's up to `−128`.

@@ -21,8 +21,8 @@ use seer_auth::device::AnalyticsReceiptStatement;
 use super::store::{AnalyticsReceipt, InputLane, Recorded};
 use crate::audit::AuditLog;
 use crate::auth::{Caller, Role, authorize, validate_meter_id};
-use crate::signed_receipts::{ANALYTICS_RECEIPT_KIND, SignedReceipts};
 use crate::release::{RECEIPT_WRITERS, ReleaseError};
+use crate::signed_receipts::{ANALYTICS_RECEIPT_KIND, SignedReceipts};
 
 /// The roles that may ask for analytics releases.
 pub const ANALYTICS_CALLERS: &[Role] = &[Role::Utility];

@@ -198,69 +198,68 @@ pub(crate) async fn record_in(
     receipt: &Receipt,
     signature: Option<&[u8]>,
 ) -> Result<RecordOutcome, ReleaseError> {
-        if receipt.sequence == 0 {
-            return Err(ReleaseError::InvalidArgument(
-                "sequence must be at least 1".into(),
-            ));
-        }
-        let sequence = to_db(receipt.sequence, "sequence")?;
-        let existing = sqlx::query(
-            "SELECT meter_id, sequence, period, billing_digest, billing_group, \
+    if receipt.sequence == 0 {
+        return Err(ReleaseError::InvalidArgument(
+            "sequence must be at least 1".into(),
+        ));
+    }
+    let sequence = to_db(receipt.sequence, "sequence")?;
+    let existing = sqlx::query(
+        "SELECT meter_id, sequence, period, billing_digest, billing_group, \
              billing_position, closes_period FROM receipts WHERE meter_id = $1 AND sequence = $2",
-        )
-        .bind(receipt.meter_id.clone())
-        .bind(sequence)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(row) = existing {
-            let stored = receipt_from_row(&row)?;
-            return if stored == *receipt {
-                Ok(RecordOutcome::Duplicate)
-            } else {
-                Err(ReleaseError::AlreadyExists(format!(
-                    "meter {} already recorded a different receipt under sequence {} \
+    )
+    .bind(receipt.meter_id.clone())
+    .bind(sequence)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = existing {
+        let stored = receipt_from_row(&row)?;
+        return if stored == *receipt {
+            Ok(RecordOutcome::Duplicate)
+        } else {
+            Err(ReleaseError::AlreadyExists(format!(
+                "meter {} already recorded a different receipt under sequence {} \
                      (period {}, digest {})",
-                    receipt.meter_id,
-                    receipt.sequence,
-                    stored.period,
-                    hex::encode(stored.billing_digest)
-                )))
-            };
-        }
-        if let Some(released) = released(
-            &mut *conn,
-            &RequestKind::BILL,
-            &receipt.meter_id,
-            &receipt.period,
-        )
-        .await?
-        {
-            return Err(ReleaseError::FailedPrecondition(format!(
-                "the bill of meter {} for {} was already released (audit entry {}); \
+                receipt.meter_id,
+                receipt.sequence,
+                stored.period,
+                hex::encode(stored.billing_digest)
+            )))
+        };
+    }
+    if let Some(released) = released(
+        &mut *conn,
+        &RequestKind::BILL,
+        &receipt.meter_id,
+        &receipt.period,
+    )
+    .await?
+    {
+        return Err(ReleaseError::FailedPrecondition(format!(
+            "the bill of meter {} for {} was already released (audit entry {}); \
                  no receipt can be added to that period",
-                receipt.meter_id, receipt.period, released.audit_sequence
-            )));
-        }
-        bind_position(&mut *conn, receipt).await?;
-        sqlx::query(
-            "INSERT INTO receipts (meter_id, sequence, period, billing_digest, billing_group, \
+            receipt.meter_id, receipt.period, released.audit_sequence
+        )));
+    }
+    bind_position(&mut *conn, receipt).await?;
+    sqlx::query(
+        "INSERT INTO receipts (meter_id, sequence, period, billing_digest, billing_group, \
              billing_position, closes_period, recorded_at_us, signature) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(receipt.meter_id.clone())
-        .bind(sequence)
-        .bind(receipt.period.as_str().to_owned())
-        .bind(hex::encode(receipt.billing_digest))
-        .bind(i64::from(receipt.billing_group))
-        .bind(i64::from(receipt.billing_position))
-        .bind(i64::from(receipt.closes_period))
-        .bind(Utc::now().timestamp_micros())
-        .bind(signature.map(hex::encode))
-        .execute(&mut *conn)
-        .await?;
-        Ok(RecordOutcome::Recorded)
+    )
+    .bind(receipt.meter_id.clone())
+    .bind(sequence)
+    .bind(receipt.period.as_str().to_owned())
+    .bind(hex::encode(receipt.billing_digest))
+    .bind(i64::from(receipt.billing_group))
+    .bind(i64::from(receipt.billing_position))
+    .bind(i64::from(receipt.closes_period))
+    .bind(Utc::now().timestamp_micros())
+    .bind(signature.map(hex::encode))
+    .execute(&mut *conn)
+    .await?;
+    Ok(RecordOutcome::Recorded)
 }
-
 
 fn receipt_from_row(row: &AnyRow) -> Result<Receipt, ReleaseError> {
     let period: String = row.try_get(2)?;
