@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::token::validate_subject;
 use crate::{
     AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER, AuthError, DEFAULT_ISSUER, DEFAULT_LEEWAY,
-    Identity, JwtSigningKey, MAX_TOKEN_LIFETIME, Role, TokenPolicy, TokenVerifier,
+    Identity, JwtSigningKey, MAX_HOUSEHOLD_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME, Role, TokenPolicy,
+    TokenVerifier,
 };
 
 /// What a token is issued for.
@@ -129,6 +130,25 @@ impl TokenIssuer {
             return Err(AuthError::InvalidRequest(
                 "the audience must name at least one service".into(),
             ));
+        }
+        // A household token speaks for a meter to one service only, briefly: verifiers refuse
+        // household tokens naming more than their own audience, and meters renew theirs with
+        // their device key (`RenewToken`).
+        if request.identity.role() == Role::Household {
+            if request.audience.len() != 1 {
+                return Err(AuthError::InvalidRequest(format!(
+                    "a household token names exactly one audience ({AUDIENCE_KEY_AUTHORITY} or \
+                     {AUDIENCE_UTILITY_SERVER}); meters obtain theirs with their device key \
+                     after `meter-client enrol`"
+                )));
+            }
+            if request.lifetime > MAX_HOUSEHOLD_TOKEN_LIFETIME {
+                return Err(AuthError::InvalidRequest(format!(
+                    "a household token lives at most {} s; meters renew theirs with their \
+                     device key after `meter-client enrol`",
+                    MAX_HOUSEHOLD_TOKEN_LIFETIME.as_secs()
+                )));
+            }
         }
         // Re-check the identity: its fields are public, so it may not have come through
         // `Identity::try_new`.

@@ -66,6 +66,7 @@ pub use key_file::KeyOrigin;
 pub use signing_key::JwtSigningKey;
 pub use token::{
     AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER, Caller, DEFAULT_ISSUER, DEFAULT_LEEWAY,
-    Identity, MAX_METER_ID_LEN, MAX_SUBJECT_LEN, MAX_TOKEN_LEN, MAX_TOKEN_LIFETIME, Role,
-    TokenPolicy, TokenVerifier, key_id_of, parse_lifetime, validate_meter_id, verify_signature,
+    Identity, MAX_HOUSEHOLD_TOKEN_LIFETIME, MAX_METER_ID_LEN, MAX_SUBJECT_LEN, MAX_TOKEN_LEN,
+    MAX_TOKEN_LIFETIME, Role, TokenPolicy, TokenVerifier, key_id_of, parse_lifetime,
+    validate_meter_id, verify_signature,
 };

@@ -28,6 +28,9 @@ pub const AUDIENCE_UTILITY_SERVER: &str = "seer-utility-server";
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 /// Longest lifetime a token may be issued with: 366 days.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+/// Longest lifetime of a household token: one hour. Meters renew theirs with their device
+/// key (`seer.v1.Enrolment.RenewToken`), one token per audience.
+pub const MAX_HOUSEHOLD_TOKEN_LIFETIME: Duration = Duration::from_secs(60 * 60);
 /// Longest meter id accepted in a household token.
 pub const MAX_METER_ID_LEN: usize = 64;
 /// Longest subject accepted in a token.
@@ -319,6 +322,7 @@ impl TokenPolicy {
 pub struct TokenVerifier {
     decoding: DecodingKey,
     validation: Validation,
+    audience: String,
     leeway: Duration,
     key_id: String,
 }
@@ -350,6 +354,7 @@ impl TokenVerifier {
         Self {
             decoding: DecodingKey::from_ed_der(key.as_bytes()),
             validation,
+            audience: policy.audience.clone(),
             leeway: policy.leeway,
             key_id: key_id_of(key),
         }
@@ -447,6 +452,11 @@ impl TokenVerifier {
                     claim: "meter_id",
                     reason,
                 })?;
+                // A household token names exactly one service: a token a meter sends to the
+                // utility must never let the utility speak as the meter to the key authority.
+                if !single_audience(claims.get("aud"), &self.audience) {
+                    return Err(TokenRejection::WrongAudience);
+                }
                 Identity::Household {
                     meter_id: meter_id.to_owned(),
                 }
@@ -476,6 +486,17 @@ impl TokenVerifier {
             token_id: token_id.to_owned(),
             expires_at: UNIX_EPOCH + Duration::from_secs(expires),
         })
+    }
+}
+
+/// Whether `aud` names exactly `audience` and nothing else (a string, or a one-element array).
+fn single_audience(aud: Option<&Value>, audience: &str) -> bool {
+    match aud {
+        Some(Value::String(one)) => one == audience,
+        Some(Value::Array(values)) => {
+            matches!(values.as_slice(), [Value::String(one)] if one == audience)
+        }
+        _ => false,
     }
 }
 

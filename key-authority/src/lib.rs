@@ -18,6 +18,7 @@ pub mod keys_api;
 pub mod outputs;
 pub mod release;
 pub mod settings;
+pub mod signed_receipts;
 pub mod startup;
 
 pub use seer_service::telemetry;

@@ -19,14 +19,12 @@ use seer_auth::{
 use seer_proto::v1::audit_server::AuditServer;
 
 use crate::Settings;
-use crate::analytics::{
-    AnalyticsReceiptsService, AnalyticsReleaser, AnalyticsService, AnalyticsStore, DeepEngine,
-};
+use crate::analytics::{AnalyticsReceiptsService, AnalyticsReleaser, AnalyticsService, DeepEngine};
 use crate::audit::{AuditLog, AuditService, EmptyLog};
 use crate::enrolment::{EnrolmentService, EnrolmentStore};
 use crate::keys::KeyStore;
 use crate::keys_api::KeysApi;
-use crate::release::{BillEngine, BillReleaser, ReceiptStore, ReceiptsService, ReleaseService};
+use crate::release::{BillEngine, BillReleaser, ReceiptsService, ReleaseService};
 use seer_proto::v1::analytics_receipts_server::AnalyticsReceiptsServer;
 use seer_proto::v1::analytics_server::AnalyticsServer;
 use seer_proto::v1::enrolment_server::EnrolmentServer;
@@ -255,11 +253,13 @@ impl Application {
         );
         let receipts = InterceptedService::new(
             ReceiptsServer::new(ReceiptsService::new(
-                ReceiptStore::new(&self.audit),
+                Arc::clone(&self.audit),
                 self.bills.layout().capacity(),
+                &seer_core::circuits::billing::PARAMETER_SET.id(),
             ))
             .with_seer_limits(),
-            AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Reject),
+            // Record: refusals of the caller (no token, another audience) are audited.
+            AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Record),
         );
         // Record: a request without a valid token reaches the handler, which logs the
         // refusal before answering UNAUTHENTICATED.
@@ -279,11 +279,11 @@ impl Application {
         let analytics = self.analytics.as_ref().map(|engine| {
             let receipts = InterceptedService::new(
                 AnalyticsReceiptsServer::new(AnalyticsReceiptsService::new(
-                    AnalyticsStore::new(&self.audit),
+                    Arc::clone(&self.audit),
                     engine.slots(),
                 ))
                 .with_seer_limits(),
-                AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Reject),
+                AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Record),
             );
             let release = InterceptedService::new(
                 AnalyticsServer::new(AnalyticsService::new(

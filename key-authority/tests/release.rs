@@ -18,7 +18,13 @@ use chrono::{NaiveDate, NaiveDateTime};
 use key_authority::Application;
 use key_authority::Settings;
 use key_authority::audit::{AuditEntry, AuditLog, Decision, ListQuery};
-use key_authority::auth::{AUDIENCE_UTILITY_SERVER, Identity, Role, TokenIssuer, TokenRequest};
+use key_authority::auth::device::{
+    BillingReceiptStatement, DeviceKey, EnrolmentStatement, Statement as _,
+};
+use key_authority::auth::{
+    AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER, Identity, Role, TokenIssuer, TokenRequest,
+};
+use key_authority::enrolment::{EnrolRequest, EnrolmentStore};
 use key_authority::keys::KeySetSpec;
 use key_authority::release::ReceiptStore;
 use seer_ckks::{Ciphertext, CkksContext, Encryptor, Evaluator, GaloisKeys, PublicKey};
@@ -48,7 +54,37 @@ struct App {
     release: ReleaseClient<Channel>,
     /// Each meter's position, as the utility knows it from the meter's batches.
     positions: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// The meter registry, and each meter's device key (enrolled on first use).
+    enrolment: EnrolmentStore,
+    devices: std::sync::Mutex<std::collections::HashMap<String, Arc<DeviceKey>>>,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Enrols a fresh device key for `meter` as an operator and the meter do: a one-time code,
+/// then the enrolment with a proof of possession.
+async fn enrol_device(enrolment: &EnrolmentStore, meter: &str) -> DeviceKey {
+    let code = enrolment
+        .issue_code(meter, Duration::from_secs(3600))
+        .await
+        .expect("code");
+    let key = DeviceKey::generate().expect("device key");
+    let device_public_key = key.public_key().to_bytes();
+    let signature = key
+        .sign(&EnrolmentStatement {
+            meter_id: meter.to_owned(),
+            device_public_key,
+        })
+        .to_vec();
+    enrolment
+        .enrol(&EnrolRequest {
+            meter_id: meter.to_owned(),
+            code: code.code.to_string(),
+            device_public_key: device_public_key.to_vec(),
+            signature,
+        })
+        .await
+        .expect("enrolled");
+    key
 }
 
 fn settings(dir: &std::path::Path, galois_steps: Vec<i64>) -> Settings {
@@ -79,6 +115,7 @@ async fn spawn_app_on(database_url: Option<String>) -> App {
     let app = Application::build(settings).await.expect("build");
     let issuer = app.issuer().clone();
     let audit = Arc::clone(app.audit_log());
+    let enrolment = app.enrolment();
     let set = app
         .keys()
         .get(&billing::PARAMETER_SET.id())
@@ -109,6 +146,8 @@ async fn spawn_app_on(database_url: Option<String>) -> App {
         receipts: ReceiptsClient::new(channel.clone()).with_seer_limits(),
         release: ReleaseClient::new(channel).with_seer_limits(),
         positions: std::sync::Mutex::default(),
+        enrolment,
+        devices: std::sync::Mutex::default(),
         _stop: stop,
     }
 }
@@ -218,16 +257,57 @@ impl Home {
             billing_group: 0,
             billing_position: self.position,
             closes_period: index + 1 == self.batches.len(),
+            signature: Vec::new(),
         }
+    }
+}
+
+/// The canonical statement a meter signs for `receipt`.
+fn statement(receipt: &v1::ReceiptRequest) -> BillingReceiptStatement {
+    BillingReceiptStatement {
+        meter_id: receipt.meter_id.clone(),
+        sequence: receipt.sequence,
+        period: receipt.period.clone(),
+        params_id: billing::PARAMETER_SET.id(),
+        billing_lane_blake3: receipt
+            .billing_lane_blake3
+            .as_slice()
+            .try_into()
+            .unwrap_or([0; 32]),
+        billing_group: receipt.billing_group,
+        billing_position: receipt.billing_position,
+        closes_period: receipt.closes_period,
     }
 }
 
 impl App {
     fn token(&self, identity: Identity) -> String {
-        self.issuer
-            .issue(&TokenRequest::new(identity, Duration::from_secs(600)))
-            .expect("issue")
-            .token
+        let mut request = TokenRequest::new(identity, Duration::from_secs(600));
+        if request.identity.role() == Role::Household {
+            // Household tokens name one audience: this key authority.
+            request.audience = vec![AUDIENCE_KEY_AUTHORITY.to_owned()];
+        }
+        self.issuer.issue(&request).expect("issue").token
+    }
+
+    /// `meter`'s device key, enrolled on first use.
+    async fn device(&self, meter: &str) -> Arc<DeviceKey> {
+        if let Some(key) = self.devices.lock().expect("devices").get(meter) {
+            return Arc::clone(key);
+        }
+        let key = Arc::new(enrol_device(&self.enrolment, meter).await);
+        self.devices
+            .lock()
+            .expect("devices")
+            .insert(meter.to_owned(), Arc::clone(&key));
+        key
+    }
+
+    /// `receipt` signed by its meter's enrolled device key, as meter-client signs it.
+    async fn signed(&self, mut receipt: v1::ReceiptRequest) -> v1::ReceiptRequest {
+        let key = self.device(&receipt.meter_id).await;
+        receipt.signature = key.sign(&statement(&receipt)).to_vec();
+        receipt
     }
 
     fn household(&self, meter: &str) -> String {
@@ -244,11 +324,17 @@ impl App {
             .expect("serialize")
     }
 
+    /// Records `receipt` signed by its meter (unless it carries a signature already).
     async fn record(
         &self,
         receipt: v1::ReceiptRequest,
         token: &str,
     ) -> Result<bool, tonic::Status> {
+        let receipt = if receipt.signature.is_empty() {
+            self.signed(receipt).await
+        } else {
+            receipt
+        };
         self.receipts
             .clone()
             .record(with_token(receipt, Some(token)))
@@ -930,6 +1016,7 @@ impl App {
             billing_group: 0,
             billing_position: position,
             closes_period: true,
+            signature: Vec::new(),
         };
         assert!(
             !self

@@ -202,6 +202,7 @@ pub fn receipt(
         },
         epsilon: lane.epsilon_per_reading,
         readings_per_day: lane.readings_per_day,
+        ..AnalyticsReceiptRequest::default()
     }
 }
 

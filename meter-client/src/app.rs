@@ -14,10 +14,14 @@ use crate::Event;
 use crate::batch::{BatchBuilder, BatchConfig, PrivacySettings, split_windows};
 use crate::error::Error;
 use crate::grpc::{BearerToken, fetch_public_key, pin_and_load};
+use crate::identity::DeviceIdentity;
 use crate::queue::{Identity, PinOutcome, StateStore};
 use crate::receipts::{ReceiptConfig, ReceiptReport, record_receipts};
+use crate::signing::sign_batch;
 use crate::source::{DateRange, SourceSpec, load};
+use crate::tokens::TokenSource;
 use crate::upload::{Backoff, ProducerStatus, UploadConfig, UploadReport, upload};
+use seer_auth::{AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER};
 
 /// Everything a run needs. Built from the command line by the binary; tests build it directly.
 #[derive(Clone, Debug)]
@@ -183,6 +187,16 @@ async fn run_on(
         privacy: settings.privacy,
     };
     let mut builder = BatchBuilder::try_new(config, &ctx, encryptor, layout, noise)?;
+    let identity = load_identity(settings)?;
+    let tokens = |audience: &str| {
+        identity.as_ref().map(|id| {
+            Arc::new(TokenSource::new(
+                &settings.key_authority_url,
+                Arc::clone(id),
+                audience,
+            ))
+        })
+    };
 
     // The uploader and the receipt recorder, concurrently.
     let mut state = store.lane_state(&settings.tariff).await?;
@@ -195,6 +209,8 @@ async fn run_on(
             let config = UploadConfig {
                 url: url.clone(),
                 token: settings.token.clone(),
+                tokens: tokens(AUDIENCE_UTILITY_SERVER),
+                identity: identity.clone(),
                 meter_id: settings.meter_id.clone(),
                 window: settings.upload_window,
                 backoff: settings.backoff,
@@ -209,6 +225,8 @@ async fn run_on(
             let config = ReceiptConfig {
                 url: settings.key_authority_url.clone(),
                 token: settings.token.clone(),
+                tokens: tokens(AUDIENCE_KEY_AUTHORITY),
+                identity: identity.clone(),
                 meter_id: settings.meter_id.clone(),
                 backoff: settings.backoff,
                 max_attempts: settings.max_attempts,
@@ -252,7 +270,11 @@ async fn run_on(
             .await?;
             builder = returned;
             let (batch, next) = built?;
-            store.commit_batch(&batch, &next).await?;
+            // Signed when built (see `crate::signing`), stored with the batch.
+            let signatures = identity.as_ref().map(|id| sign_batch(id, &batch));
+            store
+                .commit_batch_signed(&batch, &next, signatures.as_ref())
+                .await?;
             state = next;
             report.queued += 1;
             report.billing_bytes += batch.billing_lane.len() as u64;
@@ -312,6 +334,26 @@ async fn run_on(
     }
     report.still_queued = store.queued_count().await?;
     Ok(report)
+}
+
+/// The meter's device identity, when its state directory holds one. An enrolled meter signs
+/// every batch and receipt and obtains its tokens with its device key (`RenewToken`, one per
+/// audience); an unenrolled one may still queue offline, and may upload only with a
+/// configured token to servers that do not check signatures (the SEER servers refuse).
+fn load_identity(settings: &Settings) -> Result<Option<Arc<DeviceIdentity>>, Error> {
+    match DeviceIdentity::load(&settings.state_dir, &settings.meter_id) {
+        Ok(identity) => Ok(Some(Arc::new(identity))),
+        Err(error @ Error::NotEnrolled { .. }) => {
+            if settings.utility_url.is_some() {
+                if settings.token.is_none() {
+                    return Err(error);
+                }
+                tracing::warn!(%error, "uploading unsigned batches with the configured token");
+            }
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// The tasks draining the queue.

@@ -157,7 +157,7 @@ impl ForecastArgs {
             home_index,
             utility_url: self.utility.clone(),
             key_authority_url: self.key_authority.clone(),
-            token: BearerToken::from_env(&self.token_env)?,
+            token: BearerToken::from_env(&self.token_env).ok(),
             state_dir: self.state.clone(),
             monthly_budget: self.monthly_budget.map(Epsilon::try_new).transpose()?,
         })
@@ -286,11 +286,9 @@ impl RunArgs {
                 })?
             }
         };
-        let token = match BearerToken::from_env(&self.token_env) {
-            Ok(t) => Some(t),
-            Err(e) if self.utility.is_some() => return Err(e),
-            Err(_) => None,
-        };
+        // An enrolled meter renews its own tokens with its device key; a configured token is
+        // only for an unenrolled meter (checked when the run loads its identity).
+        let token = BearerToken::from_env(&self.token_env).ok();
         if let Some(speed) = self.replay_speed
             && !(speed.is_finite() && speed > 0.0)
         {
@@ -677,11 +675,11 @@ mod tests {
                 Command::Run(_) | Command::Info(_) | Command::Enrol(_) => unreachable!(),
             }
         };
-        // The token is required: the receipt and the upload both need it.
-        let err = parse(&["--source", "synthetic:3:17"])
+        // No token is required: the meter renews its own with its device key.
+        let s = parse(&["--source", "synthetic:3:17"])
             .to_settings()
-            .unwrap_err();
-        assert!(matches!(err, Error::Token { .. }), "{err}");
+            .unwrap();
+        assert!(s.token.is_none());
         let err = parse(&["--source", "csv:x.csv"]).to_settings().unwrap_err();
         assert!(err.to_string().contains("--home-index"), "{err}");
         let err = parse(&["--source", "synthetic:1:1", "--days", "0"])
@@ -713,10 +711,11 @@ mod tests {
             .to_settings()
             .unwrap_err();
         assert!(err.to_string().contains("epsilon"), "{err}");
-        // Uploading needs the token.
-        let err = run_args(&["--source", "synthetic:1:1", "--utility", "http://x:1"])
+        // Uploading needs no configured token: an enrolled meter renews its own with its
+        // device key, and the run refuses an unenrolled meter without one (`NotEnrolled`).
+        let s = run_args(&["--source", "synthetic:1:1", "--utility", "http://x:1"])
             .to_settings()
-            .unwrap_err();
-        assert!(matches!(err, Error::Token { .. }), "{err}");
+            .unwrap();
+        assert!(s.token.is_none());
     }
 }

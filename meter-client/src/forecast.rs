@@ -228,6 +228,7 @@ pub fn receipt(
         },
         epsilon: lane.epsilon_per_reading,
         readings_per_day: lane.readings_per_day,
+        ..AnalyticsReceiptRequest::default()
     }
 }
 

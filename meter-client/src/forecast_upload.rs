@@ -16,6 +16,7 @@
 //!    takes it up.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use prost::Message as _;
@@ -26,18 +27,21 @@ use seer_forecast::ForecastModel;
 use seer_forecast::circuit::PARAMETER_SET;
 use seer_forecast::data::Series;
 use seer_forecast::release::{DayWindow, RegisteredForecast};
-use seer_proto::v1::{AnalyticsInputHeader, AnalyticsReceiptRequest};
+use seer_proto::v1::AnalyticsReceiptRequest;
 use serde::Serialize;
 
-use crate::analytics::{record_receipt, upload_input};
+use crate::analytics::{record_receipt, sign_receipt, signed_header, upload_input};
 use crate::error::Error;
 use crate::forecast::{
     ForecastLane, LaneSeries, analytics_series, encrypt_series, lane_series, receipt,
 };
 use crate::forecast_lane::ForecastNoise;
 use crate::grpc::{BearerToken, fetch_public_key, pin_and_load};
+use crate::identity::DeviceIdentity;
 use crate::queue::StateStore;
 use crate::source::{self, DateRange, MeterReading, MonthShift, OpenedSource, SourceSpec};
+use crate::tokens::TokenSource;
+use seer_auth::{AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER};
 
 /// What `meter-client forecast` needs.
 #[derive(Clone, Debug)]
@@ -58,8 +62,10 @@ pub struct ForecastUploadSettings {
     pub utility_url: String,
     /// The key authority.
     pub key_authority_url: String,
-    /// The household's token.
-    pub token: BearerToken,
+    /// A household token for fetching the public key (optional: the key authority serves
+    /// public keys without one). Receipts and uploads use tokens the meter renews with its
+    /// device key, one per audience.
+    pub token: Option<BearerToken>,
     /// The state directory.
     pub state_dir: PathBuf,
     /// The forecast lane's ε budget per calendar month (analytics-lane models; default: the
@@ -280,10 +286,24 @@ pub async fn upload_days(
         .map_err(|e| Error::CorruptState {
             reason: format!("context task: {e}"),
         })??;
+    let identity = Arc::new(DeviceIdentity::load(
+        &settings.state_dir,
+        &settings.meter_id,
+    )?);
+    let ka_tokens = TokenSource::new(
+        &settings.key_authority_url,
+        Arc::clone(&identity),
+        AUDIENCE_KEY_AUTHORITY,
+    );
+    let utility_tokens = TokenSource::new(
+        &settings.key_authority_url,
+        Arc::clone(&identity),
+        AUDIENCE_UTILITY_SERVER,
+    );
     let state = StateStore::open(&settings.state_dir).await?;
     let pk_bytes = fetch_public_key(
         &settings.key_authority_url,
-        Some(settings.token.clone()),
+        settings.token.clone(),
         ctx.parameter_set_id(),
     )
     .await?;
@@ -382,27 +402,21 @@ pub async fn upload_days(
                 epsilon_charged: values.epsilon_spent,
             }
         };
-        let r = &prepared.receipt;
+        // Signed now (a receipt stored by an earlier version is signed here too; signing is
+        // deterministic, so a resend carries the same bytes).
+        let mut signed = prepared.receipt.clone();
+        sign_receipt(&identity, &mut signed, &digest, group)?;
+        let r = &signed;
         let receipt_duplicate = record_receipt(
             &settings.key_authority_url,
-            settings.token.clone(),
+            ka_tokens.token().await?,
             r.clone(),
         )
         .await?;
-        let header = AnalyticsInputHeader {
-            kind: r.kind.clone(),
-            meter_id: r.meter_id.clone(),
-            input_id: r.input_id.clone(),
-            model_blake3: digest.clone(),
-            slot_offset: r.slot_offset,
-            slot_count: r.slot_count,
-            first_period: r.first_period.clone(),
-            group,
-            inputs: 1,
-        };
+        let header = signed_header(&identity, r);
         let ack = upload_input(
             &settings.utility_url,
-            settings.token.clone(),
+            utility_tokens.token().await?,
             header,
             std::slice::from_ref(&prepared.ciphertext),
         )

@@ -58,6 +58,15 @@ impl BearerToken {
     }
 }
 
+impl BearerToken {
+    /// Puts `authorization: Bearer <token>` on `request`.
+    pub fn apply<T>(&self, request: &mut tonic::Request<T>) {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+    }
+}
+
 impl fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("BearerToken([REDACTED])")

@@ -108,6 +108,12 @@ impl DeviceIdentity {
         &self.certificate
     }
 
+    /// The device public key.
+    #[must_use]
+    pub fn public_key(&self) -> seer_auth::device::DevicePublicKey {
+        self.key.public_key()
+    }
+
     /// Signs a statement with the device key.
     #[must_use]
     pub fn sign<S: Statement>(&self, statement: &S) -> Vec<u8> {

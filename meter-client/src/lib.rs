@@ -42,8 +42,10 @@ pub mod grpc;
 pub mod identity;
 pub mod queue;
 pub mod receipts;
+pub mod signing;
 pub mod source;
 pub mod synthetic;
+pub mod tokens;
 pub mod upload;
 
 use std::time::Duration;

@@ -68,6 +68,7 @@ use sqlx::{Row as _, Sqlite, Transaction};
 
 use crate::batch::{LaneState, SealedBatch, register_from, register_remainder};
 use crate::error::Error;
+use crate::signing::BatchSignatures;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -420,6 +421,20 @@ impl StateStore {
     /// [`Error::CorruptState`] if the sequences do not line up; a database error (nothing is
     /// committed then).
     pub async fn commit_batch(&self, batch: &SealedBatch, next: &LaneState) -> Result<(), Error> {
+        self.commit_batch_signed(batch, next, None).await
+    }
+
+    /// [`Self::commit_batch`], storing the meter's `signatures` over the batch with it (see
+    /// [`crate::signing`]).
+    ///
+    /// # Errors
+    /// As [`Self::commit_batch`].
+    pub async fn commit_batch_signed(
+        &self,
+        batch: &SealedBatch,
+        next: &LaneState,
+        signatures: Option<&BatchSignatures>,
+    ) -> Result<(), Error> {
         if next.next_sequence != batch.sequence + 1 {
             return Err(Error::CorruptState {
                 reason: format!(
@@ -471,8 +486,8 @@ impl StateStore {
         sqlx::query(
             "INSERT INTO outbox (sequence, period, start_at, end_at, utc_offset_s, readings, \
              billing_group, billing_position, billing_lane, analytics_lane, epsilon_spent, \
-             digest, queued_at, receipt_blake3) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             digest, queued_at, receipt_blake3, batch_signature, receipt_signature) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(to_i64(batch.sequence)?)
         .bind(batch.period.to_string())
@@ -488,6 +503,8 @@ impl StateStore {
         .bind(batch.digest())
         .bind(now())
         .bind(batch.billing_lane_blake3().to_vec())
+        .bind(signatures.map(|s| s.batch.clone()))
+        .bind(signatures.map(|s| s.receipt.clone()))
         .execute(&mut *tx)
         .await
         .map_err(Error::db("queueing the batch"))?;
@@ -508,6 +525,25 @@ impl StateStore {
             .await
             .map_err(Error::db("reading a queued batch"))?;
         row.map(|row| batch_from_row(&row)).transpose()
+    }
+
+    /// The meter's stored signatures over the queued batch `sequence` (None: not queued, or
+    /// queued unsigned).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn signatures(&self, sequence: u64) -> Result<Option<BatchSignatures>, Error> {
+        let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT batch_signature, receipt_signature FROM outbox WHERE sequence = ?",
+        )
+        .bind(to_i64(sequence)?)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(Error::db("reading a batch's signatures"))?;
+        Ok(match row {
+            Some((Some(batch), Some(receipt))) => Some(BatchSignatures { batch, receipt }),
+            _ => None,
+        })
     }
 
     /// The sequences in the outbox, ascending.

@@ -40,7 +40,10 @@ use crate::Event;
 use crate::batch::Receipt;
 use crate::error::Error;
 use crate::grpc::{Auth, BearerToken, connect};
+use crate::identity::DeviceIdentity;
 use crate::queue::StateStore;
+use crate::signing::signatures_for;
+use crate::tokens::TokenSource;
 use crate::upload::{Backoff, ProducerStatus};
 
 /// The deadline of one `Receipts.Record` call.
@@ -51,8 +54,13 @@ pub const RECORD_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ReceiptConfig {
     /// The key authority, e.g. `http://127.0.0.1:50052`.
     pub url: String,
-    /// The household's token, sent on every call.
+    /// The household's token, sent on every call (without `tokens`).
     pub token: Option<BearerToken>,
+    /// The meter's key-authority-audience tokens, renewed with its device key.
+    pub tokens: Option<Arc<TokenSource>>,
+    /// The meter's identity: every receipt is sent with its signature (see
+    /// [`crate::signing`]); the key authority refuses unsigned receipts.
+    pub identity: Option<Arc<DeviceIdentity>>,
     /// The meter.
     pub meter_id: String,
     /// Delays between attempts.
@@ -82,6 +90,7 @@ pub fn to_wire(meter_id: &str, receipt: &Receipt) -> ReceiptRequest {
         billing_group: receipt.billing_group,
         billing_position: receipt.billing_position,
         closes_period: receipt.closes_period,
+        signature: Vec::new(),
     }
 }
 
@@ -114,14 +123,19 @@ pub async fn record_receipts(
             continue;
         }
         for sequence in pending {
-            let receipt = store
+            let batch = store
                 .batch(sequence)
                 .await?
                 .ok_or_else(|| Error::CorruptState {
                     reason: format!("batch {sequence} left the outbox before its receipt"),
-                })?
-                .receipt();
-            match record_one(&mut client, config, &receipt).await {
+                })?;
+            let receipt = batch.receipt();
+            let mut wire = to_wire(&config.meter_id, &receipt);
+            if let Some(identity) = &config.identity {
+                let stored = store.signatures(sequence).await?;
+                wire.signature = signatures_for(identity, &batch, stored)?.receipt;
+            }
+            match record_one(&mut client, config, wire).await {
                 Ok(duplicate) => {
                     store.acknowledge_receipt(sequence).await?;
                     failures = 0;
@@ -168,8 +182,12 @@ pub async fn record_receipts(
 async fn record_one(
     client: &mut Option<Client>,
     config: &ReceiptConfig,
-    receipt: &Receipt,
+    receipt: ReceiptRequest,
 ) -> Result<bool, Error> {
+    let token = match &config.tokens {
+        Some(tokens) => Some(tokens.token().await?),
+        None => None,
+    };
     let c = match client {
         Some(c) => c,
         None => {
@@ -180,13 +198,17 @@ async fn record_one(
             )
         }
     };
-    let mut request = tonic::Request::new(to_wire(&config.meter_id, receipt));
+    let sequence = receipt.sequence;
+    let mut request = tonic::Request::new(receipt);
+    if let Some(token) = &token {
+        token.apply(&mut request);
+    }
     request.set_timeout(RECORD_TIMEOUT);
     match c.record(request).await {
         Ok(ack) => Ok(ack.into_inner().duplicate),
         Err(status) if status.code() == tonic::Code::AlreadyExists => Err(Error::ReceiptConflict {
             meter: config.meter_id.clone(),
-            sequence: receipt.sequence,
+            sequence,
             message: status.message().to_owned(),
         }),
         Err(status) => Err(Error::rpc("Receipts.Record", &status)),
@@ -217,6 +239,7 @@ mod tests {
                 billing_group: 3,
                 billing_position: 1023,
                 closes_period: true,
+                signature: Vec::new(),
             }
         );
     }

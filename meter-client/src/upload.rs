@@ -35,7 +35,10 @@ use crate::Event;
 use crate::batch::SealedBatch;
 use crate::error::Error;
 use crate::grpc::{Auth, BearerToken, connect};
+use crate::identity::DeviceIdentity;
 use crate::queue::StateStore;
+use crate::signing::{BatchSignatures, signatures_for};
+use crate::tokens::TokenSource;
 
 /// How the producer stands: what it has committed and whether it is done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,8 +87,14 @@ impl Backoff {
 pub struct UploadConfig {
     /// The utility server, e.g. `http://127.0.0.1:50051`.
     pub url: String,
-    /// The household's token, sent on every call.
+    /// The household's token, sent on every call (without `tokens`).
     pub token: Option<BearerToken>,
+    /// The meter's utility-audience tokens, renewed with its device key (an enrolled meter).
+    pub tokens: Option<Arc<TokenSource>>,
+    /// The meter's identity: every batch is sent with its signature and certificate (see
+    /// [`crate::signing`]); without one (an unenrolled meter) batches go unsigned and a
+    /// utility that checks signatures refuses them.
+    pub identity: Option<Arc<DeviceIdentity>>,
     /// The meter.
     pub meter_id: String,
     /// Batches sent ahead of their acks (at least 1).
@@ -109,13 +118,16 @@ pub struct UploadReport {
     pub reconnects: u32,
 }
 
-/// The wire form of a queued batch.
+/// A batch time as sent: RFC 3339 at the batch's UTC offset.
+pub fn wire_time(t: chrono::NaiveDateTime, offset: chrono::FixedOffset) -> String {
+    t.and_local_timezone(offset)
+        .single()
+        .map_or_else(|| t.and_utc().to_rfc3339(), |t| t.to_rfc3339())
+}
+
+/// The wire form of a queued batch, unsigned (see [`to_signed_wire`]).
 pub fn to_wire(meter_id: &str, batch: &SealedBatch) -> UploadBatch {
-    let rfc3339 = |t: chrono::NaiveDateTime| {
-        t.and_local_timezone(batch.utc_offset)
-            .single()
-            .map_or_else(|| t.and_utc().to_rfc3339(), |t| t.to_rfc3339())
-    };
+    let rfc3339 = |t: chrono::NaiveDateTime| wire_time(t, batch.utc_offset);
     UploadBatch {
         meter_id: meter_id.to_owned(),
         sequence: batch.sequence,
@@ -128,6 +140,21 @@ pub fn to_wire(meter_id: &str, batch: &SealedBatch) -> UploadBatch {
         billing_group: batch.billing_group,
         analytics_lane: batch.analytics_lane.clone(),
         epsilon_spent: batch.epsilon_spent,
+        signature: Vec::new(),
+        meter_certificate: Vec::new(),
+    }
+}
+
+/// The wire form of a queued batch with the meter's signature and certificate.
+pub fn to_signed_wire(
+    identity: &DeviceIdentity,
+    batch: &SealedBatch,
+    signatures: &BatchSignatures,
+) -> UploadBatch {
+    UploadBatch {
+        signature: signatures.batch.clone(),
+        meter_certificate: identity.certificate().to_bytes(),
+        ..to_wire(identity.meter_id(), batch)
     }
 }
 
@@ -182,9 +209,12 @@ async fn session(
     report: &mut UploadReport,
     observer: &(dyn Fn(&Event) + Send + Sync),
 ) -> Result<(), Error> {
+    let token = match &config.tokens {
+        Some(tokens) => Some(tokens.token().await?),
+        None => config.token.clone(),
+    };
     let channel = connect(&config.url).await?;
-    let mut client =
-        IngestClient::with_interceptor(channel, Auth(config.token.clone())).with_seer_limits();
+    let mut client = IngestClient::with_interceptor(channel, Auth(token)).with_seer_limits();
     let last = client
         .get_cursor(GetCursorRequest {
             meter_id: config.meter_id.clone(),
@@ -237,6 +267,7 @@ async fn session(
     let feeder = tokio::spawn(feed(
         Arc::clone(store),
         config.meter_id.clone(),
+        config.identity.clone(),
         first_needed,
         tx,
         Arc::clone(&permits),
@@ -362,6 +393,7 @@ impl Drop for AbortOnDrop {
 async fn feed(
     store: Arc<StateStore>,
     meter_id: String,
+    identity: Option<Arc<DeviceIdentity>>,
     mut next: u64,
     tx: mpsc::Sender<UploadBatch>,
     permits: Arc<Semaphore>,
@@ -373,7 +405,15 @@ async fn feed(
         };
         let status = *producer.borrow_and_update();
         if let Some(batch) = store.batch(next).await? {
-            if tx.send(to_wire(&meter_id, &batch)).await.is_err() {
+            let wire = match &identity {
+                Some(identity) => {
+                    let stored = store.signatures(next).await?;
+                    let signatures = signatures_for(identity, &batch, stored)?;
+                    to_signed_wire(identity, &batch, &signatures)
+                }
+                None => to_wire(&meter_id, &batch),
+            };
+            if tx.send(wire).await.is_err() {
                 // The call ended; the session reports why.
                 return Ok(next - 1);
             }

@@ -36,7 +36,8 @@ use utility_server::analytics::{
 };
 use utility_server::anomaly::{AnomalyScores, DayScore, day_scores, score};
 
-use crate::authority::{AnalyticsAuthority, progress};
+use crate::authority::{AnalyticsAuthority, RunMeter, progress};
+use meter_client::analytics::sign_receipt;
 
 /// Blocks one request may carry (the key authority's limit).
 pub const MAX_BLOCKS: usize = 8;
@@ -319,8 +320,7 @@ pub async fn run(options: &AnomalyOptions) -> Result<AnomalyReport> {
             } else {
                 format!("csv-home-{}", k + 1)
             };
-            let token = authority.token("household", Some(&meter_id)).await?;
-            households.push((meter_id, token));
+            households.push(authority.meter(&meter_id).await?);
         }
         let utility = authority.token("utility", None).await?;
         score_and_release(
@@ -347,7 +347,7 @@ async fn score_and_release(
     computation: &RegisteredAnomaly,
     model_blake3: &str,
     url: &str,
-    households: &[(String, String)],
+    households: &[RunMeter],
     utility: &str,
     runs: Vec<Vec<Day>>,
     skipped: Vec<String>,
@@ -371,7 +371,8 @@ async fn score_and_release(
     let mut blocks = Vec::new();
     let mut epsilon_spent = 0.0;
     let mut epsilon_per_reading = 0.0;
-    for (run, (meter_id, household)) in runs.iter().zip(households) {
+    for (run, household) in runs.iter().zip(households) {
+        let meter_id = &household.meter_id;
         let hours: Vec<[f64; HOURS]> = run.iter().map(|d| d.1).collect();
         let lane_days = lane_days(&hours, lane, hour_range)?;
         epsilon_spent += lane_days.epsilon_spent;
@@ -395,12 +396,9 @@ async fn score_and_release(
         let encrypted =
             tokio::task::spawn_blocking(move || encrypt_days(&ctx2, &pk2, &days2, at)).await??;
         let input_id = format!("{}..{}", run[0].0, run[run.len() - 1].0);
-        record_receipt(
-            url,
-            BearerToken::try_new(household)?,
-            receipt(meter_id, &input_id, run[0].0, &encrypted, &lane_days),
-        )
-        .await?;
+        let mut signed = receipt(meter_id, &input_id, run[0].0, &encrypted, &lane_days);
+        sign_receipt(&household.identity, &mut signed, model_blake3, 0)?;
+        record_receipt(url, BearerToken::try_new(&household.token)?, signed).await?;
         meters.push(MeterInputs {
             meter_id: meter_id.clone(),
             input_id,

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
+use meter_client::identity::DeviceIdentity;
+
 use crate::process::{Binaries, Server, output};
 
 /// How long the key authority may take to start: its first start generates the deep key set.
@@ -28,6 +30,18 @@ pub struct AnalyticsAuthority {
     binaries: Binaries,
     env: Vec<(String, String)>,
     url: String,
+    run_dir: PathBuf,
+}
+
+/// A meter of one run (see [`AnalyticsAuthority::meter`]).
+#[derive(Debug)]
+pub struct RunMeter {
+    /// The meter id.
+    pub meter_id: String,
+    /// Its household token for the key authority.
+    pub token: String,
+    /// Its device key and certificate.
+    pub identity: DeviceIdentity,
 }
 
 impl AnalyticsAuthority {
@@ -107,6 +121,7 @@ impl AnalyticsAuthority {
             binaries,
             env,
             url,
+            run_dir,
         })
     }
 
@@ -116,7 +131,52 @@ impl AnalyticsAuthority {
         &self.url
     }
 
-    /// A one-hour token for `role`, bound to `meter_id` for households.
+    /// A meter of this run, enrolled as an operator and a household do (a one-time code from
+    /// `key-authority enrolment-code`, then `meter-client enrol` into `WORKDIR/runs/…/meters/`):
+    /// its device identity, with which it signs its receipts, and a one-hour household token
+    /// for the key authority alone.
+    ///
+    /// # Errors
+    /// When enrolment or issuing fails.
+    pub async fn meter(&self, meter_id: &str) -> Result<RunMeter> {
+        let code = output(
+            &self.binaries,
+            "key-authority",
+            &["enrolment-code", "--meter-id", meter_id],
+            &self.env,
+        )
+        .await?;
+        let state = self.run_dir.join("meters").join(meter_id);
+        let state_arg = state.display().to_string();
+        output(
+            &self.binaries,
+            "meter-client",
+            &[
+                "enrol",
+                "--meter-id",
+                meter_id,
+                "--code",
+                code.trim(),
+                "--key-authority",
+                &self.url,
+                "--state",
+                &state_arg,
+            ],
+            &[],
+        )
+        .await?;
+        let identity = DeviceIdentity::load(&state, meter_id)
+            .with_context(|| format!("loading the identity of {meter_id}"))?;
+        let token = self.token("household", Some(meter_id)).await?;
+        Ok(RunMeter {
+            meter_id: meter_id.to_owned(),
+            token,
+            identity,
+        })
+    }
+
+    /// A one-hour token for `role`, bound to `meter_id` for households (whose tokens name
+    /// the key authority alone: these runs record receipts with it).
     ///
     /// # Errors
     /// When `key-authority issue-token` fails.
@@ -124,6 +184,9 @@ impl AnalyticsAuthority {
         let mut args = vec!["issue-token", "--role", role, "--lifetime", "1h"];
         if let Some(meter_id) = meter_id {
             args.extend(["--meter-id", meter_id]);
+        }
+        if role == "household" {
+            args.extend(["--audience", seer_auth::AUDIENCE_KEY_AUTHORITY]);
         }
         Ok(output(&self.binaries, "key-authority", &args, &self.env)
             .await?

@@ -36,6 +36,7 @@ use utility_server::analytics::{
 use utility_server::forecast::{ForecastStore, evaluate, hour_forecasts};
 
 use crate::authority::{AnalyticsAuthority, progress};
+use meter_client::analytics::sign_receipt;
 
 /// The meter id the CLI's home is released under.
 pub const METER_ID: &str = "csv-home";
@@ -214,7 +215,7 @@ pub async fn run(options: &ForecastOptions) -> Result<ForecastReport> {
     )
     .await?;
     let result = async {
-        let household = authority.token("household", Some(METER_ID)).await?;
+        let household = authority.meter(METER_ID).await?;
         let utility = authority.token("utility", None).await?;
         let url = authority.url();
 
@@ -231,12 +232,9 @@ pub async fn run(options: &ForecastOptions) -> Result<ForecastReport> {
             lane_values.start.format("%Y-%m-%dT%H:00"),
             hours_n
         );
-        record_receipt(
-            url,
-            BearerToken::try_new(&household)?,
-            receipt(METER_ID, &input_id, &encrypted, &lane_values),
-        )
-        .await?;
+        let mut signed = receipt(METER_ID, &input_id, &encrypted, &lane_values);
+        sign_receipt(&household.identity, &mut signed, &model_blake3, 0)?;
+        record_receipt(url, BearerToken::try_new(&household.token)?, signed).await?;
         progress(
             start,
             &format!(

@@ -7,10 +7,12 @@
 //! 2. **key authority**: `key-authority serve` on port 0 (generates its keys on first start),
 //!    then its JWT public key (`key-authority jwt-public-key`);
 //! 3. **utility server**: `utility-server serve` on port 0, verifying tokens with that key;
-//! 4. **tokens**: a household token per meter and a utility token
-//!    (`key-authority issue-token`);
+//! 4. **tokens and enrolment**: a utility token (`key-authority issue-token`), and each meter
+//!    enrolled (`key-authority enrolment-code`, then `meter-client enrol` into its state
+//!    directory): meters sign their batches and receipts with their device keys and renew
+//!    their own one-hour, single-audience tokens with them;
 //! 5. **meters**: `meter-client run` per home, `--jobs` at a time, each with its own state
-//!    directory, home index and token; their progress lines are relayed;
+//!    directory and home index; their progress lines are relayed;
 //! 6. **billing**: `utility-server bill` for each packing group, with the utility token: the
 //!    key authority checks each closing lane against its meter's receipt, runs the billing
 //!    circuit and releases the bills;
@@ -289,15 +291,14 @@ async fn phases(
         }
     };
     let utility_token = issue("utility", None).await?;
-    let mut household_tokens = Vec::with_capacity(plan.homes.len());
     for home in &plan.homes {
-        household_tokens.push(issue("household", Some(home.meter_id.clone())).await?);
+        enrol_meter(binaries, &ka_env, &ka_url, workdir, &home.meter_id).await?;
     }
     progress(format!(
-        "tokens issued: {} household, 1 utility",
-        household_tokens.len()
+        "utility token issued, {} meters enrolled",
+        plan.homes.len()
     ));
-    elapsed(&mut phases, "tokens", t);
+    elapsed(&mut phases, "tokens and enrolment", t);
 
     // 5. The meters.
     let t = Instant::now();
@@ -307,16 +308,7 @@ async fn phases(
         plan.homes.len(),
         options.jobs.min(plan.homes.len())
     ));
-    let summaries = run_meters(
-        options,
-        binaries,
-        workdir,
-        &plan,
-        &household_tokens,
-        &ka_url,
-        &utility_url,
-    )
-    .await?;
+    let summaries = run_meters(options, binaries, workdir, &plan, &ka_url, &utility_url).await?;
     elapsed(&mut phases, "meters (replay, encrypt, upload)", t);
 
     // 6. Billing, one packing group at a time.
@@ -478,13 +470,12 @@ async fn run_meters(
     binaries: &Binaries,
     workdir: &Path,
     plan: &Plan,
-    tokens: &[String],
     ka_url: &str,
     utility_url: &str,
 ) -> Result<Vec<RunSummary>> {
     let permits = Arc::new(tokio::sync::Semaphore::new(options.jobs));
     let mut tasks = tokio::task::JoinSet::new();
-    for (home, token) in plan.homes.iter().zip(tokens) {
+    for home in &plan.homes {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--meter-id".into(),
@@ -496,11 +487,7 @@ async fn run_meters(
             "--utility".into(),
             utility_url.to_owned(),
             "--state".into(),
-            workdir
-                .join("meters")
-                .join(&home.meter_id)
-                .display()
-                .to_string(),
+            meter_state(workdir, &home.meter_id).display().to_string(),
             "--home-index".into(),
             home.index.to_string(),
             "--json".into(),
@@ -523,7 +510,6 @@ async fn run_meters(
         let meter = MeterJob {
             path: binaries.path("meter-client"),
             args,
-            token: token.clone(),
             meter_id: home.meter_id.clone(),
             log: workdir.join("logs").join(format!("{}.log", home.meter_id)),
         };
@@ -555,11 +541,53 @@ async fn run_meters(
     Ok(summaries.into_iter().map(|(_, s)| s).collect())
 }
 
+/// A meter's state directory.
+fn meter_state(workdir: &Path, meter_id: &str) -> PathBuf {
+    workdir.join("meters").join(meter_id)
+}
+
+/// Enrols `meter_id` as an operator and a household do: a one-time code from
+/// `key-authority enrolment-code`, then `meter-client enrol` (which creates the device key
+/// in the meter's state directory and stores the key authority's certificate there).
+async fn enrol_meter(
+    binaries: &Binaries,
+    ka_env: &[(String, String)],
+    ka_url: &str,
+    workdir: &Path,
+    meter_id: &str,
+) -> Result<()> {
+    let code = output(
+        binaries,
+        "key-authority",
+        &["enrolment-code", "--meter-id", meter_id],
+        ka_env,
+    )
+    .await?;
+    let state = meter_state(workdir, meter_id).display().to_string();
+    output(
+        binaries,
+        "meter-client",
+        &[
+            "enrol",
+            "--meter-id",
+            meter_id,
+            "--code",
+            code.trim(),
+            "--key-authority",
+            ka_url,
+            "--state",
+            &state,
+        ],
+        &[],
+    )
+    .await?;
+    Ok(())
+}
+
 /// One `meter-client run`.
 struct MeterJob {
     path: PathBuf,
     args: Vec<String>,
-    token: String,
     meter_id: String,
     log: PathBuf,
 }
@@ -569,7 +597,7 @@ impl MeterJob {
         progress(format!("[{}] meter client started", self.meter_id));
         let mut child = Command::new(&self.path)
             .args(&self.args)
-            .env("SEER_METER_TOKEN", &self.token)
+            .env_remove("SEER_METER_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

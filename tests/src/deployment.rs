@@ -292,7 +292,8 @@ impl Deployment {
         Ok(())
     }
 
-    /// A `meter-client run` for `meter_id` against this deployment (see [`MeterRun`]).
+    /// A `meter-client run` for `meter_id` against this deployment (see [`MeterRun`]); the
+    /// meter is enrolled into its state directory before it first runs.
     #[must_use]
     pub fn meter(&self, meter_id: &str, source: &str) -> MeterRun {
         MeterRun {
@@ -303,7 +304,50 @@ impl Deployment {
             state: self.dir().join(format!("meter-{meter_id}")),
             token: None,
             args: Vec::new(),
+            enrol_with: Some(authority_env(self.dir(), Some(&self.audit_database))),
         }
+    }
+
+    /// The device identity of `meter_id` (its key and certificate in the state directory
+    /// [`Deployment::meter`] uses), enrolling the meter first when it is not yet.
+    ///
+    /// # Errors
+    /// When enrolment fails or the identity cannot be loaded.
+    pub fn identity(
+        &self,
+        meter_id: &str,
+    ) -> anyhow::Result<meter_client::identity::DeviceIdentity> {
+        let state = self.dir().join(format!("meter-{meter_id}"));
+        ensure_enrolled(
+            &authority_env(self.dir(), Some(&self.audit_database)),
+            &self.authority.uri(),
+            meter_id,
+            &state,
+        )?;
+        meter_client::identity::DeviceIdentity::load(&state, meter_id)
+            .with_context(|| format!("loading the identity of {meter_id}"))
+    }
+
+    /// Enrols `meter_id` into the state directory `state` (unless it holds a certificate).
+    ///
+    /// # Errors
+    /// When enrolment fails.
+    pub fn enrol_into(&self, meter_id: &str, state: &Path) -> anyhow::Result<()> {
+        ensure_enrolled(
+            &authority_env(self.dir(), Some(&self.audit_database)),
+            &self.authority.uri(),
+            meter_id,
+            state,
+        )
+    }
+
+    /// A one-hour household token of `meter` for exactly `audience`
+    /// (`seer-key-authority` or `seer-utility-server`), from `key-authority issue-token`.
+    ///
+    /// # Errors
+    /// When the command fails.
+    pub fn household_token(&self, meter: &str, audience: &str) -> anyhow::Result<String> {
+        issue_token_for(self.dir(), "household", Some(meter), Some(audience))
     }
 
     /// The utility server's ingest cursor for `meter`, read over gRPC with `token`.
@@ -349,9 +393,20 @@ pub struct MeterRun {
     state: PathBuf,
     token: Option<String>,
     args: Vec<String>,
+    /// The key authority's CLI environment, to enrol the meter before it runs (`None`: no
+    /// enrolment).
+    enrol_with: Option<Vec<(String, String)>>,
 }
 
 impl MeterRun {
+    /// Runs the meter without enrolling it first (it then has no device key: an unenrolled
+    /// meter's uploads and receipts are refused).
+    #[must_use]
+    pub fn unenrolled(mut self) -> Self {
+        self.enrol_with = None;
+        self
+    }
+
     /// The household token (in `SEER_METER_TOKEN`); without one the variable is unset.
     #[must_use]
     pub fn token(mut self, token: &str) -> Self {
@@ -395,6 +450,9 @@ impl MeterRun {
     /// # Errors
     /// When the binary has not been built.
     pub fn command(&self) -> anyhow::Result<Command> {
+        if let Some(env) = &self.enrol_with {
+            ensure_enrolled(env, &self.key_authority, &self.meter_id, &self.state)?;
+        }
         let mut command = Command::new(bin_path("meter-client")?);
         command
             .args([
@@ -484,16 +542,77 @@ fn run_key_authority(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
 
 /// A one-hour token for `role` (bound to `meter`) signed with the key of the deployment in
 /// `dir` (which need not be running: the CLI only reads the signing key, creating it first).
+/// A household token names the utility server alone (household tokens name one audience);
+/// see [`Deployment::household_token`] for the key authority's.
 ///
 /// # Errors
 /// When the command fails.
 pub fn issue_token(dir: &Path, role: &str, meter: Option<&str>) -> anyhow::Result<String> {
+    let audience = (role == "household").then_some("seer-utility-server");
+    issue_token_for(dir, role, meter, audience)
+}
+
+/// A one-hour token for `role` (bound to `meter`), for `audience` when given.
+fn issue_token_for(
+    dir: &Path,
+    role: &str,
+    meter: Option<&str>,
+    audience: Option<&str>,
+) -> anyhow::Result<String> {
     std::fs::create_dir_all(dir.join("ka")).context("creating ka/")?;
     let mut args = vec!["issue-token", "--role", role, "--lifetime", "1h"];
     if let Some(meter) = meter {
         args.extend(["--meter-id", meter]);
     }
+    if let Some(audience) = audience {
+        args.extend(["--audience", audience]);
+    }
     Ok(run_key_authority(dir, &args)?.trim().to_owned())
+}
+
+/// Enrols `meter_id` into `state` (an operator's `key-authority enrolment-code` with the key
+/// authority's CLI environment `env`, then `meter-client enrol` against `key_authority`),
+/// unless the state directory already holds its certificate.
+///
+/// # Errors
+/// When either command fails.
+pub fn ensure_enrolled(
+    env: &[(String, String)],
+    key_authority: &str,
+    meter_id: &str,
+    state: &Path,
+) -> anyhow::Result<()> {
+    if state
+        .join(meter_client::identity::CERTIFICATE_FILE)
+        .exists()
+    {
+        return Ok(());
+    }
+    let output = Command::new(bin_path("key-authority")?)
+        .args(["enrolment-code", "--meter-id", meter_id])
+        .envs(env.iter().cloned())
+        .output()
+        .context("running key-authority enrolment-code")?;
+    ensure!(
+        output.status.success(),
+        "key-authority enrolment-code failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let code = String::from_utf8(output.stdout).context("key-authority printed non-UTF-8")?;
+    let output = Command::new(bin_path("meter-client")?)
+        .args(["enrol", "--meter-id", meter_id, "--code", code.trim()])
+        .args(["--key-authority", key_authority])
+        .arg("--state")
+        .arg(state)
+        .env("RUST_LOG", "warn")
+        .output()
+        .context("running meter-client enrol")?;
+    ensure!(
+        output.status.success(),
+        "meter-client enrol for {meter_id} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }
 
 /// Generates (or checks) the key authority's key set for `parameter_set` with `galois_steps`

@@ -44,6 +44,7 @@ pub mod audit;
 pub mod deployment;
 pub mod oracle;
 pub mod rng;
+pub mod signing;
 
 pub use deployment::{Deployment, DeploymentOptions, MeterRun};
 

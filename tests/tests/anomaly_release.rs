@@ -25,6 +25,7 @@ use seer_proto::v1::AnalyticsReleaseResponse;
 use seer_tests::audit::{audit_entries, grants, has_refusal};
 use seer_tests::deployment::{Deployment, DeploymentOptions, deep_analytics_env};
 use seer_tests::rng::SplitMix64;
+use seer_tests::signing::signed_receipt;
 use utility_server::analytics::{
     JobError, MeterInputs, connect, fetch_deep_keys, model_digest, request_release,
 };
@@ -158,11 +159,17 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         for home in &homes {
             let lane = lane_days(&home.days, AnomalyLane::Exact, model.hour_range).expect("lane");
             let encrypted = encrypt_days(&ctx, &pk, &lane.days, offset).expect("encrypt");
-            let token = deployment.token("household", Some(home.id)).expect("token");
+            let token = deployment
+                .household_token(home.id, "seer-key-authority")
+                .expect("token");
             let duplicate = record_receipt(
                 &url,
                 BearerToken::try_new(&token).expect("bearer"),
-                receipt(home.id, "jan", home.first_day, &encrypted, &lane),
+                signed_receipt(
+                    &deployment,
+                    receipt(home.id, "jan", home.first_day, &encrypted, &lane),
+                )
+                .expect("signed"),
             )
             .await
             .expect("receipt");
@@ -191,12 +198,12 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         c_receipt.slot_offset = 16000;
         c_receipt.slot_count = 10;
         let c_token = deployment
-            .token("household", Some("meter-c"))
+            .household_token("meter-c", "seer-key-authority")
             .expect("token");
         record_receipt(
             &url,
             BearerToken::try_new(&c_token).expect("bearer"),
-            c_receipt,
+            signed_receipt(&deployment, c_receipt).expect("signed"),
         )
         .await
         .expect("receipt c");
@@ -214,12 +221,12 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         l_receipt.epsilon = 1.0;
         l_receipt.readings_per_day = 96;
         let l_token = deployment
-            .token("household", Some("meter-l"))
+            .household_token("meter-l", "seer-key-authority")
             .expect("token");
         record_receipt(
             &url,
             BearerToken::try_new(&l_token).expect("bearer"),
-            l_receipt,
+            signed_receipt(&deployment, l_receipt).expect("signed"),
         )
         .await
         .expect("receipt l");
@@ -259,7 +266,7 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
 
         // Refused: a household token asking for a release (audited before the answer).
         let household_a = deployment
-            .token("household", Some("meter-a"))
+            .household_token("meter-a", "seer-key-authority")
             .expect("token");
         match request_release(
             channel.clone(),

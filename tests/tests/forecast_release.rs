@@ -20,6 +20,7 @@ use seer_forecast::release::{RegisteredForecast, round_kwh};
 use seer_forecast::{ForecastModel, forecast_series};
 use seer_tests::audit::{audit_entries, grants, has_refusal};
 use seer_tests::deployment::{Deployment, DeploymentOptions, deep_analytics_env};
+use seer_tests::signing::signed_receipt;
 use utility_server::analytics::{
     JobError, MeterInputs, connect, fetch_deep_keys, model_digest, request_release,
 };
@@ -103,11 +104,14 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
             let encrypted =
                 encrypt_series(&ctx, &pk, &lane.hours, offset, model.horizon()).expect("encrypt");
             assert_eq!(encrypted.slot_count, HOURS + 24);
-            let token = deployment.token("household", Some(home.id)).expect("token");
+            let token = deployment
+                .household_token(home.id, "seer-key-authority")
+                .expect("token");
             let duplicate = record_receipt(
                 &url,
                 BearerToken::try_new(&token).expect("bearer"),
-                receipt(home.id, "jan", &encrypted, &lane),
+                signed_receipt(&deployment, receipt(home.id, "jan", &encrypted, &lane))
+                    .expect("signed"),
             )
             .await
             .expect("receipt");
@@ -127,12 +131,12 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
         l_receipt.epsilon = 1.0;
         l_receipt.readings_per_day = 96;
         let l_token = deployment
-            .token("household", Some("meter-l"))
+            .household_token("meter-l", "seer-key-authority")
             .expect("token");
         record_receipt(
             &url,
             BearerToken::try_new(&l_token).expect("bearer"),
-            l_receipt,
+            signed_receipt(&deployment, l_receipt).expect("signed"),
         )
         .await
         .expect("receipt l");
@@ -165,7 +169,7 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
 
         // Refused: a household token asking for a release (audited before the answer).
         let household_a = deployment
-            .token("household", Some("meter-a"))
+            .household_token("meter-a", "seer-key-authority")
             .expect("token");
         match request_release(
             channel.clone(),

@@ -30,6 +30,7 @@ use seer_proto::v1::AnalyticsInputHeader;
 use seer_tests::audit::{audit_entries, grants, has_refusal};
 use seer_tests::bin_path;
 use seer_tests::deployment::{Deployment, DeploymentOptions, deep_analytics_env};
+use seer_tests::signing::signed_header;
 use serde_json::Value;
 use utility_server::analytics::model_digest;
 
@@ -70,6 +71,8 @@ fn expected(model: &ForecastModel, home: u32) -> Vec<f64> {
 fn meter_forecast(deployment: &Deployment, home: u32, model: &std::path::Path) -> Vec<Value> {
     let id = format!("home-{home}");
     let token = deployment.token("household", Some(&id)).expect("token");
+    let state = deployment.dir().join(&id);
+    deployment.enrol_into(&id, &state).expect("enrolled");
     let output = Command::new(bin_path("meter-client").expect("meter-client"))
         .args([
             "forecast",
@@ -86,7 +89,7 @@ fn meter_forecast(deployment: &Deployment, home: u32, model: &std::path::Path) -
             "--key-authority",
             &deployment.authority().uri(),
             "--state",
-            &deployment.dir().join(&id).display().to_string(),
+            &state.display().to_string(),
             "--json",
         ])
         .env("SEER_METER_TOKEN", token)
@@ -187,6 +190,12 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
             first_period: "2024-03-04T00:00".into(),
             group: 0,
             inputs: 1,
+            lane: "exact".into(),
+            ..AnalyticsInputHeader::default()
+        };
+        // The rogue meter signs its own uploads (a meter may lie about itself).
+        let signed = |h: AnalyticsInputHeader, inputs: &[Vec<u8>]| {
+            signed_header(&deployment, h, inputs).expect("signed")
         };
         let rogue =
             BearerToken::try_new(&deployment.token("household", Some("rogue")).expect("token"))
@@ -200,7 +209,7 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
             upload_input(
                 &utility_url,
                 rogue.clone(),
-                header("rogue", "x"),
+                signed(header("rogue", "x"), std::slice::from_ref(&corrupt)),
                 &[corrupt],
             )
             .await,
@@ -223,7 +232,10 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
         let ack = upload_input(
             &utility_url,
             rogue.clone(),
-            header("rogue", "2024-03-12"),
+            signed(
+                header("rogue", "2024-03-12"),
+                std::slice::from_ref(&ct.input),
+            ),
             std::slice::from_ref(&ct.input),
         )
         .await
@@ -235,7 +247,10 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
             upload_input(
                 &utility_url,
                 rogue,
-                header("rogue", "2024-03-12"),
+                signed(
+                    header("rogue", "2024-03-12"),
+                    std::slice::from_ref(&other.input),
+                ),
                 &[other.input],
             )
             .await,

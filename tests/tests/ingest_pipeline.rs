@@ -84,7 +84,10 @@ async fn tokens_for_another_meter_or_none_are_refused() {
         .expect("token");
     let utility = deployment.token("utility", None).expect("token");
 
+    // Unenrolled meters (an enrolled one renews its own tokens with its device key): the
+    // configured token is all they have.
     let wrong = meter(&deployment, Some(&other), "wrong", "2024-01-02")
+        .unenrolled()
         .output()
         .expect("runs");
     assert!(
@@ -98,6 +101,7 @@ async fn tokens_for_another_meter_or_none_are_refused() {
     );
 
     let none = meter(&deployment, None, "none", "2024-01-02")
+        .unenrolled()
         .output()
         .expect("runs");
     assert!(!none.status.success(), "no token must not upload");

@@ -26,6 +26,7 @@ use tracing::Instrument as _;
 
 use crate::auth::{self, AuthzError, IngestPolicy, MeterAction, MeterAuthorization};
 use crate::batch::MeterId;
+use crate::signatures::{MeterSignatures, SignatureError};
 use crate::store::{AnalyticsInput, InputHeader, InputOutcome, Store, StoreError};
 
 /// Largest input ciphertext accepted (a fresh N32768_L19 ciphertext takes about 10 MB).
@@ -63,6 +64,9 @@ pub enum InputError {
         /// The input id.
         input_id: String,
     },
+    /// The meter's certificate or signature does not verify over the received inputs.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
     /// The database failed (logged; the client learns only that the store is unavailable).
     #[error("the store is unavailable")]
     Store(#[source] StoreError),
@@ -80,6 +84,7 @@ impl From<InputError> for Status {
             InputError::Authorization(_) => Status::permission_denied(error.to_string()),
             InputError::Invalid(_) => Status::invalid_argument(error.to_string()),
             InputError::Conflict { .. } => Status::already_exists(error.to_string()),
+            InputError::Signature(_) => Status::permission_denied(error.to_string()),
             InputError::Store(source) => {
                 tracing::error!(error = %source, "analytics input store failed");
                 Status::unavailable(error.to_string())
@@ -96,6 +101,8 @@ impl From<InputError> for Status {
 #[derive(Clone)]
 pub struct AnalyticsIngestService {
     store: Store,
+    /// Checks meters' signatures when the key authority's public key is known.
+    signatures: Option<Arc<MeterSignatures>>,
     /// The deep parameter set's context, built on first use (tens of milliseconds of NTT
     /// tables that most utility servers never need).
     deep: Arc<OnceCell<CkksContext>>,
@@ -119,8 +126,17 @@ impl AnalyticsIngestService {
     pub fn new(store: Store) -> Self {
         Self {
             store,
+            signatures: None,
             deep: Arc::new(OnceCell::new()),
         }
+    }
+
+    /// Requires every upload's header to carry the meter's certificate and signature over
+    /// the received inputs, checked with `signatures` (see [`crate::signatures`]).
+    #[must_use]
+    pub fn with_signatures(mut self, signatures: Option<Arc<MeterSignatures>>) -> Self {
+        self.signatures = signatures;
+        self
     }
 
     async fn context(&self) -> Result<&CkksContext, InputError> {
@@ -235,6 +251,17 @@ impl AnalyticsIngestService {
         );
         let count = wire.inputs as usize;
         let ciphertexts = receive_ciphertexts(&mut chunks, count).await?;
+        // The meter's signature over exactly what arrived, before anything is parsed or
+        // stored: a relabelled lane or ε, or an altered input, is refused here.
+        if let Some(signatures) = &self.signatures {
+            let digests = ciphertexts
+                .iter()
+                .map(|ct| *blake3::hash(ct).as_bytes())
+                .collect();
+            signatures
+                .check_input(&wire, digests)
+                .map_err(InputError::from)?;
+        }
         let input = AnalyticsInput {
             header,
             ciphertexts,
@@ -256,7 +283,7 @@ impl AnalyticsIngestService {
         let bytes = input.ciphertexts.iter().map(|c| c.len() as u64).sum();
         let outcome = self
             .store
-            .insert_analytics_input(&input)
+            .insert_analytics_input_signed(&input, &wire.signature, &wire.meter_certificate)
             .await
             .map_err(InputError::Store)?;
         let h = input.header;
@@ -403,6 +430,7 @@ mod tests {
             first_period: "2024-03-04T00:00".into(),
             group: 3,
             inputs: 1,
+            ..AnalyticsInputHeader::default()
         }
     }
 

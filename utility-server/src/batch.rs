@@ -303,6 +303,8 @@ pub struct Batch {
     billing_lane: Vec<u8>,
     analytics_lane: Vec<u8>,
     epsilon_spent: f64,
+    signature: Vec<u8>,
+    meter_certificate: Vec<u8>,
     digest: ContentDigest,
 }
 
@@ -401,6 +403,8 @@ impl Batch {
             billing_lane: wire.billing_lane,
             analytics_lane: wire.analytics_lane,
             epsilon_spent,
+            signature: wire.signature,
+            meter_certificate: wire.meter_certificate,
             digest: ContentDigest(blake3::Hash::from_bytes([0; 32])),
         };
         batch.digest = batch.compute_digest();
@@ -514,6 +518,19 @@ impl Batch {
     #[must_use]
     pub fn epsilon_spent(&self) -> f64 {
         self.epsilon_spent
+    }
+
+    /// The meter's signature over the batch statement, as received (empty when unsigned:
+    /// accepted only by a utility that does not check signatures).
+    #[must_use]
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+
+    /// The key authority's certificate of the meter's device key, as received.
+    #[must_use]
+    pub fn meter_certificate(&self) -> &[u8] {
+        &self.meter_certificate
     }
 
     /// The content digest.

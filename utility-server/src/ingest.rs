@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{self, AuthzError, IngestPolicy, MeterAction, MeterAuthorization};
 use crate::batch::{Batch, BatchError, MeterId};
 use crate::lanes::{LaneError, LaneValidator};
+use crate::signatures::{MeterSignatures, SignatureError};
 use crate::store::{InsertOutcome, Store, StoreError};
 
 /// Acknowledgements buffered per stream before the handler waits for the client to read.
@@ -57,6 +58,17 @@ pub enum IngestError {
         sequence: u64,
         /// What is wrong.
         source: LaneError,
+    },
+    /// The meter's certificate or signature does not verify over the batch as received
+    /// (nothing is stored).
+    #[error("meter {meter_id} batch {sequence}: {source}")]
+    Signature {
+        /// The meter.
+        meter_id: MeterId,
+        /// The sequence.
+        sequence: u64,
+        /// Why.
+        source: SignatureError,
     },
     /// The (meter, sequence) is stored with different content.
     #[error(
@@ -114,6 +126,7 @@ impl From<IngestError> for Status {
             | IngestError::InvalidBatch { .. }
             | IngestError::InvalidLane { .. } => Status::invalid_argument(error.to_string()),
             IngestError::Conflict { .. } => Status::already_exists(error.to_string()),
+            IngestError::Signature { .. } => Status::permission_denied(error.to_string()),
             IngestError::Gap { .. } => Status::failed_precondition(error.to_string()),
             IngestError::Store {
                 meter_id,
@@ -147,6 +160,7 @@ pub struct IngestService {
     store: Store,
     lanes: LaneValidator,
     policy: Arc<dyn MeterAuthorization>,
+    signatures: Option<Arc<MeterSignatures>>,
 }
 
 impl IngestService {
@@ -167,7 +181,16 @@ impl IngestService {
             store,
             lanes,
             policy,
+            signatures: None,
         }
+    }
+
+    /// Requires every batch to carry the meter's certificate and its signature over the
+    /// batch as received, checked with `signatures` (see [`crate::signatures`]).
+    #[must_use]
+    pub fn with_signatures(mut self, signatures: Option<Arc<MeterSignatures>>) -> Self {
+        self.signatures = signatures;
+        self
     }
 
     /// Checks, stores and acknowledges one batch (see the
@@ -196,6 +219,17 @@ impl IngestService {
         // Authorize before reading the rest: a stranger learns nothing about the batch.
         self.policy
             .authorize(principal, &meter_id, MeterAction::Upload)?;
+        // The meter's signature over the batch as received: its integrity and origin (an
+        // altered lane is refused here, and nothing is stored).
+        if let Some(signatures) = &self.signatures {
+            signatures
+                .check_batch(&wire)
+                .map_err(|source| IngestError::Signature {
+                    meter_id: meter_id.clone(),
+                    sequence,
+                    source,
+                })?;
+        }
         let batch =
             Batch::try_from_wire(wire, self.lanes.billing_capacity()).map_err(|source| {
                 IngestError::InvalidBatch {

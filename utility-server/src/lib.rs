@@ -39,6 +39,7 @@ pub mod ingest;
 pub mod key_authority;
 pub mod lanes;
 pub mod settings;
+pub mod signatures;
 pub mod startup;
 pub mod store;
 

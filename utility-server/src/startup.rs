@@ -19,6 +19,7 @@ use crate::auth::{AuthInterceptor, Authenticator, JwtAuthenticator, NoAuthentica
 use crate::bills::BillsService;
 use crate::ingest::IngestService;
 use crate::lanes::LaneValidator;
+use crate::signatures::MeterSignatures;
 use crate::store::{Store, redact_url};
 
 /// A bound, not yet running, utility-server.
@@ -27,6 +28,7 @@ pub struct Application {
     store: Store,
     lanes: LaneValidator,
     authenticator: Arc<dyn Authenticator>,
+    signatures: Option<Arc<MeterSignatures>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -72,11 +74,19 @@ impl Application {
             tariff = settings.tariff.name(),
             "store open"
         );
+        let mut signatures = None;
         let authenticator: Arc<dyn Authenticator> = match &settings.auth.jwt_public_key_file {
             Some(path) => {
                 let pem = tokio::fs::read_to_string(path)
                     .await
                     .with_context(|| format!("reading the JWT public key {}", path.display()))?;
+                // The same key signs meters' certificates: every batch and analytics input
+                // must carry its meter's certificate and signature.
+                signatures = Some(Arc::new(
+                    MeterSignatures::from_public_key_pem(&pem).with_context(|| {
+                        format!("{} is not an Ed25519 public key", path.display())
+                    })?,
+                ));
                 Arc::new(
                     JwtAuthenticator::from_public_key_pem(&pem).with_context(|| {
                         format!("{} is not an Ed25519 public key", path.display())
@@ -96,7 +106,17 @@ impl Application {
             store,
             lanes,
             authenticator,
+            signatures,
         })
+    }
+
+    /// Requires meters' certificates and signatures on every batch and analytics input,
+    /// checked with `signatures` (set by [`Application::build`] from
+    /// `auth.jwt_public_key_file`; tests with their own authenticator set it here).
+    #[must_use]
+    pub fn with_meter_signatures(mut self, signatures: MeterSignatures) -> Self {
+        self.signatures = Some(Arc::new(signatures));
+        self
     }
 
     /// Sets what turns a call's metadata into its principal (the JWT verifier).
@@ -149,15 +169,20 @@ impl Application {
             env!("CARGO_PKG_VERSION"),
             self.lanes.billing_context().parameter_set_id(),
         );
-        let ingest = IngestServer::new(IngestService::new(self.store.clone(), self.lanes))
-            .with_seer_limits();
+        let ingest = IngestServer::new(
+            IngestService::new(self.store.clone(), self.lanes)
+                .with_signatures(self.signatures.clone()),
+        )
+        .with_seer_limits();
         let ingest = tonic::service::interceptor::InterceptedService::new(
             ingest,
             AuthInterceptor::new(Arc::clone(&self.authenticator)),
         );
         let analytics_ingest = tonic::service::interceptor::InterceptedService::new(
-            AnalyticsIngestServer::new(AnalyticsIngestService::new(self.store.clone()))
-                .with_seer_limits(),
+            AnalyticsIngestServer::new(
+                AnalyticsIngestService::new(self.store.clone()).with_signatures(self.signatures),
+            )
+            .with_seer_limits(),
             AuthInterceptor::new(Arc::clone(&self.authenticator)),
         );
         let bills = tonic::service::interceptor::InterceptedService::new(

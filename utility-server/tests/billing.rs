@@ -11,7 +11,11 @@
 use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveDateTime};
-use key_authority::auth::{Identity, TokenIssuer, TokenRequest};
+use key_authority::auth::device::{
+    BillingReceiptStatement, DeviceKey, EnrolmentStatement, Statement as _,
+};
+use key_authority::auth::{AUDIENCE_KEY_AUTHORITY, Identity, Role, TokenIssuer, TokenRequest};
+use key_authority::enrolment::{EnrolRequest, EnrolmentStore};
 use key_authority::keys::KeySetSpec;
 use seer_ckks::{CkksContext, Encryptor, PublicKey};
 use seer_core::circuits::billing::{self, BillingLayout};
@@ -39,7 +43,35 @@ struct Deployment {
     lanes: LaneValidator,
     receipts: ReceiptsClient<Channel>,
     store: Store,
+    enrolment: EnrolmentStore,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Enrols a fresh device key for `meter` (a one-time code, then the enrolment with a proof
+/// of possession), as `meter-client enrol` does.
+async fn enrol_device(enrolment: &EnrolmentStore, meter: &str) -> DeviceKey {
+    let code = enrolment
+        .issue_code(meter, Duration::from_secs(3600))
+        .await
+        .expect("code");
+    let key = DeviceKey::generate().expect("device key");
+    let device_public_key = key.public_key().to_bytes();
+    let signature = key
+        .sign(&EnrolmentStatement {
+            meter_id: meter.to_owned(),
+            device_public_key,
+        })
+        .to_vec();
+    enrolment
+        .enrol(&EnrolRequest {
+            meter_id: meter.to_owned(),
+            code: code.code.to_string(),
+            device_public_key: device_public_key.to_vec(),
+            signature,
+        })
+        .await
+        .expect("enrolled");
+    key
 }
 
 async fn deploy(galois_steps: Vec<i64>) -> Deployment {
@@ -57,6 +89,7 @@ async fn deploy(galois_steps: Vec<i64>) -> Deployment {
         .await
         .expect("key authority");
     let issuer = app.issuer().clone();
+    let enrolment = app.enrolment();
     let set = app
         .keys()
         .get(&billing::PARAMETER_SET.id())
@@ -99,16 +132,19 @@ async fn deploy(galois_steps: Vec<i64>) -> Deployment {
         lanes,
         receipts: ReceiptsClient::new(channel).with_seer_limits(),
         store,
+        enrolment,
         _stop: stop,
     }
 }
 
 impl Deployment {
     fn token(&self, identity: Identity) -> String {
-        self.issuer
-            .issue(&TokenRequest::new(identity, Duration::from_secs(600)))
-            .expect("issue")
-            .token
+        let mut request = TokenRequest::new(identity, Duration::from_secs(600));
+        if request.identity.role() == Role::Household {
+            // Household tokens name one audience: here, the key authority.
+            request.audience = vec![AUDIENCE_KEY_AUTHORITY.to_owned()];
+        }
+        self.issuer.issue(&request).expect("issue").token
     }
 
     /// One meter's month, as meter-client sends it: three batches (days 1-10, 11-20, 21-31)
@@ -153,6 +189,7 @@ impl Deployment {
         let household = self.token(Identity::Household {
             meter_id: meter.to_owned(),
         });
+        let device = enrol_device(&self.enrolment, meter).await;
         let mut acc = SlabAccumulator::new(tariff);
         for (sequence, days) in [(1_u64, 0..10), (2, 10..20), (3, 20..31)] {
             for (at, wh) in &readings[days.start * 24..days.end * 24] {
@@ -175,6 +212,16 @@ impl Deployment {
                 .expect("encrypt")
                 .to_bytes(&self.ctx)
                 .expect("serialize");
+            let statement = BillingReceiptStatement {
+                meter_id: meter.to_owned(),
+                sequence,
+                period: PERIOD.to_owned(),
+                params_id: billing::PARAMETER_SET.id(),
+                billing_lane_blake3: *blake3::hash(&lane).as_bytes(),
+                billing_group: 0,
+                billing_position: position,
+                closes_period: closes,
+            };
             let mut receipt = tonic::Request::new(seer_proto::v1::ReceiptRequest {
                 meter_id: meter.to_owned(),
                 sequence,
@@ -183,6 +230,7 @@ impl Deployment {
                 billing_group: 0,
                 billing_position: position,
                 closes_period: closes,
+                signature: device.sign(&statement).to_vec(),
             });
             receipt.metadata_mut().insert(
                 "authorization",
@@ -218,6 +266,7 @@ impl Deployment {
                 billing_group: 0,
                 analytics_lane: b"not used here".to_vec(),
                 epsilon_spent: 0.0,
+                ..UploadBatch::default()
             };
             let batch = Batch::try_from_wire(wire, self.layout.capacity()).expect("batch");
             self.store.insert_batch(&batch).await.expect("stored");

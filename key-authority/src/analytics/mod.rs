@@ -76,8 +76,11 @@ pub use policy::{
     AnalyticsDecisions, AnalyticsMeterInput, AnalyticsOutcome, AnalyticsReleaser, AnalyticsRequest,
     MAX_METERS_PER_REQUEST, ReleasedPeriod,
 };
-pub use service::{ANALYTICS_CALLERS, AnalyticsReceiptsService, AnalyticsService};
-pub use store::{AnalyticsReceipt, AnalyticsStore, InputLane};
+pub use service::{
+    ANALYTICS_CALLERS, AnalyticsReceiptsService, AnalyticsService, analytics_statement,
+};
+pub(crate) use store::record_in;
+pub use store::{AnalyticsReceipt, AnalyticsStore, InputLane, Recorded};
 
 /// Rotation steps of the default deep key set: the anomaly scorer's `−1, −2, −4`, the
 /// z-score's up to a 32-day window and the forecaster's up to `−128`.

@@ -14,9 +14,15 @@ use super::engine::{Released, SlotBlock, SlotPeriod};
 use super::policy::{
     AnalyticsMeterInput, AnalyticsReleaser, AnalyticsRequest, MAX_METERS_PER_REQUEST,
 };
-use super::store::{AnalyticsReceipt, AnalyticsStore, InputLane, Recorded};
+use std::sync::Arc;
+
+use seer_auth::device::AnalyticsReceiptStatement;
+
+use super::store::{AnalyticsReceipt, InputLane, Recorded};
+use crate::audit::AuditLog;
 use crate::auth::{Caller, Role, authorize, validate_meter_id};
 use crate::release::{RECEIPT_WRITERS, ReleaseError};
+use crate::signed_receipts::{ANALYTICS_RECEIPT_KIND, SignedReceipts};
 
 /// The roles that may ask for analytics releases.
 pub const ANALYTICS_CALLERS: &[Role] = &[Role::Utility];
@@ -24,18 +30,47 @@ pub const ANALYTICS_CALLERS: &[Role] = &[Role::Utility];
 /// Most input ciphertexts one receipt may list, and result ciphertexts one request may send.
 const MAX_CIPHERTEXTS: usize = 64;
 
-/// Serves `seer.v1.AnalyticsReceipts` (behind an `OnFailure::Reject` interceptor).
+/// Serves `seer.v1.AnalyticsReceipts` (behind an `OnFailure::Record` interceptor: refusals of
+/// the caller are logged): only
+/// receipts signed by the meter's enrolled device key are recorded (see
+/// [`crate::signed_receipts`]).
 #[derive(Debug, Clone)]
 pub struct AnalyticsReceiptsService {
-    store: AnalyticsStore,
+    recorder: SignedReceipts,
     slots: usize,
 }
 
 impl AnalyticsReceiptsService {
-    /// Records into `store`; blocks must lie within `slots`.
+    /// Records into `log`'s database; blocks must lie within `slots`.
     #[must_use]
-    pub fn new(store: AnalyticsStore, slots: usize) -> Self {
-        Self { store, slots }
+    pub fn new(log: Arc<AuditLog>, slots: usize) -> Self {
+        Self {
+            recorder: SignedReceipts::new(log),
+            slots,
+        }
+    }
+}
+
+/// The canonical statement the meter signed for an analytics receipt request, as received
+/// (digests that are not 32 bytes are refused before this is built).
+#[must_use]
+pub fn analytics_statement(
+    request: &v1::AnalyticsReceiptRequest,
+    input_blake3: Vec<[u8; 32]>,
+) -> AnalyticsReceiptStatement {
+    AnalyticsReceiptStatement {
+        kind: request.kind.clone(),
+        meter_id: request.meter_id.clone(),
+        input_id: request.input_id.clone(),
+        model_blake3: request.model_blake3.clone(),
+        slot_offset: request.slot_offset,
+        slot_count: request.slot_count,
+        first_period: request.first_period.clone(),
+        group: request.group,
+        input_blake3,
+        lane: request.lane.clone(),
+        epsilon: request.epsilon,
+        readings_per_day: request.readings_per_day,
     }
 }
 
@@ -99,13 +134,36 @@ impl AnalyticsReceipts for AnalyticsReceiptsService {
         &self,
         request: Request<v1::AnalyticsReceiptRequest>,
     ) -> Result<Response<v1::AnalyticsReceiptAck>, Status> {
-        let caller = authorize(&request, RECEIPT_WRITERS)?;
-        tracing::Span::current().record("subject", caller.subject());
+        // Behind an `OnFailure::Record` interceptor: refusals of the caller are logged.
+        let authenticated = request.extensions().get::<Caller>().cloned();
+        let authorized = authorize(&request, RECEIPT_WRITERS);
         let message = request.into_inner();
-        caller.check_household_meter(&message.meter_id)?;
+        let caller = match authorized.and_then(|caller| {
+            caller.check_household_meter(&message.meter_id)?;
+            Ok(caller)
+        }) {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                self.recorder
+                    .refuse(
+                        ANALYTICS_RECEIPT_KIND,
+                        authenticated.as_ref(),
+                        &message.meter_id,
+                        &refusal.to_string(),
+                    )
+                    .await?;
+                return Err(refusal.into());
+            }
+        };
+        tracing::Span::current().record("subject", caller.subject());
         tracing::Span::current().record("meter", message.meter_id.as_str());
-        let receipt = receipt_from_wire(message, self.slots)?;
-        let outcome = self.store.record(&receipt).await?;
+        let signature = message.signature.clone();
+        let receipt = receipt_from_wire(message.clone(), self.slots)?;
+        let statement = analytics_statement(&message, receipt.input_digests.clone());
+        let outcome = self
+            .recorder
+            .record_analytics(&caller, &receipt, &statement, &signature)
+            .await?;
         Ok(Response::new(v1::AnalyticsReceiptAck {
             duplicate: outcome == Recorded::Duplicate,
         }))

@@ -180,52 +180,9 @@ impl AnalyticsStore {
     pub async fn record(&self, receipt: &AnalyticsReceipt) -> Result<Recorded, ReleaseError> {
         let mut tx = self.pool.begin().await?;
         lock_head(&mut tx).await?;
-        if let Some(stored) =
-            receipt_in(&mut tx, &receipt.kind, &receipt.meter_id, &receipt.input_id).await?
-        {
-            return if stored == *receipt {
-                Ok(Recorded::Duplicate)
-            } else {
-                Err(ReleaseError::AlreadyExists(format!(
-                    "meter {} already recorded a different {} receipt under input id {:?}",
-                    receipt.meter_id, receipt.kind, receipt.input_id
-                )))
-            };
-        }
-        let (epsilon, readings) = match receipt.lane {
-            InputLane::Exact => (0.0, 0),
-            InputLane::Analytics {
-                epsilon,
-                readings_per_day,
-            } => (epsilon, i64::from(readings_per_day)),
-        };
-        sqlx::query(
-            "INSERT INTO analytics_receipts (kind, meter_id, input_id, slot_offset, slot_count, \
-             first_period, input_digests, lane, epsilon, readings_per_day, recorded_at_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(receipt.kind.clone())
-        .bind(receipt.meter_id.clone())
-        .bind(receipt.input_id.clone())
-        .bind(to_db(receipt.block.offset)?)
-        .bind(to_db(receipt.block.count)?)
-        .bind(receipt.slot_period.format(receipt.first_period))
-        .bind(
-            receipt
-                .input_digests
-                .iter()
-                .map(hex::encode)
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-        .bind(receipt.lane.as_str().to_owned())
-        .bind(epsilon)
-        .bind(readings)
-        .bind(Utc::now().timestamp_micros())
-        .execute(&mut *tx)
-        .await?;
+        let outcome = record_in(&mut tx, receipt, None).await?;
         tx.commit().await?;
-        Ok(Recorded::New)
+        Ok(outcome)
     }
 
     /// The receipt of (kind, meter, input id).
@@ -256,6 +213,66 @@ impl AnalyticsStore {
         let mut conn = self.pool.acquire().await?;
         first_released(&mut conn, kind, meter_id, periods).await
     }
+}
+
+/// [`AnalyticsStore::record`] inside the caller's transaction (which holds the audit head's
+/// lock), storing the meter's `signature` with a new receipt.
+pub(crate) async fn record_in(
+    conn: &mut AnyConnection,
+    receipt: &AnalyticsReceipt,
+    signature: Option<&[u8]>,
+) -> Result<Recorded, ReleaseError> {
+    if let Some(stored) = receipt_in(
+        &mut *conn,
+        &receipt.kind,
+        &receipt.meter_id,
+        &receipt.input_id,
+    )
+    .await?
+    {
+        return if stored == *receipt {
+            Ok(Recorded::Duplicate)
+        } else {
+            Err(ReleaseError::AlreadyExists(format!(
+                "meter {} already recorded a different {} receipt under input id {:?}",
+                receipt.meter_id, receipt.kind, receipt.input_id
+            )))
+        };
+    }
+    let (epsilon, readings) = match receipt.lane {
+        InputLane::Exact => (0.0, 0),
+        InputLane::Analytics {
+            epsilon,
+            readings_per_day,
+        } => (epsilon, i64::from(readings_per_day)),
+    };
+    sqlx::query(
+        "INSERT INTO analytics_receipts (kind, meter_id, input_id, slot_offset, slot_count, \
+             first_period, input_digests, lane, epsilon, readings_per_day, recorded_at_us, \
+             signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(receipt.kind.clone())
+    .bind(receipt.meter_id.clone())
+    .bind(receipt.input_id.clone())
+    .bind(to_db(receipt.block.offset)?)
+    .bind(to_db(receipt.block.count)?)
+    .bind(receipt.slot_period.format(receipt.first_period))
+    .bind(
+        receipt
+            .input_digests
+            .iter()
+            .map(hex::encode)
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+    .bind(receipt.lane.as_str().to_owned())
+    .bind(epsilon)
+    .bind(readings)
+    .bind(Utc::now().timestamp_micros())
+    .bind(signature.map(hex::encode))
+    .execute(&mut *conn)
+    .await?;
+    Ok(Recorded::New)
 }
 
 async fn receipt_in(

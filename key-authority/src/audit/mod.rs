@@ -111,7 +111,7 @@ pub use entry::{
 };
 pub use error::{AuditError, StartupProblem};
 pub use service::{AUDIT_READERS, AuditService, entry_to_wire, report_to_wire};
-pub(crate) use store::lock_head;
+pub(crate) use store::{AppendTx, lock_head};
 pub use store::{
     AuditLog, Backend, DEFAULT_PAGE_SIZE, EmptyLog, EntryPage, ListQuery, MAX_PAGE_SIZE,
     released_in_chain,

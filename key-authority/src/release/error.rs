@@ -12,6 +12,10 @@ pub enum ReleaseError {
     /// A different receipt is already recorded under the same (meter, sequence).
     #[error("{0}")]
     AlreadyExists(String),
+    /// A receipt the meter's enrolled, unrevoked device key did not sign (unsigned, badly
+    /// signed, an unenrolled or a revoked meter): the reason.
+    #[error("receipt refused: {0}")]
+    Unsigned(String),
     /// The request conflicts with what is recorded (e.g. a receipt after the bill's release).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -42,6 +46,7 @@ impl From<ReleaseError> for tonic::Status {
         match error {
             ReleaseError::InvalidArgument(_) => tonic::Status::invalid_argument(error.to_string()),
             ReleaseError::AlreadyExists(message) => tonic::Status::already_exists(message),
+            ReleaseError::Unsigned(_) => tonic::Status::permission_denied(error.to_string()),
             ReleaseError::FailedPrecondition(message) => {
                 tonic::Status::failed_precondition(message)
             }

@@ -96,5 +96,8 @@ pub use engine::{
 };
 pub use error::ReleaseError;
 pub use policy::{BillDecisions, BillInput, BillOutcome, BillReleaser, BillRequest};
-pub use service::{RECEIPT_WRITERS, RELEASE_CALLERS, ReceiptsService, ReleaseService};
+pub use service::{
+    RECEIPT_WRITERS, RELEASE_CALLERS, ReceiptsService, ReleaseService, billing_statement,
+};
+pub(crate) use store::record_in;
 pub use store::{Period, Receipt, ReceiptStore, RecordOutcome, Registration, Released};

@@ -7,30 +7,58 @@ use seer_proto::v1::receipts_server::Receipts;
 use seer_proto::v1::release_server::Release;
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
+use seer_auth::device::BillingReceiptStatement;
+
 use super::ReleaseError;
 use super::policy::{BillInput, BillReleaser, BillRequest};
-use super::store::{Period, Receipt, ReceiptStore, RecordOutcome};
+use super::store::{Period, Receipt, RecordOutcome};
+use crate::audit::AuditLog;
 use crate::auth::{Caller, Role, authorize, validate_meter_id};
+use crate::signed_receipts::{RECEIPT_KIND, SignedReceipts};
 
 /// The roles that may record receipts (for their own meter only).
 pub const RECEIPT_WRITERS: &[Role] = &[Role::Household];
 /// The roles that may ask for releases.
 pub const RELEASE_CALLERS: &[Role] = &[Role::Utility];
 
-/// Serves `seer.v1.Receipts` (behind an [`OnFailure::Reject`](crate::auth::OnFailure)
-/// interceptor).
+/// Serves `seer.v1.Receipts` (behind an [`OnFailure::Record`](crate::auth::OnFailure)
+/// interceptor: unauthenticated requests are logged before they are refused): only receipts signed by the meter's enrolled device key are recorded (see
+/// [`crate::signed_receipts`]).
 #[derive(Debug, Clone)]
 pub struct ReceiptsService {
-    store: ReceiptStore,
+    recorder: SignedReceipts,
     capacity: usize,
+    params_id: String,
 }
 
 impl ReceiptsService {
-    /// A service recording into `store`; positions must lie below `capacity` (the billing
-    /// layout's homes per group).
+    /// A service recording into `log`'s database; positions must lie below `capacity` (the
+    /// billing layout's homes per group); `params_id` is the billing parameter set the
+    /// receipts' statements name.
     #[must_use]
-    pub fn new(store: ReceiptStore, capacity: usize) -> Self {
-        Self { store, capacity }
+    pub fn new(log: Arc<AuditLog>, capacity: usize, params_id: &str) -> Self {
+        Self {
+            recorder: SignedReceipts::new(log),
+            capacity,
+            params_id: params_id.to_owned(),
+        }
+    }
+}
+
+/// The canonical statement the meter signed for `receipt` under `params_id`.
+#[must_use]
+pub fn billing_statement(receipt: &Receipt, params_id: &str) -> BillingReceiptStatement {
+    BillingReceiptStatement {
+        meter_id: receipt.meter_id.clone(),
+        sequence: receipt.sequence,
+        period: receipt.period.to_string(),
+        params_id: params_id.to_owned(),
+        billing_lane_blake3: receipt.billing_digest,
+        billing_group: receipt.billing_group,
+        billing_position: receipt.billing_position,
+        closes_period: receipt.closes_period,
     }
 }
 
@@ -72,15 +100,39 @@ impl Receipts for ReceiptsService {
         &self,
         request: Request<v1::ReceiptRequest>,
     ) -> Result<Response<v1::ReceiptAck>, Status> {
-        let caller = authorize(&request, RECEIPT_WRITERS)?;
+        // Behind an `OnFailure::Record` interceptor: a request without a valid token (a
+        // utility presenting a meter's utility-audience token, say) is logged, then refused.
+        let authenticated = request.extensions().get::<Caller>().cloned();
+        let authorized = authorize(&request, RECEIPT_WRITERS);
         let span = tracing::Span::current();
-        span.record("subject", caller.subject());
         let message = request.into_inner();
-        caller.check_household_meter(&message.meter_id)?;
+        let caller = match authorized.and_then(|caller| {
+            caller.check_household_meter(&message.meter_id)?;
+            Ok(caller)
+        }) {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                self.recorder
+                    .refuse(
+                        RECEIPT_KIND,
+                        authenticated.as_ref(),
+                        &message.meter_id,
+                        &refusal.to_string(),
+                    )
+                    .await?;
+                return Err(refusal.into());
+            }
+        };
+        span.record("subject", caller.subject());
         span.record("meter", message.meter_id.as_str());
         span.record("sequence", message.sequence);
+        let signature = message.signature.clone();
         let receipt = receipt_from_wire(message, self.capacity)?;
-        let outcome = self.store.record(&receipt).await?;
+        let statement = billing_statement(&receipt, &self.params_id);
+        let outcome = self
+            .recorder
+            .record_billing(&caller, &receipt, &statement, &signature)
+            .await?;
         Ok(Response::new(v1::ReceiptAck {
             duplicate: outcome == RecordOutcome::Duplicate,
         }))

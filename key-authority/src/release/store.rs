@@ -146,70 +146,12 @@ impl ReceiptStore {
     /// As above, [`ReleaseError::InvalidArgument`] for a sequence of 0 or beyond `i64`, and
     /// [`ReleaseError::Database`] when the database fails (nothing is recorded).
     pub async fn record(&self, receipt: &Receipt) -> Result<RecordOutcome, ReleaseError> {
-        if receipt.sequence == 0 {
-            return Err(ReleaseError::InvalidArgument(
-                "sequence must be at least 1".into(),
-            ));
-        }
-        let sequence = to_db(receipt.sequence, "sequence")?;
         let mut tx = self.pool.begin().await?;
         // Serializes with releases (see the module documentation).
         lock_head(&mut tx).await?;
-        let existing = sqlx::query(
-            "SELECT meter_id, sequence, period, billing_digest, billing_group, \
-             billing_position, closes_period FROM receipts WHERE meter_id = $1 AND sequence = $2",
-        )
-        .bind(receipt.meter_id.clone())
-        .bind(sequence)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = existing {
-            let stored = receipt_from_row(&row)?;
-            return if stored == *receipt {
-                Ok(RecordOutcome::Duplicate)
-            } else {
-                Err(ReleaseError::AlreadyExists(format!(
-                    "meter {} already recorded a different receipt under sequence {} \
-                     (period {}, digest {})",
-                    receipt.meter_id,
-                    receipt.sequence,
-                    stored.period,
-                    hex::encode(stored.billing_digest)
-                )))
-            };
-        }
-        if let Some(released) = released(
-            &mut tx,
-            &RequestKind::BILL,
-            &receipt.meter_id,
-            &receipt.period,
-        )
-        .await?
-        {
-            return Err(ReleaseError::FailedPrecondition(format!(
-                "the bill of meter {} for {} was already released (audit entry {}); \
-                 no receipt can be added to that period",
-                receipt.meter_id, receipt.period, released.audit_sequence
-            )));
-        }
-        bind_position(&mut tx, receipt).await?;
-        sqlx::query(
-            "INSERT INTO receipts (meter_id, sequence, period, billing_digest, billing_group, \
-             billing_position, closes_period, recorded_at_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(receipt.meter_id.clone())
-        .bind(sequence)
-        .bind(receipt.period.as_str().to_owned())
-        .bind(hex::encode(receipt.billing_digest))
-        .bind(i64::from(receipt.billing_group))
-        .bind(i64::from(receipt.billing_position))
-        .bind(i64::from(receipt.closes_period))
-        .bind(Utc::now().timestamp_micros())
-        .execute(&mut *tx)
-        .await?;
+        let outcome = record_in(&mut tx, receipt, None).await?;
         tx.commit().await?;
-        Ok(RecordOutcome::Recorded)
+        Ok(outcome)
     }
 
     /// The meter's receipt with the highest sequence in `period`, if any.
@@ -247,6 +189,76 @@ impl ReceiptStore {
         let mut conn = self.pool.acquire().await?;
         released(&mut conn, kind, meter_id, period).await
     }
+}
+
+/// [`ReceiptStore::record`] inside the caller's transaction (which holds the audit head's
+/// lock), storing the meter's `signature` with a new receipt.
+pub(crate) async fn record_in(
+    conn: &mut AnyConnection,
+    receipt: &Receipt,
+    signature: Option<&[u8]>,
+) -> Result<RecordOutcome, ReleaseError> {
+    if receipt.sequence == 0 {
+        return Err(ReleaseError::InvalidArgument(
+            "sequence must be at least 1".into(),
+        ));
+    }
+    let sequence = to_db(receipt.sequence, "sequence")?;
+    let existing = sqlx::query(
+        "SELECT meter_id, sequence, period, billing_digest, billing_group, \
+             billing_position, closes_period FROM receipts WHERE meter_id = $1 AND sequence = $2",
+    )
+    .bind(receipt.meter_id.clone())
+    .bind(sequence)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = existing {
+        let stored = receipt_from_row(&row)?;
+        return if stored == *receipt {
+            Ok(RecordOutcome::Duplicate)
+        } else {
+            Err(ReleaseError::AlreadyExists(format!(
+                "meter {} already recorded a different receipt under sequence {} \
+                     (period {}, digest {})",
+                receipt.meter_id,
+                receipt.sequence,
+                stored.period,
+                hex::encode(stored.billing_digest)
+            )))
+        };
+    }
+    if let Some(released) = released(
+        &mut *conn,
+        &RequestKind::BILL,
+        &receipt.meter_id,
+        &receipt.period,
+    )
+    .await?
+    {
+        return Err(ReleaseError::FailedPrecondition(format!(
+            "the bill of meter {} for {} was already released (audit entry {}); \
+                 no receipt can be added to that period",
+            receipt.meter_id, receipt.period, released.audit_sequence
+        )));
+    }
+    bind_position(&mut *conn, receipt).await?;
+    sqlx::query(
+        "INSERT INTO receipts (meter_id, sequence, period, billing_digest, billing_group, \
+             billing_position, closes_period, recorded_at_us, signature) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(receipt.meter_id.clone())
+    .bind(sequence)
+    .bind(receipt.period.as_str().to_owned())
+    .bind(hex::encode(receipt.billing_digest))
+    .bind(i64::from(receipt.billing_group))
+    .bind(i64::from(receipt.billing_position))
+    .bind(i64::from(receipt.closes_period))
+    .bind(Utc::now().timestamp_micros())
+    .bind(signature.map(hex::encode))
+    .execute(&mut *conn)
+    .await?;
+    Ok(RecordOutcome::Recorded)
 }
 
 fn receipt_from_row(row: &AnyRow) -> Result<Receipt, ReleaseError> {

@@ -193,6 +193,20 @@ impl Store {
         &self,
         input: &AnalyticsInput,
     ) -> Result<InputOutcome, StoreError> {
+        self.insert_analytics_input_signed(input, &[], &[]).await
+    }
+
+    /// [`Self::insert_analytics_input`], keeping the meter's `signature` and certificate (as
+    /// received and verified; empty: none) with the stored input.
+    ///
+    /// # Errors
+    /// As [`Self::insert_analytics_input`].
+    pub async fn insert_analytics_input_signed(
+        &self,
+        input: &AnalyticsInput,
+        signature: &[u8],
+        meter_certificate: &[u8],
+    ) -> Result<InputOutcome, StoreError> {
         let h = &input.header;
         let digest = input.digest();
         let mut tx = self.begin_write().await?;
@@ -218,8 +232,9 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO analytics_inputs (kind, meter_id, input_id, model_blake3, slot_offset, \
-             slot_count, first_period, input_group, inputs, content_digest, received_at_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             slot_count, first_period, input_group, inputs, content_digest, received_at_us, \
+             signature, meter_certificate) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(h.kind.as_str())
         .bind(h.meter_id.as_str())
@@ -232,6 +247,8 @@ impl Store {
         .bind(to_db(input.ciphertexts.len() as u64))
         .bind(digest)
         .bind(Utc::now().timestamp_micros())
+        .bind((!signature.is_empty()).then_some(signature))
+        .bind((!meter_certificate.is_empty()).then_some(meter_certificate))
         .execute(&mut *tx)
         .await
         .map_err(query_error("storing an analytics input"))?;

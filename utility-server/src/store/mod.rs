@@ -446,8 +446,9 @@ impl Store {
             sqlx::query(
                 "INSERT INTO batches (meter_id, sequence, period, start_us, end_us, \
                  utc_offset_s, readings, billing_group, billing_position, billing_lane, \
-                 analytics_lane, epsilon_spent, content_digest, received_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                 analytics_lane, epsilon_spent, content_digest, received_at_us, signature, \
+                 meter_certificate) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             )
             .bind(meter)
             .bind(sequence)
@@ -463,6 +464,8 @@ impl Store {
             .bind(batch.epsilon_spent())
             .bind(batch.digest().to_hex())
             .bind(now)
+            .bind((!batch.signature().is_empty()).then_some(batch.signature()))
+            .bind((!batch.meter_certificate().is_empty()).then_some(batch.meter_certificate()))
             .execute(&mut *tx)
             .await
             .map_err(query_error("storing the batch"))?;
