@@ -46,6 +46,8 @@
 
 pub mod audit_chain;
 pub mod device;
+pub mod fingerprint;
+pub mod peer;
 mod error;
 mod interceptor;
 #[cfg(feature = "issuer")]

@@ -4,9 +4,12 @@
 //!
 //! The phases, each timed:
 //! 1. **plan**: the homes and their plaintext bills ([`crate::plan`]);
-//! 2. **key authority**: `key-authority serve` on port 0 (generates its keys on first start),
-//!    then its JWT public key (`key-authority jwt-public-key`);
-//! 3. **utility server**: `utility-server serve` on port 0, verifying tokens with that key;
+//! 2. **key authority**: `key-authority serve` on port 0 with mutual TLS (a fresh deployment CA
+//!    in `pki/`, a certificate per process: [`crate::run_tls`]; it generates its keys on first
+//!    start), then its JWT public key (`key-authority jwt-public-key`) and the fingerprints
+//!    the others pin (`key-authority fingerprints`);
+//! 3. **utility server**: `utility-server serve` on port 0, verifying tokens with that key
+//!    (pinned by its SHA-256);
 //! 4. **tokens**: a household token per meter and a utility token
 //!    (`key-authority issue-token`);
 //! 5. **meters**: `meter-client run` per home, `--jobs` at a time, each with its own state
@@ -243,7 +246,10 @@ async fn phases(
 
     // 2. The key authority.
     let t = Instant::now();
-    let ka_env = key_authority_env(workdir);
+    // Mutual TLS on every hop: a fresh CA for the run, a certificate per process.
+    let pki = crate::run_tls::RunPki::create(workdir)?;
+    let mut ka_env = key_authority_env(workdir);
+    ka_env.extend(pki.key_authority_env()?);
     progress("starting the key authority (it generates its keys on first start)");
     let authority = Server::start(
         binaries,
@@ -252,11 +258,16 @@ async fn phases(
         &workdir.join("logs/key-authority.log"),
     )
     .await?;
-    let ka_url = authority.url();
+    let ka_url = authority.https_url();
     servers.running.push(authority);
     progress(format!("key authority listening at {ka_url}"));
     let pem = output(binaries, "key-authority", &["jwt-public-key"], &ka_env).await?;
-    let ut_env = utility_env(workdir);
+    // The fingerprints the utility and the meters pin (from the key authority's own files).
+    let fingerprints = crate::run_tls::Fingerprints::parse(
+        &output(binaries, "key-authority", &["fingerprints"], &ka_env).await?,
+    )?;
+    let mut ut_env = utility_env(workdir);
+    ut_env.extend(pki.utility_env(&fingerprints)?);
     std::fs::write(workdir.join("utility/key-authority-jwt.pem"), pem)
         .context("writing the key authority's JWT public key")?;
     elapsed(&mut phases, "key authority start", t);
@@ -270,7 +281,7 @@ async fn phases(
         &workdir.join("logs/utility-server.log"),
     )
     .await?;
-    let utility_url = utility.url();
+    let utility_url = utility.https_url();
     servers.running.push(utility);
     progress(format!("utility server listening at {utility_url}"));
     elapsed(&mut phases, "utility server start", t);
@@ -307,12 +318,16 @@ async fn phases(
         plan.homes.len(),
         options.jobs.min(plan.homes.len())
     ));
+    let mut meter_envs = Vec::with_capacity(plan.homes.len());
+    for home in &plan.homes {
+        meter_envs.push(pki.meter_env(&home.meter_id, &fingerprints)?);
+    }
     let summaries = run_meters(
         options,
         binaries,
         workdir,
         &plan,
-        &household_tokens,
+        (&household_tokens, &meter_envs),
         &ka_url,
         &utility_url,
     )
@@ -478,13 +493,13 @@ async fn run_meters(
     binaries: &Binaries,
     workdir: &Path,
     plan: &Plan,
-    tokens: &[String],
+    (tokens, envs): (&[String], &[Vec<(String, String)>]),
     ka_url: &str,
     utility_url: &str,
 ) -> Result<Vec<RunSummary>> {
     let permits = Arc::new(tokio::sync::Semaphore::new(options.jobs));
     let mut tasks = tokio::task::JoinSet::new();
-    for (home, token) in plan.homes.iter().zip(tokens) {
+    for ((home, token), env) in plan.homes.iter().zip(tokens).zip(envs) {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--meter-id".into(),
@@ -524,6 +539,7 @@ async fn run_meters(
             path: binaries.path("meter-client"),
             args,
             token: token.clone(),
+            env: env.clone(),
             meter_id: home.meter_id.clone(),
             log: workdir.join("logs").join(format!("{}.log", home.meter_id)),
         };
@@ -560,6 +576,8 @@ struct MeterJob {
     path: PathBuf,
     args: Vec<String>,
     token: String,
+    /// Its certificate and key pins (mutual TLS, see `run_tls`).
+    env: Vec<(String, String)>,
     meter_id: String,
     log: PathBuf,
 }
@@ -570,6 +588,7 @@ impl MeterJob {
         let mut child = Command::new(&self.path)
             .args(&self.args)
             .env("SEER_METER_TOKEN", &self.token)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -159,12 +159,17 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
             let lane = lane_days(&home.days, AnomalyLane::Exact, model.hour_range).expect("lane");
             let encrypted = encrypt_days(&ctx, &pk, &lane.days, offset).expect("encrypt");
             let token = deployment.token("household", Some(home.id)).expect("token");
-            let duplicate = record_receipt(
-                &url,
-                BearerToken::try_new(&token).expect("bearer"),
-                receipt(home.id, "jan", home.first_day, &encrypted, &lane),
+            // As the meter: a household token only with its own meter's certificate.
+            let duplicate = seer_tls::with_client_identity(
+                &seer_tests::pki::files(seer_tls::PartyKind::Meter, home.id).expect("certificate"),
+                record_receipt(
+                    &url,
+                    BearerToken::try_new(&token).expect("bearer"),
+                    receipt(home.id, "jan", home.first_day, &encrypted, &lane),
+                ),
             )
             .await
+            .expect("the meter's identity")
             .expect("receipt");
             assert!(!duplicate);
             encrypted_homes.push(encrypted.clone());
@@ -193,12 +198,16 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         let c_token = deployment
             .token("household", Some("meter-c"))
             .expect("token");
-        record_receipt(
-            &url,
-            BearerToken::try_new(&c_token).expect("bearer"),
-            c_receipt,
+        seer_tls::with_client_identity(
+            &seer_tests::pki::files(seer_tls::PartyKind::Meter, "meter-c").expect("certificate"),
+            record_receipt(
+                &url,
+                BearerToken::try_new(&c_token).expect("bearer"),
+                c_receipt,
+            ),
         )
         .await
+        .expect("the meter's identity")
         .expect("receipt c");
 
         // Meter L records meter A's planes as analytics-lane inputs: the model scores the exact
@@ -216,12 +225,16 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         let l_token = deployment
             .token("household", Some("meter-l"))
             .expect("token");
-        record_receipt(
-            &url,
-            BearerToken::try_new(&l_token).expect("bearer"),
-            l_receipt,
+        seer_tls::with_client_identity(
+            &seer_tests::pki::files(seer_tls::PartyKind::Meter, "meter-l").expect("certificate"),
+            record_receipt(
+                &url,
+                BearerToken::try_new(&l_token).expect("bearer"),
+                l_receipt,
+            ),
         )
         .await
+        .expect("the meter's identity")
         .expect("receipt l");
 
         // The utility: deep keys, one evaluation for the three meters (A and B at their
@@ -261,8 +274,16 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         let household_a = deployment
             .token("household", Some("meter-a"))
             .expect("token");
+        // From meter A's own connection (its certificate), so that the role is what refuses.
+        let meter_a_channel = seer_tls::with_client_identity(
+            &seer_tests::pki::files(seer_tls::PartyKind::Meter, "meter-a").expect("certificate"),
+            connect(&url),
+        )
+        .await
+        .expect("the meter's identity")
+        .expect("channel");
         match request_release(
-            channel.clone(),
+            meter_a_channel,
             &household_a,
             "anomaly",
             &model_blake3,

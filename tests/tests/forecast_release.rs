@@ -104,12 +104,16 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
                 encrypt_series(&ctx, &pk, &lane.hours, offset, model.horizon()).expect("encrypt");
             assert_eq!(encrypted.slot_count, HOURS + 24);
             let token = deployment.token("household", Some(home.id)).expect("token");
-            let duplicate = record_receipt(
+            let duplicate = seer_tls::with_client_identity(
+                &seer_tests::pki::files(seer_tls::PartyKind::Meter, home.id).expect("certificate"),
+                record_receipt(
                 &url,
                 BearerToken::try_new(&token).expect("bearer"),
                 receipt(home.id, "jan", &encrypted, &lane),
+            ),
             )
             .await
+            .expect("the meter's identity")
             .expect("receipt");
             assert!(!duplicate);
             offset += encrypted.slot_count;
@@ -129,12 +133,16 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
         let l_token = deployment
             .token("household", Some("meter-l"))
             .expect("token");
-        record_receipt(
+        seer_tls::with_client_identity(
+            &seer_tests::pki::files(seer_tls::PartyKind::Meter, "meter-l").expect("certificate"),
+            record_receipt(
             &url,
             BearerToken::try_new(&l_token).expect("bearer"),
             l_receipt,
+        ),
         )
         .await
+        .expect("the meter's identity")
         .expect("receipt l");
 
         // The utility: deep keys, one evaluation for both homes.
@@ -167,8 +175,16 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
         let household_a = deployment
             .token("household", Some("meter-a"))
             .expect("token");
+        // From meter A's own connection (its certificate), so that the role is what refuses.
+        let meter_a_channel = seer_tls::with_client_identity(
+            &seer_tests::pki::files(seer_tls::PartyKind::Meter, "meter-a").expect("certificate"),
+            connect(&url),
+        )
+        .await
+        .expect("the meter's identity")
+        .expect("channel");
         match request_release(
-            channel.clone(),
+            meter_a_channel,
             &household_a,
             "forecast",
             &day_ahead,
