@@ -65,7 +65,10 @@ mod tests {
             .expect("pem");
         let error = check_public_key_fingerprint(&other, &expected).expect_err("another key");
         assert!(matches!(error, AuthError::FingerprintMismatch { .. }));
-        assert!(error.to_string().contains("key-authority fingerprints"), "{error}");
+        assert!(
+            error.to_string().contains("key-authority fingerprints"),
+            "{error}"
+        );
         assert!(public_key_fingerprint("not a key").is_err());
     }
 }

@@ -160,7 +160,8 @@ async fn run_on(
         )
     })
     .await?;
-    let (public_key, outcome) = pin_and_load(&store, &ctx, &key_bytes, &settings.public_key_pins).await?;
+    let (public_key, outcome) =
+        pin_and_load(&store, &ctx, &key_bytes, &settings.public_key_pins).await?;
     report.key_pinned_now = outcome == PinOutcome::Pinned;
     observer(&Event::KeyPinned {
         parameter_set: ctx.parameter_set_id().to_owned(),

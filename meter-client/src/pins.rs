@@ -130,7 +130,12 @@ mod tests {
             check(&[], "N8192_L2_SEC128", key),
             Err(Error::PublicKeyNotPinned { .. })
         ));
-        for bad in ["N8192", "=abc", "N8192=xyz", &format!("N8192={}", &digest[1..])] {
+        for bad in [
+            "N8192",
+            "=abc",
+            "N8192=xyz",
+            &format!("N8192={}", &digest[1..]),
+        ] {
             assert!(bad.parse::<KeyPin>().is_err(), "{bad}");
         }
     }

@@ -87,10 +87,11 @@ impl IssueArgs {
                 ..
             } => CertificateRequest::utility(name, &self.sans)?,
             Self {
-                server: Some(name),
-                ..
+                server: Some(name), ..
             } => CertificateRequest::server(name, &self.sans)?,
-            _ => anyhow::bail!("name the party: --meter, --utility, --auditor, --operator or --server"),
+            _ => anyhow::bail!(
+                "name the party: --meter, --utility, --auditor, --operator or --server"
+            ),
         })
     }
 }
@@ -127,8 +128,17 @@ pub fn execute(command: &PkiCommand, out: &mut impl Write) -> Result<()> {
                 .write(&args.dir, &request.file_stem())
                 .context("writing the certificate")?;
             let ca_file = args.dir.join(CA_CERT_FILE);
-            writeln!(out, "certificate for {}: {}", request.party(), written.cert_file.display())?;
-            writeln!(out, "private key (mode 0600): {}", written.key_file.display())?;
+            writeln!(
+                out,
+                "certificate for {}: {}",
+                request.party(),
+                written.cert_file.display()
+            )?;
+            writeln!(
+                out,
+                "private key (mode 0600): {}",
+                written.key_file.display()
+            )?;
             writeln!(out, "a client reads them from:")?;
             for (var, path) in [
                 (seer_tls::ENV_CA_FILE, &ca_file),
@@ -137,7 +147,10 @@ pub fn execute(command: &PkiCommand, out: &mut impl Write) -> Result<()> {
             ] {
                 writeln!(out, "  {var}={}", path.display())?;
             }
-            if matches!(request.party().kind(), PartyKind::Server | PartyKind::Utility) {
+            if matches!(
+                request.party().kind(),
+                PartyKind::Server | PartyKind::Utility
+            ) {
                 writeln!(out, "a server reads them from its settings:")?;
                 writeln!(out, "  [server.tls]")?;
                 writeln!(out, "  ca_file = {:?}", ca_file.display().to_string())?;

@@ -90,7 +90,8 @@ impl Fingerprints {
             }
         }
         anyhow::ensure!(
-            fingerprints.jwt_public_key_sha256.len() == 64 && !fingerprints.public_key_pins.is_empty(),
+            fingerprints.jwt_public_key_sha256.len() == 64
+                && !fingerprints.public_key_pins.is_empty(),
             "key-authority fingerprints printed no JWT key fingerprint or no public key pin"
         );
         Ok(fingerprints)

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use crate::pki::Fingerprints;
+use crate::{ServerProcess, bin_path};
 use anyhow::{Context as _, bail, ensure};
 use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::GetCursorRequest;
 use seer_proto::v1::ingest_client::IngestClient;
 use tonic::metadata::MetadataValue;
-use crate::pki::Fingerprints;
-use crate::{ServerProcess, bin_path};
 
 /// How a [`Deployment`] is set up; the default is SQLite everywhere and port 0 for both
 /// servers.

@@ -46,7 +46,9 @@ pub fn test_pki() -> anyhow::Result<&'static LocalPki> {
 pub fn files(kind: PartyKind, name: &str) -> anyhow::Result<TlsFiles> {
     // Tests run on parallel threads: one issues a certificate while the others wait for it.
     static ISSUING: Mutex<()> = Mutex::new(());
-    let _issuing = ISSUING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _issuing = ISSUING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let pki = test_pki()?;
     Ok(match kind {
         PartyKind::Server => pki.server(name)?,
@@ -164,7 +166,10 @@ mod tests {
         ))
         .expect("parses");
         assert_eq!(parsed.jwt_public_key_sha256, hex);
-        assert_eq!(parsed.public_key_pins, vec![format!("N8192_L2_SEC128={hex}")]);
+        assert_eq!(
+            parsed.public_key_pins,
+            vec![format!("N8192_L2_SEC128={hex}")]
+        );
         assert!(Fingerprints::parse("something else").is_err());
     }
 }
@@ -177,10 +182,7 @@ mod tests {
 /// When the token's claims cannot be read or the certificate cannot be issued.
 pub fn files_for_token(token: &str) -> anyhow::Result<TlsFiles> {
     use base64::Engine as _;
-    let claims = token
-        .split('.')
-        .nth(1)
-        .context("a JWT has three parts")?;
+    let claims = token.split('.').nth(1).context("a JWT has three parts")?;
     let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(claims.trim_end_matches('='))
         .context("the JWT claims are not base64url")?;

@@ -107,10 +107,10 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
             let duplicate = seer_tls::with_client_identity(
                 &seer_tests::pki::files(seer_tls::PartyKind::Meter, home.id).expect("certificate"),
                 record_receipt(
-                &url,
-                BearerToken::try_new(&token).expect("bearer"),
-                receipt(home.id, "jan", &encrypted, &lane),
-            ),
+                    &url,
+                    BearerToken::try_new(&token).expect("bearer"),
+                    receipt(home.id, "jan", &encrypted, &lane),
+                ),
             )
             .await
             .expect("the meter's identity")
@@ -136,10 +136,10 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
         seer_tls::with_client_identity(
             &seer_tests::pki::files(seer_tls::PartyKind::Meter, "meter-l").expect("certificate"),
             record_receipt(
-            &url,
-            BearerToken::try_new(&l_token).expect("bearer"),
-            l_receipt,
-        ),
+                &url,
+                BearerToken::try_new(&l_token).expect("bearer"),
+                l_receipt,
+            ),
         )
         .await
         .expect("the meter's identity")

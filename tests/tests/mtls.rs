@@ -219,7 +219,15 @@ fn a_relay_on_every_hop_sees_tls_records_only() {
         // A JWT's start: `eyJ` and what follows (eight bytes or more, so that random
         // ciphertext bytes cannot match by chance).
         ("a JWT header", household.as_bytes()[..16].to_vec()),
-        ("a token's claims", household.split('.').nth(1).expect("claims").as_bytes().to_vec()),
+        (
+            "a token's claims",
+            household
+                .split('.')
+                .nth(1)
+                .expect("claims")
+                .as_bytes()
+                .to_vec(),
+        ),
         ("the bearer scheme", b"Bearer".to_vec()),
         ("the meter id", METER.as_bytes().to_vec()),
         ("a gRPC path", b"seer.v1".to_vec()),
@@ -228,9 +236,15 @@ fn a_relay_on_every_hop_sees_tls_records_only() {
         ("a content type", b"application/grpc".to_vec()),
     ];
     let mut total = 0;
-    for (hop, relay) in [("meter → utility", &to_utility), ("→ key authority", &to_authority)] {
+    for (hop, relay) in [
+        ("meter → utility", &to_utility),
+        ("→ key authority", &to_authority),
+    ] {
         let connections = relay.captured();
-        assert!(!connections.is_empty(), "{hop}: nothing went through the relay");
+        assert!(
+            !connections.is_empty(),
+            "{hop}: nothing went through the relay"
+        );
         for connection in &connections {
             // Every connection opens with a TLS handshake record (ClientHello), and the server
             // answers with one: no h2c preface, no cleartext.
@@ -239,7 +253,11 @@ fn a_relay_on_every_hop_sees_tls_records_only() {
                 Some(&[0x16, 0x03][..]),
                 "{hop}: a connection did not start with a TLS handshake"
             );
-            assert_eq!(connection.to_client.get(..2), Some(&[0x16, 0x03][..]), "{hop}");
+            assert_eq!(
+                connection.to_client.get(..2),
+                Some(&[0x16, 0x03][..]),
+                "{hop}"
+            );
             for bytes in [&connection.to_server, &connection.to_client] {
                 total += bytes.len();
                 for (what, secret) in &secrets {
@@ -320,7 +338,10 @@ async fn plaintext_anonymous_and_foreign_clients_are_refused_by_both_servers() {
         // TLS without a client certificate.
         let anonymous =
             seer_tls::config::endpoint_with(&server.uri(), Some(&ca_only)).expect("url");
-        assert!(!served(anonymous).await, "{name} served a client without a certificate");
+        assert!(
+            !served(anonymous).await,
+            "{name} served a client without a certificate"
+        );
         // A certificate of another CA.
         assert!(
             !served(foreign.endpoint(&server.uri()).expect("endpoint")).await,
@@ -362,11 +383,18 @@ async fn a_token_is_accepted_only_with_its_own_partys_certificate() {
             ))
             .await
     };
-    let own = cursor(channel_as(&meter_a, deployment.utility()).await, token_a.clone()).await;
+    let own = cursor(
+        channel_as(&meter_a, deployment.utility()).await,
+        token_a.clone(),
+    )
+    .await;
     assert_eq!(own.expect("A reads its own cursor").into_inner().last, 0);
-    let stolen = cursor(channel_as(&meter_b, deployment.utility()).await, token_a.clone())
-        .await
-        .expect_err("A's token from B's certificate");
+    let stolen = cursor(
+        channel_as(&meter_b, deployment.utility()).await,
+        token_a.clone(),
+    )
+    .await
+    .expect_err("A's token from B's certificate");
     assert_eq!(stolen.code(), tonic::Code::Unauthenticated, "{stolen:?}");
     assert!(
         stolen.message().contains("names meter M-B"),
@@ -382,9 +410,12 @@ async fn a_token_is_accepted_only_with_its_own_partys_certificate() {
     assert_eq!(utility_from_meter.code(), tonic::Code::Unauthenticated);
     let utility_files = files_for_token(&utility_token).expect("certificate");
     assert!(
-        cursor(channel_as(&utility_files, deployment.utility()).await, utility_token.clone())
-            .await
-            .is_ok()
+        cursor(
+            channel_as(&utility_files, deployment.utility()).await,
+            utility_token.clone()
+        )
+        .await
+        .is_ok()
     );
 
     // The key authority: a receipt with A's token from B's certificate is refused before it
@@ -498,7 +529,11 @@ fn wrong_pinned_fingerprints_are_refused() {
         .args(["--batch-days", "1", "--max-attempts", "2"])
         .output()
         .expect("meter-client runs");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 
     // A utility server whose JWT key pin does not match the key file refuses to start.
     let pem = deployment.dir().join("ka-jwt-public.pem");
@@ -532,10 +567,7 @@ fn wrong_pinned_fingerprints_are_refused() {
 /// set.
 fn postgres_ca() -> Option<std::path::PathBuf> {
     let path = std::env::var_os("SEER_TEST_POSTGRES_CA").map_or_else(
-        || {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/postgres-tls/ca.pem")
-        },
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/postgres-tls/ca.pem"),
         std::path::PathBuf::from,
     );
     if path.is_file() {
@@ -560,10 +592,7 @@ async fn postgres_connections_verify_the_servers_certificate() {
         return;
     };
     let admin = admin.split('?').next().expect("base").to_owned();
-    let tls = format!(
-        "{admin}?sslmode=verify-full&sslrootcert={}",
-        ca.display()
-    );
+    let tls = format!("{admin}?sslmode=verify-full&sslrootcert={}", ca.display());
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&tls)
         .await

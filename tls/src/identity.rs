@@ -153,11 +153,10 @@ impl Party {
     /// [`TlsError::Invalid`] when the certificate does not parse; [`TlsError::NoParty`] when
     /// it names no party or more than one.
     pub fn from_certificate_der(der: &[u8]) -> Result<Self, TlsError> {
-        let (_, certificate) =
-            X509Certificate::from_der(der).map_err(|e| TlsError::Invalid {
-                what: "peer certificate".into(),
-                reason: e.to_string(),
-            })?;
+        let (_, certificate) = X509Certificate::from_der(der).map_err(|e| TlsError::Invalid {
+            what: "peer certificate".into(),
+            reason: e.to_string(),
+        })?;
         let san = certificate
             .subject_alternative_name()
             .map_err(|e| TlsError::Invalid {
@@ -165,10 +164,14 @@ impl Party {
                 reason: e.to_string(),
             })?
             .ok_or(TlsError::NoParty("has no subject alternative names"))?;
-        let mut parties = san.value.general_names.iter().filter_map(|name| match name {
-            GeneralName::URI(uri) if uri.starts_with(URN_PREFIX) => Some(*uri),
-            _ => None,
-        });
+        let mut parties = san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::URI(uri) if uri.starts_with(URN_PREFIX) => Some(*uri),
+                _ => None,
+            });
         let uri = parties
             .next()
             .ok_or(TlsError::NoParty("names no urn:seer: party"))?;

@@ -88,7 +88,10 @@ impl TlsFiles {
     #[must_use]
     pub fn client_env(&self) -> Vec<(String, String)> {
         vec![
-            (crate::ENV_CA_FILE.to_owned(), self.ca_file.display().to_string()),
+            (
+                crate::ENV_CA_FILE.to_owned(),
+                self.ca_file.display().to_string(),
+            ),
             (
                 crate::ENV_CERT_FILE.to_owned(),
                 self.cert_file.display().to_string(),

@@ -24,9 +24,9 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
+use crate::TlsError;
 use crate::files::{read_private, read_public, write_new};
 use crate::identity::{Party, PartyKind};
-use crate::TlsError;
 
 /// The CA certificate's file name in a PKI directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -75,9 +75,10 @@ impl DeploymentCa {
         let now = OffsetDateTime::now_utc();
         params.not_before = now - BACKDATE;
         params.not_after = now + CA_VALIDITY;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("SEER deployment CA ({deployment})"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("SEER deployment CA ({deployment})"),
+        );
         params
             .distinguished_name
             .push(DnType::OrganizationName, "SEER");
@@ -242,7 +243,11 @@ impl CertificateRequest {
     /// by `_`.
     #[must_use]
     pub fn file_stem(&self) -> String {
-        format!("{}-{}", self.party.kind(), self.party.name().replace(':', "_"))
+        format!(
+            "{}-{}",
+            self.party.kind(),
+            self.party.name().replace(':', "_")
+        )
     }
 }
 
@@ -354,7 +359,9 @@ mod tests {
         ca_cert.verify_signature(None).expect("self-signed");
 
         let meter = ca
-            .issue(&CertificateRequest::client(Party::meter("M-1").expect("id")))
+            .issue(&CertificateRequest::client(
+                Party::meter("M-1").expect("id"),
+            ))
             .expect("meter certificate");
         let meter_der = der(meter.certificate_pem());
         let (_, leaf) = X509Certificate::from_der(&meter_der).expect("leaf parses");

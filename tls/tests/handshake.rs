@@ -90,8 +90,10 @@ async fn only_clients_with_a_certificate_of_the_deployment_ca_get_through() {
     // A meter of this deployment: accepted, and the server reads its meter id.
     let meter = pki.files(
         &ca,
-        &ca.issue(&CertificateRequest::client(Party::meter("M-7").expect("id")))
-            .expect("issued"),
+        &ca.issue(&CertificateRequest::client(
+            Party::meter("M-7").expect("id"),
+        ))
+        .expect("issued"),
         "meter",
     );
     check(meter.endpoint(&https).expect("endpoint"))
@@ -110,8 +112,7 @@ async fn only_clients_with_a_certificate_of_the_deployment_ca_get_through() {
     let ca_only = tonic::transport::ClientTlsConfig::new().ca_certificate(
         tonic::transport::Certificate::from_pem(ca.certificate_pem()),
     );
-    let anonymous =
-        seer_tls::config::endpoint_with(&https, Some(&ca_only)).expect("endpoint");
+    let anonymous = seer_tls::config::endpoint_with(&https, Some(&ca_only)).expect("endpoint");
     assert!(
         check(anonymous).await.is_err(),
         "a client without a certificate must be refused"
@@ -120,7 +121,9 @@ async fn only_clients_with_a_certificate_of_the_deployment_ca_get_through() {
     // A client certificate of another CA (trusting this deployment's server): refused.
     let stranger = DeploymentCa::generate("stranger").expect("CA");
     let foreign = stranger
-        .issue(&CertificateRequest::client(Party::meter("M-7").expect("id")))
+        .issue(&CertificateRequest::client(
+            Party::meter("M-7").expect("id"),
+        ))
         .expect("issued");
     let mut foreign_files = pki.files(&stranger, &foreign, "foreign");
     foreign_files.ca_file = server.ca_file.clone();
