@@ -55,6 +55,16 @@ pub enum TokenRejection {
     /// `aud` does not name this service.
     #[error("token audience not accepted")]
     WrongAudience,
+    /// The connection's client certificate does not name the party the token speaks for: a
+    /// household token needs its own meter's certificate; utility, auditor and admin tokens a
+    /// utility, auditor or operator certificate (see [`crate::peer`]).
+    #[error("the client certificate ({certificate}) does not belong to the token's {token}")]
+    CertificateMismatch {
+        /// What the certificate names (or why it names nothing).
+        certificate: String,
+        /// Whom the token speaks for.
+        token: String,
+    },
 }
 
 /// Errors of token issuing, verification, key handling and authorization.
@@ -120,6 +130,19 @@ pub enum AuthError {
     /// A public key could not be parsed.
     #[error("invalid Ed25519 public key")]
     InvalidPublicKey,
+    /// A public key does not have the fingerprint the configuration pins.
+    #[error(
+        "the key authority's public key has fingerprint sha256 {actual}, but the configuration \
+         pins {expected}; the key was not used. Compare with `key-authority fingerprints` on \
+         the key authority itself: if they differ the key file is not the key authority's; \
+         after a deliberate key change, configure the new fingerprint"
+    )]
+    FingerprintMismatch {
+        /// The configured fingerprint (hex).
+        expected: String,
+        /// The key's fingerprint (hex).
+        actual: String,
+    },
     /// A token request is invalid (e.g. a household without a meter id, a zero lifetime).
     #[error("invalid token request: {0}")]
     InvalidRequest(String),

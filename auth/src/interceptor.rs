@@ -25,7 +25,9 @@ pub enum OnFailure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unauthenticated(pub TokenRejection);
 
-/// Verifies the bearer token of every request and inserts the [`Caller`] into its extensions.
+/// Verifies the bearer token of every request, checks that the connection's client
+/// certificate (on a TLS server) names the party the token speaks for
+/// ([`crate::peer::check_peer_certificate`]), and inserts the [`Caller`] into its extensions.
 ///
 /// ```ignore
 /// let auth = AuthInterceptor::new(Arc::new(verifier), OnFailure::Reject);
@@ -50,7 +52,11 @@ impl AuthInterceptor {
 
 impl Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        match authenticate(&self.verifier, request.metadata()) {
+        let authenticated = authenticate(&self.verifier, request.metadata()).and_then(|caller| {
+            crate::peer::check_peer_certificate(&request, caller.identity())?;
+            Ok(caller)
+        });
+        match authenticated {
             Ok(caller) => {
                 tracing::debug!(subject = caller.subject(), role = %caller.role(), "authenticated");
                 request.extensions_mut().insert(caller);

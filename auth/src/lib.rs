@@ -47,10 +47,12 @@
 pub mod audit_chain;
 pub mod device;
 mod error;
+pub mod fingerprint;
 mod interceptor;
 #[cfg(feature = "issuer")]
 mod issue;
 mod key_file;
+pub mod peer;
 #[cfg(feature = "issuer")]
 mod signing_key;
 mod token;

@@ -64,6 +64,11 @@ enum Command {
     },
     /// Print the public half of the JWT signing key (PEM), for services that verify tokens.
     JwtPublicKey,
+    /// Print the fingerprints that the other parties pin in their configuration:
+    /// `jwt-public-key-sha256 HEX` (the utility's `auth.jwt_public_key_sha256`, `seer audit
+    /// --public-key-sha256`) and `public-key-pin PARAMETER_SET=BLAKE3` per key set (the
+    /// meters' `--public-key-pin`). Generates missing key material as serving would.
+    Fingerprints,
     /// Start the audit log deliberately: verify it and write its anchor file. Needed when key
     /// material exists but the log is new (a brand-new deployment initializes itself); a log
     /// whose anchor exists is only checked, never replaced.
@@ -133,6 +138,18 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("revoking meter {meter_id}"))?;
             anyhow::ensure!(revoked, "meter {meter_id} has no unrevoked device key");
             eprintln!("meter {meter_id} revoked");
+            Ok(())
+        }
+        Command::Fingerprints => {
+            let key = open_signing_key(&settings)?;
+            let pem = key.public_key_pem()?;
+            println!(
+                "jwt-public-key-sha256 {}",
+                key_authority::auth::fingerprint::public_key_fingerprint(&pem)?
+            );
+            for (id, blake3) in key_authority::startup::public_key_fingerprints(&settings).await? {
+                println!("public-key-pin {id}={blake3}");
+            }
             Ok(())
         }
         Command::InitAudit => {

@@ -168,7 +168,9 @@ impl Application {
         };
         Ok(Self {
             analytics,
-            listener: GrpcListener::bind(settings.server.address()).await?,
+            listener: GrpcListener::bind(settings.server.address())
+                .await?
+                .with_tls(settings.server.tls.as_ref())?,
             keys: store,
             bills: Arc::new(bills),
             issuer: TokenIssuer::new(Arc::clone(&signing_key), DEFAULT_ISSUER),
@@ -326,4 +328,29 @@ impl Application {
         )
         .await
     }
+}
+
+/// The BLAKE3 fingerprint of each configured key set's public key object, by parameter-set id:
+/// what meters pin (`--public-key-pin ID=BLAKE3`) and what `seer.v1.Keys` lists. Opens the key
+/// store as serving does (generating missing key material, off the async runtime).
+///
+/// # Errors
+/// When the key store cannot be opened.
+pub async fn public_key_fingerprints(settings: &Settings) -> anyhow::Result<Vec<(String, String)>> {
+    let keys = settings.keys.clone();
+    let specs = settings.analytics.key_set_specs(&keys.sets);
+    let dir = keys.dir.clone();
+    let store = tokio::task::spawn_blocking(move || KeyStore::open(&dir, &specs))
+        .await
+        .context("key store task")?
+        .with_context(|| format!("opening the key store in {}", keys.dir.display()))?;
+    Ok(store
+        .iter()
+        .map(|(id, set)| {
+            (
+                id.to_owned(),
+                blake3::hash(set.public_key_bytes()).to_hex().to_string(),
+            )
+        })
+        .collect())
 }

@@ -40,6 +40,9 @@ pub struct Settings {
     pub utility_url: Option<String>,
     /// The key authority (public key, receipts).
     pub key_authority_url: String,
+    /// The configured fingerprints of the key authority's public keys: only a key matching
+    /// one is used (see [`crate::pins`]).
+    pub public_key_pins: Vec<crate::pins::KeyPin>,
     /// The household token, sent on every call.
     pub token: Option<BearerToken>,
     /// The state directory (SQLite queue and lane state).
@@ -161,7 +164,8 @@ async fn run_on(
         )
     })
     .await?;
-    let (public_key, outcome) = pin_and_load(&store, &ctx, &key_bytes).await?;
+    let (public_key, outcome) =
+        pin_and_load(&store, &ctx, &key_bytes, &settings.public_key_pins).await?;
     report.key_pinned_now = outcome == PinOutcome::Pinned;
     observer(&Event::KeyPinned {
         parameter_set: ctx.parameter_set_id().to_owned(),

@@ -18,6 +18,7 @@ use crate::batch::{MAX_BATCH_DAYS, PrivacySettings};
 use crate::error::Error;
 use crate::forecast_upload::{ForecastUploadSettings, upload_days};
 use crate::grpc::BearerToken;
+use crate::pins::KeyPin;
 use crate::queue::StateStore;
 use crate::source::{DateRange, MonthShift, SourceSpec};
 use crate::upload::Backoff;
@@ -102,6 +103,16 @@ pub struct ForecastArgs {
     /// The key authority's URL.
     #[arg(long)]
     pub key_authority: String,
+    /// The key authority's CKKS public key fingerprints, PARAMETER_SET=BLAKE3 as printed by
+    /// `key-authority fingerprints` (repeatable, or comma-separated in
+    /// SEER_METER_PUBLIC_KEY_PINS): the meter encrypts only under a key that matches one.
+    #[arg(
+        long = "public-key-pin",
+        value_name = "PARAMETER_SET=BLAKE3",
+        env = "SEER_METER_PUBLIC_KEY_PINS",
+        value_delimiter = ','
+    )]
+    pub public_key_pins: Vec<KeyPin>,
     /// The environment variable holding the household's bearer token.
     #[arg(long, default_value = "SEER_METER_TOKEN")]
     pub token_env: String,
@@ -157,6 +168,7 @@ impl ForecastArgs {
             home_index,
             utility_url: self.utility.clone(),
             key_authority_url: self.key_authority.clone(),
+            public_key_pins: self.public_key_pins.clone(),
             token: BearerToken::from_env(&self.token_env).ok(),
             state_dir: self.state.clone(),
             monthly_budget: self.monthly_budget.map(Epsilon::try_new).transpose()?,
@@ -192,10 +204,21 @@ pub struct RunArgs {
     /// queued (a later run records their receipts and uploads them).
     #[arg(long)]
     pub utility: Option<String>,
-    /// The key authority's URL (the public key is fetched from it and pinned on first use;
-    /// batch receipts are recorded with it).
+    /// The key authority's URL, `https://` for mutual TLS (the meter's certificate from
+    /// SEER_TLS_CA_FILE, SEER_TLS_CERT_FILE, SEER_TLS_KEY_FILE); the public key is fetched from
+    /// it and checked against --public-key-pin; batch receipts are recorded with it.
     #[arg(long)]
     pub key_authority: String,
+    /// The key authority's CKKS public key fingerprints, PARAMETER_SET=BLAKE3 as printed by
+    /// `key-authority fingerprints` (repeatable, or comma-separated in
+    /// SEER_METER_PUBLIC_KEY_PINS): the meter encrypts only under a key that matches one.
+    #[arg(
+        long = "public-key-pin",
+        value_name = "PARAMETER_SET=BLAKE3",
+        env = "SEER_METER_PUBLIC_KEY_PINS",
+        value_delimiter = ','
+    )]
+    pub public_key_pins: Vec<KeyPin>,
     /// The environment variable holding the household's bearer token (a JWT from the key
     /// authority).
     #[arg(long, default_value = "SEER_METER_TOKEN")]
@@ -320,6 +343,7 @@ impl RunArgs {
             home_index,
             utility_url: self.utility.clone(),
             key_authority_url: self.key_authority.clone(),
+            public_key_pins: self.public_key_pins.clone(),
             token,
             state_dir: self.state.clone(),
             privacy: PrivacySettings {

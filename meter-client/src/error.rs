@@ -106,6 +106,37 @@ pub enum Error {
         served: String,
     },
 
+    /// No public key fingerprint is configured for the parameter set.
+    #[error(
+        "no fingerprint is configured for the key authority's public key of {parameter_set} \
+         (it serves blake3 {served}); the meter accepts only a pinned key: ask the key \
+         authority's operator for `key-authority fingerprints` and pass \
+         --public-key-pin {parameter_set}=<blake3> after checking it out of band"
+    )]
+    PublicKeyNotPinned {
+        /// The parameter-set id.
+        parameter_set: String,
+        /// The BLAKE3 digest of the key served (hex).
+        served: String,
+    },
+
+    /// The key authority serves a public key other than the configured fingerprint.
+    #[error(
+        "the key authority serves a public key for {parameter_set} with blake3 {served}, but \
+         the configuration pins {configured}; nothing was encrypted. Check the pin against \
+         `key-authority fingerprints` on the key authority itself: if they differ, the key \
+         served is not the key authority's (treat the network path or the server as \
+         compromised); after a deliberate key rotation, configure the new fingerprint"
+    )]
+    PublicKeyPinMismatch {
+        /// The parameter-set id.
+        parameter_set: String,
+        /// The configured digests (hex).
+        configured: String,
+        /// The BLAKE3 digest of the key served (hex).
+        served: String,
+    },
+
     /// The key authority's answer is unusable (no key set, inconsistent chunks, a digest that
     /// does not match its own listing).
     #[error("key authority: {reason}")]

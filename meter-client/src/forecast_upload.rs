@@ -62,6 +62,9 @@ pub struct ForecastUploadSettings {
     pub utility_url: String,
     /// The key authority.
     pub key_authority_url: String,
+    /// The configured fingerprints of the key authority's public keys: only a key matching
+    /// one is used (see [`crate::pins`]).
+    pub public_key_pins: Vec<crate::pins::KeyPin>,
     /// A household token for fetching the public key (optional: the key authority serves
     /// public keys without one). Receipts and uploads use tokens the meter renews with its
     /// device key, one per audience.
@@ -307,7 +310,7 @@ pub async fn upload_days(
         ctx.parameter_set_id(),
     )
     .await?;
-    let (public_key, _) = pin_and_load(&state, &ctx, &pk_bytes).await?;
+    let (public_key, _) = pin_and_load(&state, &ctx, &pk_bytes, &settings.public_key_pins).await?;
     let noise = match lane {
         ForecastLane::Exact => None,
         ForecastLane::Analytics {

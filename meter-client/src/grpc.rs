@@ -10,7 +10,7 @@ use seer_proto::v1::keys_client::KeysClient;
 use seer_proto::v1::{GetKeyRequest, KeyKind, ListKeySetsRequest};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::Error;
 use crate::queue::{PinOutcome, PinnedKey, StateStore};
@@ -91,16 +91,19 @@ impl Interceptor for Auth {
     }
 }
 
-/// Connects to `url` (`http://host:port`).
+/// Connects to `url`: `https://host:port` with mutual TLS (the meter's certificate and the
+/// deployment CA from `SEER_TLS_CA_FILE`, `SEER_TLS_CERT_FILE`, `SEER_TLS_KEY_FILE`; see
+/// [`seer_tls::config`]), or plaintext `http://host:port`, which servers configured with TLS
+/// refuse.
 ///
 /// # Errors
-/// [`Error::InvalidSetting`] for a malformed URL; [`Error::Connect`] when the server cannot
-/// be reached.
+/// [`Error::InvalidSetting`] for a malformed URL or a missing or unusable TLS configuration;
+/// [`Error::Connect`] when the server cannot be reached (or refuses the handshake).
 pub async fn connect(url: &str) -> Result<Channel, Error> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+    let endpoint = seer_tls::endpoint(url)
         .map_err(|e| Error::InvalidSetting {
-            setting: "server url",
-            reason: format!("{url:?}: {e}"),
+            setting: "server url and TLS",
+            reason: e.to_string(),
         })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
@@ -210,17 +213,22 @@ pub async fn fetch_public_key(
     Ok(bytes)
 }
 
-/// Pins the key object `bytes` for `ctx`'s parameter set in `store` (first use) or checks it
-/// against the pin, then loads it.
+/// Checks the key object `bytes` for `ctx`'s parameter set against the configured
+/// fingerprints `pins` ([`crate::pins`]), records it in `store` (or checks it against the key
+/// recorded there), then loads it.
 ///
 /// # Errors
-/// [`Error::PublicKeyChanged`] when it differs from the pinned key; [`Error::Ckks`] when it
-/// is not a valid public key for `ctx` (then nothing is pinned).
+/// [`Error::PublicKeyNotPinned`] or [`Error::PublicKeyPinMismatch`] when the configured pins
+/// do not accept it; [`Error::PublicKeyChanged`] when it differs from the key recorded in the
+/// state; [`Error::Ckks`] when it is not a valid public key for `ctx` (then nothing is
+/// recorded).
 pub async fn pin_and_load(
     store: &StateStore,
     ctx: &CkksContext,
     bytes: &[u8],
+    pins: &[crate::pins::KeyPin],
 ) -> Result<(PublicKey, PinOutcome), Error> {
+    crate::pins::check(pins, ctx.parameter_set_id(), bytes)?;
     let key = PinnedKey {
         parameter_set_id: ctx.parameter_set_id().to_owned(),
         public_key_blake3: blake3::hash(bytes).to_hex().to_string(),

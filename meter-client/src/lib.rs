@@ -40,6 +40,7 @@ pub mod forecast_lane;
 pub mod forecast_upload;
 pub mod grpc;
 pub mod identity;
+pub mod pins;
 pub mod queue;
 pub mod receipts;
 pub mod signing;

@@ -362,9 +362,12 @@ async fn a_changed_public_key_is_refused() {
         }
     )));
 
-    // The key authority now serves another key.
-    *key.lock().unwrap() = TestKeys::generate().public_key;
+    // The key authority now serves another key, which the configuration also accepts (a
+    // rotation window): the key recorded in the state still refuses it.
+    let rotated = TestKeys::generate().public_key;
+    *key.lock().unwrap() = rotated.clone();
     let mut later = s;
+    later.public_key_pins.push(pin_of(&rotated));
     later.range.until = Some(date(2024, 11, 3));
     let err = run_with_noise(later, seeded_noise(1), observer)
         .await
@@ -376,4 +379,34 @@ async fn a_changed_public_key_is_refused() {
         1,
         "nothing encrypted under the new key"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_other_than_the_configured_fingerprint_is_refused_on_first_use() {
+    // The key authority (or whoever answers in its place) serves a key the configuration does
+    // not pin: the meter refuses it before anything is encrypted or recorded, even on its
+    // very first run.
+    let (ka, _key) = start_key_authority(TestKeys::generate().public_key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (observer, _events) = collector();
+    let s = settings(dir.path(), &ka, None, date(2024, 11, 1), date(2024, 11, 2));
+    let err = run_with_noise(s.clone(), seeded_noise(1), observer.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::PublicKeyPinMismatch { .. }), "{err}");
+    assert!(
+        err.to_string().contains("key-authority fingerprints"),
+        "the error says what to do: {err}"
+    );
+    assert!(queued_batches(dir.path()).await.is_empty());
+
+    // Without any pin for the parameter set the meter refuses too (no trust on first use).
+    let mut unpinned = s;
+    unpinned.public_key_pins.clear();
+    let err = run_with_noise(unpinned, seeded_noise(1), observer)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::PublicKeyNotPinned { .. }), "{err}");
+    assert!(err.to_string().contains("--public-key-pin"), "{err}");
+    assert!(queued_batches(dir.path()).await.is_empty());
 }

@@ -107,9 +107,13 @@ impl AuditorAnchor {
 }
 
 async fn client(target: &AuditTarget) -> Result<AuditClient<Channel>> {
-    AuditClient::connect(target.key_authority.clone())
+    // `https://`: the auditor's certificate from SEER_TLS_CA_FILE, SEER_TLS_CERT_FILE and
+    // SEER_TLS_KEY_FILE (mutual TLS, see `seer_tls::config`).
+    let channel = seer_tls::endpoint(&target.key_authority)?
+        .connect()
         .await
-        .with_context(|| format!("connecting to {}", target.key_authority))
+        .with_context(|| format!("connecting to {}", target.key_authority))?;
+    Ok(AuditClient::new(channel))
 }
 
 /// One page of `Audit.ListEntries` (of [`PAGE`] entries) with the auditor's token.

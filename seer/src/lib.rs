@@ -14,7 +14,9 @@
 //!   and release;
 //! - [`authority`]: the key authority those two start with deep analytics enabled;
 //! - [`audit`]: `seer audit verify` and `seer audit list`, an auditor's check of the key
-//!   authority's log with its public key alone.
+//!   authority's log with its public key alone;
+//! - [`pki`]: `seer pki init` and `seer pki issue`, a deployment's CA and certificates for
+//!   mutual TLS.
 //!
 //! The launcher uses only the three programs' command lines and gRPC; it is built without
 //! `seer-ckks/secret-key`, so it cannot decrypt anything. (The one-process engine
@@ -25,10 +27,12 @@ pub mod anomaly;
 pub mod audit;
 pub mod authority;
 pub mod forecast;
+pub mod pki;
 pub mod plan;
 pub mod process;
 pub mod report;
 pub mod run;
+mod run_tls;
 
 pub use plan::{Plan, PlanOptions};
 pub use report::RunReport;

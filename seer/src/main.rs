@@ -40,6 +40,11 @@ enum Command {
     /// saved anchor; `list` prints the entries as JSON lines.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// A deployment's certificate authority and certificates for mutual TLS on every hop:
+    /// `init` creates the CA, `issue` a certificate for a meter, the utility, an auditor, an
+    /// operator or a server.
+    #[command(subcommand)]
+    Pki(seer::pki::PkiCommand),
 }
 
 #[derive(Subcommand)]
@@ -52,6 +57,11 @@ enum AuditCommand {
         /// The key authority's JWT public key (PEM, `key-authority jwt-public-key`).
         #[arg(long, value_name = "KA_JWT_PUBLIC_PEM")]
         public_key: PathBuf,
+        /// The fingerprint the public key must have (SHA-256 of its SubjectPublicKeyInfo DER,
+        /// hex), obtained out of band: `key-authority fingerprints` prints it as
+        /// jwt-public-key-sha256.
+        #[arg(long, value_name = "HEX", env = "SEER_AUDIT_PUBLIC_KEY_SHA256")]
+        public_key_sha256: String,
         /// The head kept from the previous verification (created when missing).
         #[arg(long, value_name = "FILE")]
         anchor: Option<PathBuf>,
@@ -71,7 +81,8 @@ enum AuditCommand {
 
 #[derive(clap::Args)]
 struct AuditTargetArgs {
-    /// The key authority's URL, e.g. http://127.0.0.1:50052.
+    /// The key authority's URL, e.g. https://127.0.0.1:50052 (mutual TLS with the auditor's
+    /// certificate from SEER_TLS_CA_FILE, SEER_TLS_CERT_FILE and SEER_TLS_KEY_FILE).
     #[arg(long)]
     key_authority: String,
     /// An auditor (or admin) token.
@@ -189,13 +200,19 @@ struct RunArgs {
 async fn main() -> Result<()> {
     let args = match Cli::parse().command {
         Command::Run(args) => args,
+        Command::Pki(command) => {
+            return seer::pki::execute(&command, &mut std::io::stdout().lock());
+        }
         Command::Audit(AuditCommand::Verify {
             target,
             public_key,
+            public_key_sha256,
             anchor,
         }) => {
             let pem = std::fs::read_to_string(&public_key)
                 .with_context(|| format!("reading {}", public_key.display()))?;
+            seer_auth::fingerprint::check_public_key_fingerprint(&pem, &public_key_sha256)
+                .with_context(|| format!("checking {}", public_key.display()))?;
             let verified = seer::audit::verify(&target.target(), &pem, anchor.as_deref())
                 .await
                 .context("the audit log does not verify")?;

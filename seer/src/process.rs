@@ -168,6 +168,11 @@ impl Server {
         format!("http://{}", self.address)
     }
 
+    /// Its `https://` URL (a server started with `server.tls`).
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.address)
+    }
+
     /// Its log file.
     pub fn log(&self) -> &Path {
         &self.log

@@ -4,9 +4,12 @@
 //!
 //! The phases, each timed:
 //! 1. **plan**: the homes and their plaintext bills ([`crate::plan`]);
-//! 2. **key authority**: `key-authority serve` on port 0 (generates its keys on first start),
-//!    then its JWT public key (`key-authority jwt-public-key`);
-//! 3. **utility server**: `utility-server serve` on port 0, verifying tokens with that key;
+//! 2. **key authority**: `key-authority serve` on port 0 with mutual TLS (a fresh deployment CA
+//!    in `pki/`, a certificate per process: [`crate::run_tls`]; it generates its keys on first
+//!    start), then its JWT public key (`key-authority jwt-public-key`) and the fingerprints
+//!    the others pin (`key-authority fingerprints`);
+//! 3. **utility server**: `utility-server serve` on port 0, verifying tokens with that key
+//!    (pinned by its SHA-256);
 //! 4. **tokens and enrolment**: a utility token (`key-authority issue-token`), and each meter
 //!    enrolled (`key-authority enrolment-code`, then `meter-client enrol` into its state
 //!    directory): meters sign their batches and receipts with their device keys and renew
@@ -245,7 +248,10 @@ async fn phases(
 
     // 2. The key authority.
     let t = Instant::now();
-    let ka_env = key_authority_env(workdir);
+    // Mutual TLS on every hop: a fresh CA for the run, a certificate per process.
+    let pki = crate::run_tls::RunPki::create(workdir)?;
+    let mut ka_env = key_authority_env(workdir);
+    ka_env.extend(pki.key_authority_env()?);
     progress("starting the key authority (it generates its keys on first start)");
     let authority = Server::start(
         binaries,
@@ -254,11 +260,16 @@ async fn phases(
         &workdir.join("logs/key-authority.log"),
     )
     .await?;
-    let ka_url = authority.url();
+    let ka_url = authority.https_url();
     servers.running.push(authority);
     progress(format!("key authority listening at {ka_url}"));
     let pem = output(binaries, "key-authority", &["jwt-public-key"], &ka_env).await?;
-    let ut_env = utility_env(workdir);
+    // The fingerprints the utility and the meters pin (from the key authority's own files).
+    let fingerprints = crate::run_tls::Fingerprints::parse(
+        &output(binaries, "key-authority", &["fingerprints"], &ka_env).await?,
+    )?;
+    let mut ut_env = utility_env(workdir);
+    ut_env.extend(pki.utility_env(&fingerprints)?);
     std::fs::write(workdir.join("utility/key-authority-jwt.pem"), pem)
         .context("writing the key authority's JWT public key")?;
     elapsed(&mut phases, "key authority start", t);
@@ -272,7 +283,7 @@ async fn phases(
         &workdir.join("logs/utility-server.log"),
     )
     .await?;
-    let utility_url = utility.url();
+    let utility_url = utility.https_url();
     servers.running.push(utility);
     progress(format!("utility server listening at {utility_url}"));
     elapsed(&mut phases, "utility server start", t);
@@ -291,8 +302,11 @@ async fn phases(
         }
     };
     let utility_token = issue("utility", None).await?;
+    let mut meter_envs = Vec::with_capacity(plan.homes.len());
     for home in &plan.homes {
-        enrol_meter(binaries, &ka_env, &ka_url, workdir, &home.meter_id).await?;
+        let env = pki.meter_env(&home.meter_id, &fingerprints)?;
+        enrol_meter(binaries, &ka_env, &ka_url, workdir, &home.meter_id, &env).await?;
+        meter_envs.push(env);
     }
     progress(format!(
         "utility token issued, {} meters enrolled",
@@ -308,7 +322,16 @@ async fn phases(
         plan.homes.len(),
         options.jobs.min(plan.homes.len())
     ));
-    let summaries = run_meters(options, binaries, workdir, &plan, &ka_url, &utility_url).await?;
+    let summaries = run_meters(
+        options,
+        binaries,
+        workdir,
+        &plan,
+        &meter_envs,
+        &ka_url,
+        &utility_url,
+    )
+    .await?;
     elapsed(&mut phases, "meters (replay, encrypt, upload)", t);
 
     // 6. Billing, one packing group at a time.
@@ -470,12 +493,13 @@ async fn run_meters(
     binaries: &Binaries,
     workdir: &Path,
     plan: &Plan,
+    envs: &[Vec<(String, String)>],
     ka_url: &str,
     utility_url: &str,
 ) -> Result<Vec<RunSummary>> {
     let permits = Arc::new(tokio::sync::Semaphore::new(options.jobs));
     let mut tasks = tokio::task::JoinSet::new();
-    for home in &plan.homes {
+    for (home, env) in plan.homes.iter().zip(envs) {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--meter-id".into(),
@@ -510,6 +534,7 @@ async fn run_meters(
         let meter = MeterJob {
             path: binaries.path("meter-client"),
             args,
+            env: env.clone(),
             meter_id: home.meter_id.clone(),
             log: workdir.join("logs").join(format!("{}.log", home.meter_id)),
         };
@@ -555,6 +580,7 @@ async fn enrol_meter(
     ka_url: &str,
     workdir: &Path,
     meter_id: &str,
+    meter_env: &[(String, String)],
 ) -> Result<()> {
     let code = output(
         binaries,
@@ -578,7 +604,7 @@ async fn enrol_meter(
             "--state",
             &state,
         ],
-        &[],
+        meter_env,
     )
     .await?;
     Ok(())
@@ -588,6 +614,8 @@ async fn enrol_meter(
 struct MeterJob {
     path: PathBuf,
     args: Vec<String>,
+    /// Its certificate and key pins (mutual TLS, see `run_tls`).
+    env: Vec<(String, String)>,
     meter_id: String,
     log: PathBuf,
 }
@@ -598,6 +626,7 @@ impl MeterJob {
         let mut child = Command::new(&self.path)
             .args(&self.args)
             .env_remove("SEER_METER_TOKEN")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -11,8 +11,8 @@ use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::node_server::NodeServer;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::node::NodeService;
 
@@ -21,6 +21,7 @@ use crate::node::NodeService;
 pub struct GrpcListener {
     listener: TcpListener,
     local_addr: SocketAddr,
+    tls: Option<ServerTlsConfig>,
 }
 
 impl GrpcListener {
@@ -36,7 +37,28 @@ impl GrpcListener {
         Ok(Self {
             listener,
             local_addr,
+            tls: None,
         })
+    }
+
+    /// Serves mutual TLS with `tls` (see [`seer_tls::config`]): every connection must present
+    /// a client certificate of the deployment CA; plaintext is refused. `None` leaves the
+    /// listener on plaintext h2c, which is logged as a warning when serving starts.
+    ///
+    /// # Errors
+    /// When the certificate, key or CA cannot be read (or the key file is too open).
+    pub fn with_tls(mut self, tls: Option<&seer_tls::TlsFiles>) -> anyhow::Result<Self> {
+        self.tls = tls
+            .map(|files| {
+                files.server_config().with_context(|| {
+                    format!(
+                        "loading the server's TLS certificate {}",
+                        files.cert_file.display()
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(self)
     }
 
     /// The address actually bound.
@@ -100,8 +122,20 @@ pub async fn serve(
         }
     };
 
-    tracing::info!(address = %listener.local_addr, "serving");
-    let router = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = listener.tls {
+        tracing::info!(address = %listener.local_addr, "serving mutual TLS");
+        builder = builder
+            .tls_config(tls)
+            .context("configuring the server's TLS")?;
+    } else {
+        tracing::warn!(
+            address = %listener.local_addr,
+            "serving plaintext h2c: tokens and ciphertexts travel in the clear; \
+             configure server.tls for mutual TLS"
+        );
+    }
+    let router = builder
         .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -18,6 +18,11 @@ pub struct ServerSettings {
     pub host: IpAddr,
     /// Port to bind; 0 lets the operating system choose one (tests use this).
     pub port: u16,
+    /// Mutual TLS (`[server.tls]`: `ca_file`, `cert_file`, `key_file`): the server's
+    /// certificate, and a client certificate of the deployment CA required on every
+    /// connection. Without it the server speaks plaintext h2c and says so in its log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<seer_tls::TlsFiles>,
 }
 
 impl ServerSettings {
@@ -27,6 +32,7 @@ impl ServerSettings {
         Self {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port,
+            tls: None,
         }
     }
 

@@ -11,14 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use crate::pki::Fingerprints;
+use crate::{ServerProcess, bin_path};
 use anyhow::{Context as _, bail, ensure};
 use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::GetCursorRequest;
 use seer_proto::v1::ingest_client::IngestClient;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
-
-use crate::{ServerProcess, bin_path};
 
 /// How a [`Deployment`] is set up; the default is SQLite everywhere and port 0 for both
 /// servers.
@@ -44,6 +43,7 @@ pub struct Deployment {
     utility_database: String,
     dir: tempfile::TempDir,
     audit_database: String,
+    fingerprints: Fingerprints,
 }
 
 impl Deployment {
@@ -73,6 +73,7 @@ impl Deployment {
             .clone()
             .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("ka/audit.db").display()));
         let mut env = authority_env(dir.path(), Some(&audit_database));
+        env.extend(crate::pki::authority_tls_env()?);
         env.extend_from_slice(authority_env_extra);
         // The deployment's log is new, but its keys may come from a cache: a new log beside
         // existing keys is started deliberately (`init-audit`), never implicitly.
@@ -87,6 +88,8 @@ impl Deployment {
             String::from_utf8_lossy(&init.stderr)
         );
         let authority = ServerProcess::spawn_with("key-authority", &env)?;
+        let fingerprints = Fingerprints::of_key_authority(&env)?;
+        crate::pki::install_test_client()?;
         let pem = run_key_authority(dir.path(), &["jwt-public-key"])?;
         let pem_file = dir.path().join("ka-jwt-public.pem");
         std::fs::write(&pem_file, pem).context("writing the JWT public key")?;
@@ -94,6 +97,11 @@ impl Deployment {
             .utility_database
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("utility.db").display()));
+        let mut utility_env = crate::pki::utility_tls_env()?;
+        utility_env.push((
+            "SEER_UTILITY__AUTH__JWT_PUBLIC_KEY_SHA256".into(),
+            fingerprints.jwt_public_key_sha256.clone(),
+        ));
         let utility = ServerProcess::spawn_with(
             "utility-server",
             &[
@@ -110,7 +118,10 @@ impl Deployment {
                     pem_file.display().to_string(),
                 ),
                 ("SEER_UTILITY__LOG__FILTER".into(), "warn".into()),
-            ],
+            ]
+            .into_iter()
+            .chain(utility_env)
+            .collect::<Vec<_>>(),
         )?;
         Ok(Self {
             authority,
@@ -118,7 +129,23 @@ impl Deployment {
             utility_database,
             audit_database,
             dir,
+            fingerprints,
         })
+    }
+
+    /// The fingerprints the key authority printed, which the utility and the meters pin.
+    #[must_use]
+    pub fn fingerprints(&self) -> &Fingerprints {
+        &self.fingerprints
+    }
+
+    /// The environment of a `meter-client` for `meter_id` in this deployment: its certificate
+    /// (naming the meter) and the key authority's public key pins.
+    ///
+    /// # Errors
+    /// When the certificate cannot be issued.
+    pub fn meter_env(&self, meter_id: &str) -> anyhow::Result<Vec<(String, String)>> {
+        crate::pki::meter_env(meter_id, &self.fingerprints.public_key_pins)
     }
 
     /// The deployment's temporary directory (meter state directories go here too).
@@ -186,6 +213,7 @@ impl Deployment {
         Command::new(bin_path("utility-server")?)
             .args(args)
             .env("SEER_UTILITY__DATABASE__URL", &self.utility_database)
+            .envs(crate::pki::utility_tls_env()?)
             .env("SEER_UTILITY_TOKEN", token)
             .env("SEER_UTILITY__LOG__FILTER", "warn")
             .output()
@@ -271,6 +299,7 @@ impl Deployment {
             .args(["--key-authority", &self.authority.uri()])
             .arg("--state")
             .arg(self.dir().join(format!("meter-{meter_id}")))
+            .envs(self.meter_env(meter_id)?)
             .env("RUST_LOG", "warn")
             .output()
             .context("running meter-client enrol")
@@ -305,6 +334,7 @@ impl Deployment {
             token: None,
             args: Vec::new(),
             enrol_with: Some(authority_env(self.dir(), Some(&self.audit_database))),
+            public_key_pins: self.fingerprints.public_key_pins.clone(),
         }
     }
 
@@ -323,6 +353,7 @@ impl Deployment {
             &self.authority.uri(),
             meter_id,
             &state,
+            &self.meter_env(meter_id)?,
         )?;
         meter_client::identity::DeviceIdentity::load(&state, meter_id)
             .with_context(|| format!("loading the identity of {meter_id}"))
@@ -338,6 +369,7 @@ impl Deployment {
             &self.authority.uri(),
             meter_id,
             state,
+            &self.meter_env(meter_id)?,
         )
     }
 
@@ -355,7 +387,11 @@ impl Deployment {
     /// # Errors
     /// The server's refusal, or a failed connection (as `Unavailable`).
     pub async fn cursor(&self, meter: &str, token: &str) -> Result<u64, tonic::Status> {
-        let channel = Endpoint::from_shared(self.utility.uri())
+        // From the connection of the party the token speaks for (a household token is
+        // accepted only with its own meter's certificate).
+        let channel = crate::pki::files_for_token(token)
+            .map_err(|e| tonic::Status::internal(format!("{e:#}")))?
+            .endpoint(&self.utility.uri())
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
@@ -396,6 +432,7 @@ pub struct MeterRun {
     /// The key authority's CLI environment, to enrol the meter before it runs (`None`: no
     /// enrolment).
     enrol_with: Option<Vec<(String, String)>>,
+    public_key_pins: Vec<String>,
 }
 
 impl MeterRun {
@@ -439,6 +476,21 @@ impl MeterRun {
         self
     }
 
+    /// The meter's TLS identity and key pins: the certificate of the meter its token is for
+    /// (a meter runs with its own token and certificate; a test giving it another meter's
+    /// token plays that meter claiming to be this one), this meter's without a token.
+    fn tls_env(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut env = match &self.token {
+            Some(token) => crate::pki::files_for_token(token)?.client_env(),
+            None => crate::pki::files(seer_tls::PartyKind::Meter, &self.meter_id)?.client_env(),
+        };
+        env.push((
+            "SEER_METER_PUBLIC_KEY_PINS".to_owned(),
+            self.public_key_pins.join(","),
+        ));
+        Ok(env)
+    }
+
     /// The state directory.
     #[must_use]
     pub fn state_dir(&self) -> &Path {
@@ -451,7 +503,15 @@ impl MeterRun {
     /// When the binary has not been built.
     pub fn command(&self) -> anyhow::Result<Command> {
         if let Some(env) = &self.enrol_with {
-            ensure_enrolled(env, &self.key_authority, &self.meter_id, &self.state)?;
+            let meter_env =
+                crate::pki::meter_env(&self.meter_id, &self.public_key_pins)?;
+            ensure_enrolled(
+                env,
+                &self.key_authority,
+                &self.meter_id,
+                &self.state,
+                &meter_env,
+            )?;
         }
         let mut command = Command::new(bin_path("meter-client")?);
         command
@@ -467,6 +527,7 @@ impl MeterRun {
             .arg(&self.state)
             .args(&self.args)
             .env_remove("SEER_METER_TOKEN")
+            .envs(self.tls_env()?)
             .env("RUST_LOG", "warn");
         if let Some(utility) = &self.utility {
             command.args(["--utility", utility]);
@@ -581,6 +642,7 @@ pub fn ensure_enrolled(
     key_authority: &str,
     meter_id: &str,
     state: &Path,
+    meter_env: &[(String, String)],
 ) -> anyhow::Result<()> {
     if state
         .join(meter_client::identity::CERTIFICATE_FILE)
@@ -604,6 +666,7 @@ pub fn ensure_enrolled(
         .args(["--key-authority", key_authority])
         .arg("--state")
         .arg(state)
+        .envs(meter_env.iter().cloned())
         .env("RUST_LOG", "warn")
         .output()
         .context("running meter-client enrol")?;

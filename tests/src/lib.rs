@@ -43,6 +43,7 @@ use anyhow::{Context as _, bail};
 pub mod audit;
 pub mod deployment;
 pub mod oracle;
+pub mod pki;
 pub mod rng;
 pub mod signing;
 
@@ -96,6 +97,8 @@ pub struct ServerProcess {
     envs: Vec<(String, String)>,
     child: Child,
     address: SocketAddr,
+    /// Whether it serves mutual TLS (its `SERVER__TLS__*` settings are given).
+    tls: bool,
 }
 
 impl ServerProcess {
@@ -159,6 +162,9 @@ impl ServerProcess {
                 envs: envs.to_vec(),
                 child,
                 address,
+                tls: envs
+                    .iter()
+                    .any(|(key, _)| key.ends_with("SERVER__TLS__CERT_FILE")),
             }),
             Err(error) => {
                 let _ = child.kill();
@@ -177,9 +183,21 @@ impl ServerProcess {
         self.address
     }
 
-    /// The `http://` URI of the server, for a tonic `Endpoint`.
+    /// The URI of the server, for a tonic `Endpoint`: `https://` when it serves mutual TLS,
+    /// `http://` otherwise.
     #[must_use]
     pub fn uri(&self) -> String {
+        if self.tls {
+            format!("https://{}", self.address)
+        } else {
+            format!("http://{}", self.address)
+        }
+    }
+
+    /// The plaintext `http://` URI of the server, whatever it serves (to show that a server
+    /// with TLS refuses plaintext).
+    #[must_use]
+    pub fn plaintext_uri(&self) -> String {
         format!("http://{}", self.address)
     }
 

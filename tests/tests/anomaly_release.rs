@@ -162,16 +162,21 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
             let token = deployment
                 .household_token(home.id, "seer-key-authority")
                 .expect("token");
-            let duplicate = record_receipt(
-                &url,
-                BearerToken::try_new(&token).expect("bearer"),
-                signed_receipt(
-                    &deployment,
-                    receipt(home.id, "jan", home.first_day, &encrypted, &lane),
-                )
-                .expect("signed"),
+            // As the meter: a household token only with its own meter's certificate.
+            let duplicate = seer_tls::with_client_identity(
+                &seer_tests::pki::files(seer_tls::PartyKind::Meter, home.id).expect("certificate"),
+                record_receipt(
+                    &url,
+                    BearerToken::try_new(&token).expect("bearer"),
+                    signed_receipt(
+                        &deployment,
+                        receipt(home.id, "jan", home.first_day, &encrypted, &lane),
+                    )
+                    .expect("signed"),
+                ),
             )
             .await
+            .expect("the meter's identity")
             .expect("receipt");
             assert!(!duplicate);
             encrypted_homes.push(encrypted.clone());
@@ -200,12 +205,16 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         let c_token = deployment
             .household_token("meter-c", "seer-key-authority")
             .expect("token");
-        record_receipt(
-            &url,
-            BearerToken::try_new(&c_token).expect("bearer"),
-            signed_receipt(&deployment, c_receipt).expect("signed"),
+        seer_tls::with_client_identity(
+            &seer_tests::pki::files(seer_tls::PartyKind::Meter, "meter-c").expect("certificate"),
+            record_receipt(
+                &url,
+                BearerToken::try_new(&c_token).expect("bearer"),
+                signed_receipt(&deployment, c_receipt).expect("signed"),
+            ),
         )
         .await
+        .expect("the meter's identity")
         .expect("receipt c");
 
         // Meter L records meter A's planes as analytics-lane inputs: the model scores the exact
@@ -223,12 +232,16 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         let l_token = deployment
             .household_token("meter-l", "seer-key-authority")
             .expect("token");
-        record_receipt(
-            &url,
-            BearerToken::try_new(&l_token).expect("bearer"),
-            signed_receipt(&deployment, l_receipt).expect("signed"),
+        seer_tls::with_client_identity(
+            &seer_tests::pki::files(seer_tls::PartyKind::Meter, "meter-l").expect("certificate"),
+            record_receipt(
+                &url,
+                BearerToken::try_new(&l_token).expect("bearer"),
+                signed_receipt(&deployment, l_receipt).expect("signed"),
+            ),
         )
         .await
+        .expect("the meter's identity")
         .expect("receipt l");
 
         // The utility: deep keys, one evaluation for the three meters (A and B at their
@@ -268,8 +281,16 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
         let household_a = deployment
             .household_token("meter-a", "seer-key-authority")
             .expect("token");
+        // From meter A's own connection (its certificate), so that the role is what refuses.
+        let meter_a_channel = seer_tls::with_client_identity(
+            &seer_tests::pki::files(seer_tls::PartyKind::Meter, "meter-a").expect("certificate"),
+            connect(&url),
+        )
+        .await
+        .expect("the meter's identity")
+        .expect("channel");
         match request_release(
-            channel.clone(),
+            meter_a_channel,
             &household_a,
             "anomaly",
             &model_blake3,

@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 
 use seer_proto::v1;
 use seer_proto::v1::release_client::ReleaseClient;
+use seer_tests::pki::Fingerprints;
 use seer_tests::{ServerProcess, bin_path, runtime};
 use sqlx::Row as _;
 
@@ -92,11 +93,16 @@ impl Authority {
             assert!(out.status.success(), "{out:?}");
             std::fs::write(&pem, out.stdout).expect("write the public key");
         }
+        let mut env = self.env();
+        env.retain(|(k, _)| !k.ends_with("__PORT"));
+        let fingerprints = Fingerprints::of_key_authority(&env).expect("fingerprints");
         Command::new(bin_path("seer").expect("binary"))
             .args(["audit", "verify", "--key-authority", &self.uri(), "--token"])
             .arg(self.auditor_token())
             .arg("--public-key")
             .arg(&pem)
+            .arg("--public-key-sha256")
+            .arg(&fingerprints.jwt_public_key_sha256)
             .arg("--anchor")
             .arg(self.path("auditor-anchor"))
             .output()
@@ -401,8 +407,11 @@ fn a_deleted_release_row_is_named_by_the_auditor_and_stops_releases() {
             .arg(deployment.token("auditor", None).expect("token"))
             .arg("--public-key")
             .arg(deployment.dir().join("ka-jwt-public.pem"))
+            .arg("--public-key-sha256")
+            .arg(&deployment.fingerprints().jwt_public_key_sha256)
             .arg("--anchor")
             .arg(deployment.dir().join("auditor-anchor"))
+            .envs(seer_tests::pki::auditor_env("auditor").expect("auditor certificate"))
             .output()
             .expect("run seer audit verify")
     };
@@ -437,7 +446,13 @@ fn a_deleted_release_row_is_named_by_the_auditor_and_stops_releases() {
     // The damage halted the key authority: nothing more is released or recorded.
     let uri = deployment.authority().uri();
     let code = runtime().expect("runtime").block_on(async move {
-        let mut client = ReleaseClient::connect(uri).await.expect("connect");
+        // Over mutual TLS, with the test process's (the utility's) certificate.
+        let channel = seer_tls::endpoint(&uri)
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = ReleaseClient::new(channel);
         client
             .release_bills(v1::ReleaseBillsRequest {
                 period: "2024-01".into(),

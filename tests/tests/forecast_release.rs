@@ -107,13 +107,17 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
             let token = deployment
                 .household_token(home.id, "seer-key-authority")
                 .expect("token");
-            let duplicate = record_receipt(
-                &url,
-                BearerToken::try_new(&token).expect("bearer"),
-                signed_receipt(&deployment, receipt(home.id, "jan", &encrypted, &lane))
-                    .expect("signed"),
+            let duplicate = seer_tls::with_client_identity(
+                &seer_tests::pki::files(seer_tls::PartyKind::Meter, home.id).expect("certificate"),
+                record_receipt(
+                    &url,
+                    BearerToken::try_new(&token).expect("bearer"),
+                    signed_receipt(&deployment, receipt(home.id, "jan", &encrypted, &lane))
+                        .expect("signed"),
+                ),
             )
             .await
+            .expect("the meter's identity")
             .expect("receipt");
             assert!(!duplicate);
             offset += encrypted.slot_count;
@@ -133,12 +137,16 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
         let l_token = deployment
             .household_token("meter-l", "seer-key-authority")
             .expect("token");
-        record_receipt(
-            &url,
-            BearerToken::try_new(&l_token).expect("bearer"),
-            signed_receipt(&deployment, l_receipt).expect("signed"),
+        seer_tls::with_client_identity(
+            &seer_tests::pki::files(seer_tls::PartyKind::Meter, "meter-l").expect("certificate"),
+            record_receipt(
+                &url,
+                BearerToken::try_new(&l_token).expect("bearer"),
+                signed_receipt(&deployment, l_receipt).expect("signed"),
+            ),
         )
         .await
+        .expect("the meter's identity")
         .expect("receipt l");
 
         // The utility: deep keys, one evaluation for both homes.
@@ -171,8 +179,16 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
         let household_a = deployment
             .household_token("meter-a", "seer-key-authority")
             .expect("token");
+        // From meter A's own connection (its certificate), so that the role is what refuses.
+        let meter_a_channel = seer_tls::with_client_identity(
+            &seer_tests::pki::files(seer_tls::PartyKind::Meter, "meter-a").expect("certificate"),
+            connect(&url),
+        )
+        .await
+        .expect("the meter's identity")
+        .expect("channel");
         match request_release(
-            channel.clone(),
+            meter_a_channel,
             &household_a,
             "forecast",
             &day_ahead,

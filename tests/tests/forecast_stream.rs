@@ -93,6 +93,7 @@ fn meter_forecast(deployment: &Deployment, home: u32, model: &std::path::Path) -
             "--json",
         ])
         .env("SEER_METER_TOKEN", token)
+        .envs(deployment.meter_env(&id).expect("the meter's certificate"))
         .output()
         .expect("meter-client runs");
     assert!(
@@ -172,7 +173,11 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
 
     let runtime = seer_tests::runtime().expect("runtime");
     let utility_url = deployment.utility().uri();
-    runtime.block_on(async {
+    // The rogue uploads as meter "rogue" (its household token with its own certificate).
+    let rogue_identity =
+        seer_tests::pki::files(seer_tls::PartyKind::Meter, "rogue").expect("certificate");
+    runtime
+        .block_on(seer_tls::with_client_identity(&rogue_identity, async {
         let pk = fetch_public_key(&deployment.authority().uri(), None, ctx.parameter_set_id())
             .await
             .expect("public key");
@@ -257,7 +262,8 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
             tonic::Code::AlreadyExists,
             "already stored",
         );
-    });
+        }))
+        .expect("the rogue's identity");
 
     // The job: group 0 with the rogue input is refused as a whole (the rogue input has no
     // receipt, homes 0 and 1 are withheld) and asked for again without it; group 1 alone.

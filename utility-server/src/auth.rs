@@ -272,10 +272,33 @@ impl tonic::service::Interceptor for AuthInterceptor {
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(principal) = self.authenticator.authenticate(request.metadata())? {
+            check_certificate(&request, &principal)?;
             request.extensions_mut().insert(principal);
         }
         Ok(request)
     }
+}
+
+/// On a mutual-TLS connection, checks that the client certificate names the party the token
+/// speaks for (a household token only with its own meter's certificate; see
+/// [`seer_auth::peer`]).
+///
+/// # Errors
+/// `UNAUTHENTICATED` when the certificate names another party.
+fn check_certificate<T>(
+    request: &tonic::Request<T>,
+    principal: &Principal,
+) -> Result<(), tonic::Status> {
+    let identity = match principal {
+        Principal::Household { meter_id } => seer_auth::Identity::Household {
+            meter_id: meter_id.as_str().to_owned(),
+        },
+        Principal::Utility => seer_auth::Identity::Utility,
+        Principal::Auditor => seer_auth::Identity::Auditor,
+        Principal::Admin => seer_auth::Identity::Admin,
+    };
+    seer_auth::peer::check_peer_certificate(request, &identity)
+        .map_err(|rejection| seer_auth::AuthError::from(rejection).into())
 }
 
 #[cfg(test)]

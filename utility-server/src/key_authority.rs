@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use seer_proto::v1::keys_client::KeysClient;
 use seer_proto::v1::{GetKeyRequest, KeyKind};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::store::StoreError;
 
@@ -32,6 +32,9 @@ pub enum JobError {
         /// The cause.
         source: tonic::transport::Error,
     },
+    /// The TLS configuration for the key authority's `https://` URL is missing or unusable.
+    #[error("TLS to the key authority: {0}")]
+    Tls(#[from] seer_tls::TlsError),
     /// The evaluation keys could not be fetched or do not fit the computation.
     #[error("fetching the evaluation keys: {0}")]
     Keys(String),
@@ -61,8 +64,7 @@ pub async fn connect(url: &str) -> Result<Channel, JobError> {
         url: url.to_owned(),
         source,
     };
-    Endpoint::from_shared(url.to_owned())
-        .map_err(err)?
+    seer_tls::endpoint(url)?
         .connect_timeout(Duration::from_secs(10))
         .connect()
         .await

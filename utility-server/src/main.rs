@@ -82,6 +82,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(&settings.log.filter)?;
+    // The utility calls the key authority with the certificate it serves with (it names the
+    // utility); without `server.tls` the SEER_TLS_* variables may name one.
+    if let Some(tls) = &settings.server.tls {
+        seer_tls::install_client_identity(tls)
+            .context("loading the utility's TLS certificate for calls to the key authority")?;
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let application = Application::build(settings).await?;

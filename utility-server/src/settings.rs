@@ -150,6 +150,11 @@ pub struct AuthSettings {
     /// PEM file with the key authority's JWT public key (`key-authority jwt-public-key >
     /// FILE`). Without it no call is authenticated, so every ingest call is refused.
     pub jwt_public_key_file: Option<std::path::PathBuf>,
+    /// The fingerprint the JWT public key file must have (SHA-256 of its SubjectPublicKeyInfo
+    /// DER, hex; `key-authority fingerprints` prints it as `jwt-public-key-sha256`). Required
+    /// with `jwt_public_key_file`: the key is pinned by configuration, a swapped file refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_public_key_sha256: Option<String>,
 }
 
 #[cfg(test)]

@@ -80,6 +80,16 @@ impl Application {
                 let pem = tokio::fs::read_to_string(path)
                     .await
                     .with_context(|| format!("reading the JWT public key {}", path.display()))?;
+                let pin = settings.auth.jwt_public_key_sha256.as_deref().with_context(|| {
+                    format!(
+                        "auth.jwt_public_key_sha256 is not set: the JWT public key {} is used only \
+                         with its fingerprint pinned (`key-authority fingerprints` prints it as \
+                         jwt-public-key-sha256)",
+                        path.display()
+                    )
+                })?;
+                seer_auth::fingerprint::check_public_key_fingerprint(&pem, pin)
+                    .with_context(|| format!("checking the JWT public key {}", path.display()))?;
                 // The same key signs meters' certificates: every batch and analytics input
                 // must carry its meter's certificate and signature.
                 signatures = Some(Arc::new(
@@ -102,7 +112,9 @@ impl Application {
             }
         };
         Ok(Self {
-            listener: GrpcListener::bind(settings.server.address()).await?,
+            listener: GrpcListener::bind(settings.server.address())
+                .await?
+                .with_tls(settings.server.tls.as_ref())?,
             store,
             lanes,
             authenticator,

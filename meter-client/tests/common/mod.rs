@@ -459,6 +459,7 @@ pub fn settings(
         home_index: 5,
         utility_url: utility.map(str::to_owned),
         key_authority_url: key_authority.to_owned(),
+        public_key_pins: vec![pin_of(&keys().public_key)],
         token: Some(meter_client::grpc::BearerToken::try_new(TOKEN).unwrap()),
         state_dir: state.to_path_buf(),
         privacy: privacy(),
@@ -473,6 +474,15 @@ pub fn settings(
         },
         max_attempts: 5,
     }
+}
+
+/// The configured fingerprint of the billing public key object `public_key`.
+pub fn pin_of(public_key: &[u8]) -> meter_client::pins::KeyPin {
+    meter_client::pins::KeyPin::try_new(
+        keys().ctx.parameter_set_id(),
+        &blake3::hash(public_key).to_hex().to_string(),
+    )
+    .expect("valid pin")
 }
 
 /// An observer collecting events.

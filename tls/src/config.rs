@@ -1,0 +1,209 @@
+//! The TLS files a program is configured with, and tonic's server and client configurations
+//! made from them.
+//!
+//! Servers (`utility-server`, `key-authority`) read [`TlsFiles`] from their settings
+//! (`[server.tls]`: `ca_file`, `cert_file`, `key_file`) and then require TLS 1.2+ with a client
+//! certificate chaining to the deployment CA on every connection: a plaintext (h2c) client,
+//! a client without a certificate or with another CA's is refused in the handshake.
+//!
+//! Clients call [`endpoint`] with the server's URL: an `https://` URL gets the process's client
+//! identity — the one [`install_client_identity`] installed (the utility's jobs install the
+//! utility's own certificate from its settings), otherwise the files named by
+//! [`ENV_CA_FILE`], [`ENV_CERT_FILE`] and [`ENV_KEY_FILE`] (`meter-client`, `seer audit`);
+//! [`with_client_identity`] overrides it for one task.
+//! The server is verified against the deployment CA only, never the system's roots.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+
+use crate::TlsError;
+use crate::files::{read_private, read_public};
+
+/// The environment variable naming a client's CA certificate file.
+pub const ENV_CA_FILE: &str = "SEER_TLS_CA_FILE";
+/// The environment variable naming a client's certificate file.
+pub const ENV_CERT_FILE: &str = "SEER_TLS_CERT_FILE";
+/// The environment variable naming a client's private key file.
+pub const ENV_KEY_FILE: &str = "SEER_TLS_KEY_FILE";
+
+/// A program's certificate, its private key and the deployment CA it trusts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The deployment CA's certificate (PEM): peers must chain to it.
+    pub ca_file: PathBuf,
+    /// The program's certificate (PEM, issued by the deployment CA).
+    pub cert_file: PathBuf,
+    /// The program's private key (PKCS#8 PEM, mode 0600).
+    pub key_file: PathBuf,
+}
+
+impl TlsFiles {
+    /// The files named by [`ENV_CA_FILE`], [`ENV_CERT_FILE`] and [`ENV_KEY_FILE`]: `None` when
+    /// none is set.
+    ///
+    /// # Errors
+    /// [`TlsError::Incomplete`] when only some are set.
+    pub fn from_env() -> Result<Option<Self>, TlsError> {
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        match (var(ENV_CA_FILE), var(ENV_CERT_FILE), var(ENV_KEY_FILE)) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(Self {
+                ca_file: ca.into(),
+                cert_file: cert.into(),
+                key_file: key.into(),
+            })),
+            _ => Err(TlsError::Incomplete(format!(
+                "set all of {ENV_CA_FILE}, {ENV_CERT_FILE} and {ENV_KEY_FILE}, or none"
+            ))),
+        }
+    }
+
+    fn identity(&self) -> Result<(Identity, Certificate), TlsError> {
+        let ca = read_public(&self.ca_file)?;
+        let cert = read_public(&self.cert_file)?;
+        let key = read_private(&self.key_file)?;
+        for (what, text, marker) in [
+            (&self.ca_file, ca.as_str(), "CERTIFICATE"),
+            (&self.cert_file, cert.as_str(), "CERTIFICATE"),
+            (&self.key_file, key.as_str(), "PRIVATE KEY"),
+        ] {
+            if !text.contains(&format!("-----BEGIN {marker}"))
+                && !text.contains(&format!(" {marker}-----"))
+            {
+                return Err(TlsError::Invalid {
+                    what: what.display().to_string(),
+                    reason: format!("holds no PEM {marker}"),
+                });
+            }
+        }
+        // tonic keeps its own copy of the key PEM for the life of the configuration.
+        Ok((
+            Identity::from_pem(cert.as_bytes(), key.as_bytes()),
+            Certificate::from_pem(ca.as_bytes()),
+        ))
+    }
+
+    /// The server configuration: this certificate, and a client certificate chaining to the
+    /// CA required on every connection.
+    ///
+    /// # Errors
+    /// When a file cannot be read, is too open or holds no PEM.
+    pub fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
+        let (identity, ca) = self.identity()?;
+        Ok(ServerTlsConfig::new()
+            .identity(identity)
+            .client_ca_root(ca)
+            .client_auth_optional(false)
+            .timeout(Duration::from_secs(10)))
+    }
+
+    /// The client configuration: this certificate as the client's, servers verified against
+    /// the CA only.
+    ///
+    /// # Errors
+    /// When a file cannot be read, is too open or holds no PEM.
+    pub fn client_config(&self) -> Result<ClientTlsConfig, TlsError> {
+        let (identity, ca) = self.identity()?;
+        Ok(ClientTlsConfig::new()
+            .ca_certificate(ca)
+            .identity(identity)
+            .timeout(Duration::from_secs(10)))
+    }
+
+    /// An endpoint for `url` with this client identity (`https://` URLs only).
+    ///
+    /// # Errors
+    /// As [`TlsFiles::client_config`]; [`TlsError::Endpoint`] for a malformed URL.
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, TlsError> {
+        endpoint_with(url, Some(&self.client_config()?))
+    }
+}
+
+static CLIENT_IDENTITY: OnceLock<ClientTlsConfig> = OnceLock::new();
+
+tokio::task_local! {
+    /// The client identity of the current task, when [`with_client_identity`] set one.
+    static SCOPED_IDENTITY: ClientTlsConfig;
+}
+
+/// Runs `future` with `files` as the client identity of every [`endpoint`] it makes (instead
+/// of the process's): for a program, or a test, that speaks as several parties. Channels made
+/// inside keep the identity after `future` ends.
+///
+/// # Errors
+/// As [`TlsFiles::client_config`].
+pub async fn with_client_identity<F: std::future::Future>(
+    files: &TlsFiles,
+    future: F,
+) -> Result<F::Output, TlsError> {
+    let config = files.client_config()?;
+    Ok(SCOPED_IDENTITY.scope(config, future).await)
+}
+
+/// Installs `files` as this process's client identity for [`endpoint`] (the first
+/// installation wins; later ones are ignored).
+///
+/// # Errors
+/// As [`TlsFiles::client_config`].
+pub fn install_client_identity(files: &TlsFiles) -> Result<(), TlsError> {
+    let config = files.client_config()?;
+    let _ = CLIENT_IDENTITY.set(config);
+    Ok(())
+}
+
+/// The process's client identity: installed, or from the environment.
+fn client_identity(url: &str) -> Result<ClientTlsConfig, TlsError> {
+    if let Ok(config) = SCOPED_IDENTITY.try_with(ClientTlsConfig::clone) {
+        return Ok(config);
+    }
+    if let Some(config) = CLIENT_IDENTITY.get() {
+        return Ok(config.clone());
+    }
+    let files = TlsFiles::from_env()?.ok_or_else(|| TlsError::NoClientIdentity {
+        url: url.to_owned(),
+        ca: ENV_CA_FILE,
+        cert: ENV_CERT_FILE,
+        key: ENV_KEY_FILE,
+    })?;
+    install_client_identity(&files)?;
+    CLIENT_IDENTITY.get().cloned().ok_or(TlsError::Incomplete(
+        "the client identity could not be installed".into(),
+    ))
+}
+
+/// An endpoint for `url`: `https://` with the process's client identity (see the module
+/// docs), `http://` in plaintext (which a SEER server configured with TLS refuses).
+///
+/// # Errors
+/// [`TlsError::Endpoint`] for a malformed URL; for `https://` without a configured identity
+/// [`TlsError::NoClientIdentity`], or the identity's own errors.
+pub fn endpoint(url: &str) -> Result<Endpoint, TlsError> {
+    if url.starts_with("https://") {
+        endpoint_with(url, Some(&client_identity(url)?))
+    } else {
+        endpoint_with(url, None)
+    }
+}
+
+/// An endpoint for `url` with `tls` (or none).
+///
+/// # Errors
+/// [`TlsError::Endpoint`] for a malformed URL or a TLS configuration tonic refuses.
+pub fn endpoint_with(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, TlsError> {
+    let bad = |reason: String| TlsError::Endpoint {
+        url: url.to_owned(),
+        reason,
+    };
+    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| bad(e.to_string()))?;
+    match tls {
+        Some(tls) => endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| bad(e.to_string())),
+        None => Ok(endpoint),
+    }
+}
