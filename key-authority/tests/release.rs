@@ -18,9 +18,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use key_authority::Application;
 use key_authority::Settings;
 use key_authority::audit::{AuditEntry, AuditLog, Decision, ListQuery};
-use key_authority::auth::device::{
-    BillingReceiptStatement, DeviceKey, EnrolmentStatement,
-};
+use key_authority::auth::device::{BillingReceiptStatement, DeviceKey, EnrolmentStatement};
 use key_authority::auth::{
     AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER, Identity, Role, TokenIssuer, TokenRequest,
 };
@@ -921,7 +919,12 @@ async fn with_the_audit_log_unwritable_nothing_is_released() {
     app.record_all(&home).await;
     let utility = app.token(Identity::Utility);
     // The enrolment and the receipts are entries already.
-    let before = app.audit.verify(None).await.expect("verify").entries_checked;
+    let before = app
+        .audit
+        .verify(None)
+        .await
+        .expect("verify")
+        .entries_checked;
 
     let pool = raw_pool(&app.dir).await;
     sqlx::query(

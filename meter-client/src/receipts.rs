@@ -196,7 +196,13 @@ async fn record_one(
                 // Renewed tokens go on each request; a configured one on the channel.
                 ReceiptsClient::with_interceptor(
                     channel,
-                    Auth(config.tokens.is_none().then(|| config.token.clone()).flatten()),
+                    Auth(
+                        config
+                            .tokens
+                            .is_none()
+                            .then(|| config.token.clone())
+                            .flatten(),
+                    ),
                 )
                 .with_seer_limits(),
             )
