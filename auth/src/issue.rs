@@ -29,16 +29,23 @@ pub struct TokenRequest {
 
 impl TokenRequest {
     /// A request for `identity` valid for `lifetime`, with the default subject, for both the
-    /// key authority and the utility server.
+    /// key authority and the utility server — except a household's, which names the key
+    /// authority alone (household tokens name exactly one service; set `audience` to
+    /// [`AUDIENCE_UTILITY_SERVER`] for the utility's).
     #[must_use]
     pub fn new(identity: Identity, lifetime: Duration) -> Self {
+        let audience = if identity.role() == Role::Household {
+            vec![AUDIENCE_KEY_AUTHORITY.to_owned()]
+        } else {
+            vec![
+                AUDIENCE_KEY_AUTHORITY.to_owned(),
+                AUDIENCE_UTILITY_SERVER.to_owned(),
+            ]
+        };
         Self {
             identity,
             subject: None,
-            audience: vec![
-                AUDIENCE_KEY_AUTHORITY.to_owned(),
-                AUDIENCE_UTILITY_SERVER.to_owned(),
-            ],
+            audience,
             lifetime,
         }
     }

@@ -42,7 +42,9 @@ enum Command {
         #[arg(long, default_value = "30d")]
         lifetime: String,
         /// The one service the token is for (`seer-key-authority` or `seer-utility-server`);
-        /// without it the token is for both.
+        /// without it the token is for both, or for the key authority alone for a household
+        /// (household tokens name one service and live at most 1h; meters enrol and renew
+        /// their own with their device keys).
         #[arg(long)]
         audience: Option<String>,
     },

@@ -193,8 +193,18 @@ async fn record_one(
         None => {
             let channel = connect(&config.url).await?;
             client.insert(
-                ReceiptsClient::with_interceptor(channel, Auth(config.token.clone()))
-                    .with_seer_limits(),
+                // Renewed tokens go on each request; a configured one on the channel.
+                ReceiptsClient::with_interceptor(
+                    channel,
+                    Auth(
+                        config
+                            .tokens
+                            .is_none()
+                            .then(|| config.token.clone())
+                            .flatten(),
+                    ),
+                )
+                .with_seer_limits(),
             )
         }
     };

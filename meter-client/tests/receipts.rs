@@ -272,6 +272,7 @@ async fn a_different_receipt_under_a_recorded_sequence_is_fatal_and_named() {
         billing_group: 0,
         billing_position: 5,
         closes_period: false,
+        signature: Vec::new(),
     };
     receipts
         .state

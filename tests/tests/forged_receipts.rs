@@ -22,7 +22,7 @@
 use std::path::Path;
 
 use meter_client::identity::DeviceIdentity;
-use seer_auth::device::{AnalyticsReceiptStatement, BillingReceiptStatement, Statement as _};
+use seer_auth::device::{AnalyticsReceiptStatement, BillingReceiptStatement};
 use seer_ckks::{CkksContext, Encryptor, PublicKey};
 use seer_core::circuits::billing;
 use seer_proto::WithMessageLimits as _;

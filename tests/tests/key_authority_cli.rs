@@ -40,6 +40,8 @@ fn issued_tokens_verify_against_the_published_key() {
             "M-0042",
             "--lifetime",
             "1h",
+            "--audience",
+            "seer-utility-server",
         ],
     ));
     let pem = stdout(&key_authority(&dir, &["jwt-public-key"]));

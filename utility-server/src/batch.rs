@@ -578,6 +578,7 @@ mod tests {
             billing_group: 0,
             analytics_lane: vec![4, 5],
             epsilon_spent: 0.5,
+            ..UploadBatch::default()
         }
     }
 

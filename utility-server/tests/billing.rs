@@ -11,9 +11,7 @@
 use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveDateTime};
-use key_authority::auth::device::{
-    BillingReceiptStatement, DeviceKey, EnrolmentStatement, Statement as _,
-};
+use key_authority::auth::device::{BillingReceiptStatement, DeviceKey, EnrolmentStatement};
 use key_authority::auth::{AUDIENCE_KEY_AUTHORITY, Identity, Role, TokenIssuer, TokenRequest};
 use key_authority::enrolment::{EnrolRequest, EnrolmentStore};
 use key_authority::keys::KeySetSpec;

@@ -154,6 +154,7 @@ async fn register(store: &Store, meter: &str) {
         billing_group: 0,
         analytics_lane: b"lane".to_vec(),
         epsilon_spent: 0.5,
+        ..UploadBatch::default()
     };
     store
         .insert_batch(&Batch::try_from_wire(wire, 1024).expect("batch"))

@@ -133,6 +133,7 @@ fn batch(sequence: u64) -> UploadBatch {
         billing_group: 0,
         analytics_lane: lanes.analytics.clone(),
         epsilon_spent: 0.5,
+        ..UploadBatch::default()
     }
 }
 

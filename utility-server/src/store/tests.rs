@@ -71,6 +71,7 @@ fn batch_in(meter: &str, sequence: u64, period: &str, group: u32, lane: &[u8]) -
         billing_group: group,
         analytics_lane: vec![0xA5; 16],
         epsilon_spent: 0.25,
+        ..UploadBatch::default()
     };
     Batch::try_from_wire(wire, 1024).expect("a valid test batch")
 }
