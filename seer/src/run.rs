@@ -493,7 +493,7 @@ async fn run_meters(
     binaries: &Binaries,
     workdir: &Path,
     plan: &Plan,
-    (tokens, envs): (&[String], &[Vec<(String, String)>]),
+    (tokens, envs): (&[String], &[MeterEnv]),
     ka_url: &str,
     utility_url: &str,
 ) -> Result<Vec<RunSummary>> {
@@ -570,6 +570,9 @@ async fn run_meters(
     summaries.sort_by_key(|(index, _)| *index);
     Ok(summaries.into_iter().map(|(_, s)| s).collect())
 }
+
+/// A meter's environment: its certificate and the key pins (`run_tls`).
+type MeterEnv = Vec<(String, String)>;
 
 /// One `meter-client run`.
 struct MeterJob {
