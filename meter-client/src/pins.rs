@@ -117,9 +117,13 @@ mod tests {
             .expect("valid pin");
         assert_eq!(pin.blake3(), digest);
         assert_eq!(pin.to_string(), format!("N8192_L2_SEC128={digest}"));
-        assert!(check(&[pin.clone()], "N8192_L2_SEC128", key).is_ok());
+        assert!(check(std::slice::from_ref(&pin), "N8192_L2_SEC128", key).is_ok());
         assert!(matches!(
-            check(&[pin.clone()], "N8192_L2_SEC128", b"another key"),
+            check(
+                std::slice::from_ref(&pin),
+                "N8192_L2_SEC128",
+                b"another key"
+            ),
             Err(Error::PublicKeyPinMismatch { .. })
         ));
         assert!(matches!(

@@ -493,7 +493,7 @@ async fn run_meters(
     binaries: &Binaries,
     workdir: &Path,
     plan: &Plan,
-    envs: &[Vec<(String, String)>],
+    envs: &[MeterEnv],
     ka_url: &str,
     utility_url: &str,
 ) -> Result<Vec<RunSummary>> {
@@ -609,6 +609,9 @@ async fn enrol_meter(
     .await?;
     Ok(())
 }
+
+/// A meter's environment: its certificate and the key pins (`run_tls`).
+type MeterEnv = Vec<(String, String)>;
 
 /// One `meter-client run`.
 struct MeterJob {

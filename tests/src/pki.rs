@@ -154,26 +154,6 @@ pub fn auditor_env(name: &str) -> anyhow::Result<Vec<(String, String)>> {
     Ok(files(PartyKind::Auditor, name)?.client_env())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fingerprints_parse() {
-        let hex = "ab".repeat(32);
-        let parsed = Fingerprints::parse(&format!(
-            "jwt-public-key-sha256 {hex}\npublic-key-pin N8192_L2_SEC128={hex}\n"
-        ))
-        .expect("parses");
-        assert_eq!(parsed.jwt_public_key_sha256, hex);
-        assert_eq!(
-            parsed.public_key_pins,
-            vec![format!("N8192_L2_SEC128={hex}")]
-        );
-        assert!(Fingerprints::parse("something else").is_err());
-    }
-}
-
 /// The certificate of the party `token` speaks for (read from its claims, unverified): a
 /// household's meter, the utility, an auditor, an operator for admin tokens. A test sends a
 /// token from its own party's connection, as that party would; the servers verify both.
@@ -194,5 +174,25 @@ pub fn files_for_token(token: &str) -> anyhow::Result<TlsFiles> {
         (Some("auditor"), _) => files(PartyKind::Auditor, "auditor"),
         (Some("admin"), _) => files(PartyKind::Operator, "operator"),
         (role, _) => anyhow::bail!("a token of role {role:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse() {
+        let hex = "ab".repeat(32);
+        let parsed = Fingerprints::parse(&format!(
+            "jwt-public-key-sha256 {hex}\npublic-key-pin N8192_L2_SEC128={hex}\n"
+        ))
+        .expect("parses");
+        assert_eq!(parsed.jwt_public_key_sha256, hex);
+        assert_eq!(
+            parsed.public_key_pins,
+            vec![format!("N8192_L2_SEC128={hex}")]
+        );
+        assert!(Fingerprints::parse("something else").is_err());
     }
 }

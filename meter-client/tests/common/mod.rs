@@ -480,7 +480,7 @@ pub fn settings(
 pub fn pin_of(public_key: &[u8]) -> meter_client::pins::KeyPin {
     meter_client::pins::KeyPin::try_new(
         keys().ctx.parameter_set_id(),
-        &blake3::hash(public_key).to_hex().to_string(),
+        &blake3::hash(public_key).to_hex(),
     )
     .expect("valid pin")
 }
