@@ -10,6 +10,8 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::limits::LimitSettings;
+
 /// Where a gRPC server listens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +20,9 @@ pub struct ServerSettings {
     pub host: IpAddr,
     /// Port to bind; 0 lets the operating system choose one (tests use this).
     pub port: u16,
+    /// In-flight bounds, deadlines and HTTP/2 limits (`[server.limits]`).
+    #[serde(default)]
+    pub limits: LimitSettings,
 }
 
 impl ServerSettings {
@@ -27,6 +32,7 @@ impl ServerSettings {
         Self {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port,
+            limits: LimitSettings::default(),
         }
     }
 

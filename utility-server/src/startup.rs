@@ -27,6 +27,7 @@ pub struct Application {
     store: Store,
     lanes: LaneValidator,
     authenticator: Arc<dyn Authenticator>,
+    limits: seer_service::LimitSettings,
 }
 
 impl std::fmt::Debug for Application {
@@ -96,6 +97,7 @@ impl Application {
             store,
             lanes,
             authenticator,
+            limits: settings.server.limits.clone(),
         })
     }
 
@@ -149,6 +151,12 @@ impl Application {
             env!("CARGO_PKG_VERSION"),
             self.lanes.billing_context().parameter_set_id(),
         );
+        // Every call passes the gate (same authenticator) before its body is read.
+        let gate = seer_service::Gate::new(
+            crate::gate::access_table(),
+            Arc::new(crate::gate::GateAuthenticator(Arc::clone(&self.authenticator))),
+            &self.limits,
+        );
         let ingest = IngestServer::new(IngestService::new(self.store.clone(), self.lanes))
             .with_seer_limits();
         let ingest = tonic::service::interceptor::InterceptedService::new(
@@ -168,6 +176,7 @@ impl Application {
         let served = seer_service::serve(
             self.listener,
             node,
+            gate,
             &[
                 IngestServer::<IngestService>::NAME,
                 AnalyticsIngestServer::<AnalyticsIngestService>::NAME,
