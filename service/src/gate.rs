@@ -400,7 +400,12 @@ where
                 let request = request.map(|body| Body::new(IdleTimeout::new(body, idle)));
                 Box::pin(async move {
                     let response = inner.call(request).await?;
-                    Ok(response.map(|body| Body::new(HoldPermit { body, permit })))
+                    Ok(response.map(|body| {
+                        Body::new(HoldPermit {
+                            body,
+                            _permit: permit,
+                        })
+                    }))
                 })
             }
             Err(refusal) => {
@@ -423,8 +428,8 @@ where
 /// A response body that holds its call's [`CallPermit`] until it ends (or is dropped).
 struct HoldPermit {
     body: Body,
-    #[expect(dead_code, reason = "held for its drop")]
-    permit: CallPermit,
+    /// Held for its drop.
+    _permit: CallPermit,
 }
 
 impl http_body::Body for HoldPermit {

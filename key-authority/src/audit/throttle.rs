@@ -350,7 +350,7 @@ mod tests {
     fn authenticated_refusals_are_individual_up_to_both_bounds() {
         let s = settings();
         let mut window = Window::new(at(0), Duration::from_secs(60));
-        let admit = |w: &mut Window, class, who: &str, t| w.admit(&s, class, Some(who), "peer:x", "/m", at(t));
+        let admit = |w: &mut Window, class: &'static str, who: &str, t: i64| w.admit(&s, class, Some(who), "peer:x", "/m", at(t));
         // Two per (class, caller)...
         assert_eq!(admit(&mut window, "role", "subject:a", 1), Treatment::Individual);
         assert_eq!(admit(&mut window, "role", "subject:a", 2), Treatment::Individual);
