@@ -553,15 +553,14 @@ mod tests {
         assert_eq!(bad.status.code(), Code::Unauthenticated);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_silent_request_stream_fails_after_the_idle_timeout() {
         use http_body_util::BodyExt as _;
-        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Status>>(4);
+        let (sender, receiver) =
+            tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Status>>(4);
         let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
-        let mut body = IdleTimeout::new(
-            Body::new(http_body_util::StreamBody::new(stream)),
-            Duration::from_secs(10),
-        );
+        let idle = Duration::from_millis(400);
+        let mut body = IdleTimeout::new(Body::new(http_body_util::StreamBody::new(stream)), idle);
         let send = |data: &'static [u8]| {
             sender
                 .try_send(Ok(http_body::Frame::data(Bytes::from_static(data))))
@@ -570,16 +569,19 @@ mod tests {
         send(b"a");
         let first = body.frame().await.expect("a frame").expect("ok");
         assert_eq!(first.into_data().expect("data"), Bytes::from_static(b"a"));
-        // Nine seconds of silence, then a frame: the deadline moved.
-        tokio::time::advance(Duration::from_secs(9)).await;
-        send(b"b");
-        body.frame().await.expect("b").expect("ok");
-        tokio::time::advance(Duration::from_secs(9)).await;
-        send(b"c");
-        body.frame().await.expect("c").expect("ok");
+        // Frames less than the timeout apart, for longer than the timeout: the deadline moves.
+        let started = tokio::time::Instant::now();
+        for _ in 0..4 {
+            tokio::time::sleep(idle / 4).await;
+            send(b"b");
+            body.frame().await.expect("b").expect("ok");
+        }
+        assert!(started.elapsed() >= idle);
         // Then silence past the timeout.
+        let silent = tokio::time::Instant::now();
         let error = body.frame().await.expect("an error").expect_err("idle");
         assert_eq!(error.code(), Code::DeadlineExceeded);
+        assert!(silent.elapsed() >= idle * 9 / 10);
         drop(sender);
     }
 }
