@@ -33,7 +33,10 @@ fn service<S: NamedService>() -> String {
 pub fn access_table() -> AccessTable {
     AccessTable::default()
         .with(&service::<KeysServer<KeysApi>>(), Access::Public)
-        .with(&service::<EnrolmentServer<EnrolmentService>>(), Access::Public)
+        .with(
+            &service::<EnrolmentServer<EnrolmentService>>(),
+            Access::Public,
+        )
         .with(
             &service::<AuditServer<AuditService>>(),
             Access::Roles(AUDIT_READERS),

@@ -447,7 +447,10 @@ impl App {
         assert_eq!(status.code(), code, "{status:?}");
         let after = self.audit.head().await.expect("head").sequence;
         let Some(role) = role else {
-            assert_eq!(after, before, "an unauthenticated refusal is counted, not written");
+            assert_eq!(
+                after, before,
+                "an unauthenticated refusal is counted, not written"
+            );
             return;
         };
         assert_eq!(after, before + 1, "exactly one entry per refused request");

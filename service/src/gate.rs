@@ -142,9 +142,9 @@ impl From<TokenRejection> for Rejected {
     fn from(rejection: TokenRejection) -> Self {
         let class = match rejection {
             TokenRejection::Missing => class::MISSING_TOKEN,
-            TokenRejection::MalformedHeader | TokenRejection::Malformed | TokenRejection::TooLarge => {
-                class::MALFORMED_TOKEN
-            }
+            TokenRejection::MalformedHeader
+            | TokenRejection::Malformed
+            | TokenRejection::TooLarge => class::MALFORMED_TOKEN,
             TokenRejection::Expired | TokenRejection::NotYetValid => class::EXPIRED_TOKEN,
             _ => class::INVALID_TOKEN,
         };

@@ -111,9 +111,7 @@ impl LimitSettings {
             .http2_keepalive_interval(Some(Duration::from_secs(
                 self.http2_keepalive_interval_secs,
             )))
-            .http2_keepalive_timeout(Some(Duration::from_secs(
-                self.http2_keepalive_timeout_secs,
-            )))
+            .http2_keepalive_timeout(Some(Duration::from_secs(self.http2_keepalive_timeout_secs)))
             .max_concurrent_streams(self.max_concurrent_streams_per_connection)
             .concurrency_limit_per_connection(per_connection)
             // Streams a client resets before the server answers count against it too.
@@ -202,11 +200,12 @@ impl Limiter {
                 limit: self.per_caller,
             });
         }
-        let overall = Arc::clone(&self.overall)
-            .try_acquire_owned()
-            .map_err(|_| LimitExceeded::Overall {
-                limit: self.overall_limit,
-            })?;
+        let overall =
+            Arc::clone(&self.overall)
+                .try_acquire_owned()
+                .map_err(|_| LimitExceeded::Overall {
+                    limit: self.overall_limit,
+                })?;
         active.insert(caller.to_owned(), count + 1);
         Ok(CallPermit {
             _overall: overall,

@@ -109,23 +109,29 @@ impl Authority {
     fn request_release(&self) -> tonic::Code {
         let uri = self.uri();
         let out = self.command(&[
-            "issue-token", "--role", "household", "--meter-id", "M-1", "--lifetime", "1h",
+            "issue-token",
+            "--role",
+            "household",
+            "--meter-id",
+            "M-1",
+            "--lifetime",
+            "1h",
         ]);
         assert!(out.status.success(), "{out:?}");
         let token = String::from_utf8(out.stdout).expect("utf-8");
         runtime().expect("runtime").block_on(async move {
             let mut client = ReleaseClient::connect(uri).await.expect("connect");
             let mut request = tonic::Request::new(v1::ReleaseBillsRequest {
-                    period: "2007-01".into(),
-                    billing_group: 0,
-                    inputs: vec![v1::BillInput {
-                        meter_id: "M-1".into(),
-                        sequence: 1,
-                        billing_lane: vec![1, 2, 3],
-                    }],
-                    result: Vec::new(),
-                    cells: Vec::new(),
-                });
+                period: "2007-01".into(),
+                billing_group: 0,
+                inputs: vec![v1::BillInput {
+                    meter_id: "M-1".into(),
+                    sequence: 1,
+                    billing_lane: vec![1, 2, 3],
+                }],
+                result: Vec::new(),
+                cells: Vec::new(),
+            });
             request.metadata_mut().insert(
                 "authorization",
                 format!("Bearer {}", token.trim()).parse().expect("header"),

@@ -4,11 +4,11 @@
 //! streaming body with a bad token is refused before the server reads it.
 
 use std::path::Path;
-use tokio_stream::StreamExt as _;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
+use tokio_stream::StreamExt as _;
 
 use seer_auth::audit_chain::{AGGREGATE_KIND, RefusalAggregate};
 use seer_auth::{Identity, JwtSigningKey, TokenIssuer, TokenRequest};
@@ -36,8 +36,14 @@ const BATCH: usize = 200;
 fn authority_env() -> Vec<(String, String)> {
     [
         ("AUDIT__REFUSALS__WINDOW_SECS", WINDOW_SECS),
-        ("AUDIT__REFUSALS__PER_CALLER_PER_WINDOW", PER_CALLER_PER_WINDOW),
-        ("AUDIT__REFUSALS__INDIVIDUAL_PER_WINDOW", INDIVIDUAL_PER_WINDOW),
+        (
+            "AUDIT__REFUSALS__PER_CALLER_PER_WINDOW",
+            PER_CALLER_PER_WINDOW,
+        ),
+        (
+            "AUDIT__REFUSALS__INDIVIDUAL_PER_WINDOW",
+            INDIVIDUAL_PER_WINDOW,
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (format!("SEER_KEY_AUTHORITY__{k}"), v.to_string()))
@@ -75,7 +81,9 @@ async fn rows(path: &Path) -> Vec<(String, Option<String>, String, Option<String
 
 /// The refusals the gate accounted for in `rows`: individual entries (their reason names the
 /// gate's class) and the aggregates' counts, checked as an auditor checks them.
-fn accounted(rows: &[(String, Option<String>, String, Option<String>)]) -> (u64, Vec<RefusalAggregate>) {
+fn accounted(
+    rows: &[(String, Option<String>, String, Option<String>)],
+) -> (u64, Vec<RefusalAggregate>) {
     let individual = rows
         .iter()
         .filter(|(kind, _, decision, reason)| {
@@ -153,11 +161,13 @@ async fn refused_call(
         // A streaming upload with a large body and no token.
         6 => {
             let chunks = (0..4).map(|index| v1::AnalyticsReleaseChunk {
-                part: Some(v1::analytics_release_chunk::Part::Input(v1::CiphertextChunk {
-                    index,
-                    data: vec![1; 64 * 1024],
-                    ..Default::default()
-                })),
+                part: Some(v1::analytics_release_chunk::Part::Input(
+                    v1::CiphertextChunk {
+                        index,
+                        data: vec![1; 64 * 1024],
+                        ..Default::default()
+                    },
+                )),
             });
             AnalyticsClient::new(channel)
                 .with_seer_limits()
@@ -268,7 +278,10 @@ fn ten_thousand_refused_calls_add_a_bounded_number_of_entries_that_count_them_al
     for (i, code) in &codes {
         assert_eq!(*code, expected_code(*i), "call {i}");
     }
-    assert!(served >= 3, "the legitimate caller was served {served} times");
+    assert!(
+        served >= 3,
+        "the legitimate caller was served {served} times"
+    );
 
     // Every refusal is accounted for once its window is written (at most a window plus a
     // tick after the flood).
@@ -309,10 +322,11 @@ fn ten_thousand_refused_calls_add_a_bounded_number_of_entries_that_count_them_al
     );
     assert!(aggregates.len() as u64 <= windows);
     // The classes add up to the mix: unauthenticated calls are never individual.
-    let class_total = |class: &str| -> u64 {
-        aggregates.iter().filter_map(|a| a.reasons.get(class)).sum()
-    };
-    let unauthenticated = (0..FLOOD).filter(|i| expected_code(*i) == Code::Unauthenticated).count() as u64;
+    let class_total =
+        |class: &str| -> u64 { aggregates.iter().filter_map(|a| a.reasons.get(class)).sum() };
+    let unauthenticated = (0..FLOOD)
+        .filter(|i| expected_code(*i) == Code::Unauthenticated)
+        .count() as u64;
     assert_eq!(
         class_total("unauthenticated.missing")
             + class_total("unauthenticated.malformed")
@@ -337,7 +351,14 @@ fn ten_thousand_refused_calls_add_a_bounded_number_of_entries_that_count_them_al
     // The chain, aggregates included, verifies on the auditor's side.
     let pem = deployment.dir().join("ka-jwt-public.pem");
     let verify = Command::new(bin_path("seer").expect("seer"))
-        .args(["audit", "verify", "--key-authority", &uri, "--token", &auditor])
+        .args([
+            "audit",
+            "verify",
+            "--key-authority",
+            &uri,
+            "--token",
+            &auditor,
+        ])
         .arg("--public-key")
         .arg(&pem)
         .output()
@@ -348,16 +369,29 @@ fn ten_thousand_refused_calls_add_a_bounded_number_of_entries_that_count_them_al
         String::from_utf8_lossy(&verify.stderr)
     );
     let list = Command::new(bin_path("seer").expect("seer"))
-        .args(["audit", "list", "--key-authority", &uri, "--token", &auditor])
+        .args([
+            "audit",
+            "list",
+            "--key-authority",
+            &uri,
+            "--token",
+            &auditor,
+        ])
         .args(["--kind", AGGREGATE_KIND])
         .output()
         .expect("seer audit list");
-    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     let listed: u64 = String::from_utf8_lossy(&list.stdout)
         .lines()
         .map(|line| {
             let entry: serde_json::Value = serde_json::from_str(line).expect("json line");
-            entry["aggregate"]["count"].as_u64().expect("a parsed aggregate")
+            entry["aggregate"]["count"]
+                .as_u64()
+                .expect("a parsed aggregate")
         })
         .sum();
     assert_eq!(listed, counted);
@@ -369,7 +403,10 @@ fn ten_thousand_refused_calls_add_a_bounded_number_of_entries_that_count_them_al
             ReleaseClient::new(channel(&uri).await)
                 .release_bills(with_auth(
                     v1::ReleaseBillsRequest::default(),
-                    Some(&format!("Bearer {}", deployment.token("utility", None).expect("token"))),
+                    Some(&format!(
+                        "Bearer {}",
+                        deployment.token("utility", None).expect("token")
+                    )),
                 ))
                 .await
         })
@@ -411,11 +448,13 @@ fn a_large_stream_with_a_bad_token_is_refused_before_it_is_read() {
                     .expect_err("refused")
             } else {
                 let parts = chunks.map(|i| v1::AnalyticsReleaseChunk {
-                    part: Some(v1::analytics_release_chunk::Part::Input(v1::CiphertextChunk {
-                        index: i as u32,
-                        data: vec![3; CHUNK],
-                        ..Default::default()
-                    })),
+                    part: Some(v1::analytics_release_chunk::Part::Input(
+                        v1::CiphertextChunk {
+                            index: i as u32,
+                            data: vec![3; CHUNK],
+                            ..Default::default()
+                        },
+                    )),
                 });
                 AnalyticsClient::new(channel)
                     .with_seer_limits()

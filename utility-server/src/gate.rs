@@ -23,7 +23,10 @@ const UPLOADERS: &[Role] = &[Role::Household];
 pub fn access_table() -> AccessTable {
     AccessTable::default()
         .with("/seer.v1.Ingest/Upload", Access::Roles(UPLOADERS))
-        .with("/seer.v1.AnalyticsIngest/UploadInput", Access::Roles(UPLOADERS))
+        .with(
+            "/seer.v1.AnalyticsIngest/UploadInput",
+            Access::Roles(UPLOADERS),
+        )
 }
 
 /// The gate's view of an [`Authenticator`]: its principal as a [`Caller`] (subject

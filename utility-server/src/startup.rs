@@ -154,7 +154,9 @@ impl Application {
         // Every call passes the gate (same authenticator) before its body is read.
         let gate = seer_service::Gate::new(
             crate::gate::access_table(),
-            Arc::new(crate::gate::GateAuthenticator(Arc::clone(&self.authenticator))),
+            Arc::new(crate::gate::GateAuthenticator(Arc::clone(
+                &self.authenticator,
+            ))),
             &self.limits,
         );
         let ingest = IngestServer::new(IngestService::new(self.store.clone(), self.lanes))

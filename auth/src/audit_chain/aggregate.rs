@@ -240,12 +240,18 @@ mod tests {
             RefusalAggregate::check_entry(at, caller, scope, Some(reason))
         };
         check(5, false, false, &reason).expect("valid");
-        assert!(check(4, false, false, &reason).is_err(), "recorded before its refusals");
+        assert!(
+            check(4, false, false, &reason).is_err(),
+            "recorded before its refusals"
+        );
         assert!(check(5, true, false, &reason).is_err(), "with a caller");
         assert!(check(5, false, true, &reason).is_err(), "with a meter");
         assert!(RefusalAggregate::check_entry(5, false, false, None).is_err());
         let inflated = reason.replace("\"count\":1", "\"count\":2");
-        assert!(check(5, false, false, &inflated).is_err(), "counts do not add up");
+        assert!(
+            check(5, false, false, &inflated).is_err(),
+            "counts do not add up"
+        );
         let spaced = reason.replace(",", ", ");
         assert!(check(5, false, false, &spaced).is_err(), "not canonical");
         assert!(check(5, false, false, "{}").is_err());

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use seer_service::gate::{BoxFuture, GateRefusal, RefusalSink};
+use serde::{Deserialize, Serialize};
 
 use super::entry::{Decision, NewEntry, RequestKind};
 use super::{AuditError, AuditLog};
@@ -306,12 +306,7 @@ impl RefusalThrottle {
 impl RefusalSink for RefusalThrottle {
     fn refused(&self, refusal: GateRefusal) -> BoxFuture<Result<(), tonic::Status>> {
         let throttle = self.clone();
-        Box::pin(async move {
-            throttle
-                .record(&refusal)
-                .await
-                .map_err(tonic::Status::from)
-        })
+        Box::pin(async move { throttle.record(&refusal).await.map_err(tonic::Status::from) })
     }
 }
 
@@ -335,14 +330,24 @@ mod tests {
     fn unauthenticated_refusals_are_always_counted() {
         let mut window = Window::new(at(0), Duration::from_secs(60));
         for i in 0..1000 {
-            let t = window.admit(&settings(), "unauthenticated.missing", None, "peer:10.0.0.1", "/m", at(i % 60));
+            let t = window.admit(
+                &settings(),
+                "unauthenticated.missing",
+                None,
+                "peer:10.0.0.1",
+                "/m",
+                at(i % 60),
+            );
             assert_eq!(t, Treatment::Counted);
         }
         let aggregate = window.roll(at(60)).expect("the window closed");
         assert_eq!(aggregate.count, 1000);
         assert_eq!(aggregate.reasons["unauthenticated.missing"], 1000);
         assert_eq!(aggregate.callers["peer:10.0.0.1"], 1000);
-        assert_eq!((aggregate.first_unix_micros, aggregate.last_unix_micros), (at(0).timestamp_micros(), at(59).timestamp_micros()));
+        assert_eq!(
+            (aggregate.first_unix_micros, aggregate.last_unix_micros),
+            (at(0).timestamp_micros(), at(59).timestamp_micros())
+        );
         assert!(window.roll(at(200)).is_none(), "nothing counted since");
     }
 
@@ -350,22 +355,48 @@ mod tests {
     fn authenticated_refusals_are_individual_up_to_both_bounds() {
         let s = settings();
         let mut window = Window::new(at(0), Duration::from_secs(60));
-        let admit = |w: &mut Window, class: &'static str, who: &str, t: i64| w.admit(&s, class, Some(who), "peer:x", "/m", at(t));
+        let admit = |w: &mut Window, class: &'static str, who: &str, t: i64| {
+            w.admit(&s, class, Some(who), "peer:x", "/m", at(t))
+        };
         // Two per (class, caller)...
-        assert_eq!(admit(&mut window, "role", "subject:a", 1), Treatment::Individual);
-        assert_eq!(admit(&mut window, "role", "subject:a", 2), Treatment::Individual);
-        assert_eq!(admit(&mut window, "role", "subject:a", 3), Treatment::Counted);
+        assert_eq!(
+            admit(&mut window, "role", "subject:a", 1),
+            Treatment::Individual
+        );
+        assert_eq!(
+            admit(&mut window, "role", "subject:a", 2),
+            Treatment::Individual
+        );
+        assert_eq!(
+            admit(&mut window, "role", "subject:a", 3),
+            Treatment::Counted
+        );
         // ...another class of the same caller is its own bucket; three in all per window.
-        assert_eq!(admit(&mut window, "busy", "subject:a", 4), Treatment::Individual);
-        assert_eq!(admit(&mut window, "role", "subject:b", 5), Treatment::Counted);
+        assert_eq!(
+            admit(&mut window, "busy", "subject:a", 4),
+            Treatment::Individual
+        );
+        assert_eq!(
+            admit(&mut window, "role", "subject:b", 5),
+            Treatment::Counted
+        );
         let closed = window.roll(at(61)).expect("closed");
         assert_eq!(closed.count, 2);
         assert_eq!(closed.callers["subject:a"], 1);
         assert_eq!(closed.callers["subject:b"], 1);
         // A new window, new allowances.
-        assert_eq!(admit(&mut window, "role", "subject:b", 62), Treatment::Individual);
-        assert!(window.roll(at(100)).is_none(), "the window started at 61 is still open");
-        assert!(window.roll(at(121)).is_none(), "closed, but nothing was counted");
+        assert_eq!(
+            admit(&mut window, "role", "subject:b", 62),
+            Treatment::Individual
+        );
+        assert!(
+            window.roll(at(100)).is_none(),
+            "the window started at 61 is still open"
+        );
+        assert!(
+            window.roll(at(121)).is_none(),
+            "closed, but nothing was counted"
+        );
     }
 
     #[test]
