@@ -452,15 +452,22 @@ fn a_deleted_release_row_is_named_by_the_auditor_and_stops_releases() {
         "{}",
         stderr(&out)
     );
-    // The damage halted the key authority: nothing more is released or recorded.
+    // The damage halted the key authority: nothing more is released or recorded (asked by
+    // the utility, so that the request reaches the release policy).
     let uri = deployment.authority().uri();
+    let utility = deployment.token("utility", None).expect("token");
     let code = runtime().expect("runtime").block_on(async move {
         let mut client = ReleaseClient::connect(uri).await.expect("connect");
+        let mut request = tonic::Request::new(v1::ReleaseBillsRequest {
+            period: "2024-01".into(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {utility}").parse().expect("header"),
+        );
         client
-            .release_bills(v1::ReleaseBillsRequest {
-                period: "2024-01".into(),
-                ..Default::default()
-            })
+            .release_bills(request)
             .await
             .expect_err("halted")
             .code()
