@@ -298,14 +298,16 @@ impl Gate {
         path: &str,
         headers: &http::HeaderMap,
         peer: Option<IpAddr>,
-    ) -> Result<CallPermit, GateRefusal> {
-        let refusal = |caller: Option<Caller>, class: &'static str, status: &Status| GateRefusal {
-            method: path.to_owned(),
-            peer,
-            caller,
-            class,
-            code: status.code(),
-            message: status.message().to_owned(),
+    ) -> Result<CallPermit, Box<GateRefusal>> {
+        let refusal = |caller: Option<Caller>, class: &'static str, status: &Status| {
+            Box::new(GateRefusal {
+                method: path.to_owned(),
+                peer,
+                caller,
+                class,
+                code: status.code(),
+                message: status.message().to_owned(),
+            })
         };
         let caller = match self.table.access(path) {
             Access::Public => None,
@@ -412,7 +414,7 @@ where
                 // The body is dropped unread.
                 drop(request);
                 let status = Status::new(refusal.code, refusal.message.clone());
-                let recorded = self.gate.sink.refused(refusal);
+                let recorded = self.gate.sink.refused(*refusal);
                 Box::pin(async move {
                     let status = match recorded.await {
                         Ok(()) => status,

@@ -133,17 +133,17 @@ impl Window {
         method: &str,
         now: DateTime<Utc>,
     ) -> Treatment {
-        if let Some(subject) = caller {
-            if self.individual < settings.individual_per_window {
-                let seen = self
-                    .per_caller
-                    .entry((class, subject.to_owned()))
-                    .or_default();
-                if *seen < settings.per_caller_per_window {
-                    *seen += 1;
-                    self.individual += 1;
-                    return Treatment::Individual;
-                }
+        if let Some(subject) = caller
+            && self.individual < settings.individual_per_window
+        {
+            let seen = self
+                .per_caller
+                .entry((class, subject.to_owned()))
+                .or_default();
+            if *seen < settings.per_caller_per_window {
+                *seen += 1;
+                self.individual += 1;
+                return Treatment::Individual;
             }
         }
         self.count(class, caller.unwrap_or(peer_key), method, now, 1);
