@@ -18,6 +18,9 @@
 
 use sha2::{Digest as _, Sha256};
 
+pub mod aggregate;
+pub use aggregate::{AGGREGATE_KIND, RefusalAggregate};
+
 /// Domain-separation tag that starts every entry's hashed encoding.
 pub const ENTRY_HASH_TAG: &[u8] = b"SEER-AUDIT-ENTRY-v1\0";
 /// Domain-separation tag that starts the signed head message.

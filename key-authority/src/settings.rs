@@ -8,6 +8,7 @@ use seer_ckks::{ParameterSet, steps_for_sum};
 use seer_service::{LogSettings, ServerSettings};
 
 use crate::analytics::AnalyticsSettings;
+use crate::audit::RefusalSettings;
 use crate::keys::KeySetSpec;
 use seer_core::circuits::billing;
 use seer_core::tariff::Tariff;
@@ -88,6 +89,9 @@ pub struct AuditSettings {
     /// `key_authority::audit::anchor`). Unset: `audit-anchor` beside the JWT signing key file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchor_file: Option<PathBuf>,
+    /// How refused calls are written: individually up to a bound, else aggregated per window.
+    #[serde(default)]
+    pub refusals: RefusalSettings,
 }
 
 impl Default for AuditSettings {
@@ -95,6 +99,7 @@ impl Default for AuditSettings {
         Self {
             database_url: "sqlite:var/key-authority/audit.db".to_owned(),
             anchor_file: None,
+            refusals: RefusalSettings::default(),
         }
     }
 }
@@ -156,6 +161,8 @@ impl Settings {
         let settings: Self =
             seer_service::load_settings(&Self::default(), config_file, ENV_PREFIX)?;
         settings.log.validate()?;
+        settings.server.limits.validate()?;
+        settings.audit.refusals.validate()?;
         Ok(settings)
     }
 }

@@ -101,6 +101,8 @@ pub struct Application {
     audit: Arc<AuditLog>,
     bills: Arc<BillEngine>,
     analytics: Option<Arc<DeepEngine>>,
+    limits: seer_service::LimitSettings,
+    refusals: crate::audit::RefusalSettings,
 }
 
 impl Application {
@@ -168,6 +170,8 @@ impl Application {
         };
         Ok(Self {
             analytics,
+            limits: settings.server.limits.clone(),
+            refusals: settings.audit.refusals.clone(),
             listener: GrpcListener::bind(settings.server.address())
                 .await?
                 .with_tls(settings.server.tls.as_ref())?,
@@ -308,9 +312,19 @@ impl Application {
             names.push(AnalyticsReceiptsServer::<AnalyticsReceiptsService>::NAME);
             names.push(AnalyticsServer::<AnalyticsService>::NAME);
         }
-        seer_service::serve(
+        // Every call passes the gate before its body is read; refusals are audited, throttled.
+        let refusals = crate::audit::RefusalThrottle::new(Arc::clone(&self.audit), self.refusals);
+        let gate = seer_service::Gate::new(
+            crate::gate::access_table(),
+            Arc::clone(&verifier) as Arc<dyn seer_service::gate::Authenticate>,
+            &self.limits,
+        )
+        .with_sink(Arc::new(refusals.clone()));
+        let ticker = refusals.spawn_ticker();
+        let served = seer_service::serve(
             self.listener,
             node,
+            gate,
             &names,
             |router| {
                 let router = router
@@ -326,7 +340,10 @@ impl Application {
             },
             shutdown,
         )
-        .await
+        .await;
+        ticker.abort();
+        refusals.flush_all().await;
+        served
     }
 }
 

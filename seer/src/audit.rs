@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use ed25519_dalek::pkcs8::DecodePublicKey as _;
-use seer_auth::audit_chain::{EntryFields, head_signature_valid};
+use seer_auth::audit_chain::{AGGREGATE_KIND, EntryFields, RefusalAggregate, head_signature_valid};
 use seer_proto::v1;
 use seer_proto::v1::audit_client::AuditClient;
 use tonic::transport::Channel;
@@ -181,6 +181,19 @@ fn entry_hash(entry: &v1::AuditEntry) -> Result<[u8; 32]> {
     .hash())
 }
 
+/// Checks a `refusals.aggregate` entry: a refusal naming nobody, whose reason is a canonical
+/// aggregate with counts that add up and times not after the entry.
+fn check_aggregate(entry: &v1::AuditEntry) -> Result<RefusalAggregate> {
+    let refused = entry.decision == v1::AuditDecision::Refused as i32;
+    RefusalAggregate::check_entry(
+        entry.recorded_at_unix_micros,
+        entry.caller.is_some(),
+        entry.meter_id.is_some() || entry.period.is_some() || !entry.input_digest.is_empty(),
+        refused.then_some(entry.reason.as_str()),
+    )
+    .map_err(|problem| anyhow::anyhow!("entry {}: {problem}", entry.sequence))
+}
+
 /// `seer audit verify` (see the [module documentation](self)).
 ///
 /// # Errors
@@ -255,6 +268,9 @@ pub async fn verify(
                 hex::encode(stored),
                 hex::encode(computed)
             );
+            if entry.kind == AGGREGATE_KIND {
+                check_aggregate(entry)?;
+            }
             ensure!(
                 entry.previous_hash == previous,
                 "entry {}: previous hash does not name entry {}: the chain was broken",
@@ -384,6 +400,10 @@ pub async fn list(
                 },
                 "reason": e.reason,
                 "entry_hash": hex::encode(&e.entry_hash),
+                // A refusal aggregate's counts, parsed and checked.
+                "aggregate": (e.kind == AGGREGATE_KIND)
+                    .then(|| check_aggregate(e).ok().and_then(|a| serde_json::to_value(a).ok()))
+                    .flatten(),
             }));
         }
         match page.next_after_sequence {

@@ -14,7 +14,11 @@ use tonic::server::NamedService;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::{Server, ServerTlsConfig};
 
+use crate::gate::{Gate, GateLayer};
 use crate::node::NodeService;
+
+/// The router [`serve`] hands to `add_services`: every route behind the [`Gate`].
+pub type GatedRouter = Router<tower_layer::Stack<GateLayer, tower_layer::Identity>>;
 
 /// A bound, not yet serving, listener.
 #[derive(Debug)]
@@ -82,15 +86,18 @@ pub fn announce(address: SocketAddr) -> anyhow::Result<()> {
 /// Serves `node`, health, reflection and whatever `add_services` adds, until `shutdown`
 /// completes; then reports NOT_SERVING, stops accepting and finishes in-flight calls.
 /// `service_names` are the fully qualified names (`NamedService::NAME`) of the services
-/// `add_services` adds, reported SERVING by the health service.
+/// `add_services` adds, reported SERVING by the health service. Every call passes `gate`
+/// (authentication, authorization and in-flight bounds before its body is read) and the
+/// server applies `gate`'s limits (call timeout, HTTP/2 keepalive and stream bounds).
 ///
 /// # Errors
 /// When the reflection service cannot be built or the server fails.
 pub async fn serve(
     listener: GrpcListener,
     node: NodeService,
+    gate: Gate,
     service_names: &[&'static str],
-    add_services: impl FnOnce(Router) -> Router,
+    add_services: impl FnOnce(GatedRouter) -> GatedRouter,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -122,7 +129,7 @@ pub async fn serve(
         }
     };
 
-    let mut builder = Server::builder();
+    let mut builder = gate.limits().apply(Server::builder());
     if let Some(tls) = listener.tls {
         tracing::info!(address = %listener.local_addr, "serving mutual TLS");
         builder = builder
@@ -137,6 +144,7 @@ pub async fn serve(
     }
     let router = builder
         .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .layer(gate.layer())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

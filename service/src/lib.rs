@@ -4,13 +4,17 @@
 //! shutdown on SIGINT/SIGTERM. Each program adds its own services on top.
 
 pub mod db;
+pub mod gate;
 pub mod grpc;
+pub mod limits;
 pub mod node;
 pub mod settings;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
+pub use gate::{Access, AccessTable, Gate, GateRefusal, RefusalSink};
 pub use grpc::{GrpcListener, announce, serve, shutdown_signal};
+pub use limits::LimitSettings;
 pub use node::NodeService;
 pub use settings::{LogSettings, ServerSettings, load_settings};

@@ -10,6 +10,8 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::limits::LimitSettings;
+
 /// Where a gRPC server listens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +25,9 @@ pub struct ServerSettings {
     /// connection. Without it the server speaks plaintext h2c and says so in its log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<seer_tls::TlsFiles>,
+    /// In-flight bounds, deadlines and HTTP/2 limits (`[server.limits]`).
+    #[serde(default)]
+    pub limits: LimitSettings,
 }
 
 impl ServerSettings {
@@ -33,6 +38,7 @@ impl ServerSettings {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port,
             tls: None,
+            limits: LimitSettings::default(),
         }
     }
 

@@ -109,25 +109,43 @@ impl Authority {
             .expect("run seer audit verify")
     }
 
-    /// A release request without a token: recorded as a refusal. The gRPC code.
+    /// A release request with a household's token (a role that may not ask): recorded as a
+    /// refusal of its own entry (a request without a token would only be counted in an
+    /// aggregate, see `bounded_work.rs`). The gRPC code.
     fn request_release(&self) -> tonic::Code {
         let uri = self.uri();
+        let out = self.command(&[
+            "issue-token",
+            "--role",
+            "household",
+            "--meter-id",
+            "M-1",
+            "--lifetime",
+            "1h",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let token = String::from_utf8(out.stdout).expect("utf-8");
         runtime().expect("runtime").block_on(async move {
             let mut client = ReleaseClient::connect(uri).await.expect("connect");
+            let mut request = tonic::Request::new(v1::ReleaseBillsRequest {
+                period: "2007-01".into(),
+                billing_group: 0,
+                inputs: vec![v1::BillInput {
+                    meter_id: "M-1".into(),
+                    sequence: 1,
+                    billing_lane: vec![1, 2, 3],
+                }],
+                result: Vec::new(),
+                cells: Vec::new(),
+            });
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {}", token.trim()).parse().expect("header"),
+            );
             let status = client
-                .release_bills(v1::ReleaseBillsRequest {
-                    period: "2007-01".into(),
-                    billing_group: 0,
-                    inputs: vec![v1::BillInput {
-                        meter_id: "M-1".into(),
-                        sequence: 1,
-                        billing_lane: vec![1, 2, 3],
-                    }],
-                    result: Vec::new(),
-                    cells: Vec::new(),
-                })
+                .release_bills(request)
                 .await
-                .expect_err("no token, no release");
+                .expect_err("a household's token, no release");
             status.code()
         })
     }
@@ -213,7 +231,7 @@ fn an_edited_middle_entry_is_named_by_the_auditor_and_stops_releases() {
     let mut authority = Authority::new();
     authority.start().expect("start");
     for _ in 0..3 {
-        assert_eq!(authority.request_release(), tonic::Code::Unauthenticated);
+        assert_eq!(authority.request_release(), tonic::Code::PermissionDenied);
     }
     assert_verified(&authority, 3);
 
@@ -443,8 +461,10 @@ fn a_deleted_release_row_is_named_by_the_auditor_and_stops_releases() {
         "{}",
         stderr(&out)
     );
-    // The damage halted the key authority: nothing more is released or recorded.
+    // The damage halted the key authority: nothing more is released or recorded (asked by
+    // the utility, so that the request reaches the release policy).
     let uri = deployment.authority().uri();
+    let utility = deployment.token("utility", None).expect("token");
     let code = runtime().expect("runtime").block_on(async move {
         // Over mutual TLS, with the test process's (the utility's) certificate.
         let channel = seer_tls::endpoint(&uri)
@@ -453,11 +473,16 @@ fn a_deleted_release_row_is_named_by_the_auditor_and_stops_releases() {
             .await
             .expect("connect");
         let mut client = ReleaseClient::new(channel);
+        let mut request = tonic::Request::new(v1::ReleaseBillsRequest {
+            period: "2024-01".into(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {utility}").parse().expect("header"),
+        );
         client
-            .release_bills(v1::ReleaseBillsRequest {
-                period: "2024-01".into(),
-                ..Default::default()
-            })
+            .release_bills(request)
             .await
             .expect_err("halted")
             .code()

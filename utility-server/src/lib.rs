@@ -35,6 +35,7 @@ pub mod batch;
 pub mod billing;
 pub mod bills;
 pub mod forecast;
+pub mod gate;
 pub mod ingest;
 pub mod key_authority;
 pub mod lanes;

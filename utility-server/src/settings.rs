@@ -129,6 +129,7 @@ impl Settings {
     /// The first invalid value.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.log.validate()?;
+        self.server.limits.validate()?;
         crate::store::backend_of(&self.database.url).context("database.url")?;
         let billing_set = self.ckks.billing()?;
         self.ckks.analytics()?;

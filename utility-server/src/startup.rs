@@ -29,6 +29,7 @@ pub struct Application {
     lanes: LaneValidator,
     authenticator: Arc<dyn Authenticator>,
     signatures: Option<Arc<MeterSignatures>>,
+    limits: seer_service::LimitSettings,
 }
 
 impl std::fmt::Debug for Application {
@@ -119,6 +120,7 @@ impl Application {
             lanes,
             authenticator,
             signatures,
+            limits: settings.server.limits.clone(),
         })
     }
 
@@ -181,6 +183,14 @@ impl Application {
             env!("CARGO_PKG_VERSION"),
             self.lanes.billing_context().parameter_set_id(),
         );
+        // Every call passes the gate (same authenticator) before its body is read.
+        let gate = seer_service::Gate::new(
+            crate::gate::access_table(),
+            Arc::new(crate::gate::GateAuthenticator(Arc::clone(
+                &self.authenticator,
+            ))),
+            &self.limits,
+        );
         let ingest = IngestServer::new(
             IngestService::new(self.store.clone(), self.lanes)
                 .with_signatures(self.signatures.clone()),
@@ -205,6 +215,7 @@ impl Application {
         let served = seer_service::serve(
             self.listener,
             node,
+            gate,
             &[
                 IngestServer::<IngestService>::NAME,
                 AnalyticsIngestServer::<AnalyticsIngestService>::NAME,

@@ -86,6 +86,14 @@
 //! [`AuditError::Halted`] (so nothing is released) until the process restarts after repair.
 //! A verification that finds damage halts the log the same way.
 //!
+//! # Refusals
+//!
+//! Calls refused before their body is read (no valid token, a role that may not call the
+//! method, a caller over its in-flight bound) are written through [`RefusalThrottle`]: an
+//! authenticated refusal as its own entry up to a bound per window, everything else counted
+//! into one `refusals.aggregate` entry per window (see [`throttle`]). Verification checks every
+//! aggregate entry (`seer_auth::audit_chain::RefusalAggregate::check_entry`).
+//!
 //! # The key authority's anchor
 //!
 //! The key authority opens its log with [`AuditLog::open_anchored`]: a signed anchor file
@@ -102,6 +110,7 @@ mod entry;
 mod error;
 mod service;
 mod store;
+pub mod throttle;
 mod verify;
 
 pub use anchor::{ANCHOR_SIGNATURE_TAG, AnchorFile};
@@ -116,4 +125,5 @@ pub use store::{
     AuditLog, Backend, DEFAULT_PAGE_SIZE, EmptyLog, EntryPage, ListQuery, MAX_PAGE_SIZE,
     released_in_chain,
 };
+pub use throttle::{RefusalSettings, RefusalThrottle};
 pub use verify::{Anchor, ChainProblem, ProblemKind, SignedHead, VerifyReport};

@@ -5,6 +5,7 @@ use std::fmt;
 
 use super::entry::{AuditEntry, EntryHash, head_message};
 use super::store::StoredRow;
+use crate::auth::audit_chain::{AGGREGATE_KIND, RefusalAggregate};
 use crate::auth::verify_signature;
 
 /// A (sequence, entry hash) pair: a head that an auditor saw earlier and expects to still be
@@ -375,6 +376,17 @@ impl ChainWalker {
                 computed,
                 stored: entry.entry_hash,
             });
+        }
+        if entry.kind.as_str() == AGGREGATE_KIND {
+            RefusalAggregate::check_entry(
+                entry.recorded_at.timestamp_micros(),
+                entry.caller.is_some(),
+                entry.meter_id.is_some() || entry.period.is_some() || entry.input_digest.is_some(),
+                entry.decision.reason(),
+            )
+            .map_err(|detail| ProblemKind::MalformedRow {
+                detail: format!("refusal aggregate: {detail}"),
+            })?;
         }
         if self
             .head
