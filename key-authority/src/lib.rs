@@ -13,6 +13,8 @@ pub mod audit;
 /// Authentication: SEER's JWT roles (the `seer-auth` crate, with token issuing).
 pub use seer_auth as auth;
 pub mod enrolment;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod keys;
 pub mod keys_api;
 pub mod outputs;

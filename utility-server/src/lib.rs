@@ -35,6 +35,8 @@ pub mod batch;
 pub mod billing;
 pub mod bills;
 pub mod forecast;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod ingest;
 pub mod key_authority;
 pub mod lanes;

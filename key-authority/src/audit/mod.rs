@@ -100,7 +100,7 @@
 pub mod anchor;
 mod entry;
 mod error;
-mod service;
+pub(crate) mod service;
 mod store;
 mod verify;
 

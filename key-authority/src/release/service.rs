@@ -34,7 +34,7 @@ impl ReceiptsService {
     }
 }
 
-fn receipt_from_wire(request: v1::ReceiptRequest, capacity: usize) -> Result<Receipt, Status> {
+pub(crate) fn receipt_from_wire(request: v1::ReceiptRequest, capacity: usize) -> Result<Receipt, Status> {
     validate_meter_id(&request.meter_id)
         .map_err(|reason| Status::invalid_argument(format!("meter_id: {reason}")))?;
     if request.sequence == 0 || i64::try_from(request.sequence).is_err() {
@@ -102,7 +102,7 @@ impl ReleaseService {
     }
 }
 
-fn bill_request_from_wire(request: v1::ReleaseBillsRequest) -> BillRequest {
+pub(crate) fn bill_request_from_wire(request: v1::ReleaseBillsRequest) -> BillRequest {
     BillRequest {
         period: request.period,
         billing_group: request.billing_group,
