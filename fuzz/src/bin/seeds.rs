@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use ed25519_dalek::{Signer as _, SigningKey};
 use prost::Message as _;
 use seer_auth::device::{EnrolmentStatement, MeterCertificateBody, Statement as _};
-use seer_ckks::{Encryptor, KeyGenerator};
+use seer_ckks::{Ciphertext, CkksContext, Encryptor, KeyGenerator};
 use seer_fuzz::auth::{HEADER, authority_key, sign_token};
 use seer_fuzz::rpc::{Kind, METER, frame};
 use seer_proto::v1;
@@ -483,7 +483,8 @@ fn ckks(w: &Writer) -> Result<()> {
         let ct = encryptor.encrypt_values(&[1.0, 2.0, 3.0])?;
         let name = |what: &str| format!("{what}-{}", ctx.parameter_set_id());
         for (what, mode, bytes) in [
-            ("ciphertext", 0u8, ct.to_bytes(ctx)?),
+            ("ciphertext-sparse", 0u8, sparse_ciphertext(ctx, &ct)?),
+            ("ciphertext", 0, ct.to_bytes(ctx)?),
             ("ciphertext-plain", 0, ct.to_bytes_uncompressed(ctx)?),
             ("public-key", 1, public.to_bytes(ctx)),
             ("relin-keys", 2, keygen.relin_keys()?.to_bytes(ctx)),
@@ -509,4 +510,30 @@ fn ckks(w: &Writer) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A valid ciphertext whose coefficients are all zero but one (so it is not transparent): its
+/// zstd-compressed frame is a few hundred bytes, small enough for the fuzzer to mutate whole,
+/// so that mutations of a loadable object (and of SEAL's zstd stream) are explored.
+fn sparse_ciphertext(ctx: &CkksContext, ct: &Ciphertext) -> Result<Vec<u8>> {
+    let mut frame = ct.to_bytes_uncompressed(ctx)?;
+    let n = ctx.parameter_set().degree();
+    let primes = ct.level().0 as usize + 1;
+    // SEAL writes the coefficients last: 2 polynomials × primes × n words, before the checksum.
+    let data = 2 * primes * n * 8;
+    let end = frame.len() - 32;
+    let start = end
+        .checked_sub(data)
+        .context("ciphertext frame shorter than its data")?;
+    frame[start..end].fill(0);
+    frame[start + primes * n * 8] = 1;
+    let frame = seer_fuzz::ckks::repair_frame(&frame).into_owned();
+    let sparse = Ciphertext::from_bytes(ctx, &frame).context("the sparse ciphertext loads")?;
+    let bytes = sparse.to_bytes(ctx)?;
+    anyhow::ensure!(
+        bytes.len() < 4096,
+        "sparse ciphertext of {} bytes",
+        bytes.len()
+    );
+    Ok(bytes)
 }
