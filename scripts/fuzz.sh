@@ -58,7 +58,7 @@ declare -A max_len=([ckks_frames]=8192)
 status=0
 summary=()
 for target in "${targets[@]}"; do
-    mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target"
+    mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target" "fuzz/seeds/$target" "fuzz/generated/$target"
     limit=()
     if [ -n "$time_limit" ]; then limit=(-max_total_time="$time_limit"); else limit=(-runs="$runs"); fi
     log="fuzz/logs/$target.log"

@@ -203,18 +203,7 @@ fn audit_chain(bytes: &[u8]) {
     let (Some(a), Some(b)) = (reader.entry(), reader.entry()) else {
         return;
     };
-    let fields = |e: &OwnedEntry| EntryFields {
-        sequence: e.sequence,
-        recorded_at_micros: e.recorded_at_micros,
-        caller: e.caller.as_ref().map(|(s, r)| (s.as_str(), r.as_str())),
-        kind: &e.kind,
-        meter_id: e.meter_id.as_deref(),
-        period: e.period.as_deref(),
-        input_digest: e.input_digest.as_ref(),
-        refusal: e.refusal.as_deref(),
-        previous_hash: &e.previous_hash,
-    };
-    let (fa, fb) = (fields(&a), fields(&b));
+    let (fa, fb) = (a.fields(), b.fields());
     assert_eq!(
         fa == fb,
         fa.canonical_encoding() == fb.canonical_encoding(),
@@ -248,6 +237,22 @@ struct OwnedEntry {
     input_digest: Option<[u8; 32]>,
     refusal: Option<String>,
     previous_hash: [u8; 32],
+}
+
+impl OwnedEntry {
+    fn fields(&self) -> EntryFields<'_> {
+        EntryFields {
+            sequence: self.sequence,
+            recorded_at_micros: self.recorded_at_micros,
+            caller: self.caller.as_ref().map(|(s, r)| (s.as_str(), r.as_str())),
+            kind: &self.kind,
+            meter_id: self.meter_id.as_deref(),
+            period: self.period.as_deref(),
+            input_digest: self.input_digest.as_ref(),
+            refusal: self.refusal.as_deref(),
+            previous_hash: &self.previous_hash,
+        }
+    }
 }
 
 /// Reads entry fields off the front of the fuzzer's bytes.

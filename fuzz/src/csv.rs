@@ -13,7 +13,9 @@ pub fn run(data: &[u8]) {
     };
     let mut options = LoadOptions::default();
     if option & 0x04 != 0 {
-        options = options.with_strictness(Strictness::SkipInvalid);
+        options = options.with_strictness(Strictness::SkipInvalid {
+            max_skipped: usize::from(option >> 6) * 8,
+        });
     }
     if option & 0x08 != 0 {
         options = options.with_resolution(if option & 0x10 != 0 {
@@ -51,8 +53,6 @@ fn check(loaded: Result<Loaded, seer_core::Error>) {
             let _ = resampled.to_series();
         }
     }
-    let _ = loaded.series.days().count();
-    let _ = loaded.series.months().count();
 }
 
 #[cfg(feature = "programs")]
