@@ -4,6 +4,11 @@
 //! keys generated under the fuzzing parameter set and the billing set. The output is
 //! deterministic except for the CKKS objects (fresh keys and encryption randomness), which
 //! `--small` leaves out: `fuzz/seeds/` is what `--small` writes, committed.
+//!
+//! Built with the harness's coverage instrumentation, which only libFuzzer's runtime provides,
+//! so it is a libFuzzer binary that does its work in the initialization hook (which sees the
+//! command line first) and exits before any fuzzing starts.
+#![no_main]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -38,7 +43,18 @@ impl Writer {
     }
 }
 
-fn main() -> Result<()> {
+libfuzzer_sys::fuzz_target!(init: {
+    let code = match write_seeds() {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("seeds: {error:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}, |_data: &[u8]| {});
+
+fn write_seeds() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = args.next().context("usage: seeds DIR [--small]")?;
     let small = args.next().is_some_and(|a| a == "--small");
