@@ -480,11 +480,18 @@ impl TokenVerifier {
                     claim: "exp",
                     reason: "not a non-negative integer",
                 })?;
+        // A signed `exp` far beyond the clock's range must be refused, not overflow.
+        let expires_at = UNIX_EPOCH.checked_add(Duration::from_secs(expires)).ok_or(
+            TokenRejection::InvalidClaim {
+                claim: "exp",
+                reason: "beyond the representable time range",
+            },
+        )?;
         Ok(Caller {
             subject: subject.to_owned(),
             identity,
             token_id: token_id.to_owned(),
-            expires_at: UNIX_EPOCH + Duration::from_secs(expires),
+            expires_at,
         })
     }
 }

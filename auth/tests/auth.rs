@@ -205,6 +205,25 @@ fn expired_tokens_are_refused_but_leeway_is_honoured() {
     assert!(verify(&just_expired.token).is_ok());
 }
 
+/// Found by the `auth` fuzz target: a validly signed token whose `exp` lies beyond what the
+/// system clock can represent (u64::MAX seconds) made the verifier panic while converting it
+/// to a `SystemTime`; it is refused as an invalid claim instead.
+#[test]
+fn an_expiry_beyond_the_clocks_range_is_refused_without_panicking() {
+    for exp in [u64::MAX, i64::MAX as u64 + 1] {
+        let mut claims = claims();
+        claims["exp"] = json!(exp);
+        assert_eq!(
+            verify(&sign(&claims)),
+            Err(TokenRejection::InvalidClaim {
+                claim: "exp",
+                reason: "beyond the representable time range",
+            }),
+            "exp = {exp}"
+        );
+    }
+}
+
 #[test]
 fn tokens_from_the_future_are_refused() {
     let request = TokenRequest::new(Identity::Utility, hour());

@@ -14,6 +14,8 @@ pub mod audit;
 pub use seer_auth as auth;
 pub mod enrolment;
 pub mod gate;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod keys;
 pub mod keys_api;
 pub mod outputs;

@@ -135,6 +135,22 @@ pub enum Error {
         to: Interval,
     },
 
+    /// Resampling would produce more intervals than
+    /// [`MAX_RESAMPLED_INTERVALS`](crate::data::MAX_RESAMPLED_INTERVALS): the readings span
+    /// far more time than any meter's data (a few readings centuries apart would otherwise
+    /// allocate gigabytes of empty intervals).
+    #[error(
+        "resampling into {interval} intervals would make {intervals} of them (at most {limit})"
+    )]
+    TooManyIntervals {
+        /// The requested interval.
+        interval: Interval,
+        /// How many intervals the readings span.
+        intervals: u64,
+        /// The limit.
+        limit: u64,
+    },
+
     // --- Differential privacy (`dp`): the analytics lane's noise and privacy budgets. ---
     /// A privacy-loss parameter ε is not a positive finite number within the accepted range.
     #[error("invalid epsilon {value}: {reason}")]

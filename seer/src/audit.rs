@@ -152,7 +152,7 @@ fn hash32(bytes: &[u8], what: &str, sequence: u64) -> Result<[u8; 32]> {
 }
 
 /// Recomputes one wire entry's hash; `Err` names what is malformed.
-fn entry_hash(entry: &v1::AuditEntry) -> Result<[u8; 32]> {
+pub fn entry_hash(entry: &v1::AuditEntry) -> Result<[u8; 32]> {
     let sequence = entry.sequence;
     let previous = hash32(&entry.previous_hash, "previous_hash", sequence)?;
     let digest = match entry.input_digest.len() {

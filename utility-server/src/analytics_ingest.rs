@@ -312,7 +312,7 @@ impl AnalyticsIngestService {
 /// Reassembles `count` ciphertexts from the data chunks that follow a header: each chunk
 /// continues the current ciphertext at the next offset, or starts the next one once the
 /// current is complete.
-async fn receive_ciphertexts(
+pub(crate) async fn receive_ciphertexts(
     chunks: &mut (impl tokio_stream::Stream<Item = Result<AnalyticsInputChunk, Status>> + Unpin),
     count: usize,
 ) -> Result<Vec<Vec<u8>>, Status> {

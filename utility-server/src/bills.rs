@@ -70,7 +70,7 @@ impl BillsService {
 }
 
 /// The meter a request names, once the caller may read its bills.
-fn authorize<T>(request: &Request<T>, meter_id: &str) -> Result<MeterId, BillsError> {
+pub(crate) fn authorize<T>(request: &Request<T>, meter_id: &str) -> Result<MeterId, BillsError> {
     let principal = auth::principal(request.extensions());
     // Unauthenticated calls learn nothing, not even whether the meter id is well formed.
     if principal.is_none() {

@@ -36,6 +36,8 @@ pub mod billing;
 pub mod bills;
 pub mod forecast;
 pub mod gate;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod ingest;
 pub mod key_authority;
 pub mod lanes;

@@ -60,7 +60,7 @@
 
 mod engine;
 mod policy;
-mod service;
+pub(crate) mod service;
 mod store;
 
 use std::path::PathBuf;

@@ -74,7 +74,7 @@ pub fn analytics_statement(
     }
 }
 
-fn receipt_from_wire(
+pub(crate) fn receipt_from_wire(
     request: v1::AnalyticsReceiptRequest,
     slots: usize,
 ) -> Result<AnalyticsReceipt, Status> {
@@ -233,7 +233,7 @@ impl Assembly {
 }
 
 /// Reads the rest of the stream after the header into a request.
-async fn read_request(
+pub(crate) async fn read_request(
     header: v1::AnalyticsReleaseHeader,
     stream: &mut Streaming<v1::AnalyticsReleaseChunk>,
     limit: usize,

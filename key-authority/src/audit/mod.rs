@@ -108,7 +108,7 @@
 pub mod anchor;
 mod entry;
 mod error;
-mod service;
+pub(crate) mod service;
 mod store;
 pub mod throttle;
 mod verify;

@@ -91,7 +91,7 @@ impl Audit for AuditService {
     }
 }
 
-fn list_query_from_wire(request: v1::ListAuditEntriesRequest) -> Result<ListQuery, Status> {
+pub(crate) fn list_query_from_wire(request: v1::ListAuditEntriesRequest) -> Result<ListQuery, Status> {
     let instant = |micros: Option<i64>, name: &str| -> Result<Option<DateTime<Utc>>, Status> {
         micros
             .map(|micros| {
@@ -114,7 +114,7 @@ fn list_query_from_wire(request: v1::ListAuditEntriesRequest) -> Result<ListQuer
     })
 }
 
-fn anchor_from_wire(anchor: &v1::AuditAnchor) -> Result<Anchor, Status> {
+pub(crate) fn anchor_from_wire(anchor: &v1::AuditAnchor) -> Result<Anchor, Status> {
     let entry_hash: [u8; 32] = anchor
         .entry_hash
         .as_slice()

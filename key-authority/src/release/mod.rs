@@ -87,7 +87,7 @@
 mod engine;
 mod error;
 mod policy;
-mod service;
+pub(crate) mod service;
 mod store;
 
 pub use engine::{

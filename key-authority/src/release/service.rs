@@ -62,7 +62,7 @@ pub fn billing_statement(receipt: &Receipt, params_id: &str) -> BillingReceiptSt
     }
 }
 
-fn receipt_from_wire(request: v1::ReceiptRequest, capacity: usize) -> Result<Receipt, Status> {
+pub(crate) fn receipt_from_wire(request: v1::ReceiptRequest, capacity: usize) -> Result<Receipt, Status> {
     validate_meter_id(&request.meter_id)
         .map_err(|reason| Status::invalid_argument(format!("meter_id: {reason}")))?;
     if request.sequence == 0 || i64::try_from(request.sequence).is_err() {
@@ -154,7 +154,7 @@ impl ReleaseService {
     }
 }
 
-fn bill_request_from_wire(request: v1::ReleaseBillsRequest) -> BillRequest {
+pub(crate) fn bill_request_from_wire(request: v1::ReleaseBillsRequest) -> BillRequest {
     BillRequest {
         period: request.period,
         billing_group: request.billing_group,

@@ -59,6 +59,6 @@ pub use calendar::YearMonth;
 pub use interval::Interval;
 pub use kwh_csv::{load_kwh_csv, load_kwh_csv_from_reader, write_kwh_csv};
 pub use load::{LoadOptions, LoadReport, Loaded, SkippedRow, Strictness};
-pub use resample::{GapPolicy, IntervalEnergy, Resampled};
+pub use resample::{GapPolicy, IntervalEnergy, MAX_RESAMPLED_INTERVALS, Resampled};
 pub use series::{Days, EnergySeries, Months, Reading, SeriesView};
 pub use uci::{UciLayout, UciReader, UciRecord, load_uci, load_uci_from_reader};

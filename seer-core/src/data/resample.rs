@@ -187,6 +187,10 @@ impl Resampled {
     }
 }
 
+/// The most intervals one resampling produces: about 114 years of 15-minute intervals, 7.6
+/// years of minutes (the UCI data set is 2.1 million minutes), at most about 200 MB.
+pub const MAX_RESAMPLED_INTERVALS: u64 = 4_000_000;
+
 /// Implements [`SeriesView::resample`].
 pub(crate) fn resample(
     view: &SeriesView<'_>,
@@ -203,9 +207,19 @@ pub(crate) fn resample(
     let expected = interval.as_secs() / resolution.as_secs();
     let step = interval.as_time_delta();
     let readings = view.readings();
-    let mut intervals = Vec::new();
     let mut next = 0;
     let mut start = interval.floor(view.from());
+    // Bounded before anything is allocated (found by fuzzing the CSV loaders).
+    let span = view.to().signed_duration_since(start).num_seconds().max(0) as u64;
+    let count = span.div_ceil(u64::from(interval.as_secs()));
+    if count > MAX_RESAMPLED_INTERVALS {
+        return Err(Error::TooManyIntervals {
+            interval,
+            intervals: count,
+            limit: MAX_RESAMPLED_INTERVALS,
+        });
+    }
+    let mut intervals = Vec::with_capacity(count as usize);
     while start < view.to() {
         let end = start.checked_add_signed(step).unwrap_or(NaiveDateTime::MAX);
         let first = next;
@@ -390,6 +404,47 @@ mod tests {
             s.resample(Interval::MINUTE, GapPolicy::COMPLETE_ONLY)
                 .is_err()
         );
+    }
+
+    /// Found by the `csv_loaders` fuzz target: two readings centuries apart made resampling
+    /// allocate an interval for every quarter hour between them (seconds of work and
+    /// gigabytes); such a span is refused before anything is allocated.
+    #[test]
+    fn a_span_beyond_the_interval_limit_is_refused() {
+        let reading = |s: &str| Reading {
+            start: t(s),
+            energy: j(1),
+        };
+        let s = EnergySeries::new_unchecked(
+            Interval::MINUTE,
+            None,
+            vec![reading("1000-01-01 00:00"), reading("9000-01-01 00:00")],
+        );
+        let err = s.resample(Interval::FIFTEEN_MINUTES, GapPolicy::COMPLETE_ONLY);
+        assert!(
+            matches!(err, Err(Error::TooManyIntervals { intervals, limit, .. })
+                if intervals > limit && limit == MAX_RESAMPLED_INTERVALS),
+            "{err:?}"
+        );
+        // Just inside the limit: 4 million minutes resample to as many intervals.
+        let minutes = i64::try_from(MAX_RESAMPLED_INTERVALS).expect("small") - 1;
+        let end = t("2000-01-01 00:00") + TimeDelta::minutes(minutes);
+        let s = EnergySeries::new_unchecked(
+            Interval::MINUTE,
+            None,
+            vec![
+                reading("2000-01-01 00:00"),
+                Reading {
+                    start: end,
+                    energy: j(1),
+                },
+            ],
+        );
+        let r = s
+            .resample(Interval::MINUTE, GapPolicy::COMPLETE_ONLY)
+            .expect("within the limit");
+        assert_eq!(r.intervals().len() as u64, MAX_RESAMPLED_INTERVALS);
+        assert_eq!(r.total(), j(2));
     }
 
     #[test]
