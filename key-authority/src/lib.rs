@@ -13,9 +13,9 @@ pub mod audit;
 /// Authentication: SEER's JWT roles (the `seer-auth` crate, with token issuing).
 pub use seer_auth as auth;
 pub mod enrolment;
-pub mod gate;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod gate;
 pub mod keys;
 pub mod keys_api;
 pub mod outputs;

@@ -533,7 +533,7 @@ impl StateStore {
     /// # Errors
     /// A database error.
     pub async fn signatures(&self, sequence: u64) -> Result<Option<BatchSignatures>, Error> {
-        let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+        let row: Option<SignatureColumns> = sqlx::query_as(
             "SELECT batch_signature, receipt_signature FROM outbox WHERE sequence = ?",
         )
         .bind(to_i64(sequence)?)
@@ -971,6 +971,9 @@ fn parse_time(text: &str) -> Result<NaiveDateTime, Error> {
         reason: format!("timestamp {text:?}: {e}"),
     })
 }
+
+/// The outbox's signature columns (batch, receipt): NULL on rows queued before signing.
+type SignatureColumns = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 #[cfg(test)]
 mod tests {

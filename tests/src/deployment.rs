@@ -503,8 +503,7 @@ impl MeterRun {
     /// When the binary has not been built.
     pub fn command(&self) -> anyhow::Result<Command> {
         if let Some(env) = &self.enrol_with {
-            let meter_env =
-                crate::pki::meter_env(&self.meter_id, &self.public_key_pins)?;
+            let meter_env = crate::pki::meter_env(&self.meter_id, &self.public_key_pins)?;
             ensure_enrolled(
                 env,
                 &self.key_authority,

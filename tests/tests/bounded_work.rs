@@ -23,7 +23,7 @@ use seer_proto::v1::release_client::ReleaseClient;
 use seer_tests::deployment::{Deployment, DeploymentOptions};
 use seer_tests::{bin_path, runtime};
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// The key authority's refusal settings in this test (`[audit.refusals]`).
 const WINDOW_SECS: u64 = 2;
@@ -105,9 +105,11 @@ fn accounted(
     (individual, aggregates)
 }
 
+/// A channel over mutual TLS with the test process's identity (the utility's certificate,
+/// installed by the deployment), or the one [`seer_tls::with_client_identity`] set.
 async fn channel(uri: &str) -> Channel {
-    Endpoint::from_shared(uri.to_owned())
-        .expect("uri")
+    seer_tls::endpoint(uri)
+        .expect("endpoint")
         .connect()
         .await
         .expect("connect")
@@ -224,8 +226,13 @@ fn ten_thousand_refused_calls_add_a_bounded_number_of_entries_that_count_them_al
         let channel = channel(&uri).await;
         // A legitimate auditor and a public-key reader, served while the flood runs.
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The auditor connects with an auditor's certificate (its token is bound to it).
+        let auditor_files = seer_tests::pki::files_for_token(&auditor).expect("certificate");
+        let auditor_channel = seer_tls::with_client_identity(&auditor_files, channel(&uri))
+            .await
+            .expect("the auditor's identity");
         let legitimate = {
-            let channel = channel.clone();
+            let channel = auditor_channel;
             let done = Arc::clone(&done);
             let auditor = auditor.clone();
             tokio::spawn(async move {

@@ -178,90 +178,90 @@ fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
         seer_tests::pki::files(seer_tls::PartyKind::Meter, "rogue").expect("certificate");
     runtime
         .block_on(seer_tls::with_client_identity(&rogue_identity, async {
-        let pk = fetch_public_key(&deployment.authority().uri(), None, ctx.parameter_set_id())
-            .await
-            .expect("public key");
-        let pk = PublicKey::from_bytes(&ctx, &pk).expect("public key parses");
-        let rogue_offset = 2 * computation.block_len();
-        let series = vec![1.0; 192];
-        let ct = encrypt_series(&ctx, &pk, &series, rogue_offset, 24).expect("encrypt");
-        let header = |meter: &str, input_id: &str| AnalyticsInputHeader {
-            kind: "forecast".into(),
-            meter_id: meter.into(),
-            input_id: input_id.into(),
-            model_blake3: digest.clone(),
-            slot_offset: rogue_offset as u32,
-            slot_count: 216,
-            first_period: "2024-03-04T00:00".into(),
-            group: 0,
-            inputs: 1,
-            lane: "exact".into(),
-            ..AnalyticsInputHeader::default()
-        };
-        // The rogue meter signs its own uploads (a meter may lie about itself).
-        let signed = |h: AnalyticsInputHeader, inputs: &[Vec<u8>]| {
-            signed_header(&deployment, h, inputs).expect("signed")
-        };
-        let rogue =
-            BearerToken::try_new(&deployment.token("household", Some("rogue")).expect("token"))
-                .expect("bearer");
+            let pk = fetch_public_key(&deployment.authority().uri(), None, ctx.parameter_set_id())
+                .await
+                .expect("public key");
+            let pk = PublicKey::from_bytes(&ctx, &pk).expect("public key parses");
+            let rogue_offset = 2 * computation.block_len();
+            let series = vec![1.0; 192];
+            let ct = encrypt_series(&ctx, &pk, &series, rogue_offset, 24).expect("encrypt");
+            let header = |meter: &str, input_id: &str| AnalyticsInputHeader {
+                kind: "forecast".into(),
+                meter_id: meter.into(),
+                input_id: input_id.into(),
+                model_blake3: digest.clone(),
+                slot_offset: rogue_offset as u32,
+                slot_count: 216,
+                first_period: "2024-03-04T00:00".into(),
+                group: 0,
+                inputs: 1,
+                lane: "exact".into(),
+                ..AnalyticsInputHeader::default()
+            };
+            // The rogue meter signs its own uploads (a meter may lie about itself).
+            let signed = |h: AnalyticsInputHeader, inputs: &[Vec<u8>]| {
+                signed_header(&deployment, h, inputs).expect("signed")
+            };
+            let rogue =
+                BearerToken::try_new(&deployment.token("household", Some("rogue")).expect("token"))
+                    .expect("bearer");
 
-        // Refused uploads store nothing.
-        let mut corrupt = ct.input.clone();
-        let middle = corrupt.len() / 2;
-        corrupt[middle] ^= 0x40;
-        refused(
-            upload_input(
+            // Refused uploads store nothing.
+            let mut corrupt = ct.input.clone();
+            let middle = corrupt.len() / 2;
+            corrupt[middle] ^= 0x40;
+            refused(
+                upload_input(
+                    &utility_url,
+                    rogue.clone(),
+                    signed(header("rogue", "x"), std::slice::from_ref(&corrupt)),
+                    &[corrupt],
+                )
+                .await,
+                tonic::Code::InvalidArgument,
+                "is not a ciphertext",
+            );
+            refused(
+                upload_input(
+                    &utility_url,
+                    rogue.clone(),
+                    header("home-0", "x"),
+                    std::slice::from_ref(&ct.input),
+                )
+                .await,
+                tonic::Code::PermissionDenied,
+                "may not upload",
+            );
+
+            // The rogue upload is stored (the utility cannot see that it lacks a receipt) ...
+            let ack = upload_input(
                 &utility_url,
                 rogue.clone(),
-                signed(header("rogue", "x"), std::slice::from_ref(&corrupt)),
-                &[corrupt],
-            )
-            .await,
-            tonic::Code::InvalidArgument,
-            "is not a ciphertext",
-        );
-        refused(
-            upload_input(
-                &utility_url,
-                rogue.clone(),
-                header("home-0", "x"),
-                std::slice::from_ref(&ct.input),
-            )
-            .await,
-            tonic::Code::PermissionDenied,
-            "may not upload",
-        );
-
-        // The rogue upload is stored (the utility cannot see that it lacks a receipt) ...
-        let ack = upload_input(
-            &utility_url,
-            rogue.clone(),
-            signed(
-                header("rogue", "2024-03-12"),
-                std::slice::from_ref(&ct.input),
-            ),
-            std::slice::from_ref(&ct.input),
-        )
-        .await
-        .expect("stored");
-        assert!(!ack.duplicate);
-        // ... and different inputs under its id are a conflict.
-        let other = encrypt_series(&ctx, &pk, &series, rogue_offset, 24).expect("encrypt");
-        refused(
-            upload_input(
-                &utility_url,
-                rogue,
                 signed(
                     header("rogue", "2024-03-12"),
-                    std::slice::from_ref(&other.input),
+                    std::slice::from_ref(&ct.input),
                 ),
-                &[other.input],
+                std::slice::from_ref(&ct.input),
             )
-            .await,
-            tonic::Code::AlreadyExists,
-            "already stored",
-        );
+            .await
+            .expect("stored");
+            assert!(!ack.duplicate);
+            // ... and different inputs under its id are a conflict.
+            let other = encrypt_series(&ctx, &pk, &series, rogue_offset, 24).expect("encrypt");
+            refused(
+                upload_input(
+                    &utility_url,
+                    rogue,
+                    signed(
+                        header("rogue", "2024-03-12"),
+                        std::slice::from_ref(&other.input),
+                    ),
+                    &[other.input],
+                )
+                .await,
+                tonic::Code::AlreadyExists,
+                "already stored",
+            );
         }))
         .expect("the rogue's identity");
 

@@ -51,12 +51,23 @@ fn request<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+/// A channel over mutual TLS with the test process's identity (the utility's certificate), or
+/// the one [`seer_tls::with_client_identity`] set.
 async fn channel(url: &str) -> Channel {
-    Channel::from_shared(url.to_owned())
-        .expect("uri")
+    seer_tls::endpoint(url)
+        .expect("endpoint")
         .connect()
         .await
         .expect("connects")
+}
+
+/// A channel as `meter`: with its own certificate (the strongest attacker holds the meter's
+/// TLS identity too, so that only the signatures stand in its way).
+async fn channel_as_meter(url: &str, meter: &str) -> Channel {
+    let files = seer_tests::pki::files(seer_tls::PartyKind::Meter, meter).expect("certificate");
+    seer_tls::with_client_identity(&files, channel(url))
+        .await
+        .expect("the meter's identity")
 }
 
 /// One stored batch as the utility holds it.
@@ -130,15 +141,23 @@ fn statement(receipt: &v1::ReceiptRequest) -> BillingReceiptStatement {
     }
 }
 
+/// Records `receipt` at the key authority `uri` with `token`, over a connection with the
+/// certificate of the party the token names (the strongest attacker holds both).
 async fn record(
-    client: &mut ReceiptsClient<Channel>,
+    uri: &str,
     receipt: v1::ReceiptRequest,
     token: &str,
 ) -> Result<bool, tonic::Status> {
-    client
-        .record(request(receipt, token))
-        .await
-        .map(|ack| ack.into_inner().duplicate)
+    let files = seer_tests::pki::files_for_token(token).expect("certificate");
+    seer_tls::with_client_identity(&files, async {
+        ReceiptsClient::new(channel(uri).await)
+            .with_seer_limits()
+            .record(request(receipt, token))
+            .await
+            .map(|ack| ack.into_inner().duplicate)
+    })
+    .await
+    .expect("the token's identity")
 }
 
 fn refused(result: Result<bool, tonic::Status>, code: Code, what: &str) -> String {
@@ -172,7 +191,7 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
         let stored = stored_batches(&utility_db, METER).await;
         assert_eq!(stored.len(), 3, "three weekly batches stored");
         let ka = channel(&deployment.authority().uri()).await;
-        let mut receipts = ReceiptsClient::new(ka.clone()).with_seer_limits();
+        let receipts = deployment.authority().uri();
         // What the utility holds: the token the meter sent it (audience: the utility), and —
         // the strongest case, as if it had one — a household token for the key authority.
         let to_utility = deployment
@@ -201,7 +220,7 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
         let week2 = &stored[1];
         let forged = receipt(4, PERIOD, &week2.billing_lane, true);
         let message = refused(
-            record(&mut receipts, forged.clone(), &to_ka).await,
+            record(&receipts, forged.clone(), &to_ka).await,
             Code::PermissionDenied,
             "an unsigned forged receipt",
         );
@@ -211,7 +230,7 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
             ..forged.clone()
         };
         refused(
-            record(&mut receipts, random, &to_ka).await,
+            record(&receipts, random, &to_ka).await,
             Code::PermissionDenied,
             "a receipt with a random signature",
         );
@@ -221,7 +240,7 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
             ..forged.clone()
         };
         let message = refused(
-            record(&mut receipts, borrowed, &to_ka).await,
+            record(&receipts, borrowed, &to_ka).await,
             Code::PermissionDenied,
             "a receipt signed with the batch's signature",
         );
@@ -236,7 +255,7 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
         let mut genuine = receipt(week2.sequence, PERIOD, &week2.billing_lane, false);
         genuine.signature = identity.sign(&statement(&genuine));
         assert!(
-            record(&mut receipts, genuine.clone(), &to_ka)
+            record(&receipts, genuine.clone(), &to_ka)
                 .await
                 .expect("an identical resend"),
             "a genuine resend is a duplicate"
@@ -275,7 +294,7 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
             ),
         ] {
             let message = refused(
-                record(&mut receipts, altered, &to_ka).await,
+                record(&receipts, altered, &to_ka).await,
                 Code::PermissionDenied,
                 what,
             );
@@ -299,7 +318,7 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
                 ..receipt(1, PERIOD, &stored[2].billing_lane, true)
             };
             let message = refused(
-                record(&mut receipts, under_fresh.clone(), &token).await,
+                record(&receipts, under_fresh.clone(), &token).await,
                 Code::PermissionDenied,
                 "another meter's lane under a fresh meter",
             );
@@ -311,7 +330,7 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
                 ..under_fresh
             };
             refused(
-                record(&mut receipts, unsigned, &token).await,
+                record(&receipts, unsigned, &token).await,
                 Code::PermissionDenied,
                 "an unsigned receipt for a fresh meter",
             );
@@ -322,7 +341,7 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
         let mut signed_forgery = receipt(4, PERIOD, &week2.billing_lane, true);
         signed_forgery.signature = identity.sign(&statement(&signed_forgery));
         refused(
-            record(&mut receipts, signed_forgery, &to_utility).await,
+            record(&receipts, signed_forgery, &to_utility).await,
             Code::Unauthenticated,
             "a utility-audience household token at the key authority",
         );
@@ -412,7 +431,7 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
             signature: signature.clone(),
             meter_certificate: identity.certificate().to_bytes(),
         };
-        let utility_channel = channel(&deployment.utility().uri()).await;
+        let utility_channel = channel_as_meter(&deployment.utility().uri(), METER).await;
         let upload_input = |h: v1::AnalyticsInputHeader| {
             let mut client = AnalyticsIngestClient::new(utility_channel.clone()).with_seer_limits();
             let chunks = vec![
@@ -503,7 +522,8 @@ fn a_utility_holding_everything_it_received_cannot_forge_a_receipt() {
             .household_token(METER, "seer-utility-server")
             .expect("token");
         let mut ingest =
-            IngestClient::new(channel(&deployment.utility().uri()).await).with_seer_limits();
+            IngestClient::new(channel_as_meter(&deployment.utility().uri(), METER).await)
+                .with_seer_limits();
         let status = match ingest
             .upload(request(tokio_stream::iter(vec![altered]), &to_utility))
             .await

@@ -367,6 +367,10 @@ async fn channel_as(files: &TlsFiles, server: &ServerProcess) -> Channel {
 async fn a_token_is_accepted_only_with_its_own_partys_certificate() {
     let deployment = Deployment::start(&DeploymentOptions::default()).expect("deployment");
     let token_a = deployment.token("household", Some("M-A")).expect("token");
+    // Household tokens name one audience: the key authority's for receipts.
+    let token_a_ka = deployment
+        .household_token("M-A", "seer-key-authority")
+        .expect("token");
     let meter_a = files(PartyKind::Meter, "M-A").expect("certificate");
     let meter_b = files(PartyKind::Meter, "M-B").expect("certificate");
     let utility_token = deployment.token("utility", None).expect("token");
@@ -425,12 +429,12 @@ async fn a_token_is_accepted_only_with_its_own_partys_certificate() {
         ..Default::default()
     };
     let from_b = ReceiptsClient::new(channel_as(&meter_b, deployment.authority()).await)
-        .record(bearer(receipt(), &token_a))
+        .record(bearer(receipt(), &token_a_ka))
         .await
         .expect_err("A's token from B's certificate");
     assert_eq!(from_b.code(), tonic::Code::Unauthenticated, "{from_b:?}");
     let from_a = ReceiptsClient::new(channel_as(&meter_a, deployment.authority()).await)
-        .record(bearer(receipt(), &token_a))
+        .record(bearer(receipt(), &token_a_ka))
         .await;
     assert!(
         !matches!(&from_a, Err(s) if s.code() == tonic::Code::Unauthenticated),

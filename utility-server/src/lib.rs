@@ -35,9 +35,9 @@ pub mod batch;
 pub mod billing;
 pub mod bills;
 pub mod forecast;
-pub mod gate;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod gate;
 pub mod ingest;
 pub mod key_authority;
 pub mod lanes;

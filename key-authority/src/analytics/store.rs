@@ -310,7 +310,9 @@ pub(super) async fn first_released(
     let in_rows = first_released_row(conn, kind, meter_id, periods).await?;
     let in_chain = first_granted_in_chain(conn, kind, meter_id, periods).await?;
     if let Some((period, sequence)) = &in_chain
-        && in_rows.as_ref().is_none_or(|(row_period, _)| period < row_period)
+        && in_rows
+            .as_ref()
+            .is_none_or(|(row_period, _)| period < row_period)
     {
         tracing::error!(
             kind,

@@ -91,7 +91,9 @@ impl Audit for AuditService {
     }
 }
 
-pub(crate) fn list_query_from_wire(request: v1::ListAuditEntriesRequest) -> Result<ListQuery, Status> {
+pub(crate) fn list_query_from_wire(
+    request: v1::ListAuditEntriesRequest,
+) -> Result<ListQuery, Status> {
     let instant = |micros: Option<i64>, name: &str| -> Result<Option<DateTime<Utc>>, Status> {
         micros
             .map(|micros| {

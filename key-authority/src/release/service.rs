@@ -62,7 +62,10 @@ pub fn billing_statement(receipt: &Receipt, params_id: &str) -> BillingReceiptSt
     }
 }
 
-pub(crate) fn receipt_from_wire(request: v1::ReceiptRequest, capacity: usize) -> Result<Receipt, Status> {
+pub(crate) fn receipt_from_wire(
+    request: v1::ReceiptRequest,
+    capacity: usize,
+) -> Result<Receipt, Status> {
     validate_meter_id(&request.meter_id)
         .map_err(|reason| Status::invalid_argument(format!("meter_id: {reason}")))?;
     if request.sequence == 0 || i64::try_from(request.sequence).is_err() {
