@@ -223,14 +223,14 @@ fn ten_thousand_refused_calls_add_a_bounded_number_of_entries_that_count_them_al
     let before = rt.block_on(rows(&audit_db));
     let started = Instant::now();
     let (codes, served) = rt.block_on(async {
-        let channel = channel(&uri).await;
-        // A legitimate auditor and a public-key reader, served while the flood runs.
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // The auditor connects with an auditor's certificate (its token is bound to it).
         let auditor_files = seer_tests::pki::files_for_token(&auditor).expect("certificate");
         let auditor_channel = seer_tls::with_client_identity(&auditor_files, channel(&uri))
             .await
             .expect("the auditor's identity");
+        let channel = channel(&uri).await;
+        // A legitimate auditor and a public-key reader, served while the flood runs.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let legitimate = {
             let channel = auditor_channel;
             let done = Arc::clone(&done);

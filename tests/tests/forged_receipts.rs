@@ -77,6 +77,9 @@ struct Stored {
     signature: Vec<u8>,
 }
 
+/// A stored batch's columns: sequence, billing lane, signature, meter certificate.
+type BatchRow = (i64, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 async fn stored_batches(database: &Path, meter: &str) -> Vec<Stored> {
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
     let pool = SqlitePoolOptions::new()
@@ -88,7 +91,7 @@ async fn stored_batches(database: &Path, meter: &str) -> Vec<Stored> {
         )
         .await
         .expect("utility database");
-    let rows: Vec<(i64, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+    let rows: Vec<BatchRow> = sqlx::query_as(
         "SELECT sequence, billing_lane, signature, meter_certificate FROM batches \
          WHERE meter_id = $1 ORDER BY sequence",
     )

@@ -217,14 +217,14 @@ mod tests {
         let signatures = MeterSignatures::new(AuthorityPublicKey::new(authority.verifying_key()));
         let wire = signed(&authority);
         signatures.check_batch(&wire).expect("verifies");
-        let changes: Vec<Box<dyn Fn(&mut UploadBatch)>> = vec![
-            Box::new(|w| w.billing_lane[7] ^= 1),
-            Box::new(|w| w.analytics_lane[0] ^= 1),
-            Box::new(|w| w.sequence = 4),
-            Box::new(|w| w.period = "2024-02".into()),
-            Box::new(|w| w.billing_position = 5),
-            Box::new(|w| w.epsilon_spent = 0.0),
-            Box::new(|w| w.end = "2024-01-15T00:15:00+00:00".into()),
+        let changes: [fn(&mut UploadBatch); 7] = [
+            |w| w.billing_lane[7] ^= 1,
+            |w| w.analytics_lane[0] ^= 1,
+            |w| w.sequence = 4,
+            |w| w.period = "2024-02".into(),
+            |w| w.billing_position = 5,
+            |w| w.epsilon_spent = 0.0,
+            |w| w.end = "2024-01-15T00:15:00+00:00".into(),
         ];
         for change in &changes {
             let mut altered = wire.clone();
