@@ -205,7 +205,10 @@ fn ten_thousand_refused_calls_add_a_bounded_number_of_entries_that_count_them_al
         Deployment::start_with_authority_env(&DeploymentOptions::default(), &authority_env())
             .expect("deployment");
     let audit_db = deployment.dir().join("ka/audit.db");
-    let household = deployment.token("household", Some("M-1")).expect("token");
+    // A valid household token for the key authority: the wrong role for releases and audit.
+    let household = deployment
+        .household_token("M-1", "seer-key-authority")
+        .expect("token");
     let utility = deployment.token("utility", None).expect("token");
     let auditor = deployment.token("auditor", None).expect("token");
     let (key, _) =
@@ -368,6 +371,9 @@ fn ten_thousand_refused_calls_add_a_bounded_number_of_entries_that_count_them_al
         ])
         .arg("--public-key")
         .arg(&pem)
+        .arg("--public-key-sha256")
+        .arg(&deployment.fingerprints().jwt_public_key_sha256)
+        .envs(seer_tests::pki::auditor_env("auditor").expect("auditor certificate"))
         .output()
         .expect("seer audit verify");
     assert!(
@@ -385,6 +391,7 @@ fn ten_thousand_refused_calls_add_a_bounded_number_of_entries_that_count_them_al
             &auditor,
         ])
         .args(["--kind", AGGREGATE_KIND])
+        .envs(seer_tests::pki::auditor_env("auditor").expect("auditor certificate"))
         .output()
         .expect("seer audit list");
     assert!(
