@@ -569,9 +569,14 @@ async fn callers_may_upload_only_for_their_own_meter() {
         Code::PermissionDenied,
         &["meter-0002", "may not upload", METER],
     );
+    // Staff roles are refused at the gate, from the token alone, before the body is read.
     for staff in ["utility", "admin", "auditor"] {
         let (_, status) = upload_as(&mut client, staff, vec![batch(1)]).await;
-        assert_status(status, Code::PermissionDenied, &[METER]);
+        assert_status(
+            status,
+            Code::PermissionDenied,
+            &[&format!("role {staff} may not call this"), "household"],
+        );
     }
     // No principal at all: refused before the stream is read.
     let status = client
