@@ -568,7 +568,17 @@ fn anomaly_scores_are_released_once_and_match_the_plaintext_twin() {
             .expect("audit entries");
         let refused =
             |meter: Option<&str>, needle: &str| has_refusal(&audit, "anomaly", meter, needle);
-        assert!(refused(Some("meter-a"), "role"), "{audit:?}");
+        // The household's request is refused at the gate, from its token alone (its body, and
+        // so its meters, never read): one entry of its own, under the RPC's kind.
+        assert!(
+            has_refusal(
+                &audit,
+                "analytics",
+                None,
+                "role household may not call this"
+            ),
+            "{audit:?}"
+        );
         assert!(refused(None, "no registered"), "{audit:?}");
         assert!(refused(Some("meter-n"), "no anomaly receipt"), "{audit:?}");
         assert!(refused(Some("meter-l"), "exact lane"), "{audit:?}");

@@ -332,7 +332,17 @@ fn forecasts_are_released_past_each_series_and_refused_otherwise() {
             .expect("audit entries");
         let refused =
             |meter: Option<&str>, needle: &str| has_refusal(&audit, "forecast", meter, needle);
-        assert!(refused(Some("meter-a"), "role"), "{audit:?}");
+        // The household's request is refused at the gate, from its token alone (its body, and
+        // so its meters, never read): one entry of its own, under the RPC's kind.
+        assert!(
+            has_refusal(
+                &audit,
+                "analytics",
+                None,
+                "role household may not call this"
+            ),
+            "{audit:?}"
+        );
         assert!(refused(Some("meter-l"), "exact lane"), "{audit:?}");
         assert!(refused(Some("meter-a"), "analytics lane"), "{audit:?}");
         assert!(refused(Some("meter-a"), "already released"), "{audit:?}");
