@@ -34,7 +34,7 @@ fn days(n: usize, rng: &mut StdRng) -> Vec<[f64; HOURS]> {
 }
 
 #[test]
-fn encrypted_scores_match_the_smooth_twin() {
+fn deep_encrypted_scores_match_the_smooth_twin() {
     let mut rng = StdRng::seed_from_u64(42);
     let train: Vec<DayProfile> = days(200, &mut rng)
         .into_iter()

@@ -40,6 +40,23 @@ pub fn check_peer_certificate<T>(
     }
 }
 
+/// For the calls a meter makes without a token, naming itself in the body (enrolment, token
+/// renewal): the reason to refuse when the connection's client certificate names another
+/// party than meter `meter_id`, or none. `None` (no refusal) when it names that meter, or on
+/// a connection without TLS.
+#[must_use]
+pub fn peer_meter_refusal<T>(request: &Request<T>, meter_id: &str) -> Option<String> {
+    let party = match seer_tls::request_party(request)? {
+        Ok(party) => party,
+        Err(error) => return Some(format!("the client certificate {error}")),
+    };
+    let names_meter = party.kind() == seer_tls::PartyKind::Meter && party.name() == meter_id;
+    (!names_meter).then(|| {
+        tracing::warn!(certificate = %party, meter = meter_id, "client certificate refused");
+        format!("the client certificate names {party}, not meter {meter_id}")
+    })
+}
+
 /// Whether a certificate naming `party` may carry a token for `identity`.
 #[must_use]
 pub fn certificate_matches(party: &seer_tls::Party, identity: &Identity) -> bool {

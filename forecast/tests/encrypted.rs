@@ -17,7 +17,7 @@ const SERIES: &str = concat!(
 const DECEMBER: usize = 31 * 24;
 
 #[test]
-fn encrypted_forecasts_match_the_twin_on_every_test_position() {
+fn deep_encrypted_forecasts_match_the_twin_on_every_test_position() {
     let model = ForecastModel::load(MODEL).unwrap();
     let series = load_hourly_csv(SERIES).unwrap();
     // The 2010 test period with its history: home A.

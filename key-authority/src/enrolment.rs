@@ -250,6 +250,35 @@ impl EnrolmentStore {
         Ok(updated == 1)
     }
 
+    /// Issues a one-time code for `meter_id` and enrols `device` with it, with the proof of
+    /// possession made by `device` itself: `key-authority enrolment-code` and
+    /// `meter-client enrol` in one step, for provisioning where one party holds the device
+    /// key (a meter's factory, and the test suites). Both steps are audited as usual.
+    ///
+    /// # Errors
+    /// As [`EnrolmentStore::issue_code`] and [`EnrolmentStore::enrol`].
+    pub async fn enrol_device(
+        &self,
+        meter_id: &str,
+        device: &seer_auth::device::DeviceKey,
+    ) -> Result<MeterCertificate, EnrolmentError> {
+        let code = self.issue_code(meter_id, Duration::from_secs(600)).await?;
+        let device_public_key = device.public_key().to_bytes();
+        let signature = device
+            .sign(&EnrolmentStatement {
+                meter_id: meter_id.to_owned(),
+                device_public_key,
+            })
+            .to_vec();
+        self.enrol(&EnrolRequest {
+            meter_id: meter_id.to_owned(),
+            code: code.code.to_string(),
+            device_public_key: device_public_key.to_vec(),
+            signature,
+        })
+        .await
+    }
+
     /// Enrols the request's device key (see the module documentation) and returns the
     /// certificate.
     ///
@@ -257,6 +286,20 @@ impl EnrolmentStore {
     /// [`EnrolmentError::Refused`] (logged) for an unknown, used, expired or foreign code or a
     /// bad proof; [`EnrolmentError::InvalidArgument`] for malformed fields; storage failures.
     pub async fn enrol(&self, request: &EnrolRequest) -> Result<MeterCertificate, EnrolmentError> {
+        self.enrol_over(request, None).await
+    }
+
+    /// [`EnrolmentStore::enrol`] on a connection whose client certificate is refused for
+    /// `certificate_refusal` (see [`seer_auth::peer::peer_meter_refusal`]): then the enrolment
+    /// is refused and logged like any other refusal, and the code stays unused.
+    ///
+    /// # Errors
+    /// As [`EnrolmentStore::enrol`].
+    pub async fn enrol_over(
+        &self,
+        request: &EnrolRequest,
+        certificate_refusal: Option<String>,
+    ) -> Result<MeterCertificate, EnrolmentError> {
         validate_meter_id(&request.meter_id)
             .map_err(|reason| EnrolmentError::InvalidArgument(format!("meter_id: {reason}")))?;
         let device = DevicePublicKey::try_from_bytes(&request.device_public_key).map_err(|_| {
@@ -269,9 +312,13 @@ impl EnrolmentStore {
         let digest = InputDigest::sha256(&statement.encode());
         let key_hex = hex::encode(device.to_bytes());
         let mut tx = self.log.begin_append().await?;
-        let refusal = match device.verify(&statement, &request.signature) {
-            Err(error) => Some(format!("proof of possession refused: {error}")),
-            Ok(()) => {
+        let refusal = match (
+            certificate_refusal,
+            device.verify(&statement, &request.signature),
+        ) {
+            (Some(reason), _) => Some(reason),
+            (None, Err(error)) => Some(format!("proof of possession refused: {error}")),
+            (None, Ok(())) => {
                 check_code(tx.connection(), &request.meter_id, &request.code, &key_hex).await?
             }
         };
@@ -473,6 +520,7 @@ impl EnrolmentService {
     async fn renew(
         &self,
         request: v1::RenewTokenRequest,
+        certificate_refusal: Option<String>,
     ) -> Result<v1::RenewTokenResponse, EnrolmentError> {
         validate_meter_id(&request.meter_id)
             .map_err(|reason| EnrolmentError::InvalidArgument(format!("meter_id: {reason}")))?;
@@ -488,26 +536,30 @@ impl EnrolmentService {
             audience: request.audience.clone(),
         };
         let digest = InputDigest::sha256(&statement.encode());
-        let refusal = match self.store.device_key(&request.meter_id).await {
-            Ok(key) => match key.verify(&statement, &request.signature) {
-                Ok(()) => {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-                    let skew = i64::try_from(RENEWAL_CLOCK_SKEW.as_secs()).unwrap_or(i64::MAX);
-                    (request.issued_at.abs_diff(now) > skew.unsigned_abs()).then(|| {
-                        format!(
-                            "renewal dated {} is more than {skew} s from the key authority's clock",
-                            request.issued_at
-                        )
-                    })
-                }
-                Err(error) => Some(error.to_string()),
-            },
-            Err(error @ (EnrolmentError::NotEnrolled { .. } | EnrolmentError::Revoked { .. })) => {
-                Some(error.to_string())
+        let refusal = if certificate_refusal.is_some() {
+            certificate_refusal
+        } else {
+            match self.store.device_key(&request.meter_id).await {
+                Ok(key) => match key.verify(&statement, &request.signature) {
+                    Ok(()) => {
+                        let now = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                        let skew = i64::try_from(RENEWAL_CLOCK_SKEW.as_secs()).unwrap_or(i64::MAX);
+                        (request.issued_at.abs_diff(now) > skew.unsigned_abs()).then(|| {
+                            format!(
+                                "renewal dated {} is more than {skew} s from the key authority's clock",
+                                request.issued_at
+                            )
+                        })
+                    }
+                    Err(error) => Some(error.to_string()),
+                },
+                Err(
+                    error @ (EnrolmentError::NotEnrolled { .. } | EnrolmentError::Revoked { .. }),
+                ) => Some(error.to_string()),
+                Err(other) => return Err(other),
             }
-            Err(other) => return Err(other),
         };
         if let Some(reason) = refusal {
             self.store
@@ -539,16 +591,21 @@ impl Enrolment for EnrolmentService {
         &self,
         request: Request<v1::EnrolRequest>,
     ) -> Result<Response<v1::EnrolResponse>, Status> {
+        let certificate_refusal =
+            seer_auth::peer::peer_meter_refusal(&request, &request.get_ref().meter_id);
         let message = request.into_inner();
         tracing::Span::current().record("meter", message.meter_id.as_str());
         let certificate = self
             .store
-            .enrol(&EnrolRequest {
-                meter_id: message.meter_id,
-                code: message.code,
-                device_public_key: message.device_public_key,
-                signature: message.signature,
-            })
+            .enrol_over(
+                &EnrolRequest {
+                    meter_id: message.meter_id,
+                    code: message.code,
+                    device_public_key: message.device_public_key,
+                    signature: message.signature,
+                },
+                certificate_refusal,
+            )
             .await?;
         Ok(Response::new(v1::EnrolResponse {
             meter_certificate: certificate.to_bytes(),
@@ -560,10 +617,14 @@ impl Enrolment for EnrolmentService {
         &self,
         request: Request<v1::RenewTokenRequest>,
     ) -> Result<Response<v1::RenewTokenResponse>, Status> {
+        let certificate_refusal =
+            seer_auth::peer::peer_meter_refusal(&request, &request.get_ref().meter_id);
         let message = request.into_inner();
         let span = tracing::Span::current();
         span.record("meter", message.meter_id.as_str());
         span.record("audience", message.audience.as_str());
-        Ok(Response::new(self.renew(message).await?))
+        Ok(Response::new(
+            self.renew(message, certificate_refusal).await?,
+        ))
     }
 }

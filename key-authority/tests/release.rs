@@ -18,11 +18,11 @@ use chrono::{NaiveDate, NaiveDateTime};
 use key_authority::Application;
 use key_authority::Settings;
 use key_authority::audit::{AuditEntry, AuditLog, Decision, ListQuery};
-use key_authority::auth::device::{BillingReceiptStatement, DeviceKey, EnrolmentStatement};
+use key_authority::auth::device::{BillingReceiptStatement, DeviceKey};
 use key_authority::auth::{
     AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER, Identity, Role, TokenIssuer, TokenRequest,
 };
-use key_authority::enrolment::{EnrolRequest, EnrolmentStore};
+use key_authority::enrolment::EnrolmentStore;
 use key_authority::keys::KeySetSpec;
 use key_authority::release::ReceiptStore;
 use seer_ckks::{Ciphertext, CkksContext, Encryptor, Evaluator, GaloisKeys, PublicKey};
@@ -61,27 +61,8 @@ struct App {
 /// Enrols a fresh device key for `meter` as an operator and the meter do: a one-time code,
 /// then the enrolment with a proof of possession.
 async fn enrol_device(enrolment: &EnrolmentStore, meter: &str) -> DeviceKey {
-    let code = enrolment
-        .issue_code(meter, Duration::from_secs(3600))
-        .await
-        .expect("code");
     let key = DeviceKey::generate().expect("device key");
-    let device_public_key = key.public_key().to_bytes();
-    let signature = key
-        .sign(&EnrolmentStatement {
-            meter_id: meter.to_owned(),
-            device_public_key,
-        })
-        .to_vec();
-    enrolment
-        .enrol(&EnrolRequest {
-            meter_id: meter.to_owned(),
-            code: code.code.to_string(),
-            device_public_key: device_public_key.to_vec(),
-            signature,
-        })
-        .await
-        .expect("enrolled");
+    enrolment.enrol_device(meter, &key).await.expect("enrolled");
     key
 }
 

@@ -12,12 +12,12 @@ use key_authority::analytics::{
     AnalyticsReceipt, InputLane, Recorded, SlotBlock, SlotPeriod, analytics_statement,
 };
 use key_authority::audit::{AuditLog, Decision, InputDigest, ListQuery, RequestKind};
-use key_authority::auth::device::{DeviceKey, EnrolmentStatement, Statement as _};
+use key_authority::auth::device::{DeviceKey, Statement as _};
 use key_authority::auth::{
     AUDIENCE_KEY_AUTHORITY, Caller, DEFAULT_ISSUER, Identity, JwtSigningKey, TokenIssuer,
     TokenRequest,
 };
-use key_authority::enrolment::{EnrolRequest, EnrolmentStore};
+use key_authority::enrolment::EnrolmentStore;
 use key_authority::release::{Period, Receipt, RecordOutcome, ReleaseError, billing_statement};
 use key_authority::signed_receipts::{ANALYTICS_RECEIPT_KIND, RECEIPT_KIND, SignedReceipts};
 use seer_core::circuits::billing;
@@ -51,26 +51,9 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     async fn enrol(&self, meter: &str) -> DeviceKey {
-        let code = self
-            .enrolment
-            .issue_code(meter, Duration::from_secs(600))
-            .await
-            .expect("code");
         let key = DeviceKey::generate().expect("device key");
-        let device_public_key = key.public_key().to_bytes();
-        let signature = key
-            .sign(&EnrolmentStatement {
-                meter_id: meter.to_owned(),
-                device_public_key,
-            })
-            .to_vec();
         self.enrolment
-            .enrol(&EnrolRequest {
-                meter_id: meter.to_owned(),
-                code: code.code.to_string(),
-                device_public_key: device_public_key.to_vec(),
-                signature,
-            })
+            .enrol_device(meter, &key)
             .await
             .expect("enrolled");
         key

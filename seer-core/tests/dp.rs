@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use seer_core::Error;
 use seer_core::dp::{
     AnalyticsNoise, BudgetPeriod, DiscreteLaplace, Epsilon, LaplaceMechanism, NoisyWh,
-    PrivacyAccountant,
+    PrivacyAccountant, SharePlan,
 };
 use seer_core::units::Wh;
 
@@ -151,6 +151,77 @@ fn pmf_fits_by_chi_square() {
         let se = (positive + negative).sqrt();
         assert!((positive - negative).abs() <= 5.0 * se);
     }
+}
+
+/// χ² limit: 5 standard deviations above the mean of χ²_df.
+fn chi_square_limit(df: usize) -> f64 {
+    df as f64 + 5.0 * (2.0 * df as f64).sqrt()
+}
+
+/// `rounds` group totals of noise: the shares of `honest` meters of `plan`, plus the key
+/// authority's top-up for `present` meters when `top_up`.
+fn summed_shares(
+    plan: &SharePlan,
+    honest: u32,
+    present: u32,
+    top_up: bool,
+    rounds: usize,
+    rng: &mut StdRng,
+) -> Vec<i64> {
+    let share = plan.share();
+    let extra = if top_up { plan.top_up(present) } else { None };
+    (0..rounds)
+        .map(|_| {
+            let meters: i64 = (0..honest).map(|_| share.sample(rng)).sum();
+            meters + extra.map_or(0, |e| e.sample(rng))
+        })
+        .collect()
+}
+
+#[test]
+fn distributed_shares_sum_to_one_discrete_laplace_draw() {
+    // Scale b = 4 (Δ = 4 Wh, ε = 1): many bins with ≥ 50 expected counts at 40,000 rounds.
+    let rounds = 40_000;
+    let cases: [(&str, u32, u32, u32, u32); 6] = [
+        // (case, n, tolerated, honest shares summed, meters present)
+        ("one meter", 1, 0, 1, 1),
+        ("3 meters", 3, 0, 3, 3),
+        ("10 meters", 10, 0, 10, 10),
+        ("1,000 meters", 1_000, 0, 1_000, 1_000),
+        // 5 of 50 collude and remove their own shares: the 45 honest ones still carry it.
+        ("50 meters, 5 colluding", 50, 5, 45, 50),
+        // 40 of 100 absent (past the tolerated 10): the key authority tops up 30 shares.
+        ("100 meters, 40 absent", 100, 10, 60, 60),
+    ];
+    for (i, (case, n, t, honest, present)) in cases.into_iter().enumerate() {
+        let plan = SharePlan::try_new(n, t, wh(4), eps(1.0)).expect("plan");
+        let mut rng = seeded(900 + i as u64);
+        let totals = summed_shares(&plan, honest, present, true, rounds, &mut rng);
+        let (chi2, df) = chi_square(plan.full_noise(), &totals);
+        let limit = chi_square_limit(df);
+        eprintln!("{case}: chi-square {chi2:.1} on {df} df (limit {limit:.1})");
+        assert!(chi2 <= limit, "{case}: χ² = {chi2} > {limit}");
+    }
+}
+
+#[test]
+fn missing_shares_without_the_top_up_fail_the_same_test() {
+    // The negative control: half the group absent and no top-up leaves half the noise, and
+    // independent local noise at every meter leaves ten times too much; both are rejected.
+    let rounds = 40_000;
+    let plan = SharePlan::try_new(100, 0, wh(4), eps(1.0)).expect("plan");
+    let mut rng = seeded(990);
+    let half = summed_shares(&plan, 50, 50, false, rounds, &mut rng);
+    let (chi2, df) = chi_square(plan.full_noise(), &half);
+    assert!(chi2 > chi_square_limit(df), "half the noise passed: {chi2}");
+    let local: Vec<i64> = (0..rounds)
+        .map(|_| (0..10).map(|_| plan.full_noise().sample(&mut rng)).sum())
+        .collect();
+    let (chi2, df) = chi_square(plan.full_noise(), &local);
+    assert!(
+        chi2 > chi_square_limit(df),
+        "ten local draws passed: {chi2}"
+    );
 }
 
 /// Histogram of noisy outputs.

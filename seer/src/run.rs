@@ -265,7 +265,7 @@ async fn phases(
     progress(format!("key authority listening at {ka_url}"));
     let pem = output(binaries, "key-authority", &["jwt-public-key"], &ka_env).await?;
     // The fingerprints the utility and the meters pin (from the key authority's own files).
-    let fingerprints = crate::run_tls::Fingerprints::parse(
+    let fingerprints = crate::run_tls::parse_fingerprints(
         &output(binaries, "key-authority", &["fingerprints"], &ka_env).await?,
     )?;
     let mut ut_env = utility_env(workdir);

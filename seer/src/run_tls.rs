@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use seer_tls::{LocalPki, PartyKind};
+use seer_tls::{Fingerprints, LocalPki, PartyKind};
 
 /// The run's PKI.
 #[derive(Debug)]
@@ -65,37 +65,18 @@ impl RunPki {
     }
 }
 
-/// What `key-authority fingerprints` prints.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Fingerprints {
-    /// SHA-256 of the JWT public key's SubjectPublicKeyInfo (hex).
-    pub(crate) jwt_public_key_sha256: String,
-    /// `PARAMETER_SET=BLAKE3` per key set.
-    pub(crate) public_key_pins: Vec<String>,
-}
-
-impl Fingerprints {
-    /// Parses `key-authority fingerprints`'s output.
-    pub(crate) fn parse(output: &str) -> Result<Self> {
-        let mut fingerprints = Self::default();
-        for line in output.lines().filter(|l| !l.trim().is_empty()) {
-            match line.split_once(' ') {
-                Some(("jwt-public-key-sha256", hex)) => {
-                    fingerprints.jwt_public_key_sha256 = hex.trim().to_owned();
-                }
-                Some(("public-key-pin", pin)) => {
-                    fingerprints.public_key_pins.push(pin.trim().to_owned());
-                }
-                _ => anyhow::bail!("unexpected line from key-authority fingerprints: {line:?}"),
-            }
-        }
-        anyhow::ensure!(
-            fingerprints.jwt_public_key_sha256.len() == 64
-                && !fingerprints.public_key_pins.is_empty(),
-            "key-authority fingerprints printed no JWT key fingerprint or no public key pin"
-        );
-        Ok(fingerprints)
-    }
+/// What `key-authority fingerprints` prints, with at least one CKKS public key pin (the
+/// launcher's meters pin every key set they encrypt under).
+///
+/// # Errors
+/// When the output does not parse or names no public key.
+pub(crate) fn parse_fingerprints(output: &str) -> Result<Fingerprints> {
+    let fingerprints = Fingerprints::parse(output)?;
+    anyhow::ensure!(
+        !fingerprints.public_key_pins.is_empty(),
+        "key-authority fingerprints printed no public key pin"
+    );
+    Ok(fingerprints)
 }
 
 #[cfg(test)]
@@ -105,12 +86,12 @@ mod tests {
     #[test]
     fn fingerprints_parse_and_certificates_name_their_meter() {
         let hex = "0f".repeat(32);
-        let f = Fingerprints::parse(&format!(
+        let f = parse_fingerprints(&format!(
             "jwt-public-key-sha256 {hex}\npublic-key-pin N8192_L2_SEC128={hex}\n"
         ))
         .expect("parses");
         assert_eq!(f.public_key_pins, vec![format!("N8192_L2_SEC128={hex}")]);
-        assert!(Fingerprints::parse(&format!("jwt-public-key-sha256 {hex}\n")).is_err());
+        assert!(parse_fingerprints(&format!("jwt-public-key-sha256 {hex}\n")).is_err());
 
         let dir = tempfile::tempdir().expect("dir");
         let pki = RunPki::create(dir.path()).expect("pki");

@@ -47,11 +47,16 @@ impl GrpcListener {
 
     /// Serves mutual TLS with `tls` (see [`seer_tls::config`]): every connection must present
     /// a client certificate of the deployment CA; plaintext is refused. `None` leaves the
-    /// listener on plaintext h2c, which is logged as a warning when serving starts.
+    /// listener on plaintext h2c, which only a loopback listener may do (development and
+    /// in-process tests); it is logged as a warning when serving starts.
     ///
     /// # Errors
-    /// When the certificate, key or CA cannot be read (or the key file is too open).
+    /// When the certificate, key or CA cannot be read (or the key file is too open), or when
+    /// `tls` is `None` and the listener is not on a loopback address.
     pub fn with_tls(mut self, tls: Option<&seer_tls::TlsFiles>) -> anyhow::Result<Self> {
+        if tls.is_none() {
+            plaintext_allowed(self.local_addr)?;
+        }
         self.tls = tls
             .map(|files| {
                 files.server_config().with_context(|| {
@@ -70,6 +75,23 @@ impl GrpcListener {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
+}
+
+/// Refuses plaintext h2c on an address other hosts can reach: bearer tokens, signatures and
+/// ciphertexts would cross the network in the clear. Loopback stays open to plaintext, for
+/// development and in-process tests (a process on the same host can read loopback traffic
+/// only with the privileges that would let it read the server's memory anyway).
+///
+/// # Errors
+/// When `address` is not a loopback address.
+pub fn plaintext_allowed(address: SocketAddr) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        address.ip().is_loopback(),
+        "refusing to serve plaintext h2c on {address}: tokens and ciphertexts would cross the \
+         network in the clear. Configure [server.tls] (ca_file, cert_file, key_file; \
+         `seer pki init` and `seer pki issue` make them), or listen on a loopback address"
+    );
+    Ok(())
 }
 
 /// Prints `listening on ADDRESS` as the one line on stdout.
@@ -136,6 +158,7 @@ pub async fn serve(
             .tls_config(tls)
             .context("configuring the server's TLS")?;
     } else {
+        plaintext_allowed(listener.local_addr)?;
         tracing::warn!(
             address = %listener.local_addr,
             "serving plaintext h2c: tokens and ciphertexts travel in the clear; \
@@ -178,4 +201,27 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
             _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "received"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_only_on_loopback() {
+        for ok in ["127.0.0.1:7000", "127.9.9.9:1", "[::1]:7000"] {
+            let address: SocketAddr = ok.parse().expect("address");
+            assert!(plaintext_allowed(address).is_ok(), "{ok}");
+        }
+        for refused in [
+            "0.0.0.0:7000",
+            "192.168.1.20:7000",
+            "[::]:7000",
+            "10.0.0.1:1",
+        ] {
+            let address: SocketAddr = refused.parse().expect("address");
+            let error = plaintext_allowed(address).expect_err(refused).to_string();
+            assert!(error.contains("server.tls"), "{error}");
+        }
+    }
 }

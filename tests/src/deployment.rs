@@ -88,7 +88,7 @@ impl Deployment {
             String::from_utf8_lossy(&init.stderr)
         );
         let authority = ServerProcess::spawn_with("key-authority", &env)?;
-        let fingerprints = Fingerprints::of_key_authority(&env)?;
+        let fingerprints = crate::pki::key_authority_fingerprints(&env)?;
         crate::pki::install_test_client()?;
         let pem = run_key_authority(dir.path(), &["jwt-public-key"])?;
         let pem_file = dir.path().join("ka-jwt-public.pem");

@@ -66,58 +66,27 @@ pub fn install_test_client() -> anyhow::Result<()> {
         .context("installing the test process's client identity")
 }
 
-/// The fingerprints a deployment's key authority prints (`key-authority fingerprints`), which
-/// the other parties pin.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Fingerprints {
-    /// SHA-256 of the JWT public key's SubjectPublicKeyInfo (hex).
-    pub jwt_public_key_sha256: String,
-    /// `PARAMETER_SET=BLAKE3` of each key set's public key.
-    pub public_key_pins: Vec<String>,
-}
+pub use seer_tls::Fingerprints;
 
-impl Fingerprints {
-    /// Parses `key-authority fingerprints`'s output.
-    ///
-    /// # Errors
-    /// When a line is unknown or the JWT fingerprint is missing.
-    pub fn parse(output: &str) -> anyhow::Result<Self> {
-        let mut fingerprints = Self::default();
-        for line in output.lines().filter(|l| !l.trim().is_empty()) {
-            match line.split_once(' ') {
-                Some(("jwt-public-key-sha256", hex)) => {
-                    fingerprints.jwt_public_key_sha256 = hex.trim().to_owned();
-                }
-                Some(("public-key-pin", pin)) => {
-                    fingerprints.public_key_pins.push(pin.trim().to_owned());
-                }
-                _ => anyhow::bail!("unexpected fingerprints line {line:?}"),
-            }
-        }
-        anyhow::ensure!(
-            fingerprints.jwt_public_key_sha256.len() == 64,
-            "no jwt-public-key-sha256 in {output:?}"
-        );
-        Ok(fingerprints)
-    }
-
-    /// Runs `key-authority fingerprints` with the key authority's environment `env`.
-    ///
-    /// # Errors
-    /// When the command fails or prints something else.
-    pub fn of_key_authority(env: &[(String, String)]) -> anyhow::Result<Self> {
-        let output = std::process::Command::new(crate::bin_path("key-authority")?)
-            .arg("fingerprints")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .context("running key-authority fingerprints")?;
-        anyhow::ensure!(
-            output.status.success(),
-            "key-authority fingerprints failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Self::parse(&String::from_utf8_lossy(&output.stdout))
-    }
+/// Runs `key-authority fingerprints` with the key authority's environment `env`: the
+/// fingerprints the other parties pin.
+///
+/// # Errors
+/// When the command fails or prints something else.
+pub fn key_authority_fingerprints(env: &[(String, String)]) -> anyhow::Result<Fingerprints> {
+    let output = std::process::Command::new(crate::bin_path("key-authority")?)
+        .arg("fingerprints")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .context("running key-authority fingerprints")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "key-authority fingerprints failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(Fingerprints::parse(&String::from_utf8_lossy(
+        &output.stdout,
+    ))?)
 }
 
 /// The key authority's `server.tls` environment.
@@ -174,25 +143,5 @@ pub fn files_for_token(token: &str) -> anyhow::Result<TlsFiles> {
         (Some("auditor"), _) => files(PartyKind::Auditor, "auditor"),
         (Some("admin"), _) => files(PartyKind::Operator, "operator"),
         (role, _) => anyhow::bail!("a token of role {role:?}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fingerprints_parse() {
-        let hex = "ab".repeat(32);
-        let parsed = Fingerprints::parse(&format!(
-            "jwt-public-key-sha256 {hex}\npublic-key-pin N8192_L2_SEC128={hex}\n"
-        ))
-        .expect("parses");
-        assert_eq!(parsed.jwt_public_key_sha256, hex);
-        assert_eq!(
-            parsed.public_key_pins,
-            vec![format!("N8192_L2_SEC128={hex}")]
-        );
-        assert!(Fingerprints::parse("something else").is_err());
     }
 }

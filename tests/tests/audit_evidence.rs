@@ -12,7 +12,6 @@ use std::process::{Command, Output};
 
 use seer_proto::v1;
 use seer_proto::v1::release_client::ReleaseClient;
-use seer_tests::pki::Fingerprints;
 use seer_tests::{ServerProcess, bin_path, runtime};
 use sqlx::Row as _;
 
@@ -95,7 +94,7 @@ impl Authority {
         }
         let mut env = self.env();
         env.retain(|(k, _)| !k.ends_with("__PORT"));
-        let fingerprints = Fingerprints::of_key_authority(&env).expect("fingerprints");
+        let fingerprints = seer_tests::pki::key_authority_fingerprints(&env).expect("fingerprints");
         Command::new(bin_path("seer").expect("binary"))
             .args(["audit", "verify", "--key-authority", &self.uri(), "--token"])
             .arg(self.auditor_token())

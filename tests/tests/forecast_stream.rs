@@ -136,7 +136,7 @@ fn json(output: &std::process::Output, what: &str) -> Value {
 }
 
 #[test]
-fn meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
+fn deep_meters_upload_daily_series_and_the_job_releases_their_day_ahead_forecasts() {
     let model_path = repo("forecast/models/uci-lstm-day-ahead.json");
     let model_bytes = std::fs::read(&model_path).expect("model");
     let digest = model_digest(&model_bytes);

@@ -489,6 +489,43 @@ fn a_meter_whose_certificate_names_another_meter_uploads_nothing() {
         .block_on(deployment.cursor("M-A", &utility_token))
         .expect("cursor");
     assert_eq!(stored, 0, "nothing was stored for meter A");
+
+    // Enrolment: meter C's one-time code, presented from meter B's certificate, is refused
+    // (and logged); the code stays unused, so meter C then enrols with its own certificate.
+    let code = deployment.enrolment_code("M-C").expect("code");
+    let state = deployment.dir().join("meter-M-C-from-B");
+    let output = std::process::Command::new(seer_tests::bin_path("meter-client").expect("bin"))
+        .args(["enrol", "--meter-id", "M-C", "--code", &code])
+        .args(["--key-authority", &deployment.authority().uri()])
+        .arg("--state")
+        .arg(&state)
+        .envs(meter_b.client_env())
+        .output()
+        .expect("meter-client enrol runs");
+    assert!(
+        !output.status.success(),
+        "an enrolment from another meter's certificate must be refused"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("names meter M-B, not meter M-C"),
+        "{stderr}"
+    );
+    let audit = runtime
+        .block_on(seer_tests::audit::audit_entries(
+            &deployment.dir().join("ka/audit.db"),
+        ))
+        .expect("audit log");
+    assert!(
+        seer_tests::audit::has_refusal(&audit, "enrol", Some("M-C"), "not meter M-C"),
+        "the refusal is in the audit log"
+    );
+    let own = deployment.meter_enrol("M-C", &code).expect("runs");
+    assert!(
+        own.status.success(),
+        "the same code from M-C's own certificate: {}",
+        String::from_utf8_lossy(&own.stderr)
+    );
 }
 
 #[test]

@@ -177,17 +177,45 @@ fn client_identity(url: &str) -> Result<ClientTlsConfig, TlsError> {
 }
 
 /// An endpoint for `url`: `https://` with the process's client identity (see the module
-/// docs), `http://` in plaintext (which a SEER server configured with TLS refuses).
+/// docs), `http://` in plaintext to a loopback host only (a SEER server configured with TLS
+/// refuses it; a server elsewhere must not receive a bearer token in the clear).
 ///
 /// # Errors
-/// [`TlsError::Endpoint`] for a malformed URL; for `https://` without a configured identity
-/// [`TlsError::NoClientIdentity`], or the identity's own errors.
+/// [`TlsError::Endpoint`] for a malformed URL or an `http://` URL whose host is not loopback;
+/// for `https://` without a configured identity [`TlsError::NoClientIdentity`], or the
+/// identity's own errors.
 pub fn endpoint(url: &str) -> Result<Endpoint, TlsError> {
     if url.starts_with("https://") {
         endpoint_with(url, Some(&client_identity(url)?))
     } else {
-        endpoint_with(url, None)
+        let endpoint = endpoint_with(url, None)?;
+        let host = endpoint.uri().host().unwrap_or_default();
+        if !is_loopback_host(host) {
+            return Err(TlsError::Endpoint {
+                url: url.to_owned(),
+                reason: format!(
+                    "plaintext to {host} would send the bearer token and the ciphertexts in the \
+                     clear; use https:// (mutual TLS, with {ENV_CA_FILE}, {ENV_CERT_FILE} and \
+                     {ENV_KEY_FILE}), or a loopback address for a local server"
+                ),
+            });
+        }
+        Ok(endpoint)
     }
+}
+
+/// Whether `host` (a URL's host: a name, an IPv4 address or a bracketed IPv6 address) is
+/// this machine's loopback: `localhost` or a loopback address.
+#[must_use]
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// An endpoint for `url` with `tls` (or none).
@@ -205,5 +233,30 @@ pub fn endpoint_with(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoin
             .tls_config(tls.clone())
             .map_err(|e| bad(e.to_string())),
         None => Ok(endpoint),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_urls_only_to_loopback() {
+        for ok in [
+            "http://127.0.0.1:7000",
+            "http://localhost:7000",
+            "http://[::1]:7000",
+        ] {
+            assert!(endpoint(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://10.0.0.7:7000",
+            "http://utility.example:7000",
+            "http://[2001:db8::1]:7000",
+            "http://localhost.example:7000",
+        ] {
+            let error = endpoint(refused).expect_err(refused).to_string();
+            assert!(error.contains("https://"), "{error}");
+        }
     }
 }

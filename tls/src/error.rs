@@ -59,6 +59,9 @@ pub enum TlsError {
     /// A peer certificate names no SEER party, or more than one.
     #[error("the peer certificate {0}")]
     NoParty(&'static str),
+    /// `key-authority fingerprints`'s output is not what it prints.
+    #[error("key-authority fingerprints: {0}")]
+    Fingerprints(String),
     /// Only some of the TLS settings are given.
     #[error("incomplete TLS configuration: {0}")]
     Incomplete(String),

@@ -14,6 +14,7 @@
 //!   ([`TlsFiles`]), turned into tonic's server and client TLS configurations; servers require
 //!   a client certificate of the deployment CA; [`endpoint`] gives clients an `https://`
 //!   endpoint with the process's client identity.
+//! - [`fingerprints`]: the key authority's public keys as a deployment pins them.
 //!
 //! One crypto provider in the workspace: `ring` (see ARCHITECTURE.md).
 
@@ -21,6 +22,7 @@ mod error;
 mod files;
 
 pub mod config;
+pub mod fingerprints;
 pub mod identity;
 pub mod local;
 pub mod pki;
@@ -30,6 +32,7 @@ pub use config::{
     with_client_identity,
 };
 pub use error::TlsError;
+pub use fingerprints::Fingerprints;
 pub use identity::{Party, PartyKind, request_party};
 pub use local::LocalPki;
 pub use pki::{CertificateRequest, DeploymentCa, IssuedCertificate};

@@ -9,6 +9,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use seer_auth::device::{AuthorityPublicKey, DeviceKey, MeterCertificate, MeterCertificateBody};
 use seer_ckks::{CkksContext, Encryptor, KeyGenerator, ParameterSet};
 use seer_core::circuits::billing::{self, BillingLayout};
 use seer_core::tariff::{CellEnergy, Tariff};
@@ -23,6 +24,7 @@ use tonic::{Code, Request, Status};
 use utility_server::auth::{Authenticator, Principal};
 use utility_server::batch::MeterId;
 use utility_server::ingest::IngestService;
+use utility_server::signatures::{MeterSignatures, batch_statement};
 use utility_server::{Application, Settings, Store};
 
 // ---- test keys and ciphertexts ---------------------------------------------------------
@@ -114,6 +116,11 @@ const POSITION: u32 = 17;
 
 /// Day `sequence` of January 2007 (local time +05:30), 96 quarter-hour readings.
 fn batch(sequence: u64) -> UploadBatch {
+    batch_of(METER, sequence)
+}
+
+/// Day `sequence` of January 2007 of meter `meter`.
+fn batch_of(meter: &str, sequence: u64) -> UploadBatch {
     let lanes = lanes();
     let day = (sequence - 1) % 31 + 1;
     let next = if day == 31 {
@@ -122,7 +129,7 @@ fn batch(sequence: u64) -> UploadBatch {
         format!("2007-01-{:02}", day + 1)
     };
     UploadBatch {
-        meter_id: METER.into(),
+        meter_id: meter.into(),
         sequence,
         period: "2007-01".into(),
         start: format!("2007-01-{day:02}T00:00:00+05:30"),
@@ -168,6 +175,53 @@ impl Authenticator for HeaderAuthenticator {
     }
 }
 
+/// How a test server is secured: mutual TLS (the server's files, the meter's client files)
+/// and meters' signatures checked at ingest (the signer of the test meter's batches).
+#[derive(Default)]
+struct Security {
+    tls: Option<(seer_tls::TlsFiles, seer_tls::TlsFiles)>,
+    signer: Option<MeterSigner>,
+}
+
+/// The test meter's enrolled device key and the key authority's key that certified it.
+struct MeterSigner {
+    authority: seer_auth::JwtSigningKey,
+    device: DeviceKey,
+    certificate: Vec<u8>,
+}
+
+impl MeterSigner {
+    fn new(meter: &str) -> Self {
+        let authority = seer_auth::JwtSigningKey::generate().expect("authority key");
+        let device = DeviceKey::generate().expect("device key");
+        let certificate = MeterCertificate::issue(
+            &authority,
+            MeterCertificateBody {
+                meter_id: meter.to_owned(),
+                device_public_key: device.public_key().to_bytes(),
+                issued_at: 0,
+            },
+        )
+        .to_bytes();
+        Self {
+            authority,
+            device,
+            certificate,
+        }
+    }
+
+    /// What the utility checks batches with.
+    fn checker(&self) -> MeterSignatures {
+        MeterSignatures::new(AuthorityPublicKey::new(self.authority.verifying_key()))
+    }
+
+    /// Signs `batch` as the meter does: its statement over the fields and the lanes' BLAKE3.
+    fn sign(&self, batch: &mut UploadBatch) {
+        batch.signature = self.device.sign(&batch_statement(batch)).to_vec();
+        batch.meter_certificate.clone_from(&self.certificate);
+    }
+}
+
 struct TestApp {
     address: String,
     store: Store,
@@ -184,16 +238,28 @@ impl TestApp {
     }
 
     async fn spawn_on(database_url: String, dir: tempfile::TempDir) -> Self {
+        Self::spawn_with(database_url, dir, Security::default()).await
+    }
+
+    /// A server on `database_url` with `security`'s mutual TLS and meter signatures.
+    async fn spawn_with(database_url: String, dir: tempfile::TempDir, security: Security) -> Self {
         // Key generation and encryption happen before the server starts.
         let _ = lanes();
         let mut settings = Settings::default();
         settings.server.port = 0;
         settings.database.url = database_url;
-        let app = Application::build(settings)
+        settings.server.tls = security.tls.as_ref().map(|(server, _)| server.clone());
+        let mut app = Application::build(settings)
             .await
             .expect("build the application")
             .with_authenticator(Arc::new(HeaderAuthenticator));
-        let address = format!("http://{}", app.local_addr());
+        if let Some(signer) = &security.signer {
+            app = app.with_meter_signatures(signer.checker());
+        }
+        let address = match &security.tls {
+            Some(_) => format!("https://localhost:{}", app.local_addr().port()),
+            None => format!("http://{}", app.local_addr()),
+        };
         let store = app.store().clone();
         let (stop, stopped) = oneshot::channel();
         let server = tokio::spawn(app.run_until(async move {
@@ -213,6 +279,17 @@ impl TestApp {
             .await
             .expect("connect")
             .with_seer_limits()
+    }
+
+    /// A client presenting `files` as its certificate.
+    async fn tls_client(&self, files: &seer_tls::TlsFiles) -> IngestClient<Channel> {
+        let channel = files
+            .endpoint(&self.address)
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect over mutual TLS");
+        IngestClient::new(channel).with_seer_limits()
     }
 
     async fn last(&self) -> u64 {
@@ -699,28 +776,118 @@ async fn ingest_rate() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(60);
-    let app = match std::env::var("SEER_INGEST_DATABASE_URL") {
-        Ok(url) => TestApp::spawn_on(url, tempfile::tempdir().expect("directory")).await,
-        Err(_) => TestApp::spawn().await,
+    let database = std::env::var("SEER_INGEST_DATABASE_URL").ok();
+    let pki_dir = tempfile::tempdir().expect("directory");
+    let pki = seer_tls::LocalPki::open_or_create(pki_dir.path(), "ingest-rate").expect("pki");
+    let tls = |meter: &str| {
+        Some((
+            pki.utility().expect("server certificate"),
+            pki.client(seer_tls::PartyKind::Meter, meter)
+                .expect("meter certificate"),
+        ))
     };
-    let backend = format!("{:?}", app.store.backend());
-    let mut client = app.client().await;
-    let batches: Vec<UploadBatch> = (1..=count).map(batch).collect();
-    let bytes: usize = batches
-        .iter()
-        .map(|b| b.billing_lane.len() + b.analytics_lane.len())
-        .sum();
-    let started = Instant::now();
-    let (acks, status) = upload(&mut client, batches).await;
-    let elapsed = started.elapsed();
-    assert!(status.is_none(), "{status:?}");
-    assert_eq!(acks.len() as u64, count);
-    assert_eq!(app.last().await, count);
-    eprintln!(
-        "ingest: {count} batches ({:.1} KB of lanes each) in {:.3} s: {:.1} batches/s on {backend}",
-        bytes as f64 / count as f64 / 1000.0,
-        elapsed.as_secs_f64(),
-        count as f64 / elapsed.as_secs_f64()
-    );
-    app.stop().await;
+    // Before the trust issue (plaintext, unsigned), with signatures, and as deployed (mutual
+    // TLS and signatures): one run, the same batches, a fresh database each (one meter per
+    // configuration, so that one PostgreSQL database serves all three).
+    let configurations = [
+        ("h2c, unsigned", "rate-1", Security::default()),
+        (
+            "h2c, signed",
+            "rate-2",
+            Security {
+                tls: None,
+                signer: Some(MeterSigner::new("rate-2")),
+            },
+        ),
+        (
+            "mTLS, signed",
+            "rate-3",
+            Security {
+                tls: tls("rate-3"),
+                signer: Some(MeterSigner::new("rate-3")),
+            },
+        ),
+    ];
+    // A warm-up run first (not measured): the first server of a process pays for lazily
+    // initialised state (allocator arenas, the page cache of a fresh directory), which would
+    // otherwise count against whichever configuration comes first.
+    {
+        let dir = tempfile::tempdir().expect("directory");
+        let url = format!("sqlite://{}/db/seer.db", dir.path().display());
+        let app = TestApp::spawn_with(url, dir, Security::default()).await;
+        let mut client = app.client().await;
+        let warm: Vec<UploadBatch> = (1..=count.min(50))
+            .map(|n| batch_of("warm-up", n))
+            .collect();
+        let (_, status) = upload_as(&mut client, "household:warm-up", warm).await;
+        assert!(status.is_none(), "warm-up: {status:?}");
+        app.stop().await;
+    }
+    for (name, meter, security) in configurations {
+        let dir = tempfile::tempdir().expect("directory");
+        let url = database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/db/seer.db", dir.path().display()));
+        let mut batches: Vec<UploadBatch> = (1..=count).map(|n| batch_of(meter, n)).collect();
+        // The meter's cost: signing each batch as it is built.
+        let signing = security.signer.as_ref().map(|signer| {
+            let started = Instant::now();
+            for b in &mut batches {
+                signer.sign(b);
+            }
+            started.elapsed()
+        });
+        // The utility's cost of the check alone (certificate, statement, signature).
+        let checking = security.signer.as_ref().map(|signer| {
+            let checker = signer.checker();
+            let started = Instant::now();
+            for b in &batches {
+                checker.check_batch(b).expect("a signed batch verifies");
+            }
+            started.elapsed()
+        });
+        let client_files = security.tls.as_ref().map(|(_, client)| client.clone());
+        let app = TestApp::spawn_with(url, dir, security).await;
+        let meter_id = MeterId::try_new(meter).expect("meter");
+        assert_eq!(
+            app.store.last_sequence(&meter_id).await.expect("cursor"),
+            0,
+            "{name}: a PostgreSQL database for this test must be fresh"
+        );
+        let backend = format!("{:?}", app.store.backend());
+        let mut client = match &client_files {
+            Some(files) => app.tls_client(files).await,
+            None => app.client().await,
+        };
+        let bytes: usize = batches
+            .iter()
+            .map(|b| b.billing_lane.len() + b.analytics_lane.len())
+            .sum();
+        let started = Instant::now();
+        let (acks, status) = upload_as(&mut client, &format!("household:{meter}"), batches).await;
+        let elapsed = started.elapsed();
+        assert!(status.is_none(), "{name}: {status:?}");
+        assert_eq!(acks.len() as u64, count, "{name}");
+        assert_eq!(
+            app.store.last_sequence(&meter_id).await.expect("cursor"),
+            count,
+            "{name}"
+        );
+        let per_batch = |d: Option<std::time::Duration>| {
+            d.map_or_else(
+                || "-".to_owned(),
+                |d| format!("{:.3} ms", d.as_secs_f64() * 1000.0 / count as f64),
+            )
+        };
+        eprintln!(
+            "ingest [{name}]: {count} batches ({:.1} KB of lanes each) in {:.3} s: {:.1} batches/s \
+             on {backend}; per batch: meter signs {}, utility checks {}",
+            bytes as f64 / count as f64 / 1000.0,
+            elapsed.as_secs_f64(),
+            count as f64 / elapsed.as_secs_f64(),
+            per_batch(signing),
+            per_batch(checking),
+        );
+        app.stop().await;
+    }
 }

@@ -165,7 +165,7 @@ mod tests {
     use crate::keys::KeySetSpec;
 
     #[test]
-    fn deep_key_set_is_opt_in() {
+    fn the_analytics_key_set_is_opt_in() {
         let configured = vec![KeySetSpec {
             parameter_set: ParameterSet::N8192_L2_SEC128.id(),
             galois_steps: vec![1],

@@ -224,9 +224,9 @@ impl Assembly {
                 chunk.offset
             ));
         }
-        if buf.is_empty() {
-            buf.reserve_exact(usize::try_from(chunk.total_bytes).unwrap_or(0));
-        }
+        // No reservation from the announced size: memory follows the bytes that arrived, so
+        // a caller announcing many large ciphertexts and sending a few bytes of each holds
+        // only what it sent.
         buf.extend_from_slice(&chunk.data);
         Ok(())
     }
@@ -413,5 +413,45 @@ impl Analytics for AnalyticsService {
             result_verified: decisions.result_verified,
             flag_threshold: decisions.flag_threshold.unwrap_or(0.0),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reassembly_holds_what_arrived_not_what_was_announced() {
+        let limit = 8 << 20;
+        let mut assembly = Assembly::default();
+        // 64 ciphertexts announced at the limit (512 MiB in all), one byte of each sent.
+        for i in 0..64 {
+            let chunk = v1::CiphertextChunk {
+                meter_index: i,
+                index: 0,
+                total_bytes: limit as u64,
+                offset: 0,
+                data: vec![1],
+            };
+            assembly
+                .add((i, 0), &chunk, limit)
+                .expect("a consistent chunk");
+        }
+        let held: usize = assembly.parts.values().map(Vec::capacity).sum();
+        assert!(held <= 64 * 64, "{held} bytes held for 64 bytes received");
+        // Announcing more than the limit, or bytes past the announced size, is refused.
+        let over = v1::CiphertextChunk {
+            total_bytes: limit as u64 + 1,
+            data: vec![1],
+            ..Default::default()
+        };
+        assert!(assembly.add((99, 0), &over, limit).is_err());
+        let past = v1::CiphertextChunk {
+            total_bytes: 1,
+            offset: 1,
+            data: vec![1],
+            ..Default::default()
+        };
+        assert!(assembly.add((0, 0), &past, limit).is_err());
     }
 }

@@ -17,6 +17,10 @@
 //! - [`PrivacyAccountant`]: one meter's ε spent per day or month under sequential composition,
 //!   refusing releases past the budget ([`Error::BudgetExhausted`](crate::Error::BudgetExhausted));
 //!   serialisable, so the meter can persist it.
+//! - [`SharePlan`]: distributed noise for a group's total (DREAM): each meter adds a
+//!   [`PolyaDifference`] share so that the summed lane of the group carries exactly one
+//!   discrete Laplace draw, whatever the group's size; the key authority tops up missing
+//!   shares.
 //! - [`AnalyticsNoise`]: a mechanism with its CSPRNG — [`NoiseRng`] (ChaCha12) seeded from the
 //!   operating system in production, any [`rand::CryptoRng`] injected in tests.
 //!
@@ -63,11 +67,13 @@
 //! - Randomness: only [`rand::CryptoRng`] generators are accepted.
 
 mod accountant;
+mod distributed;
 mod epsilon;
 mod lane;
 mod sampler;
 
 pub use accountant::{BUDGET_SLACK, BudgetPeriod, PrivacyAccountant};
+pub use distributed::{MAX_GROUP_SIZE, PolyaDifference, SharePlan};
 pub use epsilon::Epsilon;
 pub use lane::{AnalyticsLane, AnalyticsNoise, LaplaceMechanism, NoiseRng, NoisyWh, os_seeded_rng};
 pub use sampler::{DiscreteLaplace, MAX_NOISE, MAX_SENSITIVITY_WH};
