@@ -35,6 +35,7 @@ fn engine(c: &mut Criterion) {
         let b = encryptor.encrypt_values(&v).expect("b");
         let raw_product = evaluator.multiply_without_rescale(&a, &b).expect("raw");
         let bytes = a.to_bytes(&ctx).expect("bytes");
+        let bytes_plain = a.to_bytes_uncompressed(&ctx).expect("bytes");
 
         let mut g = c.benchmark_group(format!("ckks/n{n}"));
         g.sample_size(10)
@@ -75,6 +76,9 @@ fn engine(c: &mut Criterion) {
         });
         g.bench_function("deserialize", |bch| {
             bch.iter(|| Ciphertext::from_bytes(&ctx, &bytes).expect("de"))
+        });
+        g.bench_function("deserialize_uncompressed", |bch| {
+            bch.iter(|| Ciphertext::from_bytes(&ctx, &bytes_plain).expect("de"))
         });
         let p = Polynomial::try_new(vec![0.5, 0.25, -0.125, 0.0625]).expect("poly");
         g.bench_function("polynomial_degree3", |bch| {

@@ -7,6 +7,7 @@ use sealy::{CKKSEncryptionParametersBuilder, DegreeType, Modulus};
 use crate::error::CkksError;
 use crate::ffi::{ParmsId, RawCiphertext, RawContext, RawEncoder, RawEvaluator, RawPlaintext};
 use crate::params::{ParameterSet, max_log_q_128};
+use crate::seal_format;
 use crate::serialize::{self, ObjectKind};
 
 /// A rescale level: the number of rescales a ciphertext can still undergo
@@ -42,6 +43,8 @@ pub(crate) struct ContextInner {
     pub params: ParameterSet,
     pub id: String,
     pub primes: Vec<u64>,
+    /// The key level's parameter id (all primes, the special one included).
+    pub key_parms_id: ParmsId,
     pub raw: RawContext,
     pub encoder: RawEncoder,
     pub evaluator: RawEvaluator,
@@ -137,6 +140,7 @@ impl CkksContext {
                 id: params.id(),
                 params,
                 primes,
+                key_parms_id: chain[0].parms_id,
                 raw,
                 encoder,
                 evaluator,
@@ -376,7 +380,8 @@ impl Ciphertext {
     ) -> Result<Self, CkksError> {
         let kind = ObjectKind::Ciphertext.name();
         let frame = serialize::read(ctx, ObjectKind::Ciphertext, bytes, limit)?;
-        let raw = RawCiphertext::load(&ctx.inner.raw, frame.payload)?;
+        let checked = seal_format::check(ctx, ObjectKind::Ciphertext, &[], frame.payload, limit)?;
+        let raw = RawCiphertext::load(&ctx.inner.raw, &checked)?;
         let malformed = |reason: String| CkksError::Malformed { kind, reason };
         let size = raw.size()?;
         if size != 2 {

@@ -16,7 +16,12 @@
 //! - all SEAL objects used here are safe to read from several threads at once (SEAL's
 //!   evaluator, encoder and context are immutable after construction and allocate from
 //!   thread-safe memory pools), and mutation goes through `&mut self`, hence `Send`/`Sync`;
-//! - buffers passed to SEAL are Rust slices whose length is passed alongside.
+//! - buffers passed to SEAL are Rust slices whose length is passed alongside;
+//! - SEAL's loaders trust the sizes they read (a crafted ciphertext made one write past its
+//!   buffer), so they accept only [`Checked`] bytes, which `seal_format` has parsed in full
+//!   against the context, uncompressed;
+//! - zstd (the library inside SEAL's build) decompresses through one owned stream whose input
+//!   and output buffers are Rust slices with their lengths, its output bounded by the caller.
 //!
 //! Each wrapper is exercised against plaintext arithmetic by the tests of the modules that
 //! use it (`evaluator`, `keys`, `serialize`) and by the tests at the bottom of this file.
@@ -30,6 +35,8 @@
 
 use std::ffi::{c_char, c_int, c_long, c_void};
 use std::ptr::{NonNull, null_mut};
+
+use crate::seal_format::Checked;
 
 /// SEAL's 256-bit hash identifying one level of the modulus-switching chain.
 pub(crate) type ParmsId = [u64; 4];
@@ -380,6 +387,161 @@ unsafe extern "C" {
     ) -> HResult;
 }
 
+/// zstd's streaming buffers (`ZSTD_inBuffer`, `ZSTD_outBuffer`).
+#[repr(C)]
+struct ZstdInBuffer {
+    src: *const c_void,
+    size: usize,
+    pos: usize,
+}
+
+#[repr(C)]
+struct ZstdOutBuffer {
+    dst: *mut c_void,
+    size: usize,
+    pos: usize,
+}
+
+/// `ZSTD_d_windowLogMax`.
+const ZSTD_D_WINDOW_LOG_MAX: c_int = 100;
+/// The largest zstd window a payload may declare: 16 MiB. SEAL compresses at zstd's default
+/// level, whose window is at most 2 MiB; without this bound a frame could make the decoder
+/// allocate up to zstd's default limit of 128 MiB whatever its content.
+const ZSTD_WINDOW_LOG_MAX: c_int = 24;
+/// Decompressed bytes produced per call into the stream (zstd's `ZSTD_DStreamOutSize`).
+const ZSTD_CHUNK: usize = 128 * 1024;
+
+// The zstd library SEAL's build compiles into `libseal` (SEAL_USE_ZSTD): the decoder SEAL
+// itself runs, called here so that SEER decompresses a payload, checks it, and hands SEAL
+// the uncompressed bytes (see `seal_format`).
+unsafe extern "C" {
+    fn ZSTD_createDStream() -> *mut c_void;
+    fn ZSTD_freeDStream(zds: *mut c_void) -> usize;
+    fn ZSTD_DCtx_setParameter(dctx: *mut c_void, param: c_int, value: c_int) -> usize;
+    fn ZSTD_decompressStream(
+        zds: *mut c_void,
+        output: *mut ZstdOutBuffer,
+        input: *mut ZstdInBuffer,
+    ) -> usize;
+    fn ZSTD_isError(code: usize) -> std::ffi::c_uint;
+    fn ZSTD_getErrorName(code: usize) -> *const c_char;
+}
+
+/// Why a zstd payload did not decompress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Inflate {
+    /// More than the limit would come out (the count produced when it stopped: limit + 1).
+    TooLarge(usize),
+    /// zstd refused the data (its error name).
+    Corrupt(String),
+    /// The input ended inside the frame.
+    Truncated,
+    /// Bytes follow the end of the frame.
+    Trailing(usize),
+}
+
+/// An owned zstd decompression stream.
+struct ZstdStream(NonNull<c_void>);
+
+impl Drop for ZstdStream {
+    fn drop(&mut self) {
+        // SAFETY: created by ZSTD_createDStream, freed exactly once here.
+        let _ = unsafe { ZSTD_freeDStream(self.0.as_ptr()) };
+    }
+}
+
+fn zstd_error(code: usize) -> Option<String> {
+    // SAFETY: ZSTD_isError and ZSTD_getErrorName take any value; the name is a static,
+    // NUL-terminated string owned by the library.
+    unsafe {
+        if ZSTD_isError(code) == 0 {
+            return None;
+        }
+        let name = ZSTD_getErrorName(code);
+        Some(if name.is_null() {
+            format!("zstd error {code}")
+        } else {
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}
+
+/// Decompresses the one zstd frame that spans all of `input`, producing at most `limit`
+/// bytes (it stops one byte past the limit, whatever the frame claims). With `secret`, the
+/// intermediate buffer is wiped (the output is the caller's to wipe).
+pub(crate) fn zstd_decompress(
+    input: &[u8],
+    limit: usize,
+    secret: bool,
+) -> Result<Vec<u8>, Inflate> {
+    // SAFETY: a fresh stream, owned by the guard below.
+    let stream = NonNull::new(unsafe { ZSTD_createDStream() })
+        .map(ZstdStream)
+        .ok_or_else(|| Inflate::Corrupt("zstd could not allocate a stream".into()))?;
+    // SAFETY: a live stream; a documented parameter and value.
+    let set = unsafe {
+        ZSTD_DCtx_setParameter(
+            stream.0.as_ptr(),
+            ZSTD_D_WINDOW_LOG_MAX,
+            ZSTD_WINDOW_LOG_MAX,
+        )
+    };
+    if let Some(error) = zstd_error(set) {
+        return Err(Inflate::Corrupt(error));
+    }
+    let mut chunk = vec![0u8; ZSTD_CHUNK];
+    let mut out = Vec::new();
+    let mut source = ZstdInBuffer {
+        src: input.as_ptr().cast(),
+        size: input.len(),
+        pos: 0,
+    };
+    let result = loop {
+        // Never ask for more than one byte past the limit.
+        let room = (limit.saturating_add(1) - out.len()).min(chunk.len());
+        let mut sink = ZstdOutBuffer {
+            dst: chunk.as_mut_ptr().cast(),
+            size: room,
+            pos: 0,
+        };
+        // SAFETY: `source` describes `input` (read only), `sink` the first `room` bytes of
+        // `chunk`; zstd reads and writes within them and advances `pos`.
+        let pending = unsafe { ZSTD_decompressStream(stream.0.as_ptr(), &mut sink, &mut source) };
+        if let Some(error) = zstd_error(pending) {
+            break Err(Inflate::Corrupt(error));
+        }
+        out.extend_from_slice(&chunk[..sink.pos.min(room)]);
+        if out.len() > limit {
+            break Err(Inflate::TooLarge(out.len()));
+        }
+        if pending == 0 {
+            // The frame is complete.
+            break if source.pos == source.size {
+                Ok(())
+            } else {
+                Err(Inflate::Trailing(source.size - source.pos))
+            };
+        }
+        if source.pos == source.size && sink.pos < sink.size {
+            break Err(Inflate::Truncated);
+        }
+    };
+    if secret {
+        zeroize::Zeroize::zeroize(&mut chunk);
+    }
+    match result {
+        Ok(()) => Ok(out),
+        Err(error) => {
+            if secret {
+                zeroize::Zeroize::zeroize(&mut out);
+            }
+            Err(error)
+        }
+    }
+}
+
 /// Declares a handle type that owns one SEAL object and destroys it on drop.
 macro_rules! handle {
     ($(#[$doc:meta])* $name:ident, $destroy:ident) => {
@@ -505,14 +667,17 @@ fn save_with(
     Ok(buffer)
 }
 
-/// Loads SEAL bytes into `ptr`, requiring that the whole input is consumed.
+/// Loads SEAL bytes into `ptr`, requiring that the whole input is consumed. Only bytes that
+/// [`seal_format::check`](crate::seal_format::check) has parsed in full against the context
+/// reach SEAL: its loaders trust the sizes they read (see that module).
 fn load_with(
     name: &'static str,
     ptr: *mut c_void,
     context: &RawContext,
-    bytes: &[u8],
+    checked: &Checked<'_>,
     load: unsafe extern "C" fn(*mut c_void, *mut c_void, *mut u8, u64, *mut i64) -> HResult,
 ) -> Result<(), FfiError> {
+    let bytes = checked.as_bytes();
     let mut read: i64 = 0;
     // SAFETY: SEAL only reads `bytes.len()` bytes from the pointer (the C API takes a
     // non-const pointer but `load` never writes through it).
@@ -756,7 +921,7 @@ impl RawCiphertext {
     }
 
     /// Loads and validates (SEAL's `Ciphertext::load`) against `context`.
-    pub fn load(context: &RawContext, bytes: &[u8]) -> Result<Self, FfiError> {
+    pub fn load(context: &RawContext, bytes: &Checked<'_>) -> Result<Self, FfiError> {
         let ct = Self::new()?;
         load_with("Ciphertext_Load", ct.ptr(), context, bytes, Ciphertext_Load)?;
         Ok(ct)
@@ -915,12 +1080,15 @@ impl RawKeyGenerator {
 }
 
 impl RawSecretKey {
-    /// SEAL's serialization (the caller must treat the bytes as secret).
+    /// SEAL's serialization, uncompressed (the caller must treat the bytes as secret). The
+    /// key is close to uniform modulo its primes, so zstd would gain little, and a key file
+    /// written uncompressed is loaded without any decompressor running over secret bytes
+    /// (older zstd key files still load).
     pub fn save(&self) -> Result<Vec<u8>, FfiError> {
         save_with(
             "SecretKey_SaveSize",
             "SecretKey_Save",
-            COMPR_ZSTD,
+            COMPR_NONE,
             self.ptr(),
             SecretKey_SaveSize,
             SecretKey_Save,
@@ -928,7 +1096,7 @@ impl RawSecretKey {
     }
 
     /// Loads and validates a secret key.
-    pub fn load(context: &RawContext, bytes: &[u8]) -> Result<Self, FfiError> {
+    pub fn load(context: &RawContext, bytes: &Checked<'_>) -> Result<Self, FfiError> {
         // SAFETY: creates an empty key that we own.
         let key = create("SecretKey_Create1", |out| unsafe { SecretKey_Create1(out) }).map(Self)?;
         load_with("SecretKey_Load", key.ptr(), context, bytes, SecretKey_Load)?;
@@ -950,7 +1118,7 @@ impl RawPublicKey {
     }
 
     /// Loads and validates a public key.
-    pub fn load(context: &RawContext, bytes: &[u8]) -> Result<Self, FfiError> {
+    pub fn load(context: &RawContext, bytes: &Checked<'_>) -> Result<Self, FfiError> {
         // SAFETY: creates an empty key that we own.
         let key = create("PublicKey_Create1", |out| unsafe { PublicKey_Create1(out) }).map(Self)?;
         load_with("PublicKey_Load", key.ptr(), context, bytes, PublicKey_Load)?;
@@ -972,7 +1140,7 @@ impl RawKSwitchKeys {
     }
 
     /// Loads and validates relinearization or Galois keys.
-    pub fn load(context: &RawContext, bytes: &[u8]) -> Result<Self, FfiError> {
+    pub fn load(context: &RawContext, bytes: &Checked<'_>) -> Result<Self, FfiError> {
         // SAFETY: creates an empty key set that we own.
         let keys = create("KSwitchKeys_Create1", |out| unsafe {
             KSwitchKeys_Create1(out)

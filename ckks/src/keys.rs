@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::context::{Ciphertext, CkksContext, Plaintext};
 use crate::error::CkksError;
 use crate::ffi::{RawEncryptor, RawKSwitchKeys, RawPublicKey};
+use crate::seal_format;
 use crate::serialize::{self, ObjectKind};
 
 /// Normalizes a rotation step to the equivalent left rotation in `1..slots`.
@@ -38,7 +39,8 @@ impl PublicKey {
     pub fn from_bytes(ctx: &CkksContext, bytes: &[u8]) -> Result<Self, CkksError> {
         let limit = serialize::size_limit(ctx, ObjectKind::PublicKey, 0);
         let frame = serialize::read(ctx, ObjectKind::PublicKey, bytes, limit)?;
-        let raw = RawPublicKey::load(&ctx.inner.raw, frame.payload)?;
+        let checked = seal_format::check(ctx, ObjectKind::PublicKey, &[], frame.payload, limit)?;
+        let raw = RawPublicKey::load(&ctx.inner.raw, &checked)?;
         Ok(Self {
             raw,
             compact: Arc::new(frame.payload.to_vec()),
@@ -71,7 +73,8 @@ impl RelinKeys {
     pub fn from_bytes(ctx: &CkksContext, bytes: &[u8]) -> Result<Self, CkksError> {
         let limit = serialize::size_limit(ctx, ObjectKind::RelinKeys, 0);
         let frame = serialize::read(ctx, ObjectKind::RelinKeys, bytes, limit)?;
-        let raw = RawKSwitchKeys::load(&ctx.inner.raw, frame.payload)?;
+        let checked = seal_format::check(ctx, ObjectKind::RelinKeys, &[], frame.payload, limit)?;
+        let raw = RawKSwitchKeys::load(&ctx.inner.raw, &checked)?;
         Ok(Self {
             raw,
             compact: Arc::new(frame.payload.to_vec()),
@@ -142,7 +145,14 @@ impl GaloisKeys {
                 reason: "step list is not sorted, unique and normalized".into(),
             });
         }
-        let raw = RawKSwitchKeys::load(&ctx.inner.raw, frame.payload)?;
+        let checked = seal_format::check(
+            ctx,
+            ObjectKind::GaloisKeys,
+            &normalized,
+            frame.payload,
+            limit,
+        )?;
+        let raw = RawKSwitchKeys::load(&ctx.inner.raw, &checked)?;
         Ok(Self {
             raw,
             compact: Arc::new(frame.payload.to_vec()),
@@ -212,7 +222,7 @@ pub use secret::{Decryptor, KeyGenerator, SecretKey};
 #[cfg(any(test, feature = "secret-key"))]
 mod secret {
     use super::*;
-    use crate::ffi::{RawDecryptor, RawKeyGenerator, RawSecretKey};
+    use crate::ffi::{FfiError, RawContext, RawDecryptor, RawKeyGenerator, RawSecretKey};
     use zeroize::Zeroizing;
 
     /// The CKKS secret key. Its material lives in SEAL memory that SEAL overwrites on
@@ -240,8 +250,10 @@ mod secret {
         pub fn from_bytes(ctx: &CkksContext, bytes: &[u8]) -> Result<Self, CkksError> {
             let limit = serialize::size_limit(ctx, ObjectKind::SecretKey, 0);
             let frame = serialize::read(ctx, ObjectKind::SecretKey, bytes, limit)?;
+            let checked =
+                seal_format::check(ctx, ObjectKind::SecretKey, &[], frame.payload, limit)?;
             Ok(Self {
-                raw: RawSecretKey::load(&ctx.inner.raw, frame.payload)?,
+                raw: RawSecretKey::load(&ctx.inner.raw, &checked)?,
                 id: ctx.parameter_set_id().to_string(),
             })
         }
@@ -285,6 +297,20 @@ mod secret {
             })
         }
 
+        /// Loads SEAL's serialization of a key this generator made through the same checks
+        /// as keys from a file or the network.
+        fn reload<T>(
+            &self,
+            kind: ObjectKind,
+            steps: &[i32],
+            compact: &[u8],
+            load: impl FnOnce(&RawContext, &seal_format::Checked<'_>) -> Result<T, FfiError>,
+        ) -> Result<T, CkksError> {
+            let limit = serialize::size_limit(&self.ctx, kind, steps.len());
+            let checked = seal_format::check(&self.ctx, kind, steps, compact, limit)?;
+            Ok(load(&self.ctx.inner.raw, &checked)?)
+        }
+
         /// The secret key.
         pub fn secret_key(&self) -> Result<SecretKey, CkksError> {
             Ok(SecretKey {
@@ -296,7 +322,7 @@ mod secret {
         /// A new public key.
         pub fn public_key(&self) -> Result<PublicKey, CkksError> {
             let compact = self.raw.public_key(true)?.save()?;
-            let raw = RawPublicKey::load(&self.ctx.inner.raw, &compact)?;
+            let raw = self.reload(ObjectKind::PublicKey, &[], &compact, RawPublicKey::load)?;
             Ok(PublicKey {
                 raw,
                 compact: Arc::new(compact),
@@ -307,7 +333,7 @@ mod secret {
         /// New relinearization keys.
         pub fn relin_keys(&self) -> Result<RelinKeys, CkksError> {
             let compact = self.raw.relin_keys(true)?.save()?;
-            let raw = RawKSwitchKeys::load(&self.ctx.inner.raw, &compact)?;
+            let raw = self.reload(ObjectKind::RelinKeys, &[], &compact, RawKSwitchKeys::load)?;
             Ok(RelinKeys {
                 raw,
                 compact: Arc::new(compact),
@@ -329,7 +355,12 @@ mod secret {
                 return Err(CkksError::InvalidRotation { step: 0, slots });
             }
             let compact = self.raw.galois_keys(&normalized, true)?.save()?;
-            let raw = RawKSwitchKeys::load(&self.ctx.inner.raw, &compact)?;
+            let raw = self.reload(
+                ObjectKind::GaloisKeys,
+                &normalized,
+                &compact,
+                RawKSwitchKeys::load,
+            )?;
             Ok(GaloisKeys {
                 raw,
                 compact: Arc::new(compact),

@@ -31,6 +31,7 @@ mod ffi;
 mod keys;
 mod params;
 mod poly;
+mod seal_format;
 mod serialize;
 
 pub use context::{Ciphertext, CkksContext, Level, Plaintext};

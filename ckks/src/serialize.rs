@@ -6,9 +6,10 @@
 //! ```
 //! All integers are little-endian. Reading checks, in order and before SEAL sees a byte:
 //! the total size against a limit, the magic, the format version, the object kind, the
-//! parameter-set id, every length, the BLAKE3 checksum over everything before it, and SEAL's
-//! own header inside the payload (magic, compression mode, declared size). SEAL then loads
-//! the payload and validates it against the context (sizes, level, coefficient ranges).
+//! parameter-set id, every length and the BLAKE3 checksum over everything before it. The
+//! payload is then parsed in full by [`seal_format`](crate::seal_format) (every header,
+//! count and level of SEAL's own format, decompressed there), and only then does SEAL load
+//! it and validate it against the context (coefficient ranges, scale).
 
 use crate::context::CkksContext;
 use crate::error::CkksError;
@@ -17,9 +18,6 @@ const MAGIC: &[u8; 4] = b"SEER";
 /// The format version written by this build (and the only one it reads).
 pub const FORMAT_VERSION: u16 = 1;
 const CHECKSUM_LEN: usize = 32;
-/// SEAL's serialization header: magic 0xA15E, header size 0x10, version, compression, size.
-const SEAL_MAGIC: u16 = 0xA15E;
-const SEAL_HEADER_LEN: usize = 16;
 
 /// What a serialized object is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +133,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Parses and checks a frame (everything except SEAL's validation of the payload).
+/// Parses and checks a frame (everything but the payload, which [`seal_format::check`](crate::seal_format::check) parses).
 pub(crate) fn read<'a>(
     ctx: &CkksContext,
     expected: ObjectKind,
@@ -220,44 +218,7 @@ pub(crate) fn read<'a>(
     if blake3::hash(&bytes[..body_end]).as_bytes() != checksum {
         return Err(CkksError::ChecksumMismatch { kind });
     }
-    check_seal_header(kind, payload)?;
     Ok(Frame { meta, payload })
-}
-
-fn check_seal_header(kind: &'static str, payload: &[u8]) -> Result<(), CkksError> {
-    let bad = |reason: String| CkksError::Malformed { kind, reason };
-    if payload.len() < SEAL_HEADER_LEN {
-        return Err(bad(format!(
-            "payload of {} bytes is shorter than SEAL's header",
-            payload.len()
-        )));
-    }
-    let magic = u16::from_le_bytes([payload[0], payload[1]]);
-    let header_len = payload[2];
-    let compression = payload[5];
-    let declared = u64::from_le_bytes([
-        payload[8],
-        payload[9],
-        payload[10],
-        payload[11],
-        payload[12],
-        payload[13],
-        payload[14],
-        payload[15],
-    ]);
-    if magic != SEAL_MAGIC || header_len as usize != SEAL_HEADER_LEN {
-        return Err(bad("payload does not start with a SEAL header".into()));
-    }
-    if compression > 2 {
-        return Err(bad(format!("unknown SEAL compression mode {compression}")));
-    }
-    if declared != payload.len() as u64 {
-        return Err(bad(format!(
-            "SEAL header declares {declared} bytes, payload has {}",
-            payload.len()
-        )));
-    }
-    Ok(())
 }
 
 /// Encodes Galois steps as metadata.

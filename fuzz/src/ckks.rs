@@ -7,7 +7,8 @@
 //! mutations almost never get past the checksum. Half the modes therefore *repair* the frame
 //! first ([`repair_frame`]): the lengths, SEAL's declared size and the checksum are rewritten
 //! to match the mutated bytes, as an attacker who recomputes the checksum would, and the
-//! mutation reaches SEAL's own loader.
+//! mutation reaches SEER's parse of SEAL's format (`seer_ckks`'s `seal_format`) and, where it
+//! passes, SEAL's own loader.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;

@@ -47,7 +47,9 @@ use sqlx::{AnyConnection, Row as _};
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::audit::{AuditError, AuditLog, Decision, InputDigest, NewEntry, RequestKind};
+use crate::audit::{
+    AuditError, AuditLog, Decision, InputDigest, NewEntry, RefusalThrottle, RequestKind,
+};
 
 /// How long a household token from `RenewToken` is valid.
 pub const HOUSEHOLD_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -64,6 +66,12 @@ const ENROLMENT_CODE: &str = "enrolment-code";
 const REVOKE_METER: &str = "revoke-meter";
 /// Audit request kind of refused token renewals.
 const RENEW_TOKEN: &str = "renew-token";
+/// The RPCs whose refusals are throttled.
+const ENROL_METHOD: &str = "/seer.v1.Enrolment/Enrol";
+const RENEW_METHOD: &str = "/seer.v1.Enrolment/RenewToken";
+/// Refusal classes (in `refusals.aggregate` entries) of refused enrolments and renewals.
+const REFUSED_ENROLMENT: &str = "refused.enrolment";
+const REFUSED_RENEWAL: &str = "refused.renewal";
 
 /// Errors of enrolment, renewal and revocation.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +170,9 @@ fn kind(name: &'static str) -> Result<RequestKind, EnrolmentError> {
 pub struct EnrolmentStore {
     log: Arc<AuditLog>,
     key: Arc<JwtSigningKey>,
+    /// Where refusals of network calls go (throttled); `None` writes each one (the admin
+    /// commands, which only an operator runs).
+    refusals: Option<RefusalThrottle>,
 }
 
 impl EnrolmentStore {
@@ -169,7 +180,20 @@ impl EnrolmentStore {
     /// are signed with `key`.
     #[must_use]
     pub fn new(log: Arc<AuditLog>, key: Arc<JwtSigningKey>) -> Self {
-        Self { log, key }
+        Self {
+            log,
+            key,
+            refusals: None,
+        }
+    }
+
+    /// Writes refused enrolments and renewals through `refusals`: each is its own entry (meter,
+    /// reason, statement digest) while the window admits one, and is counted in the window's
+    /// aggregate beyond that, so a flood of refused calls adds a bounded number of entries.
+    #[must_use]
+    pub fn with_refusals(mut self, refusals: RefusalThrottle) -> Self {
+        self.refusals = Some(refusals);
+        self
     }
 
     /// The audit log.
@@ -326,12 +350,18 @@ impl EnrolmentStore {
             .meter(request.meter_id.as_str())
             .input(digest);
         if let Some(reason) = refusal {
-            tx.append(NewEntry {
-                decision: Decision::refused(reason.clone()),
-                ..entry
-            })
+            // Nothing changed: the refusal is its own entry (or counted), outside the
+            // transaction.
+            drop(tx);
+            self.record_refusal(
+                ENROL_METHOD,
+                &request.meter_id,
+                NewEntry {
+                    decision: Decision::refused(reason.clone()),
+                    ..entry
+                },
+            )
             .await?;
-            tx.commit().await?;
             tracing::info!(meter = %request.meter_id, %reason, "enrolment refused");
             return Err(EnrolmentError::Refused(reason));
         }
@@ -412,7 +442,37 @@ impl EnrolmentStore {
         if let Some(digest) = digest {
             entry = entry.input(digest);
         }
+        if kind_name == RENEW_TOKEN {
+            // A network call: throttled like the gate's refusals.
+            return self.record_refusal(RENEW_METHOD, meter_id, entry).await;
+        }
+        // An operator's command (revocation): always its own entry.
         self.log.append(entry).await?;
+        Ok(())
+    }
+
+    /// Writes a refused call's `entry` through the throttle (or directly without one).
+    async fn record_refusal(
+        &self,
+        method: &'static str,
+        meter_id: &str,
+        entry: NewEntry,
+    ) -> Result<(), EnrolmentError> {
+        match &self.refusals {
+            Some(refusals) => {
+                let class = if method == RENEW_METHOD {
+                    REFUSED_RENEWAL
+                } else {
+                    REFUSED_ENROLMENT
+                };
+                refusals
+                    .record_entry(class, &format!("meter:{meter_id}"), method, entry)
+                    .await?;
+            }
+            None => {
+                self.log.append(entry).await?;
+            }
+        }
         Ok(())
     }
 }

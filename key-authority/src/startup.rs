@@ -102,7 +102,8 @@ pub struct Application {
     bills: Arc<BillEngine>,
     analytics: Option<Arc<DeepEngine>>,
     limits: seer_service::LimitSettings,
-    refusals: crate::audit::RefusalSettings,
+    /// Refusals (the gate's, enrolment's and token renewal's) into the audit log, throttled.
+    refusals: crate::audit::RefusalThrottle,
 }
 
 impl Application {
@@ -136,6 +137,7 @@ impl Application {
                 settings.audit_anchor_file().display()
             )
         })?;
+        let audit = Arc::new(audit);
         let keys = settings.keys.clone();
         // The deep key set joins the configured ones when analytics is enabled (opt-in).
         let specs = settings.analytics.key_set_specs(&keys.sets);
@@ -171,7 +173,11 @@ impl Application {
         Ok(Self {
             analytics,
             limits: settings.server.limits.clone(),
-            refusals: settings.audit.refusals.clone(),
+            refusals: crate::audit::RefusalThrottle::new(
+                Arc::clone(&audit),
+                settings.audit.refusals.clone(),
+            ),
+            audit,
             listener: GrpcListener::bind(settings.server.address())
                 .await?
                 .with_tls(settings.server.tls.as_ref())?,
@@ -179,7 +185,6 @@ impl Application {
             bills: Arc::new(bills),
             issuer: TokenIssuer::new(Arc::clone(&signing_key), DEFAULT_ISSUER),
             signing_key,
-            audit: Arc::new(audit),
         })
     }
 
@@ -199,6 +204,7 @@ impl Application {
     #[must_use]
     pub fn enrolment(&self) -> EnrolmentStore {
         EnrolmentStore::new(Arc::clone(&self.audit), Arc::clone(&self.signing_key))
+            .with_refusals(self.refusals.clone())
     }
 
     /// The audit log.
@@ -313,7 +319,7 @@ impl Application {
             names.push(AnalyticsServer::<AnalyticsService>::NAME);
         }
         // Every call passes the gate before its body is read; refusals are audited, throttled.
-        let refusals = crate::audit::RefusalThrottle::new(Arc::clone(&self.audit), self.refusals);
+        let refusals = self.refusals.clone();
         let gate = seer_service::Gate::new(
             crate::gate::access_table(),
             Arc::clone(&verifier) as Arc<dyn seer_service::gate::Authenticate>,

@@ -9,7 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use key_authority::audit::{AuditLog, Decision, ListQuery};
+use key_authority::audit::{AuditLog, Decision, ListQuery, RefusalSettings};
+use key_authority::auth::audit_chain::{AGGREGATE_KIND, RefusalAggregate};
 use key_authority::auth::device::{
     AuthorityPublicKey, DeviceKey, EnrolmentStatement, MeterCertificate, TokenRenewalStatement,
 };
@@ -31,12 +32,18 @@ struct App {
     store: EnrolmentStore,
     authority: AuthorityPublicKey,
     client: EnrolmentClient<Channel>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 async fn spawn_app() -> App {
+    spawn_app_with(RefusalSettings::default()).await
+}
+
+async fn spawn_app_with(refusals: RefusalSettings) -> App {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = Settings::default();
+    settings.audit.refusals = refusals;
     settings.server.port = 0;
     settings.keys.dir = dir.path().join("keys");
     settings.keys.sets = vec![KeySetSpec {
@@ -52,7 +59,7 @@ async fn spawn_app() -> App {
     let authority = AuthorityPublicKey::new(audit.verifying_key());
     let address = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
+    let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
     let channel = Channel::from_shared(format!("http://{address}"))
@@ -67,7 +74,8 @@ async fn spawn_app() -> App {
         store,
         authority,
         client: EnrolmentClient::new(channel).with_seer_limits(),
-        _stop: stop,
+        stop,
+        server,
     }
 }
 
@@ -366,4 +374,102 @@ async fn renewed_tokens_have_one_audience_and_revoked_meters_get_none() {
         .await
         .expect("renews");
     assert!(app.audit.verify(None).await.expect("verify").is_intact());
+}
+
+/// A flood of refused enrolments and renewals (bad codes and stale statements under a hundred
+/// claimed meter ids, as anyone who can reach the port could send) adds at most the window's
+/// individual entries plus one aggregate to the log, every refused call is accounted for, and
+/// the chain verifies. Before enrolment refusals went through the throttle, each call wrote
+/// its own entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_refused_enrolments_adds_a_bounded_number_of_entries() {
+    const ENROLMENTS: usize = 200;
+    const RENEWALS: usize = 100;
+    let settings = RefusalSettings {
+        window_secs: 3600,
+        per_caller_per_window: 2,
+        individual_per_window: 5,
+    };
+    let app = spawn_app_with(settings.clone()).await;
+    let before = app.audit.head().await.expect("head").sequence;
+    let key = DeviceKey::generate().expect("key");
+    let mut client = app.client.clone();
+    for i in 0..ENROLMENTS {
+        let meter = format!("M-F{:03}", i % 100);
+        let status = client
+            .enrol(enrol_request(&meter, &format!("{i:032}"), &key))
+            .await
+            .expect_err("unknown code");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    for i in 0..RENEWALS {
+        let meter = format!("M-F{:03}", i % 100);
+        let status = client
+            .renew_token(renew_request(
+                &meter,
+                AUDIENCE_KEY_AUTHORITY,
+                now() - 7200,
+                &key,
+            ))
+            .await
+            .expect_err("stale");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    // Shut down: the window's aggregate is written.
+    let _ = app.stop.send(());
+    app.server.await.expect("joined").expect("served");
+
+    let added = app
+        .audit
+        .list(&ListQuery {
+            after_sequence: before,
+            limit: 1000,
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list")
+        .entries;
+    let mut individual = 0u64;
+    let mut counted = 0u64;
+    let mut aggregates = 0u64;
+    for entry in &added {
+        match entry.kind.as_str() {
+            "enrol" | "renew-token" => {
+                assert!(matches!(entry.decision, Decision::Refused { .. }));
+                assert!(
+                    entry.meter_id.is_some(),
+                    "an individual refusal names its meter"
+                );
+                individual += 1;
+            }
+            kind if kind == AGGREGATE_KIND => {
+                let reason = match &entry.decision {
+                    Decision::Refused { reason } => reason.as_str(),
+                    Decision::Granted => panic!("an aggregate is a refusal"),
+                };
+                let aggregate = RefusalAggregate::check_entry(
+                    entry.recorded_at.timestamp_micros(),
+                    entry.caller.is_some(),
+                    entry.meter_id.is_some()
+                        || entry.period.is_some()
+                        || entry.input_digest.is_some(),
+                    Some(reason),
+                )
+                .expect("a valid aggregate");
+                counted += aggregate.count;
+                aggregates += 1;
+                assert_eq!(
+                    aggregate.reasons.keys().cloned().collect::<Vec<_>>(),
+                    ["refused.enrolment", "refused.renewal"]
+                );
+            }
+            other => panic!("unexpected entry {other}"),
+        }
+    }
+    assert_eq!(individual, u64::from(settings.individual_per_window));
+    assert_eq!(aggregates, 1);
+    assert_eq!(individual + counted, (ENROLMENTS + RENEWALS) as u64);
+    assert!(added.len() as u64 <= settings.max_entries_per_window());
+    let report = app.audit.verify(None).await.expect("verify");
+    assert!(report.is_intact(), "{:?}", report.problem);
 }

@@ -253,6 +253,48 @@ impl RefusalThrottle {
         Ok(())
     }
 
+    /// Records a refusal decided inside a handler rather than at the gate (an enrolment with a
+    /// bad code or proof, a token renewal with a stale or foreign signature): `entry`, which
+    /// names the meter and the reason, is written as its own entry while the window admits one
+    /// for `caller_key` (the same per-caller and overall caps as the gate's refusals, shared
+    /// with them), otherwise the refusal is counted in the window's aggregate under `class`.
+    /// Such callers have presented no token, so whoever floods these calls writes at most the
+    /// window's individual entries, however many meter ids they claim. Returns whether the
+    /// entry was written.
+    ///
+    /// # Errors
+    /// When an individual entry cannot be written.
+    pub async fn record_entry(
+        &self,
+        class: &'static str,
+        caller_key: &str,
+        method: &str,
+        entry: NewEntry,
+    ) -> Result<bool, AuditError> {
+        let now = Utc::now();
+        let (closed, treatment) = {
+            let mut window = self.window();
+            let closed = window.roll(now);
+            let treatment = window.admit(
+                &self.settings,
+                class,
+                Some(caller_key),
+                caller_key,
+                method,
+                now,
+            );
+            (closed, treatment)
+        };
+        if let Some(aggregate) = closed {
+            self.write_aggregate(aggregate).await;
+        }
+        if treatment == Treatment::Individual {
+            self.log.append(entry).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Writes the aggregate of a closed window, if any (the tick).
     pub async fn flush_closed(&self) {
         let closed = self.window().roll(Utc::now());
