@@ -23,12 +23,15 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use key_authority::audit::AuditLog;
+use key_authority::auth::device::DeviceKey;
 use key_authority::auth::{Caller, Identity, JwtSigningKey};
+use key_authority::enrolment::EnrolmentStore;
 use key_authority::keys::{KeySetSpec, KeyStore};
 use key_authority::release::{
-    BillEngine, BillInput, BillReleaser, BillRequest, GroupLane, Period, Receipt, ReceiptStore,
-    UtilityOutputs,
+    BillEngine, BillInput, BillReleaser, BillRequest, GroupLane, Period, Receipt, UtilityOutputs,
+    billing_statement,
 };
+use key_authority::signed_receipts::SignedReceipts;
 use seer_ckks::{Encryptor, PublicKey};
 use seer_core::circuits::billing::PARAMETER_SET;
 use seer_core::tariff::{CellEnergy, Tariff};
@@ -76,10 +79,13 @@ fn setup() -> Setup {
     let key = Arc::new(JwtSigningKey::generate().expect("signing key"));
     let audit = Arc::new(
         runtime
-            .block_on(AuditLog::connect(&database_url, key))
+            .block_on(AuditLog::connect(&database_url, Arc::clone(&key)))
             .expect("audit log"),
     );
-    let receipts = ReceiptStore::new(&audit);
+    // Receipts as meters record them: enrolled device keys, signed statements, one audit
+    // entry each (releases require it).
+    let enrolment = EnrolmentStore::new(Arc::clone(&audit), key);
+    let receipts = SignedReceipts::new(Arc::clone(&audit));
     let period = Period::try_new(PERIOD).expect("period");
     let started = Instant::now();
     let mut inputs = Vec::with_capacity(layout.capacity());
@@ -96,16 +102,33 @@ fn setup() -> Setup {
         let lane = ct.to_bytes_uncompressed(ctx).expect("serialize");
         zstd_lanes.push(ct.to_bytes(ctx).expect("serialize"));
         let meter_id = format!("M-{position:04}");
+        let device = DeviceKey::generate().expect("device key");
         runtime
-            .block_on(receipts.record(&Receipt {
+            .block_on(enrolment.enrol_device(&meter_id, &device))
+            .expect("enrol");
+        let receipt = Receipt {
+            meter_id: meter_id.clone(),
+            sequence: 1,
+            period: period.clone(),
+            billing_digest: *blake3::hash(&lane).as_bytes(),
+            billing_group: 0,
+            billing_position: u32::try_from(position).expect("position"),
+            closes_period: true,
+        };
+        let statement = billing_statement(&receipt, &PARAMETER_SET.id());
+        let household = Caller::new(
+            format!("household:{meter_id}"),
+            Identity::Household {
                 meter_id: meter_id.clone(),
-                sequence: 1,
-                period: period.clone(),
-                billing_digest: *blake3::hash(&lane).as_bytes(),
-                billing_group: 0,
-                billing_position: u32::try_from(position).expect("position"),
-                closes_period: true,
-            }))
+            },
+        );
+        runtime
+            .block_on(receipts.record_billing(
+                &household,
+                &receipt,
+                &statement,
+                &device.sign(&statement),
+            ))
             .expect("receipt");
         inputs.push(BillInput {
             meter_id,

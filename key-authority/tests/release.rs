@@ -402,6 +402,16 @@ impl App {
     async fn release_with(
         &self,
         inputs: Vec<v1::BillInput>,
+        outputs: (Vec<u8>, Vec<u8>),
+        token: Option<&str>,
+    ) -> Result<v1::ReleaseBillsResponse, tonic::Status> {
+        self.release_in_group(0, inputs, outputs, token).await
+    }
+
+    async fn release_in_group(
+        &self,
+        billing_group: u32,
+        inputs: Vec<v1::BillInput>,
         (cells, result): (Vec<u8>, Vec<u8>),
         token: Option<&str>,
     ) -> Result<v1::ReleaseBillsResponse, tonic::Status> {
@@ -410,7 +420,7 @@ impl App {
             .release_bills(with_token(
                 v1::ReleaseBillsRequest {
                     period: PERIOD.to_owned(),
-                    billing_group: 0,
+                    billing_group,
                     inputs,
                     result,
                     cells,
@@ -1453,4 +1463,78 @@ async fn on_postgresql_positions_bind_and_bills_release_with_their_cells() {
             .collect::<Vec<_>>()
     );
     app.audit.close().await;
+}
+
+/// Receipts are bound to the audit chain: a receipt row written into the key authority's
+/// database by anyone but the key authority (an insider with the database, a doctored backup)
+/// has no granted `receipt` entry whose digest is its statement's, and no bill is released
+/// from it. Tried: M-1's closing receipt copied under a meter that never recorded anything,
+/// with a matching position registration, in another group at M-1's position (without the
+/// chain check this released M-1's consumption as M-9's bill: no signature is re-checked at
+/// release); and a home's real closing receipt altered in place. Each refused and logged; the
+/// untouched home is still released to the paisa.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_rows_written_outside_the_key_authority_release_nothing() {
+    let app = spawn_app().await;
+    let tariff = app.layout.tariff().clone();
+    let homes = [
+        Home::new(&app, "M-1", 0, 60),
+        Home::new(&app, "M-2", 7, 140),
+    ];
+    for home in &homes {
+        app.record_all(home).await;
+    }
+    let utility = app.token(Identity::Utility);
+
+    // M-9 never recorded anything: M-1's closing row and registration, copied into group 1.
+    app.execute(
+        "INSERT INTO receipts (meter_id, sequence, period, billing_digest, billing_group, \
+         billing_position, closes_period, recorded_at_us, signature) \
+         SELECT 'M-9', sequence, period, billing_digest, 1, billing_position, \
+         closes_period, recorded_at_us, signature FROM receipts \
+         WHERE meter_id = 'M-1' AND closes_period = 1; \
+         INSERT INTO billing_positions (meter_id, billing_group, billing_position, \
+         first_sequence, bound_at_us) \
+         SELECT 'M-9', 1, billing_position, first_sequence, bound_at_us \
+         FROM billing_positions WHERE meter_id = 'M-1'",
+    )
+    .await;
+    let forged = v1::BillInput {
+        meter_id: "M-9".into(),
+        ..homes[0].input(2)
+    };
+    let result = app.utility_result([(homes[0].position, homes[0].closing().1.as_slice())]);
+    let response = app
+        .release_in_group(1, vec![forged], result, Some(&utility))
+        .await
+        .expect("answered");
+    app.assert_all_refused(&response.bills, "is not in the audit chain")
+        .await;
+
+    // M-2's real closing receipt, altered in place (its position moved by one).
+    app.execute(
+        "UPDATE receipts SET billing_position = billing_position + 1 \
+         WHERE meter_id = 'M-2' AND closes_period = 1",
+    )
+    .await;
+    let result = app.utility_result([(homes[1].position, homes[1].closing().1.as_slice())]);
+    let response = app
+        .release_with(vec![homes[1].input(2)], result, Some(&utility))
+        .await
+        .expect("answered");
+    app.assert_all_refused(&response.bills, "is not in the audit chain")
+        .await;
+    assert_eq!(app.releases_count().await, 0, "nothing was released");
+
+    // M-1, untouched, is released to the paisa.
+    let result = app.utility_result([(homes[0].position, homes[0].closing().1.as_slice())]);
+    let response = app
+        .release_with(vec![homes[0].input(2)], result, Some(&utility))
+        .await
+        .expect("released");
+    assert!(response.bills[0].granted, "{:?}", response.bills[0]);
+    assert_eq!(
+        response.bills[0].amount_paise,
+        homes[0].plaintext_bill(&tariff).get()
+    );
 }

@@ -123,7 +123,7 @@ pub use service::{AUDIT_READERS, AuditService, entry_to_wire, report_to_wire};
 pub(crate) use store::{AppendTx, lock_head};
 pub use store::{
     AuditLog, Backend, DEFAULT_PAGE_SIZE, EmptyLog, EntryPage, ListQuery, MAX_PAGE_SIZE,
-    released_in_chain,
+    granted_in_chain, released_in_chain,
 };
 pub use throttle::{RefusalSettings, RefusalThrottle};
 pub use verify::{Anchor, ChainProblem, ProblemKind, SignedHead, VerifyReport};

@@ -1104,6 +1104,32 @@ pub async fn released_in_chain(
     Ok(sequence.and_then(|s| u64::try_from(s).ok()))
 }
 
+/// Whether the chain holds a granted entry of `kind` for (`meter_id`, `period`) whose input
+/// digest is `digest`: how a receipt row is bound to the chain (its entry's digest is the
+/// SHA-256 of the statement the meter signed), read through `connection`.
+///
+/// # Errors
+/// When the query fails.
+pub async fn granted_in_chain(
+    connection: &mut sqlx::AnyConnection,
+    kind: &RequestKind,
+    meter_id: &str,
+    period: &str,
+    digest: &InputDigest,
+) -> Result<bool, sqlx::Error> {
+    let found: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_entries WHERE meter_id = $1 AND request_kind = $2 \
+         AND period = $3 AND input_digest = $4 AND decision = 'granted'",
+    )
+    .bind(meter_id.to_owned())
+    .bind(kind.as_str().to_owned())
+    .bind(period.to_owned())
+    .bind(digest.to_string())
+    .fetch_one(connection)
+    .await?;
+    Ok(found > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,11 @@
 //! The key authority must never become a decryption oracle: it decrypts only the outputs of
 //! computations it re-executes itself, on inputs it can vouch for, and never an input.
 //!
-//! - **Receipts** ([`ReceiptStore::record`], served by [`ReceiptsService`]): for every batch it
-//!   builds, a meter records the BLAKE3 digest of the batch's billing lane, its packing group
-//!   and position, and whether the batch closes the period, under its household token.
+//! - **Receipts** (served by [`ReceiptsService`], recorded by
+//!   [`SignedReceipts`](crate::signed_receipts::SignedReceipts)): for every batch it builds, a
+//!   meter records the BLAKE3 digest of the batch's billing lane, its packing group and
+//!   position, and whether the batch closes the period, signed with its device key; each
+//!   recorded receipt is a granted `receipt` audit entry.
 //! - **Registry**: a meter's first receipt binds its (group, position) in
 //!   `billing_positions`; a later receipt claiming another position is refused
 //!   (`FAILED_PRECONDITION`), and so is a position already bound to another meter
@@ -21,7 +23,10 @@
 //!   1. the meter id is valid and appears once in the request;
 //!   2. the meter has a receipt in the period, and its receipt with the highest sequence in
 //!      the period closes the period;
-//!   3. the input's sequence is that receipt's;
+//!   3. the input's sequence is that receipt's, and the receipt is in the audit chain (a
+//!      granted `receipt` entry for its meter and period whose digest is the SHA-256 of the
+//!      statement rebuilt from the row: a row written or altered outside the key authority
+//!      fails here);
 //!   4. BLAKE3 of the lane is the receipt's digest (a raw reading ciphertext, an older batch or
 //!      another meter's lane fails here);
 //!   5. the receipt's group is the request's, its position lies in the

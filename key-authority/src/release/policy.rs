@@ -464,6 +464,19 @@ impl BillReleaser {
                 input.sequence, receipt.sequence
             ))));
         }
+        // The row must be the receipt the chain recorded (the meter signed it and the key
+        // authority logged it), not one written into the database by someone else.
+        if !self
+            .receipts
+            .in_chain(&receipt, self.engine.parameter_set())
+            .await?
+        {
+            return Ok(Err(Ok(format!(
+                "the receipt of meter {meter} (sequence {}, {period}) is not in the audit \
+                 chain: it was written or altered outside the key authority",
+                receipt.sequence
+            ))));
+        }
         if *blake3::hash(&input.billing_lane).as_bytes() != receipt.billing_digest {
             return Ok(Err(Ok(format!(
                 "the billing lane does not match the receipt of sequence {} (BLAKE3 differs)",

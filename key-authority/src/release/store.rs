@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row as _};
 
 use super::ReleaseError;
-use crate::audit::{AuditLog, RequestKind, lock_head};
+use crate::audit::{AuditLog, InputDigest, RequestKind};
 
 /// A billing period, `YYYY-MM` (year 1000–9999, month 01–12).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,7 +73,7 @@ pub struct Receipt {
     pub closes_period: bool,
 }
 
-/// What [`ReceiptStore::record`] did.
+/// What recording a receipt did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordOutcome {
     /// The receipt was recorded now.
@@ -134,26 +134,6 @@ impl ReceiptStore {
         }
     }
 
-    /// Records `receipt`: idempotent on an identical receipt; a different receipt under the
-    /// same (meter, sequence) is [`ReleaseError::AlreadyExists`]; a receipt for a (meter,
-    /// period) whose bill was released is [`ReleaseError::FailedPrecondition`]. The meter's
-    /// first receipt binds its (group, position) in the registry; a later receipt claiming
-    /// another position is [`ReleaseError::FailedPrecondition`], and a (group, position)
-    /// already bound to another meter is [`ReleaseError::AlreadyExists`]. The caller has
-    /// checked that the caller may record for the meter.
-    ///
-    /// # Errors
-    /// As above, [`ReleaseError::InvalidArgument`] for a sequence of 0 or beyond `i64`, and
-    /// [`ReleaseError::Database`] when the database fails (nothing is recorded).
-    pub async fn record(&self, receipt: &Receipt) -> Result<RecordOutcome, ReleaseError> {
-        let mut tx = self.pool.begin().await?;
-        // Serializes with releases (see the module documentation).
-        lock_head(&mut tx).await?;
-        let outcome = record_in(&mut tx, receipt, None).await?;
-        tx.commit().await?;
-        Ok(outcome)
-    }
-
     /// The meter's receipt with the highest sequence in `period`, if any.
     ///
     /// # Errors
@@ -165,6 +145,27 @@ impl ReceiptStore {
     ) -> Result<Option<Receipt>, ReleaseError> {
         let mut conn = self.pool.acquire().await?;
         last_receipt(&mut conn, meter_id, period).await
+    }
+
+    /// Whether `receipt` is the one the audit chain recorded: a granted `receipt` entry for
+    /// its meter and period whose digest is the SHA-256 of its statement under `params_id`.
+    /// A row inserted or altered in the database outside the key authority has none.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Database`] when the database fails.
+    pub async fn in_chain(&self, receipt: &Receipt, params_id: &str) -> Result<bool, ReleaseError> {
+        let statement = super::service::billing_statement(receipt, params_id);
+        let digest = InputDigest::sha256(&seer_auth::device::Statement::encode(&statement));
+        let kind = RequestKind::try_new(crate::signed_receipts::RECEIPT_KIND)?;
+        let mut conn = self.pool.acquire().await?;
+        Ok(crate::audit::granted_in_chain(
+            &mut conn,
+            &kind,
+            &receipt.meter_id,
+            &receipt.period.to_string(),
+            &digest,
+        )
+        .await?)
     }
 
     /// The meter's registered billing position, if it recorded a receipt.
@@ -191,8 +192,15 @@ impl ReceiptStore {
     }
 }
 
-/// [`ReceiptStore::record`] inside the caller's transaction (which holds the audit head's
-/// lock), storing the meter's `signature` with a new receipt.
+/// Records `receipt` inside the caller's transaction (which holds the audit head's lock and
+/// appends the receipt's audit entry), storing the meter's `signature` with a new receipt:
+/// idempotent on an identical receipt; a different receipt under the same (meter, sequence)
+/// is [`ReleaseError::AlreadyExists`]; a receipt for a (meter, period) whose bill was released
+/// is [`ReleaseError::FailedPrecondition`]. The meter's first receipt binds its (group,
+/// position) in the registry; a later receipt claiming another position is
+/// [`ReleaseError::FailedPrecondition`], and a (group, position) already bound to another
+/// meter is [`ReleaseError::AlreadyExists`]. There is no way to record a receipt without its
+/// audit entry: releases require the entry.
 pub(crate) async fn record_in(
     conn: &mut AnyConnection,
     receipt: &Receipt,
