@@ -26,8 +26,9 @@ pub const AUDIENCE_KEY_AUTHORITY: &str = "seer-key-authority";
 pub const AUDIENCE_UTILITY_SERVER: &str = "seer-utility-server";
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
-/// Longest lifetime a token may be issued with: 366 days.
-pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+/// Longest lifetime a token may be issued with: 90 days (the key authority's operator can
+/// revoke a token before then: `key-authority revoke-token`).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 /// Longest lifetime of a household token: one hour. Meters renew theirs with their device
 /// key (`seer.v1.Enrolment.RenewToken`), one token per audience.
 pub const MAX_HOUSEHOLD_TOKEN_LIFETIME: Duration = Duration::from_secs(60 * 60);
@@ -642,7 +643,7 @@ mod tests {
             "d",
             "1y",
             "-5m",
-            "367d",
+            "91d",
             "99999999999999999999w",
         ] {
             assert!(parse_lifetime(bad).is_err(), "{bad:?} accepted");

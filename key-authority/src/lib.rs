@@ -20,6 +20,7 @@ pub mod keys;
 pub mod keys_api;
 pub mod outputs;
 pub mod release;
+pub mod revocation;
 pub mod settings;
 pub mod signed_receipts;
 pub mod startup;

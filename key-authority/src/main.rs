@@ -1,6 +1,7 @@
 //! `key-authority`: a thin main over the `key_authority` library.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -8,10 +9,11 @@ use std::sync::Arc;
 
 use key_authority::audit::AuditLog;
 use key_authority::auth::{
-    DEFAULT_ISSUER, Identity, JwtSigningKey, Role, TokenIssuer, TokenRequest, issue_token,
-    parse_lifetime,
+    AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER, DEFAULT_ISSUER, Identity, JwtSigningKey,
+    MAX_TOKEN_LIFETIME, Role, TokenIssuer, TokenRequest, issue_token, parse_lifetime,
 };
 use key_authority::enrolment::EnrolmentStore;
+use key_authority::revocation::RevokedTokens;
 use key_authority::{Application, Settings, telemetry};
 
 /// The SEER key authority: holds the CKKS secret key and releases registered results.
@@ -38,7 +40,7 @@ enum Command {
         /// The meter a household token is bound to (required for households only).
         #[arg(long)]
         meter_id: Option<String>,
-        /// Lifetime: a number with s, m, h, d or w (at most 366 days).
+        /// Lifetime: a number with s, m, h, d or w (at most 90 days).
         #[arg(long, default_value = "30d")]
         lifetime: String,
         /// The one service the token is for (`seer-key-authority` or `seer-utility-server`);
@@ -63,6 +65,22 @@ enum Command {
         /// The meter.
         #[arg(long)]
         meter_id: String,
+    },
+    /// Revoke a token (audited): the key authority's gate refuses it from then on (a running
+    /// server within two seconds). Give the token itself (`--token FILE`, `-` for stdin: it
+    /// must be one this key authority signed; its id and expiry are read from it) or its id
+    /// (`--token-id`, as `issue-token` printed it).
+    RevokeToken {
+        /// A file holding the token.
+        #[arg(
+            long,
+            conflicts_with = "token_id",
+            required_unless_present = "token_id"
+        )]
+        token: Option<PathBuf>,
+        /// The token's id (`jti`).
+        #[arg(long)]
+        token_id: Option<String>,
     },
     /// Print the public half of the JWT signing key (PEM), for services that verify tokens.
     JwtPublicKey,
@@ -115,7 +133,52 @@ async fn main() -> anyhow::Result<()> {
                         .with_context(context)?
                 }
             };
+            eprintln!(
+                "token id {} (revoke with `key-authority revoke-token --token-id {}`)",
+                token.token_id, token.token_id
+            );
             println!("{}", token.token);
+            Ok(())
+        }
+        Command::RevokeToken { token, token_id } => {
+            let key = open_signing_key(&settings)?;
+            let (token_id, expires_at) = match (token, token_id) {
+                (Some(path), _) => {
+                    let text = if path.as_os_str() == "-" {
+                        std::io::read_to_string(std::io::stdin()).context("reading the token")?
+                    } else {
+                        std::fs::read_to_string(&path)
+                            .with_context(|| format!("reading the token in {}", path.display()))?
+                    };
+                    let issuer = TokenIssuer::new(Arc::clone(&key), DEFAULT_ISSUER);
+                    let caller = [AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER]
+                        .iter()
+                        .find_map(|audience| issuer.verifier(audience).verify(text.trim()).ok())
+                        .context(
+                            "the token is not a valid, unexpired token of this key authority \
+                             (an expired token needs no revocation)",
+                        )?;
+                    (caller.token_id().to_owned(), caller.expires_at())
+                }
+                (None, Some(id)) => (id, SystemTime::now() + MAX_TOKEN_LIFETIME),
+                (None, None) => anyhow::bail!("give --token or --token-id"),
+            };
+            let log = AuditLog::connect(&settings.audit.database_url, key)
+                .await
+                .with_context(|| {
+                    format!("opening the audit log at {}", settings.audit.database_url)
+                })?;
+            let revoked = RevokedTokens::load(Arc::new(log))
+                .await
+                .context("reading the revoked tokens")?
+                .revoke(&token_id, expires_at)
+                .await
+                .with_context(|| format!("revoking token {token_id}"))?;
+            if revoked {
+                eprintln!("token {token_id} revoked");
+            } else {
+                eprintln!("token {token_id} was revoked already");
+            }
             Ok(())
         }
         Command::EnrolmentCode { meter_id, lifetime } => {

@@ -101,14 +101,14 @@ impl SignedReceipts {
         let subject = Subject {
             kind: ANALYTICS_RECEIPT_KIND,
             meter_id: &receipt.meter_id,
-            period: format!("{}:{}", receipt.kind, receipt.input_id),
+            period: crate::analytics::receipt_period(&receipt.kind, &receipt.input_id),
         };
         let mut tx = self.log.begin_append().await?;
         let entry = entry(caller, &subject, statement)?;
         let result =
             match signer_refusal(tx.connection(), &receipt.meter_id, statement, signature).await? {
                 Some(reason) => Err(ReleaseError::Unsigned(reason)),
-                None => crate::analytics::record_in(tx.connection(), receipt, Some(signature))
+                None => crate::analytics::record_in(tx.connection(), receipt, statement, signature)
                     .await
                     .map(|outcome| (outcome, outcome == Recorded::New)),
             };

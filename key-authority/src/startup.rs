@@ -25,6 +25,7 @@ use crate::enrolment::{EnrolmentService, EnrolmentStore};
 use crate::keys::KeyStore;
 use crate::keys_api::KeysApi;
 use crate::release::{BillEngine, BillReleaser, ReceiptsService, ReleaseService};
+use crate::revocation::{RevocableVerifier, RevokedTokens};
 use seer_proto::v1::analytics_receipts_server::AnalyticsReceiptsServer;
 use seer_proto::v1::analytics_server::AnalyticsServer;
 use seer_proto::v1::enrolment_server::EnrolmentServer;
@@ -104,6 +105,8 @@ pub struct Application {
     limits: seer_service::LimitSettings,
     /// Refusals (the gate's, enrolment's and token renewal's) into the audit log, throttled.
     refusals: crate::audit::RefusalThrottle,
+    /// Tokens the operator revoked, refused by the gate.
+    revoked: RevokedTokens,
 }
 
 impl Application {
@@ -138,6 +141,9 @@ impl Application {
             )
         })?;
         let audit = Arc::new(audit);
+        let revoked = RevokedTokens::load(Arc::clone(&audit))
+            .await
+            .context("reading the revoked tokens")?;
         let keys = settings.keys.clone();
         // The deep key set joins the configured ones when analytics is enabled (opt-in).
         let specs = settings.analytics.key_set_specs(&keys.sets);
@@ -177,6 +183,7 @@ impl Application {
                 Arc::clone(&audit),
                 settings.audit.refusals.clone(),
             ),
+            revoked,
             audit,
             listener: GrpcListener::bind(settings.server.address())
                 .await?
@@ -205,6 +212,12 @@ impl Application {
     pub fn enrolment(&self) -> EnrolmentStore {
         EnrolmentStore::new(Arc::clone(&self.audit), Arc::clone(&self.signing_key))
             .with_refusals(self.refusals.clone())
+    }
+
+    /// The tokens revoked by the operator (refused by the gate).
+    #[must_use]
+    pub fn revoked_tokens(&self) -> &RevokedTokens {
+        &self.revoked
     }
 
     /// The audit log.
@@ -320,13 +333,18 @@ impl Application {
         }
         // Every call passes the gate before its body is read; refusals are audited, throttled.
         let refusals = self.refusals.clone();
+        // The gate refuses revoked tokens before any handler (or interceptor) sees them.
         let gate = seer_service::Gate::new(
             crate::gate::access_table(),
-            Arc::clone(&verifier) as Arc<dyn seer_service::gate::Authenticate>,
+            Arc::new(RevocableVerifier::new(
+                Arc::clone(&verifier),
+                self.revoked.clone(),
+            )) as Arc<dyn seer_service::gate::Authenticate>,
             &self.limits,
         )
         .with_sink(Arc::new(refusals.clone()));
         let ticker = refusals.spawn_ticker();
+        let refresher = self.revoked.spawn_refresher();
         let served = seer_service::serve(
             self.listener,
             node,
@@ -348,6 +366,7 @@ impl Application {
         )
         .await;
         ticker.abort();
+        refresher.abort();
         refusals.flush_all().await;
         served
     }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use key_authority::analytics::{
-    AnalyticsReceipt, InputLane, Recorded, SlotBlock, SlotPeriod, analytics_statement,
+    AnalyticsReceipt, AnalyticsStore, InputLane, Recorded, SlotBlock, SlotPeriod,
+    analytics_statement,
 };
 use key_authority::audit::{AuditLog, Decision, InputDigest, ListQuery, RequestKind};
 use key_authority::auth::device::{DeviceKey, Statement as _};
@@ -328,4 +329,137 @@ async fn an_analytics_input_relabelled_to_another_lane_or_epsilon_is_refused() {
         1
     );
     let _ = RequestKind::try_new(ANALYTICS_RECEIPT_KIND).expect("a valid kind");
+}
+
+/// An insider with the key authority's database (not its process) writes or alters analytics
+/// receipt rows: a copy of M-1's receipt under M-2, M-1's receipt relabelled to another lane,
+/// ε, block, model or group. None is the receipt the audit chain recorded, so none is bound
+/// (and the release policy refuses the meter before anything is evaluated); the untouched row
+/// is, and so is the altered one once restored.
+#[tokio::test]
+async fn analytics_receipt_rows_written_outside_the_key_authority_are_not_bound() {
+    let f = fixture().await;
+    let device = f.enrol("M-1").await;
+    f.enrol("M-2").await;
+    let request = v1::AnalyticsReceiptRequest {
+        kind: "anomaly".into(),
+        meter_id: "M-1".into(),
+        input_id: "2010-03-01@w".into(),
+        slot_offset: 216,
+        slot_count: 30,
+        first_period: "2010-03-01".into(),
+        input_blake3: vec![vec![7; 32]],
+        lane: "analytics".into(),
+        epsilon: 0.5,
+        readings_per_day: 96,
+        model_blake3: "cd".repeat(32),
+        group: 3,
+        signature: Vec::new(),
+    };
+    let statement = analytics_statement(&request, vec![[7; 32]]);
+    let receipt = AnalyticsReceipt {
+        kind: request.kind.clone(),
+        meter_id: request.meter_id.clone(),
+        input_id: request.input_id.clone(),
+        block: SlotBlock {
+            offset: 216,
+            count: 30,
+        },
+        slot_period: SlotPeriod::Day,
+        first_period: NaiveDateTime::parse_from_str("2010-03-01 00:00", "%Y-%m-%d %H:%M")
+            .expect("day"),
+        input_digests: vec![[7; 32]],
+        lane: InputLane::try_new("analytics", 0.5, 96).expect("lane"),
+    };
+    f.recorder
+        .record_analytics(
+            &f.caller("M-1"),
+            &receipt,
+            &statement,
+            &device.sign(&statement),
+        )
+        .await
+        .expect("recorded");
+    let store = AnalyticsStore::new(&f.log);
+    let bound = |meter: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .bound_receipt("anomaly", meter, "2010-03-01@w")
+                .await
+                .expect("database")
+        }
+    };
+    assert_eq!(bound("M-1").await, Ok(receipt.clone()));
+
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", f._dir.path().join("ka.db").display());
+    let raw = sqlx::AnyPool::connect(&url).await.expect("raw pool");
+    // A copy under M-2 (enrolled, no receipt of its own).
+    sqlx::query(
+        "INSERT INTO analytics_receipts (kind, meter_id, input_id, slot_offset, slot_count, \
+         first_period, input_digests, lane, epsilon, readings_per_day, recorded_at_us, \
+         signature, model_blake3, eval_group) SELECT kind, 'M-2', input_id, slot_offset, \
+         slot_count, first_period, input_digests, lane, epsilon, readings_per_day, \
+         recorded_at_us, signature, model_blake3, eval_group FROM analytics_receipts \
+         WHERE meter_id = 'M-1'",
+    )
+    .execute(&raw)
+    .await
+    .expect("copied");
+    assert!(
+        store
+            .receipt("anomaly", "M-2", "2010-03-01@w")
+            .await
+            .expect("row")
+            .is_some()
+    );
+    let refusal = bound("M-2").await.expect_err("a copy is not bound");
+    assert!(
+        refusal.contains("not the one the audit chain recorded"),
+        "{refusal}"
+    );
+
+    // Each column the statement covers, altered in place and restored.
+    for (column, altered, original) in [
+        ("lane", "'exact'", "'analytics'"),
+        ("epsilon", "5.0", "0.5"),
+        ("readings_per_day", "24", "96"),
+        ("slot_offset", "0", "216"),
+        ("slot_count", "31", "30"),
+        ("first_period", "'2010-02-28'", "'2010-03-01'"),
+        ("model_blake3", "'ef'", &format!("'{}'", "cd".repeat(32))),
+        ("eval_group", "4", "3"),
+        (
+            "input_digests",
+            &format!("'{}'", "08".repeat(32)),
+            &format!("'{}'", "07".repeat(32)),
+        ),
+    ] {
+        let set = |value: &str| {
+            format!("UPDATE analytics_receipts SET {column} = {value} WHERE meter_id = 'M-1'")
+        };
+        sqlx::query(sqlx::AssertSqlSafe(set(altered)))
+            .execute(&raw)
+            .await
+            .expect("altered");
+        let refusal = bound("M-1").await.expect_err(column);
+        assert!(
+            refusal.contains("not the one the audit chain recorded"),
+            "{column}: {refusal}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(set(original)))
+            .execute(&raw)
+            .await
+            .expect("restored");
+        assert_eq!(bound("M-1").await, Ok(receipt.clone()), "{column} restored");
+    }
+    // A row recorded before statements were kept (no model or group) is not bound either.
+    sqlx::query("UPDATE analytics_receipts SET model_blake3 = NULL WHERE meter_id = 'M-1'")
+        .execute(&raw)
+        .await
+        .expect("cleared");
+    let refusal = bound("M-1").await.expect_err("no statement");
+    assert!(refusal.contains("before receipts kept"), "{refusal}");
+    assert!(f.log.verify(None).await.expect("verify").is_intact());
 }

@@ -4,7 +4,10 @@
 //! - `seer pki init --dir D` creates the deployment CA (`D/ca.pem`, `D/ca-key.pem` mode 0600);
 //! - `seer pki issue --dir D --meter ID | --utility [NAME] | --auditor NAME | --operator NAME
 //!   | --server NAME [--san NAME_OR_IP ...]` issues a certificate (`D/<kind>-<name>.pem`, key
-//!   `D/<kind>-<name>-key.pem` mode 0600) and prints where it is and how to configure it.
+//!   `D/<kind>-<name>-key.pem` mode 0600) and prints where it is and how to configure it;
+//! - `seer pki revoke --dir D --cert FILE` adds the certificate to the CA's revocation list
+//!   `D/crl.pem`, which servers configured with it (`server.tls.crl_file`) re-read: the
+//!   certificate no longer completes a handshake.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,6 +32,18 @@ pub enum PkiCommand {
     },
     /// Issue a certificate signed by the deployment CA of DIR, for exactly one party.
     Issue(IssueArgs),
+    /// Revoke a certificate of the deployment CA of DIR: its serial number joins DIR/crl.pem,
+    /// signed anew; servers with `server.tls.crl_file` set refuse it in the handshake from
+    /// their next connection (a meter's device key is revoked separately, at the key
+    /// authority: `key-authority revoke-meter`).
+    Revoke {
+        /// The PKI directory holding the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate to revoke (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+    },
 }
 
 /// `seer pki issue`.
@@ -104,25 +119,55 @@ impl IssueArgs {
 pub fn execute(command: &PkiCommand, out: &mut impl Write) -> Result<()> {
     match command {
         PkiCommand::Init { dir, name } => {
-            DeploymentCa::generate(name)?
-                .save(dir)
+            let ca = DeploymentCa::generate(name)?;
+            ca.save(dir)
                 .with_context(|| format!("creating the CA in {}", dir.display()))?;
+            let crl = ca
+                .ensure_revocation_list(dir)
+                .context("writing the CA's (empty) revocation list")?;
             writeln!(
                 out,
-                "deployment CA created: {} (trust root) and {} (mode 0600)",
+                "deployment CA created: {} (trust root) and {} (mode 0600); revocation list {}",
                 dir.join(CA_CERT_FILE).display(),
-                dir.join(seer_tls::pki::CA_KEY_FILE).display()
+                dir.join(seer_tls::pki::CA_KEY_FILE).display(),
+                crl.display()
             )?;
+        }
+        PkiCommand::Revoke { dir, cert } => {
+            let ca = load_ca(dir)?;
+            let pem = std::fs::read_to_string(cert)
+                .with_context(|| format!("reading the certificate {}", cert.display()))?;
+            let revocation = ca
+                .revoke(dir, &pem, cert)
+                .with_context(|| format!("revoking {}", cert.display()))?;
+            let serial = revocation
+                .serial
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>();
+            if revocation.added {
+                writeln!(
+                    out,
+                    "certificate {} (serial {serial}) revoked: {} now lists {} certificate(s)",
+                    cert.display(),
+                    revocation.file.display(),
+                    revocation.listed
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "certificate {} (serial {serial}) was revoked already ({})",
+                    cert.display(),
+                    revocation.file.display()
+                )?;
+            }
         }
         PkiCommand::Issue(args) => {
             let request = args.request()?;
-            let ca = DeploymentCa::load(&args.dir).with_context(|| {
-                format!(
-                    "loading the CA of {} (run `seer pki init --dir {}` first)",
-                    args.dir.display(),
-                    args.dir.display()
-                )
-            })?;
+            let ca = load_ca(&args.dir)?;
+            // A PKI made before revocation lists existed gets its (empty) list now.
+            ca.ensure_revocation_list(&args.dir)
+                .context("writing the CA's revocation list")?;
             let written = ca
                 .issue(&request)?
                 .write(&args.dir, &request.file_stem())
@@ -164,8 +209,23 @@ pub fn execute(command: &PkiCommand, out: &mut impl Write) -> Result<()> {
                     "  key_file = {:?}",
                     written.key_file.display().to_string()
                 )?;
+                writeln!(
+                    out,
+                    "  crl_file = {:?}",
+                    args.dir.join(seer_tls::crl::CRL_FILE).display().to_string()
+                )?;
             }
         }
     }
     Ok(())
+}
+
+fn load_ca(dir: &std::path::Path) -> Result<DeploymentCa> {
+    DeploymentCa::load(dir).with_context(|| {
+        format!(
+            "loading the CA of {} (run `seer pki init --dir {}` first)",
+            dir.display(),
+            dir.display()
+        )
+    })
 }

@@ -127,6 +127,8 @@ pub mod class {
     pub const CALLER_BUSY: &str = "resource_exhausted.caller";
     /// Over the server's in-flight bound.
     pub const SERVER_BUSY: &str = "resource_exhausted.server";
+    /// A valid token its issuer revoked (the key authority's `revoke-token`).
+    pub const REVOKED_TOKEN: &str = "unauthenticated.revoked";
 }
 
 /// A token not accepted: the [`class`] and the status to answer.

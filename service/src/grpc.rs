@@ -9,10 +9,12 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::node_server::NodeServer;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
+
+use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
-use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::gate::{Gate, GateLayer};
 use crate::node::NodeService;
@@ -25,7 +27,7 @@ pub type GatedRouter = Router<tower_layer::Stack<GateLayer, tower_layer::Identit
 pub struct GrpcListener {
     listener: TcpListener,
     local_addr: SocketAddr,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<Arc<seer_tls::ServerTls>>,
 }
 
 impl GrpcListener {
@@ -45,8 +47,9 @@ impl GrpcListener {
         })
     }
 
-    /// Serves mutual TLS with `tls` (see [`seer_tls::config`]): every connection must present
-    /// a client certificate of the deployment CA; plaintext is refused. `None` leaves the
+    /// Serves mutual TLS with `tls` (see [`seer_tls::server`]): every connection must present
+    /// a client certificate of the deployment CA that its revocation list (`crl_file`, re-read
+    /// when it changes) does not list; plaintext is refused. `None` leaves the
     /// listener on plaintext h2c, which only a loopback listener may do (development and
     /// in-process tests); it is logged as a warning when serving starts.
     ///
@@ -59,10 +62,16 @@ impl GrpcListener {
         }
         self.tls = tls
             .map(|files| {
-                files.server_config().with_context(|| {
+                seer_tls::ServerTls::new(files).map(Arc::new).with_context(|| {
                     format!(
-                        "loading the server's TLS certificate {}",
-                        files.cert_file.display()
+                        "loading the server's TLS certificate {}, its CA {} and revocation list \
+                         {}",
+                        files.cert_file.display(),
+                        files.ca_file.display(),
+                        files
+                            .crl_file
+                            .as_ref()
+                            .map_or_else(|| "(none)".into(), |f| f.display().to_string())
                     )
                 })
             })
@@ -151,13 +160,8 @@ pub async fn serve(
         }
     };
 
-    let mut builder = gate.limits().apply(Server::builder());
-    if let Some(tls) = listener.tls {
-        tracing::info!(address = %listener.local_addr, "serving mutual TLS");
-        builder = builder
-            .tls_config(tls)
-            .context("configuring the server's TLS")?;
-    } else {
+    let builder = gate.limits().apply(Server::builder());
+    if listener.tls.is_none() {
         plaintext_allowed(listener.local_addr)?;
         tracing::warn!(
             address = %listener.local_addr,
@@ -172,10 +176,27 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(NodeServer::new(node).with_seer_limits());
-    add_services(router)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener.listener), shutdown)
-        .await
-        .context("serving gRPC")?;
+    let router = add_services(router);
+    match listener.tls {
+        Some(tls) => {
+            tracing::info!(
+                address = %listener.local_addr,
+                revoked_certificates = tls.revoked(),
+                "serving mutual TLS"
+            );
+            let (incoming, accepting) = tls.incoming(listener.listener);
+            let served = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+                .context("serving gRPC");
+            accepting.abort();
+            served?;
+        }
+        None => router
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener.listener), shutdown)
+            .await
+            .context("serving gRPC")?,
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -312,6 +312,7 @@ fn foreign_identity(dir: &std::path::Path, own: &TlsFiles) -> TlsFiles {
         ca_file: own.ca_file.clone(),
         cert_file: written.cert_file,
         key_file: written.key_file,
+        crl_file: None,
     }
 }
 
@@ -346,6 +347,38 @@ async fn plaintext_anonymous_and_foreign_clients_are_refused_by_both_servers() {
         assert!(
             !served(foreign.endpoint(&server.uri()).expect("endpoint")).await,
             "{name} served a client of another CA"
+        );
+    }
+}
+
+/// A meter's certificate revoked with the deployment CA's list (`seer pki revoke`'s way) while
+/// both servers run: neither completes a handshake with it from then on (they re-read the
+/// list), and another meter's certificate is still served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_meter_certificate_is_refused_by_both_running_servers() {
+    let deployment = Deployment::start(&DeploymentOptions::default()).expect("deployment");
+    let revoked = files(PartyKind::Meter, "M-REVOKED-CERT").expect("certificate");
+    let other = files(PartyKind::Meter, "M-STILL-VALID").expect("certificate");
+    let servers: [&ServerProcess; 2] = [deployment.authority(), deployment.utility()];
+    for server in servers {
+        assert!(
+            served(revoked.endpoint(&server.uri()).expect("endpoint")).await,
+            "{} serves the meter before revocation",
+            server.name()
+        );
+    }
+    let pki = seer_tests::pki::test_pki().expect("pki");
+    let revocation = pki.revoke(&revoked).expect("revoked");
+    assert!(revocation.listed >= 1);
+    for server in servers {
+        let name = server.name();
+        assert!(
+            !served(revoked.endpoint(&server.uri()).expect("endpoint")).await,
+            "{name} served a revoked certificate"
+        );
+        assert!(
+            served(other.endpoint(&server.uri()).expect("endpoint")).await,
+            "{name} no longer serves an unrevoked meter"
         );
     }
 }

@@ -2,9 +2,10 @@
 //! made from them.
 //!
 //! Servers (`utility-server`, `key-authority`) read [`TlsFiles`] from their settings
-//! (`[server.tls]`: `ca_file`, `cert_file`, `key_file`) and then require TLS 1.2+ with a client
-//! certificate chaining to the deployment CA on every connection: a plaintext (h2c) client,
-//! a client without a certificate or with another CA's is refused in the handshake.
+//! (`[server.tls]`: `ca_file`, `cert_file`, `key_file`, optionally `crl_file`) and then require
+//! TLS 1.2+ with a client certificate chaining to the deployment CA on every connection: a
+//! plaintext (h2c) client, a client without a certificate, with another CA's or with a revoked
+//! one is refused in the handshake ([`crate::server`]).
 //!
 //! Clients call [`endpoint`] with the server's URL: an `https://` URL gets the process's client
 //! identity — the one [`install_client_identity`] installed (the utility's jobs install the
@@ -40,6 +41,11 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     /// The program's private key (PKCS#8 PEM, mode 0600).
     pub key_file: PathBuf,
+    /// Servers: the deployment CA's certificate revocation list (PEM, `crl.pem` of the PKI
+    /// directory; `seer pki revoke` adds to it). A listed client certificate is refused in the
+    /// handshake; the file is re-read when it changes ([`crate::server`]). Clients ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_file: Option<PathBuf>,
 }
 
 impl TlsFiles {
@@ -56,6 +62,7 @@ impl TlsFiles {
                 ca_file: ca.into(),
                 cert_file: cert.into(),
                 key_file: key.into(),
+                crl_file: None,
             })),
             _ => Err(TlsError::Incomplete(format!(
                 "set all of {ENV_CA_FILE}, {ENV_CERT_FILE} and {ENV_KEY_FILE}, or none"

@@ -52,6 +52,26 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsE
     Ok(())
 }
 
+/// Replaces (or creates) the public file `path` (mode 0644) atomically: the bytes go to a
+/// temporary file beside it, synced, then renamed over it, so a reader sees the old file or the
+/// new one, never part of one.
+pub(crate) fn replace_public(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&temporary);
+    write_new(&temporary, bytes, 0o644)?;
+    fs::rename(&temporary, path).map_err(io("replacing", path))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("syncing", dir))?;
+    }
+    Ok(())
+}
+
 /// Reads a public file (certificate, CA) as text.
 pub(crate) fn read_public(path: &Path) -> Result<String, TlsError> {
     let file = File::open(path).map_err(io("opening", path))?;

@@ -14,6 +14,9 @@
 //!   ([`TlsFiles`]), turned into tonic's server and client TLS configurations; servers require
 //!   a client certificate of the deployment CA; [`endpoint`] gives clients an `https://`
 //!   endpoint with the process's client identity.
+//! - [`crl`]: the CA's certificate revocation list (`seer pki revoke`), and [`server`]: the
+//!   servers' rustls configuration that refuses listed client certificates, re-reading the
+//!   list when it changes.
 //! - [`fingerprints`]: the key authority's public keys as a deployment pins them.
 //!
 //! One crypto provider in the workspace: `ring` (see ARCHITECTURE.md).
@@ -22,10 +25,12 @@ mod error;
 mod files;
 
 pub mod config;
+pub mod crl;
 pub mod fingerprints;
 pub mod identity;
 pub mod local;
 pub mod pki;
+pub mod server;
 
 pub use config::{
     ENV_CA_FILE, ENV_CERT_FILE, ENV_KEY_FILE, TlsFiles, endpoint, install_client_identity,
@@ -36,3 +41,4 @@ pub use fingerprints::Fingerprints;
 pub use identity::{Party, PartyKind, request_party};
 pub use local::LocalPki;
 pub use pki::{CertificateRequest, DeploymentCa, IssuedCertificate};
+pub use server::ServerTls;

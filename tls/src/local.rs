@@ -22,9 +22,11 @@ impl LocalPki {
         if !dir.join(CA_CERT_FILE).exists() {
             DeploymentCa::generate(deployment)?.save(dir)?;
         }
+        let ca = DeploymentCa::load(dir)?;
+        ca.ensure_revocation_list(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            ca: DeploymentCa::load(dir)?,
+            ca,
         })
     }
 
@@ -40,6 +42,21 @@ impl LocalPki {
         self.dir.join(CA_CERT_FILE)
     }
 
+    /// The CA's certificate revocation list (written, empty, when the PKI is opened).
+    #[must_use]
+    pub fn crl_file(&self) -> PathBuf {
+        self.dir.join(crate::crl::CRL_FILE)
+    }
+
+    /// Revokes the certificate of `files` (see [`DeploymentCa::revoke`]).
+    ///
+    /// # Errors
+    /// As [`DeploymentCa::revoke`].
+    pub fn revoke(&self, files: &TlsFiles) -> Result<crate::crl::Revocation, TlsError> {
+        let pem = crate::files::read_public(&files.cert_file)?;
+        self.ca.revoke(&self.dir, &pem, &files.cert_file)
+    }
+
     /// The files of `request`'s certificate: issued and written when missing, reused when
     /// both files exist.
     ///
@@ -51,6 +68,7 @@ impl LocalPki {
             ca_file: self.ca_file(),
             cert_file: self.dir.join(format!("{stem}.pem")),
             key_file: self.dir.join(format!("{stem}-key.pem")),
+            crl_file: Some(self.crl_file()),
         };
         if !(files.cert_file.exists() && files.key_file.exists()) {
             self.ca.issue(request)?.write(&self.dir, &stem)?;
@@ -121,6 +139,14 @@ impl TlsFiles {
                 self.key_file.display().to_string(),
             ),
         ]
+        .into_iter()
+        .chain(self.crl_file.iter().map(|crl| {
+            (
+                format!("{prefix}SERVER__TLS__CRL_FILE"),
+                crl.display().to_string(),
+            )
+        }))
+        .collect()
     }
 }
 

@@ -133,6 +133,11 @@ impl DeploymentCa {
         )
     }
 
+    /// The CA's issuer (certificate parameters and signing key), for the revocation list.
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     /// The CA certificate (PEM): the trust root every party is configured with.
     #[must_use]
     pub fn certificate_pem(&self) -> &str {

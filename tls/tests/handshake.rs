@@ -1,11 +1,13 @@
 //! Real TLS handshakes against a tonic server configured as SEER's servers are: a client
-//! certificate of the deployment CA is required, and the server reads the party it names.
+//! certificate of the deployment CA is required, and the server reads the party it names; a
+//! certificate on the CA's revocation list is refused once the list is written.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use seer_tls::crl::CRL_FILE;
 use seer_tls::pki::{CertificateRequest, DeploymentCa, IssuedCertificate};
-use seer_tls::{Party, PartyKind, TlsFiles, request_party};
+use seer_tls::{Party, PartyKind, ServerTls, TlsFiles, request_party};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -31,6 +33,7 @@ impl Pki {
             ca_file,
             cert_file: written.cert_file,
             key_file: written.key_file,
+            crl_file: None,
         }
     }
 }
@@ -145,4 +148,127 @@ async fn only_clients_with_a_certificate_of_the_deployment_ca_get_through() {
     );
     // Only the one accepted call reached the service.
     assert_eq!(seen.lock().expect("lock").len(), 1);
+}
+
+/// Starts a health server accepting TLS as SEER's servers do (`ServerTls`, revocation list
+/// re-read when it changes); returns its port and the parties it saw.
+async fn serve_revocable(server: &TlsFiles) -> (u16, Arc<Mutex<Vec<Option<Party>>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let health = tonic::service::interceptor::InterceptedService::new(
+        health,
+        move |request: tonic::Request<()>| {
+            let party = request_party(&request).and_then(Result::ok);
+            record.lock().expect("lock").push(party);
+            Ok(request)
+        },
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let tls = Arc::new(ServerTls::new(server).expect("server TLS"));
+    let (incoming, _accepting) = tls.incoming(listener);
+    let router = Server::builder().add_service(health);
+    tokio::spawn(router.serve_with_incoming(incoming));
+    (port, seen)
+}
+
+#[tokio::test]
+async fn a_revoked_certificate_no_longer_completes_a_handshake() {
+    let pki = Pki::new();
+    let dir = pki.dir.path();
+    let ca = DeploymentCa::generate("test").expect("CA");
+    let mut server = pki.files(
+        &ca,
+        &ca.issue(&CertificateRequest::server("utility", &[]).expect("request"))
+            .expect("issued"),
+        "server",
+    );
+    // A configured list must exist: a deleted list would un-revoke everything.
+    server.crl_file = Some(dir.join(CRL_FILE));
+    let missing = ServerTls::new(&server).expect_err("no list yet");
+    assert!(missing.to_string().contains(CRL_FILE), "{missing}");
+    ca.ensure_revocation_list(dir).expect("empty list");
+    let (port, seen) = serve_revocable(&server).await;
+    let https = format!("https://127.0.0.1:{port}");
+    let meter = |id: &str| {
+        pki.files(
+            &ca,
+            &ca.issue(&CertificateRequest::client(Party::meter(id).expect("id")))
+                .expect("issued"),
+            &format!("meter-{id}"),
+        )
+    };
+    let (m1, m2) = (meter("M-1"), meter("M-2"));
+    for m in [&m1, &m2] {
+        check(m.endpoint(&https).expect("endpoint"))
+            .await
+            .expect("served before any revocation");
+    }
+
+    // M-1 revoked: its next connection is refused in the handshake; M-2 is still served.
+    let pem = std::fs::read_to_string(&m1.cert_file).expect("pem");
+    let revocation = ca.revoke(dir, &pem, &m1.cert_file).expect("revoked");
+    assert!(revocation.added);
+    assert_eq!(revocation.listed, 1);
+    assert_eq!(
+        revocation.serial,
+        seer_tls::crl::certificate_serial(&pem, &m1.cert_file).expect("serial")
+    );
+    let list = seer_tls::crl::read_list(&dir.join(CRL_FILE)).expect("list");
+    assert_eq!(list.number, 1);
+    assert_eq!(list.revoked.len(), 1);
+    // The file's modification time may not have moved within its resolution: the server
+    // re-reads it when it differs, so give it one tick.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let calls = seen.lock().expect("lock").len();
+    assert!(
+        check(m1.endpoint(&https).expect("endpoint")).await.is_err(),
+        "a revoked certificate must be refused"
+    );
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        calls,
+        "nothing reached the service"
+    );
+    check(m2.endpoint(&https).expect("endpoint"))
+        .await
+        .expect("another meter is still served");
+    // Revoking again changes nothing.
+    let again = ca.revoke(dir, &pem, &m1.cert_file).expect("no-op");
+    assert!(!again.added);
+    assert_eq!(
+        seer_tls::crl::read_list(&dir.join(CRL_FILE))
+            .expect("list")
+            .number,
+        1
+    );
+
+    // A certificate of another CA cannot be put on this CA's list.
+    let stranger = DeploymentCa::generate("test").expect("CA of the same name");
+    let foreign = stranger
+        .issue(&CertificateRequest::client(
+            Party::meter("M-1").expect("id"),
+        ))
+        .expect("issued");
+    let refused = ca
+        .revoke(dir, foreign.certificate_pem(), &dir.join("foreign.pem"))
+        .expect_err("not this CA's");
+    assert!(
+        refused
+            .to_string()
+            .contains("not issued by this deployment's CA"),
+        "{refused}"
+    );
+
+    // A list replaced by something unreadable: the last good list stays in force.
+    std::fs::write(dir.join(CRL_FILE), "garbage").expect("overwritten");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        check(m1.endpoint(&https).expect("endpoint")).await.is_err(),
+        "an unreadable list must not un-revoke"
+    );
+    check(m2.endpoint(&https).expect("endpoint"))
+        .await
+        .expect("still served");
 }

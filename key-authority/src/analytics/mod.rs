@@ -18,13 +18,16 @@
 //!   [`AnalyticsSettings::anomaly_models`] and [`AnalyticsSettings::forecast_models`], each
 //!   registered under the BLAKE3 of its bytes; a
 //!   request naming another digest is refused.
-//! - **Input receipts** ([`AnalyticsStore::record`], [`AnalyticsReceiptsService`]): a meter
-//!   records, under its household token, the BLAKE3 of each input ciphertext, the slot block
-//!   it wrote, the period of the block's first slot ([`SlotPeriod`]: a date, or an hour), its
-//!   lane and the ε it spent.
+//! - **Input receipts** ([`AnalyticsReceiptsService`]): a meter records, under its household
+//!   token and signed with its device key ([`crate::signed_receipts`]), the BLAKE3 of each
+//!   input ciphertext, the slot block it wrote, the period of the block's first slot
+//!   ([`SlotPeriod`]: a date, or an hour), its lane and the ε it spent, the model and the
+//!   evaluation group; the row keeps every field of the signed statement.
 //! - **Release** ([`AnalyticsReleaser::release`], [`AnalyticsService`]): per meter, in order
 //!   (the first failing check is the refusal reason in the audit log): a valid meter id named
-//!   once; a receipt under the named input id; inputs on the lane the model scores (an
+//!   once; a receipt under the named input id, bound to the audit chain (the granted
+//!   `analytics-receipt` entry's digest is the SHA-256 of the statement rebuilt from the row,
+//!   [`AnalyticsStore::bound_receipt`]); inputs on the lane the model scores (an
 //!   analytics-lane model never releases scores of exact readings, nor the reverse); as many inputs as the computation takes, each
 //!   hashing to the receipt's digest; a block inside the slots, longer than its history and
 //!   disjoint from every earlier accepted block of the request; no period the block would
@@ -80,7 +83,7 @@ pub use service::{
     ANALYTICS_CALLERS, AnalyticsReceiptsService, AnalyticsService, analytics_statement,
 };
 pub(crate) use store::record_in;
-pub use store::{AnalyticsReceipt, AnalyticsStore, InputLane, Recorded};
+pub use store::{AnalyticsReceipt, AnalyticsStore, InputLane, Recorded, receipt_period};
 
 /// Rotation steps of the default deep key set: the anomaly scorer's `−1, −2, −4`, the
 /// z-score's up to a 32-day window and the forecaster's up to `−128`.

@@ -113,6 +113,15 @@ pub(crate) fn receipt_from_wire(
     let first_period = slot_period
         .parse(&request.first_period)
         .map_err(|reason| Status::invalid_argument(format!("first_period: {reason}")))?;
+    // Kept as signed (and rebuilt into the statement at release): a value the database
+    // cannot store bit for bit (NaN, −0) is refused here.
+    if !request.epsilon.is_finite()
+        || (request.epsilon == 0.0 && request.epsilon.is_sign_negative())
+    {
+        return Err(Status::invalid_argument(
+            "epsilon must be a finite number (0 on the exact lane)",
+        ));
+    }
     let lane = InputLane::try_new(&request.lane, request.epsilon, request.readings_per_day)
         .map_err(Status::from)?;
     Ok(AnalyticsReceipt {

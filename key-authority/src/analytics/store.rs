@@ -5,9 +5,18 @@ use chrono::{NaiveDateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row as _};
 
+use seer_auth::device::{AnalyticsReceiptStatement, Statement};
+
 use super::engine::{SlotBlock, SlotPeriod};
-use crate::audit::{AuditLog, lock_head};
+use crate::audit::{AuditLog, InputDigest, RequestKind, granted_in_chain};
 use crate::release::ReleaseError;
+use crate::signed_receipts::ANALYTICS_RECEIPT_KIND;
+
+/// The audit entry `period` of an analytics receipt: `kind:input_id`.
+#[must_use]
+pub fn receipt_period(kind: &str, input_id: &str) -> String {
+    format!("{kind}:{input_id}")
+}
 
 /// Which lane a meter's inputs come from.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -95,7 +104,7 @@ impl AnalyticsReceipt {
     }
 }
 
-/// What [`AnalyticsStore::record`] did.
+/// What recording an analytics receipt did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recorded {
     /// Recorded now.
@@ -172,20 +181,7 @@ impl AnalyticsStore {
         }
     }
 
-    /// Records `receipt` (idempotent on an identical one; a different receipt under the same
-    /// (kind, meter, input id) is [`ReleaseError::AlreadyExists`]).
-    ///
-    /// # Errors
-    /// As above, and [`ReleaseError::Database`].
-    pub async fn record(&self, receipt: &AnalyticsReceipt) -> Result<Recorded, ReleaseError> {
-        let mut tx = self.pool.begin().await?;
-        lock_head(&mut tx).await?;
-        let outcome = record_in(&mut tx, receipt, None).await?;
-        tx.commit().await?;
-        Ok(outcome)
-    }
-
-    /// The receipt of (kind, meter, input id).
+    /// The receipt of (kind, meter, input id), as its row says.
     ///
     /// # Errors
     /// [`ReleaseError::Database`].
@@ -196,7 +192,54 @@ impl AnalyticsStore {
         input_id: &str,
     ) -> Result<Option<AnalyticsReceipt>, ReleaseError> {
         let mut conn = self.pool.acquire().await?;
-        receipt_in(&mut conn, kind, meter_id, input_id).await
+        Ok(receipt_in(&mut conn, kind, meter_id, input_id)
+            .await?
+            .map(|stored| stored.receipt))
+    }
+
+    /// The receipt of (kind, meter, input id) if the audit chain recorded it: a granted
+    /// `analytics-receipt` entry for its meter and `kind:input_id` whose digest is the SHA-256
+    /// of the statement rebuilt from the row (what the meter signed). `Ok(Err(reason))` for a
+    /// row that is missing, or that was inserted or altered outside the key authority (or
+    /// recorded before statements were kept).
+    ///
+    /// # Errors
+    /// [`ReleaseError::Database`].
+    pub async fn bound_receipt(
+        &self,
+        kind: &str,
+        meter_id: &str,
+        input_id: &str,
+    ) -> Result<Result<AnalyticsReceipt, String>, ReleaseError> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(stored) = receipt_in(&mut conn, kind, meter_id, input_id).await? else {
+            return Ok(Err(format!(
+                "no {kind} receipt of meter {meter_id} for input {:?}",
+                input_id.chars().take(64).collect::<String>()
+            )));
+        };
+        let Some(statement) = stored.statement else {
+            return Ok(Err(format!(
+                "the {kind} receipt of meter {meter_id} was recorded before receipts kept their \
+                 signed statement; the meter must send its inputs again"
+            )));
+        };
+        let digest = InputDigest::sha256(&Statement::encode(&statement));
+        let entry_kind = RequestKind::try_new(ANALYTICS_RECEIPT_KIND)?;
+        let period = receipt_period(kind, input_id);
+        if granted_in_chain(&mut conn, &entry_kind, meter_id, &period, &digest).await? {
+            Ok(Ok(stored.receipt))
+        } else {
+            tracing::error!(
+                kind,
+                meter_id,
+                "analytics receipt row without its granted audit entry"
+            );
+            Ok(Err(format!(
+                "the {kind} receipt of meter {meter_id} is not the one the audit chain recorded \
+                 (no granted analytics-receipt entry has its statement's digest)"
+            )))
+        }
     }
 
     /// The first of `periods` (wire forms of one kind, which sort chronologically) already
@@ -215,12 +258,18 @@ impl AnalyticsStore {
     }
 }
 
-/// [`AnalyticsStore::record`] inside the caller's transaction (which holds the audit head's
-/// lock), storing the meter's `signature` with a new receipt.
+/// Records `receipt`, signed by its meter as `statement` (the request rebuilt canonically)
+/// with `signature`, inside the caller's transaction (which holds the audit head's lock and
+/// has checked the signature). Idempotent on an identical receipt; a different receipt under
+/// the same (kind, meter, input id) is [`ReleaseError::AlreadyExists`].
+///
+/// Every field of the statement is kept (the period, ε and readings per day as signed), so
+/// that [`AnalyticsStore::bound_receipt`] can rebuild it from the row.
 pub(crate) async fn record_in(
     conn: &mut AnyConnection,
     receipt: &AnalyticsReceipt,
-    signature: Option<&[u8]>,
+    statement: &AnalyticsReceiptStatement,
+    signature: &[u8],
 ) -> Result<Recorded, ReleaseError> {
     if let Some(stored) = receipt_in(
         &mut *conn,
@@ -230,7 +279,7 @@ pub(crate) async fn record_in(
     )
     .await?
     {
-        return if stored == *receipt {
+        return if stored.receipt == *receipt && stored.statement.as_ref() == Some(statement) {
             Ok(Recorded::Duplicate)
         } else {
             Err(ReleaseError::AlreadyExists(format!(
@@ -239,24 +288,18 @@ pub(crate) async fn record_in(
             )))
         };
     }
-    let (epsilon, readings) = match receipt.lane {
-        InputLane::Exact => (0.0, 0),
-        InputLane::Analytics {
-            epsilon,
-            readings_per_day,
-        } => (epsilon, i64::from(readings_per_day)),
-    };
     sqlx::query(
         "INSERT INTO analytics_receipts (kind, meter_id, input_id, slot_offset, slot_count, \
              first_period, input_digests, lane, epsilon, readings_per_day, recorded_at_us, \
-             signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             signature, model_blake3, eval_group) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(receipt.kind.clone())
     .bind(receipt.meter_id.clone())
     .bind(receipt.input_id.clone())
     .bind(to_db(receipt.block.offset)?)
     .bind(to_db(receipt.block.count)?)
-    .bind(receipt.slot_period.format(receipt.first_period))
+    .bind(statement.first_period.clone())
     .bind(
         receipt
             .input_digests
@@ -266,13 +309,54 @@ pub(crate) async fn record_in(
             .join(","),
     )
     .bind(receipt.lane.as_str().to_owned())
-    .bind(epsilon)
-    .bind(readings)
+    .bind(statement.epsilon)
+    .bind(i64::from(statement.readings_per_day))
     .bind(Utc::now().timestamp_micros())
-    .bind(signature.map(hex::encode))
+    .bind(hex::encode(signature))
+    .bind(statement.model_blake3.clone())
+    .bind(i64::from(statement.group))
     .execute(&mut *conn)
     .await?;
     Ok(Recorded::New)
+}
+
+/// A receipt row, with the statement rebuilt from it (`None` for rows recorded before the
+/// statement's every field was kept).
+struct StoredReceipt {
+    receipt: AnalyticsReceipt,
+    statement: Option<AnalyticsReceiptStatement>,
+}
+
+/// The statement the row's meter signed, rebuilt from its columns.
+fn statement_from_row(
+    row: &AnyRow,
+    receipt: &AnalyticsReceipt,
+) -> Result<Option<AnalyticsReceiptStatement>, ReleaseError> {
+    let model_blake3: Option<String> = row.try_get("model_blake3")?;
+    let group: Option<i64> = row.try_get("eval_group")?;
+    let (Some(model_blake3), Some(group)) = (model_blake3, group) else {
+        return Ok(None);
+    };
+    let to_u32 = |what: &'static str, value: i64| {
+        u32::try_from(value).map_err(|e| decode(what)(e.to_string()))
+    };
+    let offset: i64 = row.try_get("slot_offset")?;
+    let count: i64 = row.try_get("slot_count")?;
+    let readings: i64 = row.try_get("readings_per_day")?;
+    Ok(Some(AnalyticsReceiptStatement {
+        kind: receipt.kind.clone(),
+        meter_id: receipt.meter_id.clone(),
+        input_id: receipt.input_id.clone(),
+        model_blake3,
+        slot_offset: to_u32("slot_offset", offset)?,
+        slot_count: to_u32("slot_count", count)?,
+        first_period: row.try_get("first_period")?,
+        group: to_u32("eval_group", group)?,
+        input_blake3: receipt.input_digests.clone(),
+        lane: receipt.lane.as_str().to_owned(),
+        epsilon: row.try_get("epsilon")?,
+        readings_per_day: to_u32("readings_per_day", readings)?,
+    }))
 }
 
 async fn receipt_in(
@@ -280,10 +364,10 @@ async fn receipt_in(
     kind: &str,
     meter_id: &str,
     input_id: &str,
-) -> Result<Option<AnalyticsReceipt>, ReleaseError> {
+) -> Result<Option<StoredReceipt>, ReleaseError> {
     sqlx::query(
         "SELECT kind, meter_id, input_id, slot_offset, slot_count, first_period, input_digests, \
-         lane, epsilon, readings_per_day FROM analytics_receipts \
+         lane, epsilon, readings_per_day, model_blake3, eval_group FROM analytics_receipts \
          WHERE kind = $1 AND meter_id = $2 AND input_id = $3",
     )
     .bind(kind.to_owned())
@@ -291,7 +375,11 @@ async fn receipt_in(
     .bind(input_id.to_owned())
     .fetch_optional(conn)
     .await?
-    .map(|row| receipt_from_row(&row))
+    .map(|row| {
+        let receipt = receipt_from_row(&row)?;
+        let statement = statement_from_row(&row, &receipt)?;
+        Ok(StoredReceipt { receipt, statement })
+    })
     .transpose()
 }
 

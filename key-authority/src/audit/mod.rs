@@ -120,7 +120,7 @@ pub use entry::{
 };
 pub use error::{AuditError, StartupProblem};
 pub use service::{AUDIT_READERS, AuditService, entry_to_wire, report_to_wire};
-pub(crate) use store::{AppendTx, lock_head};
+pub(crate) use store::AppendTx;
 pub use store::{
     AuditLog, Backend, DEFAULT_PAGE_SIZE, EmptyLog, EntryPage, ListQuery, MAX_PAGE_SIZE,
     granted_in_chain, released_in_chain,

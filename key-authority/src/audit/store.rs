@@ -917,23 +917,6 @@ impl AppendTx<'_> {
     }
 }
 
-/// Takes the audit head's row lock in `connection`'s transaction (PostgreSQL), or SQLite's
-/// write lock, without changing anything: writers that must not interleave with appends (the
-/// receipts, which the release path reads under this lock) call it first.
-///
-/// # Errors
-/// When the database refuses the write, or the head row is missing.
-pub(crate) async fn lock_head(connection: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
-    let locked = sqlx::query("UPDATE audit_head SET last_seq = last_seq WHERE id = 1")
-        .execute(connection)
-        .await?;
-    if locked.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(sqlx::Error::RowNotFound)
-    }
-}
-
 fn sequence_to_db(sequence: u64) -> Result<i64, AuditError> {
     i64::try_from(sequence).map_err(|_| AuditError::Full)
 }
