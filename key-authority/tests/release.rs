@@ -17,7 +17,7 @@ use base64::Engine as _;
 use chrono::{NaiveDate, NaiveDateTime};
 use key_authority::Application;
 use key_authority::Settings;
-use key_authority::audit::{AuditEntry, AuditLog, Decision, ListQuery};
+use key_authority::audit::{AuditEntry, AuditLog, Decision, ListQuery, ProblemKind};
 use key_authority::auth::device::{BillingReceiptStatement, DeviceKey};
 use key_authority::auth::{
     AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER, Identity, Role, TokenIssuer, TokenRequest,
@@ -1537,4 +1537,26 @@ async fn receipt_rows_written_outside_the_key_authority_release_nothing() {
         response.bills[0].amount_paise,
         homes[0].plaintext_bill(&tariff).get()
     );
+
+    // The auditor's verification names the first row the chain did not record (M-2's altered
+    // receipt sorts before M-9's copy), and releases stop until an operator acts.
+    let report = app.audit.verify(None).await.expect("verify");
+    match report.problem.as_ref().map(|p| &p.kind) {
+        Some(ProblemKind::ReceiptNotInChain {
+            table, meter_id, ..
+        }) => {
+            assert_eq!(table, "receipts");
+            assert_eq!(meter_id, "M-2");
+        }
+        other => panic!("expected an unbound receipt, got {other:?}"),
+    }
+    assert!(app.audit.halted().is_some(), "releases stop");
+    // Restored (the operator deletes the copy and moves the position back): intact again.
+    app.execute(
+        "DELETE FROM receipts WHERE meter_id = 'M-9'; \
+         UPDATE receipts SET billing_position = billing_position - 1 \
+         WHERE meter_id = 'M-2' AND closes_period = 1",
+    )
+    .await;
+    assert!(app.audit.verify(None).await.expect("verify").is_intact());
 }

@@ -12,7 +12,7 @@ use key_authority::analytics::{
     AnalyticsReceipt, AnalyticsStore, InputLane, Recorded, SlotBlock, SlotPeriod,
     analytics_statement,
 };
-use key_authority::audit::{AuditLog, Decision, InputDigest, ListQuery, RequestKind};
+use key_authority::audit::{AuditLog, Decision, InputDigest, ListQuery, ProblemKind, RequestKind};
 use key_authority::auth::device::{DeviceKey, Statement as _};
 use key_authority::auth::{
     AUDIENCE_KEY_AUTHORITY, Caller, DEFAULT_ISSUER, Identity, JwtSigningKey, TokenIssuer,
@@ -419,6 +419,27 @@ async fn analytics_receipt_rows_written_outside_the_key_authority_are_not_bound(
         refusal.contains("not the one the audit chain recorded"),
         "{refusal}"
     );
+    // The auditor's verification names it too (as the key authority's anchored log does).
+    f.log.bind_releases(true);
+    let report = f.log.verify(None).await.expect("verify");
+    match report.problem.as_ref().map(|p| &p.kind) {
+        Some(ProblemKind::ReceiptNotInChain {
+            table,
+            meter_id,
+            subject,
+        }) => {
+            assert_eq!(
+                (table.as_str(), meter_id.as_str(), subject.as_str()),
+                ("analytics_receipts", "M-2", "anomaly:2010-03-01@w")
+            );
+        }
+        other => panic!("expected an unbound receipt, got {other:?}"),
+    }
+    sqlx::query("DELETE FROM analytics_receipts WHERE meter_id = 'M-2'")
+        .execute(&raw)
+        .await
+        .expect("deleted");
+    assert!(f.log.verify(None).await.expect("verify").is_intact());
 
     // Each column the statement covers, altered in place and restored.
     for (column, altered, original) in [
@@ -447,6 +468,10 @@ async fn analytics_receipt_rows_written_outside_the_key_authority_are_not_bound(
         assert!(
             refusal.contains("not the one the audit chain recorded"),
             "{column}: {refusal}"
+        );
+        assert!(
+            !f.log.verify(None).await.expect("verify").is_intact(),
+            "{column}: the verification names the altered row"
         );
         sqlx::query(sqlx::AssertSqlSafe(set(original)))
             .execute(&raw)

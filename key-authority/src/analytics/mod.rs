@@ -82,8 +82,8 @@ pub use policy::{
 pub use service::{
     ANALYTICS_CALLERS, AnalyticsReceiptsService, AnalyticsService, analytics_statement,
 };
-pub(crate) use store::record_in;
 pub use store::{AnalyticsReceipt, AnalyticsStore, InputLane, Recorded, receipt_period};
+pub(crate) use store::{first_unbound_receipt, record_in};
 
 /// Rotation steps of the default deep key set: the anomaly scorer's `−1, −2, −4`, the
 /// z-score's up to a 32-day window and the forecaster's up to `−128`.

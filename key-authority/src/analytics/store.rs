@@ -383,6 +383,60 @@ async fn receipt_in(
     .transpose()
 }
 
+/// Receipt rows read per page by [`first_unbound_receipt`].
+const VERIFY_PAGE: i64 = 1_000;
+
+/// The first analytics receipt row (in kind, meter, input id order) that the audit chain did
+/// not record (see [`AnalyticsStore::bound_receipt`]), or that does not parse: its kind, meter
+/// and input id. Rows recorded before receipts kept their whole statement (no model digest or
+/// group) are skipped: no release can use them. One indexed query per row; for `Audit.Verify`.
+///
+/// # Errors
+/// When the database fails.
+pub(crate) async fn first_unbound_receipt(
+    pool: &AnyPool,
+) -> Result<Option<(String, String, String)>, sqlx::Error> {
+    let entry_kind = RequestKind::try_new(ANALYTICS_RECEIPT_KIND)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let mut conn = pool.acquire().await?;
+    let mut after = (String::new(), String::new(), String::new());
+    loop {
+        let rows = sqlx::query(
+            "SELECT kind, meter_id, input_id, slot_offset, slot_count, first_period, \
+             input_digests, lane, epsilon, readings_per_day, model_blake3, eval_group \
+             FROM analytics_receipts WHERE kind > $1 OR (kind = $1 AND (meter_id > $2 OR \
+             (meter_id = $2 AND input_id > $3))) ORDER BY kind, meter_id, input_id LIMIT $4",
+        )
+        .bind(after.0.clone())
+        .bind(after.1.clone())
+        .bind(after.2.clone())
+        .bind(VERIFY_PAGE)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in &rows {
+            let key: (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let statement =
+                receipt_from_row(row).and_then(|receipt| statement_from_row(row, &receipt));
+            let bound = match statement {
+                Ok(None) => true,
+                Ok(Some(statement)) => {
+                    let digest = InputDigest::sha256(&Statement::encode(&statement));
+                    let period = receipt_period(&key.0, &key.2);
+                    granted_in_chain(&mut conn, &entry_kind, &key.1, &period, &digest).await?
+                }
+                Err(_) => false,
+            };
+            if !bound {
+                return Ok(Some(key));
+            }
+            after = key;
+        }
+        if (rows.len() as i64) < VERIFY_PAGE {
+            return Ok(None);
+        }
+    }
+}
+
 /// The first period in the span of `periods` (wire forms of one kind, which sort
 /// chronologically) already released for (kind, meter), with its audit entry.
 ///

@@ -102,7 +102,9 @@
 //! anchor (rolled back), no longer holds the anchored entry, or fails verification. An anchored
 //! log also checks the anchor at every append, and its verification cross-checks the release
 //! tables against the chain ([`ProblemKind::ReleaseMissing`],
-//! [`ProblemKind::ReleaseNotInChain`]). `key-authority init-audit` ([`AuditLog::init_audit`])
+//! [`ProblemKind::ReleaseNotInChain`]) and each signed receipt row against the entry that
+//! recorded it ([`ProblemKind::ReceiptNotInChain`]: the statement rebuilt from the row must
+//! have the entry's digest). `key-authority init-audit` ([`AuditLog::init_audit`])
 //! is the operator's explicit start of a new log (or adoption of a log without an anchor).
 
 pub mod anchor;

@@ -208,6 +208,7 @@ fn problem_kind_to_wire(kind: &ProblemKind) -> v1::AuditProblemKind {
         ProblemKind::EntriesBeyondHead { .. } => Wire::EntriesBeyondHead,
         ProblemKind::AnchorMismatch { .. } => Wire::AnchorMismatch,
         ProblemKind::ReleaseNotInChain { .. } => Wire::ReleaseNotInChain,
+        ProblemKind::ReceiptNotInChain { .. } => Wire::ReceiptNotInChain,
         ProblemKind::ReleaseMissing { .. } => Wire::ReleaseMissing,
     }
 }

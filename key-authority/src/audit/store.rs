@@ -727,6 +727,9 @@ impl AuditLog {
                 .load(std::sync::atomic::Ordering::Relaxed)
         {
             report.problem = self.check_releases().await?;
+            if report.problem.is_none() {
+                report.problem = self.check_receipts().await?;
+            }
         }
         if let Some(problem) = &report.problem {
             self.halt(&problem.to_string());
@@ -799,6 +802,45 @@ impl AuditLog {
                     },
                 }));
             }
+        }
+        Ok(None)
+    }
+
+    /// The first receipt row (billing, then analytics) that the chain did not record (see
+    /// [`ProblemKind::ReceiptNotInChain`]).
+    async fn check_receipts(&self) -> Result<Option<ChainProblem>, AuditError> {
+        let problem = |table: &str, meter_id: String, subject: String| ChainProblem {
+            row: 0,
+            sequence: None,
+            kind: ProblemKind::ReceiptNotInChain {
+                table: table.to_owned(),
+                meter_id,
+                subject,
+            },
+        };
+        // The billing statement names the billing circuit's parameter set (what
+        // `Receipts.Record` rebuilds it with).
+        let params_id = seer_core::circuits::billing::PARAMETER_SET.id();
+        if let Some((meter, period, sequence)) =
+            crate::release::first_unbound_receipt(&self.pool, &params_id)
+                .await
+                .map_err(AuditError::Read)?
+        {
+            return Ok(Some(problem(
+                "receipts",
+                meter,
+                format!("{period}#{sequence}"),
+            )));
+        }
+        if let Some((kind, meter, input_id)) = crate::analytics::first_unbound_receipt(&self.pool)
+            .await
+            .map_err(AuditError::Read)?
+        {
+            return Ok(Some(problem(
+                "analytics_receipts",
+                meter,
+                crate::analytics::receipt_period(&kind, &input_id),
+            )));
         }
         Ok(None)
     }

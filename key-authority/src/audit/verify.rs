@@ -156,6 +156,17 @@ pub enum ProblemKind {
         /// The audit sequence the row names.
         audit_sequence: i64,
     },
+    /// A receipt row is not the one its granted audit entry recorded (no granted receipt
+    /// entry of its meter has the SHA-256 of the statement rebuilt from it): it was inserted
+    /// or altered outside the key authority, and no release will use it.
+    ReceiptNotInChain {
+        /// `receipts` or `analytics_receipts`.
+        table: String,
+        /// The row's meter.
+        meter_id: String,
+        /// What the row is for: `PERIOD#SEQUENCE` (billing) or `KIND:INPUT_ID` (analytics).
+        subject: String,
+    },
     /// A granted release entry has no release row: the row was deleted (and the result could
     /// be released a second time if the policy trusted the table alone).
     ReleaseMissing {
@@ -242,6 +253,16 @@ impl fmt::Display for ProblemKind {
                 f,
                 "{table} row ({kind}, {meter_id}, {period}) names audit entry {audit_sequence}, \
                  which is not a granted {kind} entry for that meter and period: the row was \
+                 inserted or altered outside the key authority"
+            ),
+            ProblemKind::ReceiptNotInChain {
+                table,
+                meter_id,
+                subject,
+            } => write!(
+                f,
+                "{table} row of meter {meter_id} ({subject}) is not the receipt its audit entry \
+                 recorded (no granted entry has its signed statement's digest): the row was \
                  inserted or altered outside the key authority"
             ),
             ProblemKind::ReleaseMissing {

@@ -104,5 +104,5 @@ pub use policy::{BillDecisions, BillInput, BillOutcome, BillReleaser, BillReques
 pub use service::{
     RECEIPT_WRITERS, RELEASE_CALLERS, ReceiptsService, ReleaseService, billing_statement,
 };
-pub(crate) use store::record_in;
 pub use store::{Period, Receipt, ReceiptStore, RecordOutcome, Registration, Released};
+pub(crate) use store::{first_unbound_receipt, record_in};

@@ -269,6 +269,62 @@ pub(crate) async fn record_in(
     Ok(RecordOutcome::Recorded)
 }
 
+/// Receipt rows read per page by [`first_unbound_receipt`].
+const VERIFY_PAGE: i64 = 1_000;
+
+/// The first billing receipt row (in meter, period, sequence order) that the audit chain did
+/// not record: no granted `receipt` entry for its meter and period has the SHA-256 of the
+/// statement rebuilt from it under `params_id` (inserted or altered outside the key
+/// authority), or it does not parse. Returns its meter, period and sequence. Rows recorded
+/// before meters signed receipts (no signature) are skipped: no release can use them. One
+/// indexed query per row, on one connection; for `Audit.Verify`.
+///
+/// # Errors
+/// When the database fails.
+pub(crate) async fn first_unbound_receipt(
+    pool: &AnyPool,
+    params_id: &str,
+) -> Result<Option<(String, String, i64)>, sqlx::Error> {
+    let kind = RequestKind::try_new(crate::signed_receipts::RECEIPT_KIND)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let mut conn = pool.acquire().await?;
+    let mut after = (String::new(), String::new(), 0_i64);
+    loop {
+        let rows = sqlx::query(
+            "SELECT meter_id, sequence, period, billing_digest, billing_group, billing_position, \
+             closes_period FROM receipts WHERE signature IS NOT NULL AND (meter_id > $1 OR \
+             (meter_id = $1 AND (period > $2 OR (period = $2 AND sequence > $3)))) \
+             ORDER BY meter_id, period, sequence LIMIT $4",
+        )
+        .bind(after.0.clone())
+        .bind(after.1.clone())
+        .bind(after.2)
+        .bind(VERIFY_PAGE)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in &rows {
+            let key: (String, String, i64) = (row.try_get(0)?, row.try_get(2)?, row.try_get(1)?);
+            let bound = match receipt_from_row(row) {
+                Ok(receipt) => {
+                    let statement = super::service::billing_statement(&receipt, params_id);
+                    let digest =
+                        InputDigest::sha256(&seer_auth::device::Statement::encode(&statement));
+                    crate::audit::granted_in_chain(&mut conn, &kind, &key.0, &key.1, &digest)
+                        .await?
+                }
+                Err(_) => false,
+            };
+            if !bound {
+                return Ok(Some(key));
+            }
+            after = key;
+        }
+        if (rows.len() as i64) < VERIFY_PAGE {
+            return Ok(None);
+        }
+    }
+}
+
 fn receipt_from_row(row: &AnyRow) -> Result<Receipt, ReleaseError> {
     let period: String = row.try_get(2)?;
     let digest: String = row.try_get(3)?;
