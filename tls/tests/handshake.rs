@@ -38,8 +38,21 @@ impl Pki {
     }
 }
 
-/// Starts a health server with `server` TLS; returns its port and the parties it saw.
-async fn serve(server: &TlsFiles) -> (u16, Arc<Mutex<Vec<Option<Party>>>>) {
+/// How a test server accepts TLS.
+#[derive(Clone, Copy)]
+enum Acceptor {
+    /// tonic's own `ServerTlsConfig`.
+    Tonic,
+    /// SEER's servers' way: `ServerTls`, the revocation list re-read when it changes.
+    Seer,
+}
+
+/// Starts a health server with `server` TLS accepted by `acceptor`; returns its port and the
+/// parties it saw.
+async fn serve_with(
+    server: &TlsFiles,
+    acceptor: Acceptor,
+) -> (u16, Arc<Mutex<Vec<Option<Party>>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&seen);
     let (_reporter, health) = tonic_health::server::health_reporter();
@@ -53,11 +66,21 @@ async fn serve(server: &TlsFiles) -> (u16, Arc<Mutex<Vec<Option<Party>>>>) {
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let router = Server::builder()
-        .tls_config(server.server_config().expect("server TLS"))
-        .expect("TLS accepted")
-        .add_service(health);
-    tokio::spawn(router.serve_with_incoming(TcpIncoming::from(listener)));
+    match acceptor {
+        Acceptor::Tonic => {
+            let router = Server::builder()
+                .tls_config(server.server_config().expect("server TLS"))
+                .expect("TLS accepted")
+                .add_service(health);
+            tokio::spawn(router.serve_with_incoming(TcpIncoming::from(listener)));
+        }
+        Acceptor::Seer => {
+            let tls = Arc::new(ServerTls::new(server).expect("server TLS"));
+            let (incoming, _accepting) = tls.incoming(listener);
+            let router = Server::builder().add_service(health);
+            tokio::spawn(router.serve_with_incoming(incoming));
+        }
+    }
     (port, seen)
 }
 
@@ -79,6 +102,15 @@ async fn check(endpoint: tonic::transport::Endpoint) -> Result<(), String> {
 
 #[tokio::test]
 async fn only_clients_with_a_certificate_of_the_deployment_ca_get_through() {
+    only_clients_of_the_ca_get_through(Acceptor::Tonic).await;
+}
+
+#[tokio::test]
+async fn only_clients_of_the_ca_get_through_seers_own_acceptor() {
+    only_clients_of_the_ca_get_through(Acceptor::Seer).await;
+}
+
+async fn only_clients_of_the_ca_get_through(acceptor: Acceptor) {
     let pki = Pki::new();
     let ca = DeploymentCa::generate("test").expect("CA");
     let server = pki.files(
@@ -87,7 +119,7 @@ async fn only_clients_with_a_certificate_of_the_deployment_ca_get_through() {
             .expect("issued"),
         "server",
     );
-    let (port, seen) = serve(&server).await;
+    let (port, seen) = serve_with(&server, acceptor).await;
     let https = format!("https://127.0.0.1:{port}");
 
     // A meter of this deployment: accepted, and the server reads its meter id.
@@ -150,29 +182,6 @@ async fn only_clients_with_a_certificate_of_the_deployment_ca_get_through() {
     assert_eq!(seen.lock().expect("lock").len(), 1);
 }
 
-/// Starts a health server accepting TLS as SEER's servers do (`ServerTls`, revocation list
-/// re-read when it changes); returns its port and the parties it saw.
-async fn serve_revocable(server: &TlsFiles) -> (u16, Arc<Mutex<Vec<Option<Party>>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = Arc::clone(&seen);
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let health = tonic::service::interceptor::InterceptedService::new(
-        health,
-        move |request: tonic::Request<()>| {
-            let party = request_party(&request).and_then(Result::ok);
-            record.lock().expect("lock").push(party);
-            Ok(request)
-        },
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let tls = Arc::new(ServerTls::new(server).expect("server TLS"));
-    let (incoming, _accepting) = tls.incoming(listener);
-    let router = Server::builder().add_service(health);
-    tokio::spawn(router.serve_with_incoming(incoming));
-    (port, seen)
-}
-
 #[tokio::test]
 async fn a_revoked_certificate_no_longer_completes_a_handshake() {
     let pki = Pki::new();
@@ -189,7 +198,7 @@ async fn a_revoked_certificate_no_longer_completes_a_handshake() {
     let missing = ServerTls::new(&server).expect_err("no list yet");
     assert!(missing.to_string().contains(CRL_FILE), "{missing}");
     ca.ensure_revocation_list(dir).expect("empty list");
-    let (port, seen) = serve_revocable(&server).await;
+    let (port, seen) = serve_with(&server, Acceptor::Seer).await;
     let https = format!("https://127.0.0.1:{port}");
     let meter = |id: &str| {
         pki.files(
