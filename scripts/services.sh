@@ -69,8 +69,11 @@ enable_tls() {
     datadir=$(psql -h 127.0.0.1 -U "$user" -d postgres -tAc "show data_directory") || return 1
     server="$datadir/seer-server.pem"
     current=$(psql -h 127.0.0.1 -U "$user" -d postgres -tAc "show ssl_cert_file") || return 1
+    # Already set up for this checkout: the server uses our certificate file, and it chains to
+    # this checkout's CA (another checkout on the same machine may have replaced both).
     if [[ "$current" == "$server" && -s "$ca" ]] && as_root test -s "$server" \
-        && [[ $(psql -h 127.0.0.1 -U "$user" -d postgres -tAc "show ssl") == "on" ]]; then
+        && [[ $(psql -h 127.0.0.1 -U "$user" -d postgres -tAc "show ssl") == "on" ]] \
+        && as_root openssl verify -CAfile "$ca" "$server" >/dev/null 2>&1; then
         return 0
     fi
     command -v openssl >/dev/null 2>&1 || { say "openssl is missing: PostgreSQL TLS not set up"; return 1; }

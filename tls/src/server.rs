@@ -9,7 +9,8 @@
 //!
 //! A list that is configured must exist and parse when the server starts (a deleted list would
 //! silently un-revoke every certificate). While serving, [`ServerTls::acceptor`] looks at the
-//! file's modification time on each connection and rebuilds the configuration when it changed;
+//! file's modification time, inode and length on each connection and rebuilds the
+//! configuration when any changed (`seer pki revoke` replaces the file by a rename);
 //! a list that no longer reads keeps the last good configuration and logs an error.
 
 use std::path::Path;
@@ -44,14 +45,14 @@ pub struct ServerTls {
 
 struct State {
     acceptor: TlsAcceptor,
-    crl_modified: Option<SystemTime>,
+    crl_version: Option<Version>,
     revoked: usize,
 }
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
-            .field("crl_modified", &self.crl_modified)
+            .field("crl_version", &self.crl_version)
             .field("revoked", &self.revoked)
             .finish_non_exhaustive()
     }
@@ -64,8 +65,22 @@ fn invalid(what: &Path, reason: impl std::fmt::Display) -> TlsError {
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What tells a changed file: its modification time, and (for file systems with coarse
+/// times, and replacements within one tick) its inode and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    modified: Option<SystemTime>,
+    inode: u64,
+    len: u64,
+}
+
+fn version(path: &Path) -> Option<Version> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| Version {
+        modified: m.modified().ok(),
+        inode: m.ino(),
+        len: m.len(),
+    })
 }
 
 /// The rustls server configuration of `files`, and how many certificates its revocation list
@@ -127,13 +142,13 @@ impl ServerTls {
     /// # Errors
     /// As [`server_config`].
     pub fn new(files: &TlsFiles) -> Result<Self, TlsError> {
-        let crl_modified = files.crl_file.as_deref().and_then(modified);
+        let crl_version = files.crl_file.as_deref().and_then(version);
         let (config, revoked) = server_config(files)?;
         Ok(Self {
             files: files.clone(),
             state: Mutex::new(State {
                 acceptor: TlsAcceptor::from(Arc::new(config)),
-                crl_modified,
+                crl_version,
                 revoked,
             }),
         })
@@ -163,8 +178,8 @@ impl ServerTls {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(crl_file) = &self.files.crl_file {
-            let now = modified(crl_file);
-            if now != state.crl_modified {
+            let now = version(crl_file);
+            if now != state.crl_version {
                 match server_config(&self.files) {
                     Ok((config, revoked)) => {
                         tracing::info!(
@@ -174,13 +189,13 @@ impl ServerTls {
                         );
                         *state = State {
                             acceptor: TlsAcceptor::from(Arc::new(config)),
-                            crl_modified: now,
+                            crl_version: now,
                             revoked,
                         };
                     }
                     Err(error) => {
                         // Not retried until the file changes again; the last list stays.
-                        state.crl_modified = now;
+                        state.crl_version = now;
                         tracing::error!(
                             file = %crl_file.display(),
                             %error,
