@@ -43,7 +43,15 @@ const MAX_TOKEN_ID_LEN: usize = 128;
 #[derive(Debug, Clone)]
 pub struct RevokedTokens {
     log: Arc<AuditLog>,
-    ids: Arc<RwLock<HashSet<String>>>,
+    ids: Arc<RwLock<Ids>>,
+}
+
+/// The revoked ids: as last loaded, and those revoked through this handle since (kept apart so
+/// that a reload which read the table just before such a revocation committed cannot drop it).
+#[derive(Debug, Default)]
+struct Ids {
+    loaded: HashSet<String>,
+    revoked_here: HashSet<String>,
 }
 
 fn micros(at: SystemTime) -> i64 {
@@ -72,7 +80,8 @@ impl RevokedTokens {
     /// # Errors
     /// [`EnrolmentError::Database`] (the set is left as it was).
     pub async fn refresh(&self) -> Result<usize, EnrolmentError> {
-        let horizon = micros(SystemTime::now()) - micros(UNIX_EPOCH + seer_auth::DEFAULT_LEEWAY);
+        let leeway = i64::try_from(seer_auth::DEFAULT_LEEWAY.as_micros()).unwrap_or(i64::MAX);
+        let horizon = micros(SystemTime::now()).saturating_sub(leeway);
         let rows = sqlx::query("SELECT token_id FROM revoked_tokens WHERE expires_at_us > $1")
             .bind(horizon)
             .fetch_all(self.log.pool())
@@ -82,20 +91,21 @@ impl RevokedTokens {
             .map(|row| row.try_get::<String, _>("token_id"))
             .collect::<Result<HashSet<_>, _>>()?;
         let count = ids.len();
-        *self
-            .ids
+        self.ids
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = ids;
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .loaded = ids;
         Ok(count)
     }
 
     /// Whether the token with id `token_id` is revoked.
     #[must_use]
     pub fn is_revoked(&self, token_id: &str) -> bool {
-        self.ids
+        let ids = self
+            .ids
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(token_id)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ids.loaded.contains(token_id) || ids.revoked_here.contains(token_id)
     }
 
     /// Revokes the token `token_id`, which expires at `expires_at` (audit entry
@@ -145,6 +155,7 @@ impl RevokedTokens {
         self.ids
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .revoked_here
             .insert(token_id.to_owned());
         tracing::info!(token_id, "token revoked");
         Ok(true)

@@ -156,8 +156,7 @@ impl DeploymentCa {
         certificate_pem: &str,
         what: &Path,
     ) -> Result<Revocation, TlsError> {
-        let serial = certificate_serial(certificate_pem, what)?;
-        self.check_issued(certificate_pem, what)?;
+        let serial = self.issued_serial(certificate_pem, what)?;
         let path = self.ensure_revocation_list(dir)?;
         let mut list = read_list(&path)?;
         let added = !list.revoked.iter().any(|r| r.serial == serial);
@@ -179,8 +178,8 @@ impl DeploymentCa {
         })
     }
 
-    /// Whether `certificate_pem` was signed by this CA.
-    fn check_issued(&self, certificate_pem: &str, what: &Path) -> Result<(), TlsError> {
+    /// The serial number of `certificate_pem`, which must have been signed by this CA.
+    fn issued_serial(&self, certificate_pem: &str, what: &Path) -> Result<Vec<u8>, TlsError> {
         let parse = |pem: &str| -> Result<Vec<u8>, TlsError> {
             let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
                 .map_err(|e| invalid(what, format!("not a PEM certificate: {e}")))?;
@@ -203,6 +202,7 @@ impl DeploymentCa {
                     leaf.issuer()
                 ),
             )
-        })
+        })?;
+        Ok(leaf.raw_serial().to_vec())
     }
 }
