@@ -179,6 +179,34 @@ pub struct BatchStatement {
     pub billing_position: u32,
     /// ε spent on the analytics lane.
     pub epsilon_spent: f64,
+    /// The distributed-noise plan of the analytics lane; `None` for a lane without noise
+    /// shares (batches signed before plans existed encode, and verify, exactly as before).
+    pub noise: Option<NoisePlanStatement>,
+}
+
+/// The distributed-noise plan a meter signs with each batch (`seer.v1.NoisePlan`): how its
+/// analytics lane's noise shares are sized and which slots of which window they cover. The
+/// noise group is the batch's billing group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoisePlanStatement {
+    /// Meters in the noise group the shares are sized for (n).
+    pub group_size: u32,
+    /// Meters that may be absent or collude (t): shares are sized for n − t.
+    pub tolerated: u32,
+    /// The clamp Δ, Wh per reading.
+    pub sensitivity_wh: i64,
+    /// ε per reading of the group's released total.
+    pub epsilon: f64,
+    /// The start of the window slot 0 stands for, RFC 3339 as sent.
+    pub window_start: String,
+    /// Seconds per reading interval (one slot).
+    pub interval_seconds: u32,
+    /// Intervals in the window.
+    pub window_slots: u32,
+    /// The first slot of the batch's span.
+    pub first_slot: u32,
+    /// Slots in the batch's span (each carries a share, with or without a reading).
+    pub slot_count: u32,
 }
 
 impl Statement for BatchStatement {
@@ -186,7 +214,7 @@ impl Statement for BatchStatement {
     const NAME: &'static str = "batch";
 
     fn encode(&self) -> Vec<u8> {
-        Encoder::new(Self::TAG)
+        let encoder = Encoder::new(Self::TAG)
             .str(&self.meter_id)
             .u64(self.sequence)
             .str(&self.period)
@@ -197,8 +225,24 @@ impl Statement for BatchStatement {
             .digest(&self.analytics_lane_blake3)
             .u32(self.billing_group)
             .u32(self.billing_position)
-            .f64(self.epsilon_spent)
-            .finish()
+            .f64(self.epsilon_spent);
+        // Appended only when present, after a marker byte: a batch without a plan encodes as
+        // it always did, and one with a plan is longer than any without.
+        match &self.noise {
+            None => encoder.finish(),
+            Some(plan) => encoder
+                .bool(true)
+                .u32(plan.group_size)
+                .u32(plan.tolerated)
+                .i64(plan.sensitivity_wh)
+                .f64(plan.epsilon)
+                .str(&plan.window_start)
+                .u32(plan.interval_seconds)
+                .u32(plan.window_slots)
+                .u32(plan.first_slot)
+                .u32(plan.slot_count)
+                .finish(),
+        }
     }
 }
 
@@ -616,6 +660,21 @@ mod tests {
             billing_group: 2,
             billing_position: 3,
             epsilon_spent: 9.6,
+            noise: None,
+        }
+    }
+
+    fn plan() -> NoisePlanStatement {
+        NoisePlanStatement {
+            group_size: 100,
+            tolerated: 10,
+            sensitivity_wh: 3_450,
+            epsilon: 1.0,
+            window_start: "2026-11-01T00:00:00+00:00".into(),
+            interval_seconds: 900,
+            window_slots: 96,
+            first_slot: 0,
+            slot_count: 96,
         }
     }
 
@@ -703,8 +762,42 @@ mod tests {
                 with(&|s| s.billing_group = 1),
                 with(&|s| s.billing_position = 4),
                 with(&|s| s.epsilon_spent = 9.7),
+                with(&|s| s.noise = Some(plan())),
             ],
         );
+    }
+
+    #[test]
+    fn every_noise_plan_field_is_signed() {
+        let base = BatchStatement {
+            noise: Some(plan()),
+            ..batch()
+        };
+        let with = |f: &dyn Fn(&mut NoisePlanStatement)| {
+            let mut s = base.clone();
+            if let Some(plan) = s.noise.as_mut() {
+                f(plan);
+            }
+            s
+        };
+        assert_fields_bound(
+            &base,
+            &[
+                with(&|p| p.group_size = 101),
+                with(&|p| p.tolerated = 11),
+                with(&|p| p.sensitivity_wh = 3_451),
+                with(&|p| p.epsilon = 1.5),
+                with(&|p| p.window_start = "2026-11-02T00:00:00+00:00".into()),
+                with(&|p| p.interval_seconds = 1_800),
+                with(&|p| p.window_slots = 48),
+                with(&|p| p.first_slot = 1),
+                with(&|p| p.slot_count = 95),
+            ],
+        );
+        // A batch without a plan encodes exactly as before plans existed.
+        let old = batch().encode();
+        assert!(base.encode().starts_with(&old));
+        assert!(base.encode().len() > old.len());
     }
 
     #[test]

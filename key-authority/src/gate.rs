@@ -10,6 +10,7 @@ use seer_proto::v1::analytics_receipts_server::AnalyticsReceiptsServer;
 use seer_proto::v1::analytics_server::AnalyticsServer;
 use seer_proto::v1::audit_server::AuditServer;
 use seer_proto::v1::enrolment_server::EnrolmentServer;
+use seer_proto::v1::group_totals_server::GroupTotalsServer;
 use seer_proto::v1::keys_server::KeysServer;
 use seer_proto::v1::receipts_server::ReceiptsServer;
 use seer_proto::v1::release_server::ReleaseServer;
@@ -19,6 +20,7 @@ use tonic::server::NamedService;
 use crate::analytics::{ANALYTICS_CALLERS, AnalyticsReceiptsService, AnalyticsService};
 use crate::audit::{AUDIT_READERS, AuditService};
 use crate::enrolment::EnrolmentService;
+use crate::group_totals::{GROUP_TOTALS_CALLERS, GroupTotalsService};
 use crate::keys_api::KeysApi;
 use crate::release::{RECEIPT_WRITERS, RELEASE_CALLERS, ReceiptsService, ReleaseService};
 
@@ -50,6 +52,10 @@ pub fn access_table() -> AccessTable {
             Access::Roles(RELEASE_CALLERS),
         )
         .with(
+            &service::<GroupTotalsServer<GroupTotalsService>>(),
+            Access::Roles(GROUP_TOTALS_CALLERS),
+        )
+        .with(
             &service::<AnalyticsReceiptsServer<AnalyticsReceiptsService>>(),
             Access::Roles(RECEIPT_WRITERS),
         )
@@ -69,6 +75,10 @@ mod tests {
         let table = access_table();
         assert_eq!(
             table.access("/seer.v1.Release/ReleaseBills"),
+            Access::Roles(&[Role::Utility])
+        );
+        assert_eq!(
+            table.access("/seer.v1.GroupTotals/Release"),
             Access::Roles(&[Role::Utility])
         );
         assert_eq!(

@@ -16,6 +16,7 @@ pub mod enrolment;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod gate;
+pub mod group_totals;
 pub mod keys;
 pub mod keys_api;
 pub mod outputs;

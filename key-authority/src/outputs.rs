@@ -7,8 +7,9 @@
 //! - a [`KeySet`](crate::keys::KeySet) hands out no decryptor, only an [`OutputDecryptor`],
 //!   and [`OutputDecryptor::decrypt`] takes a [`Reexecuted`] — nothing else;
 //! - a [`Reexecuted`] has private fields, and the functions below are its only constructors:
-//!   each runs one registered circuit (the packed bill of `seer_core::circuits::billing`, or a
-//!   registered deep computation over meters' inputs isolated to their blocks) with the key
+//!   each runs one registered circuit (the packed bill of `seer_core::circuits::billing`, a
+//!   registered deep computation over meters' inputs isolated to their blocks, or a noise
+//!   group's summed lanes plus the key authority's top-up, [`group_total`]) with the key
 //!   authority's own evaluation keys and wraps the circuit's outputs.
 //!
 //! So no code path of the key authority — however a request is built, whatever the utility
@@ -92,6 +93,82 @@ pub fn bill(
         cells: wrap(cells)?,
         bills: wrap(bills)?,
     })
+}
+
+/// The group-totals circuit (`seer_core::circuits::group_totals`) in the making: the running
+/// homomorphic sum of a noise group's accepted lanes. Lanes enter only by addition, and the sum
+/// leaves only through [`group_total`], with the key authority's top-up added, once at least
+/// [`seer_core::circuits::group_totals::MIN_PRESENT`] lanes are in it.
+pub struct LaneSum {
+    sum: Option<Ciphertext>,
+    lanes: usize,
+}
+
+impl std::fmt::Debug for LaneSum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneSum")
+            .field("lanes", &self.lanes)
+            .finish()
+    }
+}
+
+impl Default for LaneSum {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LaneSum {
+    /// An empty sum.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            sum: None,
+            lanes: 0,
+        }
+    }
+
+    /// Adds one lane.
+    ///
+    /// # Errors
+    /// When the lane does not share the sum's parameter set and level.
+    pub fn add(&mut self, evaluator: &Evaluator, lane: Ciphertext) -> Result<(), CkksError> {
+        match self.sum.as_mut() {
+            None => self.sum = Some(lane),
+            Some(sum) => evaluator.add_assign(sum, &lane)?,
+        }
+        self.lanes += 1;
+        Ok(())
+    }
+
+    /// Lanes in the sum.
+    #[must_use]
+    pub const fn lanes(&self) -> usize {
+        self.lanes
+    }
+}
+
+/// The group-totals circuit's output: the sum of `lanes` plus `top_up` (whole Wh per slot)
+/// added under encryption — what the key authority decrypts, and the only thing.
+///
+/// # Errors
+/// A description of the failure; a sum of fewer than
+/// [`MIN_PRESENT`](seer_core::circuits::group_totals::MIN_PRESENT) lanes is refused.
+pub fn group_total(
+    evaluator: &Evaluator,
+    lanes: LaneSum,
+    top_up: &[i64],
+) -> Result<Reexecuted, String> {
+    let minimum = seer_core::circuits::group_totals::MIN_PRESENT as usize;
+    let Some(sum) = lanes.sum.filter(|_| lanes.lanes >= minimum) else {
+        return Err(format!(
+            "a group total sums at least {minimum} lanes, not {}",
+            lanes.lanes
+        ));
+    };
+    let total = seer_core::circuits::group_totals::add_top_up(evaluator, &sum, top_up)
+        .map_err(|e| format!("adding the top-up: {e}"))?;
+    Reexecuted::wrap(evaluator.context(), total).map_err(|e| format!("serializing the total: {e}"))
 }
 
 /// One output of a deep computation: a ciphertext, or a public constant (a value the circuit

@@ -22,6 +22,7 @@ use crate::Settings;
 use crate::analytics::{AnalyticsReceiptsService, AnalyticsReleaser, AnalyticsService, DeepEngine};
 use crate::audit::{AuditLog, AuditService, EmptyLog};
 use crate::enrolment::{EnrolmentService, EnrolmentStore};
+use crate::group_totals::{GroupTotalsReleaser, GroupTotalsService};
 use crate::keys::KeyStore;
 use crate::keys_api::KeysApi;
 use crate::release::{BillEngine, BillReleaser, ReceiptsService, ReleaseService};
@@ -29,6 +30,7 @@ use crate::revocation::{RevocableVerifier, RevokedTokens};
 use seer_proto::v1::analytics_receipts_server::AnalyticsReceiptsServer;
 use seer_proto::v1::analytics_server::AnalyticsServer;
 use seer_proto::v1::enrolment_server::EnrolmentServer;
+use seer_proto::v1::group_totals_server::GroupTotalsServer;
 use seer_proto::v1::receipts_server::ReceiptsServer;
 use seer_proto::v1::release_server::ReleaseServer;
 use seer_service::db::redact_url;
@@ -296,6 +298,19 @@ impl Application {
             .with_seer_limits(),
             AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Record),
         );
+        // Record, like releases: a request without a valid token is logged, then refused.
+        let group_totals = InterceptedService::new(
+            GroupTotalsServer::new(GroupTotalsService::new(
+                GroupTotalsReleaser::try_new(
+                    Arc::clone(&self.audit),
+                    Arc::clone(&self.keys),
+                    self.bills.parameter_set(),
+                )
+                .context("group totals")?,
+            ))
+            .with_seer_limits(),
+            AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Record),
+        );
         // Enrolment authenticates with one-time codes and device signatures, not tokens.
         let enrolment =
             EnrolmentServer::new(EnrolmentService::new(self.enrolment(), self.issuer.clone()))
@@ -325,6 +340,7 @@ impl Application {
             AuditServer::<AuditService>::NAME,
             ReceiptsServer::<ReceiptsService>::NAME,
             ReleaseServer::<ReleaseService>::NAME,
+            GroupTotalsServer::<GroupTotalsService>::NAME,
             EnrolmentServer::<EnrolmentService>::NAME,
         ];
         if analytics.is_some() {
@@ -356,6 +372,7 @@ impl Application {
                     .add_service(audit)
                     .add_service(receipts)
                     .add_service(release)
+                    .add_service(group_totals)
                     .add_service(enrolment);
                 match analytics {
                     Some((receipts, release)) => router.add_service(receipts).add_service(release),

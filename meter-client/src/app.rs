@@ -11,7 +11,7 @@ use seer_core::dp::AnalyticsNoise;
 use seer_core::tariff::Tariff;
 
 use crate::Event;
-use crate::batch::{BatchBuilder, BatchConfig, PrivacySettings, split_windows};
+use crate::batch::{BatchBuilder, BatchConfig, BuiltBatch, PrivacySettings, split_windows};
 use crate::error::Error;
 use crate::grpc::{BearerToken, fetch_public_key, pin_and_load};
 use crate::identity::DeviceIdentity;
@@ -273,12 +273,13 @@ async fn run_on(
             })
             .await?;
             builder = returned;
-            let (batch, next) = built?;
+            let built = built?;
             // Signed when built (see `crate::signing`), stored with the batch.
-            let signatures = identity.as_ref().map(|id| sign_batch(id, &batch));
+            let signatures = identity.as_ref().map(|id| sign_batch(id, &built.batch));
             store
-                .commit_batch_signed(&batch, &next, signatures.as_ref())
+                .commit_batch_signed(&built, signatures.as_ref())
                 .await?;
+            let BuiltBatch { batch, next, .. } = built;
             state = next;
             report.queued += 1;
             report.billing_bytes += batch.billing_lane.len() as u64;

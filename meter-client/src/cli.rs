@@ -1,5 +1,5 @@
-//! The command line: `meter-client run …`, `meter-client forecast …`, `meter-client enrol …`
-//! and `meter-client info`.
+//! The command line: `meter-client run …`, `meter-client forecast …`, `meter-client enrol …`,
+//! `meter-client info` and `meter-client privacy`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use seer_core::tariff::Tariff;
 use seer_core::units::Wh;
 
 use crate::app::{RunReport, Settings, run};
-use crate::batch::{MAX_BATCH_DAYS, PrivacySettings};
+use crate::batch::{DEFAULT_EPSILON, DEFAULT_SENSITIVITY_WH, MAX_BATCH_DAYS, PrivacySettings};
 use crate::error::Error;
 use crate::forecast_upload::{ForecastUploadSettings, upload_days};
 use crate::grpc::BearerToken;
@@ -49,6 +49,10 @@ pub enum Command {
     Forecast(Box<ForecastArgs>),
     /// Print the software version, and with --state what the state directory holds.
     Info(InfoArgs),
+    /// Print, as JSON, what the household's readings have cost in privacy: ε per reading, per
+    /// day and lane the readings released and the ε they spent, the month's budget and spend,
+    /// and what each lane releases.
+    Privacy(PrivacyArgs),
     /// Enrol the meter with the key authority: create the device key in the state directory
     /// (mode 0600), send it with the one-time code from `key-authority enrolment-code`, and
     /// store the key authority's certificate beside it.
@@ -230,12 +234,23 @@ pub struct RunArgs {
     /// synthetic source.
     #[arg(long)]
     pub home_index: Option<u64>,
-    /// ε per reading of the analytics lane.
-    #[arg(long, default_value_t = 0.05)]
+    /// ε per reading of the analytics lane: each reading is ε-DP in the one group total it is
+    /// released in.
+    #[arg(long, default_value_t = DEFAULT_EPSILON)]
     pub epsilon: f64,
-    /// The analytics lane's clamp bound (sensitivity) in Wh per reading.
-    #[arg(long, default_value_t = 2_500)]
+    /// The analytics lane's clamp bound Δ (sensitivity) in Wh per reading; the default is 15
+    /// minutes at a 230 V, 60 A single-phase connection's 13.8 kW.
+    #[arg(long, default_value_t = DEFAULT_SENSITIVITY_WH)]
     pub sensitivity_wh: i64,
+    /// Meters in the analytics lane's noise group (the billing group) that the noise shares
+    /// are sized for (default: the billing layout's capacity, the homes of a full billing
+    /// group). The group's total carries one full draw of noise when all are present.
+    #[arg(long)]
+    pub noise_group_size: Option<u32>,
+    /// Meters of the noise group that may be absent or collude (default: a tenth of the
+    /// group, rounded down): shares are sized so that the others alone carry a full draw.
+    #[arg(long)]
+    pub noise_tolerated: Option<u32>,
     /// The ε budget per calendar month (default: ε × 2976, a month of 15-minute readings).
     #[arg(long)]
     pub monthly_budget: Option<f64>,
@@ -278,6 +293,14 @@ pub struct InfoArgs {
     pub state: Option<PathBuf>,
 }
 
+/// `meter-client privacy`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct PrivacyArgs {
+    /// The state directory (as given to `run` and `forecast`).
+    #[arg(long)]
+    pub state: PathBuf,
+}
+
 impl RunArgs {
     /// Validated settings (reads the tariff file and the token variable).
     ///
@@ -296,6 +319,18 @@ impl RunArgs {
             Some(b) => Epsilon::try_new(b)?,
             None => Epsilon::try_new(self.epsilon * MAX_READINGS_PER_MONTH as f64)?,
         };
+        let privacy = PrivacySettings {
+            epsilon,
+            sensitivity: Wh::try_new(self.sensitivity_wh)?,
+            monthly_budget,
+            noise_group_size: self.noise_group_size,
+            noise_tolerated: self.noise_tolerated,
+        };
+        // A given group size is checked now; the default (the billing layout's capacity) when
+        // the run builds its layout.
+        if let Some(n) = self.noise_group_size {
+            privacy.share_plan(usize::try_from(n).unwrap_or(usize::MAX))?;
+        }
         let tariff = match &self.tariff {
             None => Tariff::bescom(),
             Some(path) => {
@@ -346,11 +381,7 @@ impl RunArgs {
             public_key_pins: self.public_key_pins.clone(),
             token,
             state_dir: self.state.clone(),
-            privacy: PrivacySettings {
-                epsilon,
-                sensitivity: Wh::try_new(self.sensitivity_wh)?,
-                monthly_budget,
-            },
+            privacy,
             batch_days: self.batch_days,
             tariff,
             replay_speed: self.replay_speed,
@@ -398,6 +429,15 @@ pub async fn execute(
                 store.close().await;
                 write_summary(out, &summary)?;
             }
+        }
+        Command::Privacy(args) => {
+            let store = StateStore::open(&args.state)
+                .await
+                .with_context(|| format!("opening the state in {}", args.state.display()))?;
+            let report = crate::privacy::report(&store).await;
+            store.close().await;
+            let report = report.context("reading the privacy ledger")?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         }
         Command::Forecast(args) => {
             let settings = args.to_settings().context("invalid settings")?;
@@ -668,7 +708,9 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Run(args) => *args,
-            Command::Forecast(_) | Command::Info(_) | Command::Enrol(_) => unreachable!(),
+            Command::Forecast(_) | Command::Info(_) | Command::Enrol(_) | Command::Privacy(_) => {
+                unreachable!()
+            }
         }
     }
 
@@ -696,7 +738,9 @@ mod tests {
             argv.extend_from_slice(extra);
             match Cli::try_parse_from(argv).unwrap().command {
                 Command::Forecast(args) => *args,
-                Command::Run(_) | Command::Info(_) | Command::Enrol(_) => unreachable!(),
+                Command::Run(_) | Command::Info(_) | Command::Enrol(_) | Command::Privacy(_) => {
+                    unreachable!()
+                }
             }
         };
         // No token is required: the meter renews its own with its device key.
@@ -720,7 +764,15 @@ mod tests {
             .unwrap();
         assert_eq!(s.home_index, 17);
         assert_eq!(s.batch_days, 7);
-        assert!((s.privacy.monthly_budget.get() - 0.05 * 2976.0).abs() < 1e-9);
+        assert!((s.privacy.monthly_budget.get() - DEFAULT_EPSILON * 2976.0).abs() < 1e-9);
+        assert_eq!(s.privacy.sensitivity.get(), 3_450);
+        assert_eq!(
+            (s.privacy.noise_group_size, s.privacy.noise_tolerated),
+            (None, None)
+        );
+        // The defaults resolve against the layout: n = capacity, t = ⌊n/10⌋.
+        let plan = s.privacy.share_plan(512).unwrap();
+        assert_eq!((plan.group_size(), plan.tolerated()), (512, 51));
         assert!(s.token.is_none());
 
         let err = run_args(&["--source", "csv:x.csv"])
@@ -735,6 +787,39 @@ mod tests {
             .to_settings()
             .unwrap_err();
         assert!(err.to_string().contains("epsilon"), "{err}");
+        // Noise groups: given sizes are validated at once, with the setting named.
+        let s = run_args(&["--source", "synthetic:1:1", "--noise-group-size", "12"])
+            .to_settings()
+            .unwrap();
+        let plan = s.privacy.share_plan(512).unwrap();
+        assert_eq!((plan.group_size(), plan.tolerated()), (12, 1));
+        let err = run_args(&["--source", "synthetic:1:1", "--noise-group-size", "0"])
+            .to_settings()
+            .unwrap_err();
+        assert!(err.to_string().contains("noise group size"), "{err}");
+        let err = run_args(&[
+            "--source",
+            "synthetic:1:1",
+            "--noise-group-size",
+            "4",
+            "--noise-tolerated",
+            "4",
+        ])
+        .to_settings()
+        .unwrap_err();
+        assert!(err.to_string().contains("noise tolerated"), "{err}");
+        // A group larger than a billing group, or a tolerance that leaves no honest meter of
+        // the default group, is refused when the layout is known.
+        let s = run_args(&["--source", "synthetic:1:1", "--noise-group-size", "600"])
+            .to_settings()
+            .unwrap();
+        let err = s.privacy.share_plan(512).unwrap_err();
+        assert!(err.to_string().contains("at most 512"), "{err}");
+        let s = run_args(&["--source", "synthetic:1:1", "--noise-tolerated", "512"])
+            .to_settings()
+            .unwrap();
+        let err = s.privacy.share_plan(512).unwrap_err();
+        assert!(err.to_string().contains("noise tolerated"), "{err}");
         // Uploading needs no configured token: an enrolled meter renews its own with its
         // device key, and the run refuses an unenrolled meter without one (`NotEnrolled`).
         let s = run_args(&["--source", "synthetic:1:1", "--utility", "http://x:1"])

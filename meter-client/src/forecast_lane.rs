@@ -16,7 +16,9 @@
 //! drawn, nothing stored). The default budget, ε × 2976 (a month of 15-minute readings), admits
 //! exactly one draw per reading for one model; a household that also feeds a model trained at
 //! another ε (a second mechanism, noised independently) must raise it, and sees the refusal
-//! otherwise. This budget is the forecast lane's own: the batch analytics lane
+//! otherwise. Each day's new draws are also written to the meter's privacy ledger
+//! ([`crate::privacy`]) in the same transaction. This budget is the forecast lane's own: the
+//! batch analytics lane
 //! (`meter-client run`) draws separately at its own ε under its own accountant, so a reading
 //! fed to both lanes is (ε_batch + ε_forecast)-DP.
 
@@ -29,6 +31,7 @@ use seer_core::units::Wh;
 
 use crate::cli::MAX_READINGS_PER_MONTH;
 use crate::error::Error;
+use crate::privacy::{LedgerEntry, PrivacyLane};
 use crate::queue::StateStore;
 
 /// A meter's forecast-lane mechanism and its monthly budget.
@@ -184,8 +187,13 @@ impl ForecastNoise {
         }
         let drawn = new_draws.len();
         if drawn > 0 {
+            let ledger = LedgerEntry::per_day(
+                PrivacyLane::Forecast,
+                self.epsilon(),
+                new_draws.iter().map(|(t, _)| t.date()),
+            );
             store
-                .commit_forecast_draws(&id, &new_draws, &charged)
+                .commit_forecast_draws(&id, &new_draws, &charged, &ledger)
                 .await?;
             draws.extend(new_draws);
         }

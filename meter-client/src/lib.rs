@@ -7,8 +7,9 @@
 //! source ──► readings (15 min) ──► batch window (a week) ──► billing lane  (period-to-date exact
 //!  uci: / csv: / synthetic:                                  │               Wh per tariff cell, at
 //!                                                            │               the home's block)
-//!                                                            └► analytics lane (clamped + discrete
-//!                                                                              Laplace noise, ε charged)
+//!                                                            └► analytics lane (clamped + this home's
+//!                                                                              share of its group's
+//!                                                                              noise, ε charged)
 //!        ──► encrypt both (public key, pinned) ──► commit to SQLite outbox + lane state + receipt
 //!        ──┬► Receipts.Record (key authority, in order) ──► receipt ack ──┐
 //!          └► Ingest.Upload (in order, resumable from GetCursor) ──► ack ─┴► both: remove
@@ -16,7 +17,9 @@
 //!
 //! - [`source`]: the UCI minute file, `timestamp,kwh` files and the [`synthetic`] generator,
 //!   brought to a 15-minute grid (incomplete intervals are skipped, never invented);
-//! - [`batch`]: windows (cut at month ends), the billing and analytics lanes, encryption;
+//! - [`batch`]: windows (cut at month ends), the billing and analytics lanes (the latter with
+//!   distributed noise shares and a signed noise plan), encryption;
+//! - [`privacy`]: the household's privacy ledger, per day and lane (`meter-client privacy`);
 //! - [`queue`]: the SQLite state and outbox, and the crash-safety argument;
 //! - [`grpc`]: connections, the bearer token, fetching and pinning the public key;
 //! - [`upload`]: the resumable upload with retries;
@@ -41,6 +44,7 @@ pub mod forecast_upload;
 pub mod grpc;
 pub mod identity;
 pub mod pins;
+pub mod privacy;
 pub mod queue;
 pub mod receipts;
 pub mod signing;

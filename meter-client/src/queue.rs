@@ -44,8 +44,13 @@
 //! - Rows queued by a version that predates receipts hold per-batch (not period-to-date)
 //!   billing lanes and no receipt: they are refused ([`Error::CorruptState`]) rather than sent
 //!   under the new semantics.
-//! - Each batch row carries a BLAKE3 digest of its content, checked before it is sent, so a
-//!   damaged file is reported instead of uploaded.
+//! - Each batch row carries a BLAKE3 digest of its content (its noise plan included, when it
+//!   has one), checked before it is sent, so a damaged file is reported instead of uploaded.
+//!   The plan is stored as its `seer.v1.NoisePlan` encoding; rows queued before plans existed
+//!   have none and read back without one, their digests unchanged.
+//! - The household's privacy ledger ([`crate::privacy`]) is written in the transaction that
+//!   commits the charge (the batch with its lane state, or forecast-lane draws with their
+//!   accountants), so it never shows a charge that was not committed, nor misses one.
 //! - One process at a time: the directory is locked (`state.lock`) while a store is open.
 
 use std::collections::BTreeMap;
@@ -55,8 +60,9 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use chrono::{FixedOffset, NaiveDate, NaiveDateTime, Utc};
+use prost::Message as _;
 use seer_core::data::YearMonth;
-use seer_core::dp::{NoisyWh, PrivacyAccountant};
+use seer_core::dp::{Epsilon, NoisyWh, PrivacyAccountant};
 use seer_core::tariff::{CellEnergy, Tariff};
 use seer_core::units::Wh;
 use sqlx::migrate::Migrator;
@@ -66,8 +72,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 
-use crate::batch::{LaneState, SealedBatch, register_from, register_remainder};
+use crate::batch::{BuiltBatch, LaneState, SealedBatch, register_from, register_remainder};
 use crate::error::Error;
+use crate::privacy::{LedgerEntry, PrivacyLane};
 use crate::signing::BatchSignatures;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -413,15 +420,16 @@ impl StateStore {
         })
     }
 
-    /// Commits `batch` to the outbox and `next` as the lane state, in one transaction. The
-    /// stored lane state's next sequence must be `batch.sequence` (so two writers cannot both
-    /// commit), and `next.next_sequence` must follow it.
+    /// Commits `built`'s batch to the outbox (with its noise plan), its lane state and its
+    /// privacy-ledger entries, in one transaction. The stored lane state's next sequence must
+    /// be the batch's sequence (so two writers cannot both commit), and the new lane state's
+    /// must follow it.
     ///
     /// # Errors
     /// [`Error::CorruptState`] if the sequences do not line up; a database error (nothing is
     /// committed then).
-    pub async fn commit_batch(&self, batch: &SealedBatch, next: &LaneState) -> Result<(), Error> {
-        self.commit_batch_signed(batch, next, None).await
+    pub async fn commit_batch(&self, built: &BuiltBatch) -> Result<(), Error> {
+        self.commit_batch_signed(built, None).await
     }
 
     /// [`Self::commit_batch`], storing the meter's `signatures` over the batch with it (see
@@ -431,10 +439,10 @@ impl StateStore {
     /// As [`Self::commit_batch`].
     pub async fn commit_batch_signed(
         &self,
-        batch: &SealedBatch,
-        next: &LaneState,
+        built: &BuiltBatch,
         signatures: Option<&BatchSignatures>,
     ) -> Result<(), Error> {
+        let (batch, next) = (&built.batch, &built.next);
         if next.next_sequence != batch.sequence + 1 {
             return Err(Error::CorruptState {
                 reason: format!(
@@ -486,8 +494,8 @@ impl StateStore {
         sqlx::query(
             "INSERT INTO outbox (sequence, period, start_at, end_at, utc_offset_s, readings, \
              billing_group, billing_position, billing_lane, analytics_lane, epsilon_spent, \
-             digest, queued_at, receipt_blake3, batch_signature, receipt_signature) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             digest, queued_at, receipt_blake3, batch_signature, receipt_signature, noise_plan) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(to_i64(batch.sequence)?)
         .bind(batch.period.to_string())
@@ -505,9 +513,16 @@ impl StateStore {
         .bind(batch.billing_lane_blake3().to_vec())
         .bind(signatures.map(|s| s.batch.clone()))
         .bind(signatures.map(|s| s.receipt.clone()))
+        .bind(
+            batch
+                .noise
+                .as_ref()
+                .map(|plan| seer_proto::statements::noise_plan_wire(plan).encode_to_vec()),
+        )
         .execute(&mut *tx)
         .await
         .map_err(Error::db("queueing the batch"))?;
+        record_ledger(&mut tx, &built.ledger).await?;
         tx.commit()
             .await
             .map_err(Error::db("committing the batch"))?;
@@ -808,9 +823,9 @@ impl StateStore {
             .collect()
     }
 
-    /// Stores new forecast-lane `draws` of `mechanism` and the `accountants` they were charged
-    /// to, in one transaction: a draw is never stored without its charge, nor a charge
-    /// without its draw.
+    /// Stores new forecast-lane `draws` of `mechanism`, the `accountants` they were charged
+    /// to and their privacy-ledger entries (`ledger`), in one transaction: a draw is never
+    /// stored without its charge, nor a charge without its draw.
     ///
     /// # Errors
     /// [`Error::CorruptState`] if a reading already has a draw of `mechanism` (a reading is
@@ -820,6 +835,7 @@ impl StateStore {
         mechanism: &str,
         draws: &[(NaiveDateTime, NoisyWh)],
         accountants: &[PrivacyAccountant],
+        ledger: &[LedgerEntry],
     ) -> Result<(), Error> {
         let mut tx = self.begin().await?;
         for (start, wh) in draws {
@@ -855,9 +871,45 @@ impl StateStore {
             .await
             .map_err(Error::db("storing the forecast lane's budget"))?;
         }
+        record_ledger(&mut tx, ledger).await?;
         tx.commit()
             .await
             .map_err(Error::db("committing the forecast lane"))
+    }
+
+    /// The privacy ledger: every (lane, day, ε per reading) with its readings, by lane, day
+    /// and ε (see [`crate::privacy`]).
+    ///
+    /// # Errors
+    /// A database error or an invalid stored row.
+    pub async fn privacy_ledger(&self) -> Result<Vec<LedgerEntry>, Error> {
+        let rows = sqlx::query(
+            "SELECT lane, day, epsilon_per_reading, readings FROM privacy_ledger \
+             ORDER BY lane, day, epsilon_per_reading",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::db("reading the privacy ledger"))?;
+        rows.iter()
+            .map(|row| {
+                let read = Error::db("reading the privacy ledger");
+                let lane: String = row.try_get("lane").map_err(read)?;
+                let day: String = row
+                    .try_get("day")
+                    .map_err(Error::db("reading the privacy ledger"))?;
+                let epsilon: f64 = row
+                    .try_get("epsilon_per_reading")
+                    .map_err(Error::db("reading the privacy ledger"))?;
+                Ok(LedgerEntry {
+                    lane: PrivacyLane::try_from_name(&lane)?,
+                    date: NaiveDate::from_str(&day).map_err(|e| Error::CorruptState {
+                        reason: format!("privacy ledger day {day:?}: {e}"),
+                    })?,
+                    epsilon_per_reading: Epsilon::try_new(epsilon)?,
+                    readings: get_u64(row, "readings")?,
+                })
+            })
+            .collect()
     }
 
     /// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front (waiting up to
@@ -869,6 +921,28 @@ impl StateStore {
             .await
             .map_err(Error::db("starting a transaction"))
     }
+}
+
+/// Adds `entries` to the privacy ledger inside `tx`.
+async fn record_ledger(
+    tx: &mut Transaction<'static, Sqlite>,
+    entries: &[LedgerEntry],
+) -> Result<(), Error> {
+    for e in entries {
+        sqlx::query(
+            "INSERT INTO privacy_ledger (lane, day, epsilon_per_reading, readings) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (lane, day, epsilon_per_reading) \
+             DO UPDATE SET readings = readings + excluded.readings",
+        )
+        .bind(e.lane.as_str())
+        .bind(e.date.to_string())
+        .bind(e.epsilon_per_reading.get())
+        .bind(to_i64(e.readings)?)
+        .execute(&mut **tx)
+        .await
+        .map_err(Error::db("recording the privacy ledger"))?;
+    }
+    Ok(())
 }
 
 fn batch_from_row(row: &SqliteRow) -> Result<SealedBatch, Error> {
@@ -911,6 +985,17 @@ fn batch_from_row(row: &SqliteRow) -> Result<SealedBatch, Error> {
             .try_get("analytics_lane")
             .map_err(Error::db("reading a queued batch"))?,
         epsilon_spent: row.try_get("epsilon_spent").map_err(read)?,
+        noise: row
+            .try_get::<Option<Vec<u8>>, _>("noise_plan")
+            .map_err(Error::db("reading a queued batch"))?
+            .map(|bytes| {
+                seer_proto::v1::NoisePlan::decode(bytes.as_slice())
+                    .map(|plan| seer_proto::statements::noise_plan_statement(&plan))
+                    .map_err(|e| Error::CorruptState {
+                        reason: format!("queued noise plan: {e}"),
+                    })
+            })
+            .transpose()?,
     };
     let stored = text("digest")?;
     if batch.digest() != stored {
@@ -999,6 +1084,18 @@ mod tests {
             billing_lane: vec![u8::try_from(sequence).unwrap(); 64],
             analytics_lane: vec![9; 64],
             epsilon_spent: 4.8,
+            noise: None,
+        }
+    }
+
+    fn built(batch: SealedBatch) -> BuiltBatch {
+        BuiltBatch {
+            next: LaneState {
+                next_sequence: batch.sequence + 1,
+                ..LaneState::default()
+            },
+            batch,
+            ledger: Vec::new(),
         }
     }
 
@@ -1006,13 +1103,112 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).await.unwrap();
         for seq in 1..=batches {
-            let next = LaneState {
-                next_sequence: seq + 1,
-                ..LaneState::default()
-            };
-            store.commit_batch(&batch(seq), &next).await.unwrap();
+            store.commit_batch(&built(batch(seq))).await.unwrap();
         }
         (dir, store)
+    }
+
+    fn plan() -> seer_auth::device::NoisePlanStatement {
+        seer_auth::device::NoisePlanStatement {
+            group_size: 40,
+            tolerated: 4,
+            sensitivity_wh: 3_450,
+            epsilon: 0.05,
+            window_start: "2024-01-01T00:00:00+00:00".into(),
+            interval_seconds: 900,
+            window_slots: 96,
+            first_slot: 8,
+            slot_count: 88,
+        }
+    }
+
+    /// The digest as computed before noise plans existed.
+    fn digest_before_plans(b: &SealedBatch) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(b.period.to_string().as_bytes());
+        h.update(b.start.to_string().as_bytes());
+        h.update(b.end.to_string().as_bytes());
+        h.update(&b.utc_offset.local_minus_utc().to_le_bytes());
+        h.update(&b.readings.to_le_bytes());
+        h.update(&b.billing_group.to_le_bytes());
+        h.update(&b.billing_position.to_le_bytes());
+        h.update(&(b.billing_lane.len() as u64).to_le_bytes());
+        h.update(&b.billing_lane);
+        h.update(&(b.analytics_lane.len() as u64).to_le_bytes());
+        h.update(&b.analytics_lane);
+        h.update(&b.epsilon_spent.to_le_bytes());
+        h.finalize().to_hex().to_string()
+    }
+
+    #[tokio::test]
+    async fn noise_plans_round_trip_and_old_rows_read_back_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).await.unwrap();
+        // A batch of an older meter-client: no plan, and its digest is the old one.
+        let old = batch(1);
+        assert_eq!(old.digest(), digest_before_plans(&old));
+        store.commit_batch(&built(old.clone())).await.unwrap();
+        let with_plan = SealedBatch {
+            noise: Some(plan()),
+            ..batch(2)
+        };
+        // The plan is part of the digest, every field of it.
+        assert_ne!(with_plan.digest(), digest_before_plans(&with_plan));
+        let mut other = with_plan.clone();
+        if let Some(p) = other.noise.as_mut() {
+            p.first_slot += 1;
+        }
+        assert_ne!(other.digest(), with_plan.digest());
+        store.commit_batch(&built(with_plan.clone())).await.unwrap();
+        assert_eq!(store.batch(1).await.unwrap().unwrap(), old);
+        assert_eq!(store.batch(2).await.unwrap().unwrap(), with_plan);
+        // A row whose plan was removed or altered no longer matches its digest.
+        sqlx::query("UPDATE outbox SET noise_plan = NULL WHERE sequence = 2")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let err = store.batch(2).await.unwrap_err();
+        assert!(err.to_string().contains("digest"), "{err}");
+        sqlx::query("UPDATE outbox SET noise_plan = x'ff' WHERE sequence = 2")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let err = store.batch(2).await.unwrap_err();
+        assert!(matches!(err, Error::CorruptState { .. }), "{err}");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_ledger_is_written_with_the_batch_and_adds_up_per_day() {
+        use crate::privacy::{LedgerEntry, PrivacyLane};
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).await.unwrap();
+        let eps = Epsilon::try_new(0.05).unwrap();
+        let day = |d: u32| NaiveDate::from_ymd_opt(2024, 1, d).unwrap();
+        let mut b1 = built(batch(1));
+        b1.ledger = LedgerEntry::per_day(
+            PrivacyLane::Analytics,
+            eps,
+            std::iter::repeat_n(day(1), 40).chain(std::iter::repeat_n(day(2), 96)),
+        );
+        store.commit_batch(&b1).await.unwrap();
+        let mut b2 = built(batch(2));
+        b2.ledger = LedgerEntry::per_day(PrivacyLane::Analytics, eps, [day(2)]);
+        store.commit_batch(&b2).await.unwrap();
+        // A batch that cannot be committed (its sequence is stale) writes no ledger entry.
+        assert!(store.commit_batch(&b2).await.is_err());
+        let ledger = store.privacy_ledger().await.unwrap();
+        assert_eq!(
+            ledger
+                .iter()
+                .map(|e| (e.lane, e.date, e.readings))
+                .collect::<Vec<_>>(),
+            vec![
+                (PrivacyLane::Analytics, day(1), 40),
+                (PrivacyLane::Analytics, day(2), 97)
+            ]
+        );
+        store.close().await;
     }
 
     #[cfg(unix)]

@@ -47,6 +47,7 @@ pub fn batch_statement(meter_id: &str, batch: &SealedBatch) -> BatchStatement {
         billing_group: batch.billing_group,
         billing_position: batch.billing_position,
         epsilon_spent: batch.epsilon_spent,
+        noise: batch.noise.clone(),
     }
 }
 

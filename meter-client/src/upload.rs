@@ -142,6 +142,10 @@ pub fn to_wire(meter_id: &str, batch: &SealedBatch) -> UploadBatch {
         epsilon_spent: batch.epsilon_spent,
         signature: Vec::new(),
         meter_certificate: Vec::new(),
+        noise_plan: batch
+            .noise
+            .as_ref()
+            .map(seer_proto::statements::noise_plan_wire),
     }
 }
 

@@ -3,7 +3,10 @@
 //! encoded descriptor set for gRPC reflection, and the message-size limits every SEER client
 //! and server applies.
 //!
-//! Domain ↔ wire conversions will live here too, in one place, as the API grows.
+//! Domain ↔ wire conversions live here too, in one place: [`statements`] rebuilds the
+//! statements meters sign from the messages that carry them.
+
+pub mod statements;
 
 /// Generated code for protobuf package `seer.v1`.
 pub mod v1 {
@@ -96,6 +99,8 @@ impl_message_limits!(client v1::analytics_client::AnalyticsClient);
 impl_message_limits!(server v1::analytics_server::AnalyticsServer);
 impl_message_limits!(client v1::enrolment_client::EnrolmentClient);
 impl_message_limits!(server v1::enrolment_server::EnrolmentServer);
+impl_message_limits!(client v1::group_totals_client::GroupTotalsClient);
+impl_message_limits!(server v1::group_totals_server::GroupTotalsServer);
 
 #[cfg(test)]
 mod tests {

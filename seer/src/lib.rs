@@ -2,12 +2,15 @@
 //! utility server and one meter client per home as separate processes on an embedded
 //! database (SQLite files in a work directory), replays a month of real UCI data for each
 //! home, has the key authority release each home's bill, and prints each released bill beside
-//! the plaintext bill of the same readings.
+//! the plaintext bill of the same readings, and each billing group's released hourly totals of
+//! the noised analytics lane against the plaintext hourly sums.
 //!
 //! - [`plan`]: the homes (the UCI household's same month of several years, replayed as one
 //!   billing period, plus synthetic homes) and their plaintext bills;
 //! - [`process`]: the programs as child processes (start on port 0, SIGTERM);
 //! - [`run`]: the phases of a run;
+//! - [`group_totals`]: the run's release of each billing group's hourly totals of the noised
+//!   analytics lane, and their error against the plaintext hourly sums;
 //! - [`report`]: the table and the JSON report;
 //! - [`anomaly`]: `seer anomaly`, a CSV through encrypted anomaly scoring and release;
 //! - [`forecast`]: `seer forecast`, a home's readings through the encrypted LSTM forecaster
@@ -27,6 +30,7 @@ pub mod anomaly;
 pub mod audit;
 pub mod authority;
 pub mod forecast;
+pub mod group_totals;
 pub mod pki;
 pub mod plan;
 pub mod process;

@@ -23,7 +23,9 @@ enum Command {
     /// Start the key authority, the utility server and a meter client per home as separate
     /// processes, replay a month of readings for each home, have the key authority release
     /// the bills, and print each released bill beside the plaintext bill of the same
-    /// readings. Exits non-zero if a bill is refused or differs by more than ₹0.005.
+    /// readings; then have it release each billing group's hourly totals of the noised
+    /// analytics lane and print their error against the plaintext hourly sums. Exits non-zero
+    /// if a bill is refused or differs by more than ₹0.005 (withheld hours are no failure).
     Run(Box<RunArgs>),
     /// Score a home's days for anomalies under encryption: read a `day,h00,...,h23` or
     /// `timestamp,kwh` CSV, start a key authority (deep key set, persisted under the work

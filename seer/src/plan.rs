@@ -19,16 +19,20 @@
 //! launcher selects them with meter-client's own source code
 //! ([`OpenedSource::select`](meter_client::source::OpenedSource::select), the same range and
 //! re-dating the meter is given), turns them into whole Wh with the meter's
-//! [`WhRegister`] and bills them with seer-core's exact tariff ([`Tariff::bill`]). Nothing of
-//! it reaches the three programs.
+//! [`WhRegister`] and bills them with seer-core's exact tariff ([`Tariff::bill`]). The same
+//! whole-Wh readings, clamped to the analytics lane's Δ and summed per hour over a group's
+//! homes ([`Home::hourly_clamped_wh`]), are the plaintext twin of the group's released hourly
+//! totals. Nothing of it reaches the three programs.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use chrono::TimeDelta;
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Offset as _, TimeDelta, Timelike as _, Utc};
 use meter_client::source::{DateRange, MonthShift, OpenedSource, SourceSpec, open};
 use seer_core::data::YearMonth;
 use seer_core::tariff::{Bill, Tariff, WhRegister};
+use seer_core::units::Wh;
 
 /// Where a home's readings come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,9 +74,33 @@ pub struct Home {
     pub skipped_intervals: usize,
     /// The plaintext bill of those readings.
     pub plaintext: Bill,
+    /// Those readings as the meter's register turns them into whole Wh, in time order: (the
+    /// interval's start in the meter's wall-clock time, its energy).
+    pub energy: Vec<(NaiveDateTime, Wh)>,
+    /// The UTC offset of those wall-clock times (UTC when the source states none, as the
+    /// meter assumes).
+    pub utc_offset: FixedOffset,
 }
 
 impl Home {
+    /// The home's readings clamped to `sensitivity` (as its analytics lane carries them before
+    /// noise) and summed per hour of its wall-clock time, keyed by the hour's start in UTC.
+    /// Hours without a reading are absent.
+    pub fn hourly_clamped_wh(&self, sensitivity: Wh) -> BTreeMap<DateTime<Utc>, i64> {
+        let mut hours = BTreeMap::new();
+        for (start, wh) in &self.energy {
+            let Some(hour) = start.with_minute(0).and_then(|t| t.with_second(0)) else {
+                continue;
+            };
+            let utc = hour
+                .and_local_timezone(self.utc_offset)
+                .single()
+                .map_or_else(|| hour.and_utc(), |t| t.with_timezone(&Utc));
+            *hours.entry(utc).or_insert(0) += wh.get().min(sensitivity.get());
+        }
+        hours
+    }
+
     /// A human description of the home's readings.
     pub fn label(&self, period: YearMonth) -> String {
         match &self.source {
@@ -179,8 +207,9 @@ pub fn plan(options: &PlanOptions) -> Result<Plan> {
             shift: MonthShift::NONE,
         };
         let opened = open(&spec)?;
-        let (readings, skipped, plaintext) = select_and_bill(&opened, range, &tariff)
-            .with_context(|| format!("synthetic home {k}"))?;
+        let stream = opened.select(range)?;
+        let (energy, plaintext) =
+            bill(&stream, &tariff).with_context(|| format!("synthetic home {k}"))?;
         homes.push(Home {
             index,
             meter_id: meter_id(index),
@@ -191,9 +220,11 @@ pub fn plan(options: &PlanOptions) -> Result<Plan> {
             spec,
             range,
             replay_as: None,
-            readings,
-            skipped_intervals: skipped,
+            readings: stream.readings().len(),
+            skipped_intervals: stream.skipped_intervals(),
             plaintext,
+            energy,
+            utc_offset: utc_offset(&stream),
         });
     }
     Ok(Plan {
@@ -262,7 +293,7 @@ fn uci_home(
     }
     let readings = stream.readings().len();
     let skipped = stream.skipped_intervals();
-    let plaintext = bill(&stream, tariff)?;
+    let (energy, plaintext) = bill(&stream, tariff)?;
     Ok(Home {
         index,
         meter_id: meter_id(index),
@@ -276,33 +307,33 @@ fn uci_home(
         readings,
         skipped_intervals: skipped,
         plaintext,
+        energy,
+        utc_offset: utc_offset(&stream),
     })
 }
 
-fn select_and_bill(
-    opened: &OpenedSource,
-    range: DateRange,
-    tariff: &Tariff,
-) -> Result<(usize, usize, Bill)> {
-    let stream = opened.select(range)?;
-    Ok((
-        stream.readings().len(),
-        stream.skipped_intervals(),
-        bill(&stream, tariff)?,
-    ))
+/// The UTC offset of a stream's wall-clock times, UTC when it states none (as the meter
+/// assumes).
+fn utc_offset(stream: &meter_client::source::ReadingStream) -> FixedOffset {
+    stream.utc_offset().unwrap_or_else(|| Utc.fix())
 }
 
 /// The plaintext bill of a stream's readings: whole Wh through the meter's register (the
 /// sub-Wh remainder carried from reading to reading, as the meter does), then the exact
-/// tariff. The stream must hold one billing period.
-fn bill(stream: &meter_client::source::ReadingStream, tariff: &Tariff) -> Result<Bill> {
+/// tariff. The stream must hold one billing period. Returns the whole-Wh readings with the
+/// bill.
+fn bill(
+    stream: &meter_client::source::ReadingStream,
+    tariff: &Tariff,
+) -> Result<(Vec<(NaiveDateTime, Wh)>, Bill)> {
     let mut register = WhRegister::new();
     let readings = stream
         .readings()
         .iter()
         .map(|r| (r.start, register.advance(r.energy)))
         .collect::<Vec<_>>();
-    tariff
-        .bill(readings)
-        .context("computing the plaintext bill")
+    let bill = tariff
+        .bill(readings.iter().copied())
+        .context("computing the plaintext bill")?;
+    Ok((readings, bill))
 }

@@ -1,5 +1,7 @@
-//! What a run prints: each home's released bill beside its plaintext twin, the bytes the
-//! meters sent per reading, and the time of each phase; as a table or as JSON (`--json`).
+//! What a run prints: each home's released bill beside its plaintext twin, each billing
+//! group's released hourly totals of the noised analytics lane against the plaintext hourly
+//! sums, the bytes the meters sent per reading, and the time of each phase; as a table or as
+//! JSON (`--json`).
 
 use std::io::Write;
 
@@ -90,6 +92,53 @@ fn per(bytes: u64, readings: u64) -> f64 {
     }
 }
 
+/// One billing group's hourly totals of the analytics lane, as the key authority released them
+/// (see [`crate::group_totals`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupTotalsSummary {
+    /// The billing (and noise) group.
+    pub group: u64,
+    /// The run's homes in it.
+    pub homes: usize,
+    /// Batch windows asked for.
+    pub windows: usize,
+    /// The plan's group size n (`null` when no batch carried a plan).
+    pub group_size: Option<u32>,
+    /// The plan's tolerated absent or colluding meters t.
+    pub tolerated: Option<u32>,
+    /// The plan's clamp Δ, Wh per reading.
+    pub sensitivity_wh: Option<i64>,
+    /// The plan's ε per reading.
+    pub epsilon: Option<f64>,
+    /// The scale b = Δ/ε of each interval's draw, Wh (from a released hour).
+    pub noise_scale_wh: Option<f64>,
+    /// Meters that must be present in every interval of an hour for its release:
+    /// max(⌈(n − t)/2⌉, 3).
+    pub presence_floor: Option<u32>,
+    /// Hours answered.
+    pub hours: usize,
+    /// Hours released (now or by an earlier request).
+    pub released: usize,
+    /// Hours withheld for too few meters present.
+    pub withheld: usize,
+    /// The most meters present throughout an hour, over the hours answered.
+    pub most_present: u32,
+    /// Mean of (released − plaintext) over the released hours, kWh.
+    pub mean_error_kwh: Option<f64>,
+    /// Root mean square of (released − plaintext) over the released hours, kWh.
+    pub rms_error_kwh: Option<f64>,
+    /// The expected standard deviation of one hour's noise with the whole group present, kWh:
+    /// 2·√2·b·√(n/(n − t)) for 15-minute readings
+    /// ([`expected_hour_variance`](crate::group_totals::expected_hour_variance)).
+    pub expected_sigma_kwh: Option<f64>,
+    /// Mean plaintext load of the group over the released hours, kWh per hour.
+    pub mean_hourly_load_kwh: Option<f64>,
+    /// Inputs the key authority left out of the sums, with its reasons.
+    pub refused_inputs: Vec<String>,
+    /// Hours the utility could not record or compare as answered.
+    pub conflicts: Vec<String>,
+}
+
 /// One phase's wall-clock time.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Phase {
@@ -129,6 +178,9 @@ pub struct RunReport {
     pub groups: Vec<u64>,
     /// Homes per packing group (ciphertext) for this tariff.
     pub homes_per_group: u64,
+    /// Each billing group's released hourly totals of the analytics lane.
+    #[serde(default)]
+    pub group_totals: Vec<GroupTotalsSummary>,
     /// Wall-clock time per phase, in order.
     pub phases: Vec<Phase>,
     /// How the servers ended.
@@ -301,6 +353,9 @@ pub fn print_table(report: &RunReport, mut out: impl Write) -> std::io::Result<(
         report.homes_per_group,
         report.groups
     )?;
+    for g in &report.group_totals {
+        print_group_totals(g, &mut out)?;
+    }
     let phases: Vec<String> = report
         .phases
         .iter()
@@ -336,6 +391,87 @@ pub fn print_table(report: &RunReport, mut out: impl Write) -> std::io::Result<(
     Ok(())
 }
 
+/// Prints one group's released hourly totals: what was released or withheld, then the error
+/// against the plaintext hourly sums.
+fn print_group_totals(g: &GroupTotalsSummary, out: &mut impl Write) -> std::io::Result<()> {
+    let homes = format!("{} home{}", g.homes, if g.homes == 1 { "" } else { "s" });
+    let (Some(n), Some(t), Some(delta), Some(epsilon)) =
+        (g.group_size, g.tolerated, g.sensitivity_wh, g.epsilon)
+    else {
+        return writeln!(
+            out,
+            "group totals, group {} ({homes}): no batch carried a noise plan, nothing to release",
+            g.group
+        );
+    };
+    let b = g.noise_scale_wh.unwrap_or(delta as f64 / epsilon).round();
+    write!(
+        out,
+        "group totals, group {} ({homes}; noise plan n = {n}, t = {t}, ε = {epsilon} per \
+         reading, Δ = {delta} Wh, b = Δ/ε = {b} Wh): ",
+        g.group
+    )?;
+    let floor = g
+        .presence_floor
+        .map_or_else(String::new, |f| format!(" (the presence floor is {f})"));
+    if g.released == 0 {
+        writeln!(
+            out,
+            "all {} hours withheld: at most {} meter{} present{floor}; nothing to compare",
+            g.hours,
+            g.most_present,
+            if g.most_present == 1 { "" } else { "s" },
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{} of {} hours released, {} withheld{}",
+            g.released,
+            g.hours,
+            g.withheld,
+            if g.withheld > 0 {
+                format!(" (an interval with too few meters present{floor})")
+            } else {
+                String::new()
+            },
+        )?;
+        let kwh = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+        writeln!(
+            out,
+            "group totals, group {}: released − plaintext hourly total (readings clamped to Δ): \
+             mean {} kWh, RMS {} kWh (expected σ of one hour's noise 2·√2·b·√(n/(n−t)) = {} \
+             kWh); mean hourly load {} kWh",
+            g.group,
+            g.mean_error_kwh
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:+.3}")),
+            kwh(g.rms_error_kwh),
+            kwh(g.expected_sigma_kwh),
+            kwh(g.mean_hourly_load_kwh),
+        )?;
+    }
+    if !g.refused_inputs.is_empty() {
+        writeln!(
+            out,
+            "group totals, group {}: {} input{} refused by the key authority: {}",
+            g.group,
+            g.refused_inputs.len(),
+            if g.refused_inputs.len() == 1 { "" } else { "s" },
+            g.refused_inputs.join("; ")
+        )?;
+    }
+    if !g.conflicts.is_empty() {
+        writeln!(
+            out,
+            "group totals, group {}: {} conflict{}: {}",
+            g.group,
+            g.conflicts.len(),
+            if g.conflicts.len() == 1 { "" } else { "s" },
+            g.conflicts.join("; ")
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,5 +498,64 @@ mod tests {
         assert!((b.per_reading() - 10.0).abs() < 1e-12);
         assert!((b.billing_per_reading() - 2.5).abs() < 1e-12);
         assert_eq!(BytesReport::default().per_reading(), 0.0);
+    }
+
+    fn printed(g: &GroupTotalsSummary) -> String {
+        let mut out = Vec::new();
+        print_group_totals(g, &mut out).expect("printed");
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn group_totals_print_released_and_withheld_hours() {
+        let planned = GroupTotalsSummary {
+            group: 0,
+            homes: 4,
+            windows: 5,
+            group_size: Some(4),
+            tolerated: Some(0),
+            sensitivity_wh: Some(3_450),
+            epsilon: Some(1.0),
+            noise_scale_wh: Some(3_450.0),
+            presence_floor: Some(3),
+            hours: 744,
+            ..GroupTotalsSummary::default()
+        };
+        let released = printed(&GroupTotalsSummary {
+            released: 740,
+            withheld: 4,
+            most_present: 4,
+            mean_error_kwh: Some(-0.25),
+            rms_error_kwh: Some(9.5),
+            expected_sigma_kwh: Some(9.758),
+            mean_hourly_load_kwh: Some(4.2),
+            refused_inputs: vec!["M-0001 batch 2: a reason".into()],
+            ..planned.clone()
+        });
+        assert!(
+            released.contains("740 of 744 hours released, 4 withheld"),
+            "{released}"
+        );
+        assert!(
+            released.contains("mean -0.250 kWh, RMS 9.500 kWh"),
+            "{released}"
+        );
+        assert!(released.contains("= 9.758 kWh); mean hourly load 4.200 kWh"));
+        assert!(released.contains("1 input refused by the key authority: M-0001"));
+        let withheld = printed(&GroupTotalsSummary {
+            homes: 2,
+            withheld: 744,
+            most_present: 2,
+            ..planned
+        });
+        assert!(
+            withheld.contains(
+                "all 744 hours withheld: at most 2 meters present (the presence floor is 3)"
+            ),
+            "{withheld}"
+        );
+        assert!(!withheld.contains("RMS"));
+        let json = serde_json::to_value(GroupTotalsSummary::default()).expect("JSON");
+        assert_eq!(json["rms_error_kwh"], serde_json::Value::Null);
     }
 }

@@ -1,6 +1,7 @@
 //! `seer run`: the key authority, the utility server and one meter client per home as separate
 //! processes, a month replayed by every meter, the bills released, and each compared with its
-//! plaintext twin.
+//! plaintext twin; then each billing group's hourly totals of the noised analytics lane
+//! released, and compared with the plaintext hourly sums.
 //!
 //! The phases, each timed:
 //! 1. **plan**: the homes and their plaintext bills ([`crate::plan`]);
@@ -15,11 +16,19 @@
 //!    directory): meters sign their batches and receipts with their device keys and renew
 //!    their own one-hour, single-audience tokens with them;
 //! 5. **meters**: `meter-client run` per home, `--jobs` at a time, each with its own state
-//!    directory and home index; their progress lines are relayed;
+//!    directory and home index, and its analytics lane's noise group sized truthfully (the
+//!    homes of its billing group in this run, a tenth of them tolerated); their progress
+//!    lines are relayed;
 //! 6. **billing**: `utility-server bill` for each packing group, with the utility token: the
 //!    key authority checks each closing lane against its meter's receipt, runs the billing
 //!    circuit and releases the bills;
-//! 7. **shutdown**: SIGTERM to both servers.
+//! 7. **group totals**: `utility-server group-totals --per-interval` for each billing group
+//!    and each batch window of the period (the meters' calendar grid), with the utility token:
+//!    the key authority sums the group's noised analytics lanes and releases the hourly
+//!    totals, or withholds an hour with too few meters present (not an error: a group of
+//!    fewer than three homes withholds everything); the released hours are compared with the
+//!    plaintext hourly sums of the same readings clamped to Δ ([`crate::group_totals`]);
+//! 8. **shutdown**: SIGTERM to both servers.
 //!
 //! On an error or an interruption (SIGINT, SIGTERM) the servers are stopped the same way
 //! before the launcher exits. Only the three programs' command lines and gRPC are used: the
@@ -40,7 +49,9 @@ use tokio::process::Command;
 
 use crate::plan::{Home, Plan, PlanOptions, plan};
 use crate::process::{Binaries, Server, log_tail, output};
-use crate::report::{BytesReport, HomeReport, Phase, RunReport, ServerExit, TOLERANCE_PAISE};
+use crate::report::{
+    BytesReport, GroupTotalsSummary, HomeReport, Phase, RunReport, ServerExit, TOLERANCE_PAISE,
+};
 
 /// The marker file that makes a directory a `seer run` work directory (which a later run may
 /// empty).
@@ -244,6 +255,21 @@ async fn phases(
         .iter()
         .map(|h| layout.locate(h.index as usize).group as u64)
         .collect();
+    // Each meter's noise group is its billing group: sized by the homes this run puts in it,
+    // not by the layout's capacity, so that the group's shares add up to a full draw.
+    let noise_groups: Vec<u32> = plan
+        .homes
+        .iter()
+        .map(|h| {
+            let group = layout.locate(h.index as usize).group;
+            let homes = plan
+                .homes
+                .iter()
+                .filter(|o| layout.locate(o.index as usize).group == group)
+                .count();
+            u32::try_from(homes).unwrap_or(u32::MAX)
+        })
+        .collect();
     elapsed(&mut phases, "plan and plaintext bills", t);
 
     // 2. The key authority.
@@ -328,6 +354,7 @@ async fn phases(
         workdir,
         &plan,
         &meter_envs,
+        &noise_groups,
         &ka_url,
         &utility_url,
     )
@@ -370,8 +397,77 @@ async fn phases(
     }
     elapsed(&mut phases, "billing (release at the key authority)", t);
 
+    // 7. Group totals, one window of one billing group at a time.
+    let t = Instant::now();
+    let mut env = ut_env.clone();
+    env.push(("SEER_UTILITY_TOKEN".into(), utility_token.clone()));
+    env.push(("SEER_UTILITY__LOG__FILTER".into(), "warn".into()));
+    let batch_days = options
+        .batch_days
+        .unwrap_or(meter_client::cli::DEFAULT_BATCH_DAYS);
+    let mut group_totals = Vec::with_capacity(groups.len());
+    for group in &groups {
+        let homes: Vec<&Home> = plan
+            .homes
+            .iter()
+            .filter(|h| layout.locate(h.index as usize).group as u64 == *group)
+            .collect();
+        let Some(offset) = homes.first().map(|h| h.utc_offset) else {
+            continue;
+        };
+        let windows = crate::group_totals::windows(plan.period, batch_days, offset)?;
+        progress(format!(
+            "releasing group {group}'s hourly totals of {} windows at the key authority",
+            windows.len()
+        ));
+        let group_text = group.to_string();
+        let mut reports = Vec::with_capacity(windows.len());
+        for window in &windows {
+            let json = output(
+                binaries,
+                "utility-server",
+                &[
+                    "group-totals",
+                    "--group",
+                    &group_text,
+                    "--window",
+                    window,
+                    "--per-interval",
+                    "--key-authority",
+                    &ka_url,
+                ],
+                &env,
+            )
+            .await?;
+            reports.push(
+                serde_json::from_str(&json)
+                    .context("parsing `utility-server group-totals`'s report")?,
+            );
+        }
+        let summary = crate::group_totals::summarize(*group, &homes, &reports);
+        progress(format!(
+            "group {group}: {} of {} hours released, {} withheld",
+            summary.released, summary.hours, summary.withheld
+        ));
+        group_totals.push(summary);
+    }
+    elapsed(
+        &mut phases,
+        "group totals (release at the key authority)",
+        t,
+    );
+
     Ok(build_report(
-        &plan, &layout, &summaries, &released, &refused, &groups, options, workdir, phases,
+        &plan,
+        &layout,
+        &summaries,
+        &released,
+        &refused,
+        &groups,
+        group_totals,
+        options,
+        workdir,
+        phases,
     ))
 }
 
@@ -386,6 +482,7 @@ fn build_report(
     released: &[serde_json::Value],
     refused: &[serde_json::Value],
     groups: &BTreeSet<u64>,
+    group_totals: Vec<GroupTotalsSummary>,
     options: &RunOptions,
     workdir: &Path,
     phases: Vec<Phase>,
@@ -429,6 +526,7 @@ fn build_report(
         bytes,
         groups: groups.iter().copied().collect(),
         homes_per_group: layout.capacity() as u64,
+        group_totals,
         phases,
         servers: Vec::new(),
         workdir: workdir.display().to_string(),
@@ -487,19 +585,26 @@ fn home_report(
     }
 }
 
-/// Runs one meter client per home, `jobs` at a time; returns their summaries in home order.
+/// Runs one meter client per home, `jobs` at a time, each told the size of its noise group
+/// (`noise_groups`, per home: the homes of its billing group in this run, a tenth of them
+/// tolerated absent or colluding); returns their summaries in home order.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces of the meters' command lines"
+)]
 async fn run_meters(
     options: &RunOptions,
     binaries: &Binaries,
     workdir: &Path,
     plan: &Plan,
     envs: &[MeterEnv],
+    noise_groups: &[u32],
     ka_url: &str,
     utility_url: &str,
 ) -> Result<Vec<RunSummary>> {
     let permits = Arc::new(tokio::sync::Semaphore::new(options.jobs));
     let mut tasks = tokio::task::JoinSet::new();
-    for (home, env) in plan.homes.iter().zip(envs) {
+    for ((home, env), &group_size) in plan.homes.iter().zip(envs).zip(noise_groups) {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--meter-id".into(),
@@ -514,6 +619,10 @@ async fn run_meters(
             meter_state(workdir, &home.meter_id).display().to_string(),
             "--home-index".into(),
             home.index.to_string(),
+            "--noise-group-size".into(),
+            group_size.to_string(),
+            "--noise-tolerated".into(),
+            (group_size / 10).to_string(),
             "--json".into(),
         ];
         if let Some(from) = home.range.from {

@@ -161,6 +161,23 @@ fn the_three_programs_bill_every_home_as_its_plaintext_twin() {
         "{bytes:?}"
     );
 
+    // The group's hourly totals: every hour of January answered; the three homes are all
+    // present (the floor for a group of three) only from the UCI sample's first reading on.
+    let totals = &report.group_totals;
+    assert_eq!(totals.len(), 1, "{totals:#?}");
+    let g = &totals[0];
+    assert_eq!((g.group, g.homes, g.windows, g.hours), (0, 3, 5, 31 * 24));
+    assert_eq!(g.released + g.withheld, g.hours, "{g:#?}");
+    assert!(g.released >= 24 && g.withheld > 0, "{g:#?}");
+    assert!(
+        g.rms_error_kwh.is_some() && g.expected_sigma_kwh.is_some(),
+        "{g:#?}"
+    );
+    assert!(
+        g.refused_inputs.is_empty() && g.conflicts.is_empty(),
+        "{g:#?}"
+    );
+
     // One packing group; both servers stopped cleanly on SIGTERM.
     assert_eq!(report.groups, vec![0]);
     let names: Vec<&str> = report.servers.iter().map(|s| s.name.as_str()).collect();

@@ -97,7 +97,7 @@ pub struct AnomalyScores {
 }
 
 impl AnomalyScores {
-    /// Opens the store at `url` (migrating it through [`Store::connect`] first).
+    /// Opens the store at `url` (migrating it through [`Store::connect`](crate::Store::connect) first).
     ///
     /// # Errors
     /// [`JobError::Store`], [`JobError::Record`].

@@ -3,7 +3,7 @@
 //! releases they ask the key authority for build on it.
 //!
 //! - [`batch`]: the wire batch checked into a [`Batch`](batch::Batch), with its content
-//!   digest;
+//!   digest and its distributed-noise plan, if any;
 //! - [`lanes`]: both lanes parsed as ciphertexts of the configured parameter sets;
 //! - [`store`]: the ciphertext store (SQLite by default, PostgreSQL), its migrations, the
 //!   ingest cursor, the billing job's reads and [usage summaries](store::Store::usage_summary);
@@ -18,7 +18,11 @@
 //!   connecting, chunked evaluation keys);
 //! - [`analytics`]: the deep analytics release shared by [`anomaly`] (daily scores) and
 //!   [`forecast`] (hourly load forecasts): deep keys, the evaluation over the meters' summed
-//!   inputs, the streamed release request, and the tables of what was released.
+//!   inputs, the streamed release request, and the tables of what was released;
+//! - [`group_totals`]: the distributed-noise job: a noise group's batches of one window
+//!   (their analytics lanes carrying shares of one discrete Laplace draw, under the plan
+//!   each meter signed) streamed to the key authority, which releases the group's hourly
+//!   totals; the released hours are stored.
 //!
 //! The utility never holds a secret key: this crate is built without `seer-ckks`'s
 //! `secret-key` feature.
@@ -38,6 +42,7 @@ pub mod forecast;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod gate;
+pub mod group_totals;
 pub mod ingest;
 pub mod key_authority;
 pub mod lanes;

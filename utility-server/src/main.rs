@@ -6,7 +6,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use utility_server::batch::Period;
 use utility_server::lanes::LaneValidator;
-use utility_server::{Application, Settings, Store, billing, forecast, telemetry};
+use utility_server::{
+    Application, Settings, Store, billing, forecast, group_totals, key_authority, telemetry,
+};
 
 /// The SEER utility server: bills, forecasts and anomaly scores on encrypted readings.
 #[derive(Debug, Parser)]
@@ -56,6 +58,37 @@ enum Command {
         #[arg(long, default_value = "SEER_UTILITY_TOKEN")]
         token_env: String,
     },
+    /// Ask the key authority to release a noise group's hourly totals of one window (the sum
+    /// of the group's analytics lanes, each carrying a share of the group's noise), store the
+    /// released hours and print the run's report as JSON; with `--pending`, every window that
+    /// has ended and has hours not yet released (an array of reports).
+    GroupTotals {
+        /// The noise group (the meters' billing group).
+        #[arg(long, required_unless_present = "pending", conflicts_with = "pending")]
+        group: Option<u32>,
+        /// The window's start, RFC 3339 (as in the meters' plans, or the same instant in
+        /// another offset).
+        #[arg(
+            long,
+            value_name = "START",
+            value_parser = parse_window,
+            required_unless_present = "pending",
+            conflicts_with = "pending"
+        )]
+        window: Option<chrono::DateTime<chrono::Utc>>,
+        /// Also release each reading interval's total (no further privacy cost).
+        #[arg(long)]
+        per_interval: bool,
+        /// Run every pending (group, window) instead of one.
+        #[arg(long)]
+        pending: bool,
+        /// The key authority's URL.
+        #[arg(long)]
+        key_authority: String,
+        /// The environment variable holding the utility's token (from the key authority).
+        #[arg(long, default_value = "SEER_UTILITY_TOKEN")]
+        token_env: String,
+    },
     /// Print the stored forecasts of a model as JSON: per meter and hour, the total over
     /// homes per hour, and where each uploaded input stands.
     Forecasts {
@@ -70,6 +103,11 @@ enum Command {
         #[arg(long)]
         period: Period,
     },
+}
+
+/// `--window`: an RFC 3339 instant.
+fn parse_window(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    group_totals::parse_window_start(text).map_err(|e| format!("not an RFC 3339 instant: {e}"))
 }
 
 /// The utility's token from the environment variable `name`.
@@ -134,6 +172,41 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("forecasting run")?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::GroupTotals {
+            group,
+            window,
+            per_interval,
+            pending,
+            key_authority: url,
+            token_env,
+        } => {
+            let token = utility_token(&token_env)?;
+            let store = Store::connect(&settings.database.url).await?;
+            let channel = key_authority::connect(&url).await?;
+            let json = if pending {
+                let reports = group_totals::run_pending(
+                    &store,
+                    channel,
+                    &token,
+                    per_interval,
+                    chrono::Utc::now(),
+                )
+                .await
+                .context("group totals run")?;
+                serde_json::to_string_pretty(&reports)?
+            } else {
+                let (Some(group), Some(window)) = (group, window) else {
+                    anyhow::bail!("--group and --window are required without --pending");
+                };
+                let report =
+                    group_totals::run(&store, channel, &token, group, window, per_interval)
+                        .await
+                        .context("group totals run")?;
+                serde_json::to_string_pretty(&report)?
+            };
+            println!("{json}");
             Ok(())
         }
         Command::Forecasts { model } => {

@@ -139,19 +139,7 @@ impl MeterSignatures {
 /// The batch statement of a received batch: its fields as sent, its lanes by BLAKE3.
 #[must_use]
 pub fn batch_statement(wire: &UploadBatch) -> BatchStatement {
-    BatchStatement {
-        meter_id: wire.meter_id.clone(),
-        sequence: wire.sequence,
-        period: wire.period.clone(),
-        start: wire.start.clone(),
-        end: wire.end.clone(),
-        readings: wire.readings,
-        billing_lane_blake3: *blake3::hash(&wire.billing_lane).as_bytes(),
-        analytics_lane_blake3: *blake3::hash(&wire.analytics_lane).as_bytes(),
-        billing_group: wire.billing_group,
-        billing_position: wire.billing_position,
-        epsilon_spent: wire.epsilon_spent,
-    }
+    seer_proto::statements::batch_statement(wire, *blake3::hash(&wire.billing_lane).as_bytes())
 }
 
 /// The analytics receipt statement of a received input header and inputs.
@@ -206,6 +194,7 @@ mod tests {
             epsilon_spent: 33.6,
             signature: Vec::new(),
             meter_certificate: certificate.to_bytes(),
+            noise_plan: None,
         };
         wire.signature = device.sign(&batch_statement(&wire)).to_vec();
         wire

@@ -17,7 +17,7 @@ use seer_core::units::Wh;
 use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::ingest_client::IngestClient;
 use seer_proto::v1::ingest_server::Ingest as _;
-use seer_proto::v1::{GetCursorRequest, UploadAck, UploadBatch};
+use seer_proto::v1::{GetCursorRequest, NoisePlan, UploadAck, UploadBatch};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -633,6 +633,139 @@ async fn malformed_fields_name_the_sequence_and_the_problem() {
         );
     }
     assert_eq!(app.last().await, 0);
+    app.stop().await;
+}
+
+/// The distributed-noise plan of day `sequence`'s batch: the day's window (midnight +05:30),
+/// all 96 quarter-hours.
+fn day_plan(sequence: u64) -> NoisePlan {
+    let day = (sequence - 1) % 31 + 1;
+    NoisePlan {
+        group_size: 500,
+        tolerated: 50,
+        sensitivity_wh: 3_450,
+        epsilon: 0.5,
+        window_start: format!("2007-01-{day:02}T00:00:00+05:30"),
+        interval_seconds: 900,
+        window_slots: 96,
+        first_slot: 0,
+        slot_count: 96,
+    }
+}
+
+/// Signed batches with insane plans are refused naming the plan's field, and nothing is
+/// stored; a sane plan is stored with its batch and read back as the meter signed it; a batch
+/// without a plan is still accepted; a plan added after signing is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_plans_are_checked_at_ingest_and_stored_as_signed() {
+    let signer = MeterSigner::new(METER);
+    let planned = |sequence: u64, edit: &dyn Fn(&mut NoisePlan)| {
+        let mut plan = day_plan(sequence);
+        edit(&mut plan);
+        let mut wire = UploadBatch {
+            noise_plan: Some(plan),
+            ..batch(sequence)
+        };
+        signer.sign(&mut wire);
+        wire
+    };
+    let refusals: Vec<(UploadBatch, &str)> = vec![
+        (planned(1, &|p| p.group_size = 0), "noise_plan.group_size"),
+        (planned(1, &|p| p.tolerated = 500), "noise_plan.tolerated"),
+        (
+            planned(1, &|p| p.sensitivity_wh = 0),
+            "noise_plan.sensitivity_wh",
+        ),
+        (planned(1, &|p| p.epsilon = f64::NAN), "noise_plan.epsilon"),
+        (
+            planned(1, &|p| p.window_start = "midnight".into()),
+            "noise_plan.window_start",
+        ),
+        (
+            planned(1, &|p| p.interval_seconds = 7),
+            "noise_plan.interval_seconds",
+        ),
+        (
+            planned(1, &|p| p.window_slots = 40 * 96),
+            "noise_plan.window_slots",
+        ),
+        (
+            planned(1, &|p| p.window_start = "2007-01-01T00:15:00+05:30".into()),
+            "whole hour",
+        ),
+        (planned(1, &|p| p.slot_count = 95), "noise_plan.slot_count"),
+        (
+            planned(1, &|p| {
+                p.window_slots = 192;
+                p.first_slot = 96;
+            }),
+            "noise_plan.first_slot",
+        ),
+    ];
+    let accepted = planned(1, &|_| {});
+    let mut without_plan = batch(2);
+    signer.sign(&mut without_plan);
+    // Signed without a plan, the plan added afterwards: the signature covers the plan.
+    let mut added_plan = batch(3);
+    signer.sign(&mut added_plan);
+    added_plan.noise_plan = Some(day_plan(3));
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}/db/seer.db", dir.path().display());
+    let security = Security {
+        tls: None,
+        signer: Some(signer),
+    };
+    let app = TestApp::spawn_with(url, dir, security).await;
+    let mut client = app.client().await;
+    for (bad, expected) in refusals {
+        let (acks, status) = upload(&mut client, vec![bad]).await;
+        assert!(acks.is_empty());
+        assert_status(status, Code::InvalidArgument, &[METER, "batch 1", expected]);
+        assert_eq!(app.last().await, 0, "nothing stored");
+    }
+    let (acks, status) = upload(
+        &mut client,
+        vec![accepted.clone(), without_plan, added_plan],
+    )
+    .await;
+    assert_eq!(acks, [ack(1, false, 1), ack(2, false, 2)]);
+    assert_status(status, Code::PermissionDenied, &[METER, "batch 3"]);
+    assert_eq!(app.last().await, 2);
+
+    // The job's reads: the window's one plan, and the batch exactly as the meter signed it.
+    let window = chrono::DateTime::parse_from_rfc3339("2007-01-01T00:00:00+05:30")
+        .expect("window")
+        .with_timezone(&chrono::Utc);
+    let plans = app.store.window_plans(0, window).await.expect("plans");
+    assert_eq!(plans.len(), 1);
+    assert_eq!((plans[0].batches, plans[0].meters), (1, 1));
+    let stored = app
+        .store
+        .window_batches(0, window, None, 10)
+        .await
+        .expect("the window's batches");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].billing_lane_blake3,
+        *blake3::hash(&accepted.billing_lane).as_bytes()
+    );
+    assert_eq!(
+        stored[0].batch,
+        UploadBatch {
+            billing_lane: Vec::new(),
+            ..accepted
+        }
+    );
+    // Day 2's batch has no plan: its window is empty.
+    let day_two = window + chrono::TimeDelta::days(1);
+    assert!(
+        app.store
+            .window_plans(0, day_two)
+            .await
+            .expect("plans")
+            .is_empty()
+    );
     app.stop().await;
 }
 

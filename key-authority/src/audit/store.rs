@@ -772,6 +772,28 @@ impl AuditLog {
                 })));
             }
         }
+        // Group totals: a row's entry names its group (the group's released hours carry no
+        // meter); the hour lies in the entry's window.
+        let sql = "SELECT 'group-totals', 'group ' || CAST(r.noise_group AS TEXT), \
+                   r.hour_start, r.audit_seq FROM group_total_releases r \
+                   WHERE NOT EXISTS (SELECT 1 FROM audit_entries e WHERE e.seq = r.audit_seq \
+                   AND e.decision = 'granted' AND e.request_kind = 'group-totals' \
+                   AND e.period LIKE 'group ' || CAST(r.noise_group AS TEXT) || ' window %') \
+                   ORDER BY r.audit_seq LIMIT 1";
+        let row = sqlx::query(sql)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(AuditError::Read)?;
+        if let Some(row) = row {
+            let read = |e: sqlx::Error| AuditError::Read(e);
+            return Ok(Some(problem(ProblemKind::ReleaseNotInChain {
+                table: "group_total_releases".to_owned(),
+                kind: row.try_get(0).map_err(read)?,
+                meter_id: row.try_get(1).map_err(read)?,
+                period: row.try_get(2).map_err(read)?,
+                audit_sequence: row.try_get(3).map_err(read)?,
+            })));
+        }
         for (table, kinds, period_matches) in [
             ("releases", "('bill')", "AND r.period = e.period"),
             ("analytics_releases", "('forecast', 'anomaly')", ""),
@@ -802,6 +824,30 @@ impl AuditLog {
                     },
                 }));
             }
+        }
+        let row = sqlx::query(
+            "SELECT e.seq, e.request_kind, e.meter_id, e.period FROM audit_entries e \
+             WHERE e.decision = 'granted' AND e.request_kind = 'group-totals' \
+             AND NOT EXISTS (SELECT 1 FROM group_total_releases r WHERE r.audit_seq = e.seq) \
+             ORDER BY e.seq LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(AuditError::Read)?;
+        if let Some(row) = row {
+            let read = |e: sqlx::Error| AuditError::Read(e);
+            let sequence: i64 = row.try_get(0).map_err(read)?;
+            let sequence = u64::try_from(sequence).unwrap_or(0);
+            return Ok(Some(ChainProblem {
+                row: sequence,
+                sequence: Some(sequence),
+                kind: ProblemKind::ReleaseMissing {
+                    table: "group_total_releases".to_owned(),
+                    kind: row.try_get(1).map_err(read)?,
+                    meter_id: row.try_get(2).map_err(read)?,
+                    period: row.try_get(3).map_err(read)?,
+                },
+            }));
         }
         Ok(None)
     }

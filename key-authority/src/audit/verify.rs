@@ -145,7 +145,7 @@ pub enum ProblemKind {
     /// A release row names no granted entry of its kind, meter and period at its
     /// `audit_seq`: it was inserted or altered outside the key authority.
     ReleaseNotInChain {
-        /// `releases` or `analytics_releases`.
+        /// `releases`, `analytics_releases` or `group_total_releases`.
         table: String,
         /// The row's kind.
         kind: String,
@@ -170,7 +170,7 @@ pub enum ProblemKind {
     /// A granted release entry has no release row: the row was deleted (and the result could
     /// be released a second time if the policy trusted the table alone).
     ReleaseMissing {
-        /// `releases` or `analytics_releases`.
+        /// `releases`, `analytics_releases` or `group_total_releases`.
         table: String,
         /// The entry's kind.
         kind: String,

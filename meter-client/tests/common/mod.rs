@@ -422,11 +422,18 @@ pub fn date(y: i32, m: u32, d: u32) -> NaiveDate {
 
 pub const EPSILON: f64 = 0.05;
 
+/// The clamp Δ of the tests' meters (the meter's default).
+pub const SENSITIVITY_WH: i64 = meter_client::batch::DEFAULT_SENSITIVITY_WH;
+
+/// The tests' privacy settings: ε = 0.05, Δ = 3450 Wh, a month of readings' budget, and the
+/// default noise group (a full billing group, a tenth of it tolerated).
 pub fn privacy() -> PrivacySettings {
     PrivacySettings {
         epsilon: Epsilon::try_new(EPSILON).unwrap(),
-        sensitivity: Wh::try_new(2_500).unwrap(),
+        sensitivity: Wh::try_new(SENSITIVITY_WH).unwrap(),
         monthly_budget: Epsilon::try_new(EPSILON * 2976.0).unwrap(),
+        noise_group_size: None,
+        noise_tolerated: None,
     }
 }
 

@@ -154,6 +154,13 @@ impl PrivacyAccountant {
         }
     }
 
+    /// The charge of `times` ε-DP releases under sequential composition, as
+    /// [`try_spend_repeated`](Self::try_spend_repeated) charges it: `times · ε`, rounded up
+    /// (e.g. a day's readings on a meter's privacy ledger).
+    pub fn charge_of(epsilon: Epsilon, times: usize) -> f64 {
+        mul_up(epsilon.get(), times)
+    }
+
     /// The meter this budget belongs to.
     pub fn meter(&self) -> &str {
         &self.meter
@@ -244,7 +251,7 @@ impl PrivacyAccountant {
     ///
     /// [`Error::BudgetExhausted`] if the spend would go past the budget; nothing is charged.
     pub fn try_spend_repeated(&mut self, epsilon: Epsilon, times: usize) -> Result<f64, Error> {
-        let requested = mul_up(epsilon.get(), times);
+        let requested = Self::charge_of(epsilon, times);
         let total = add_up(self.spent, requested);
         if total > ceiling(self.budget) {
             tracing::warn!(

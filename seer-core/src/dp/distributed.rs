@@ -236,6 +236,16 @@ impl SharePlan {
         }
     }
 
+    /// The fewest meters that must be present in a slot before the key authority releases it:
+    /// ⌈k/2⌉. The key authority knows its own top-up, so what it could learn by subtracting it
+    /// is the present meters' readings under present/k of a draw; the floor keeps that at
+    /// least half a draw, and makes a plan that overstates the group (so that too few are
+    /// ever present) a refusal rather than a thin release.
+    #[must_use]
+    pub const fn presence_floor(&self) -> u32 {
+        self.honest_floor().div_ceil(2)
+    }
+
     /// The key authority's top-up when only `present` meters' shares are in the sum: the
     /// shares of the k − present missing ones, so that the released total carries at least
     /// one full draw; `None` when at least k meters are present.

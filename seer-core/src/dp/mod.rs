@@ -67,12 +67,14 @@
 //! - Randomness: only [`rand::CryptoRng`] generators are accepted.
 
 mod accountant;
+pub mod defaults;
 mod distributed;
 mod epsilon;
 mod lane;
 mod sampler;
 
 pub use accountant::{BUDGET_SLACK, BudgetPeriod, PrivacyAccountant};
+pub use defaults::{DEFAULT_EPSILON_PER_READING, DEFAULT_SENSITIVITY_WH};
 pub use distributed::{MAX_GROUP_SIZE, PolyaDifference, SharePlan};
 pub use epsilon::Epsilon;
 pub use lane::{AnalyticsLane, AnalyticsNoise, LaplaceMechanism, NoiseRng, NoisyWh, os_seeded_rng};

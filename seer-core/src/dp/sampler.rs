@@ -146,6 +146,40 @@ impl DiscreteLaplace {
         one_minus_q / (1.0 + q) * (-(k.unsigned_abs() as f64) * inv_b).exp()
     }
 
+    /// The cumulative probability P(Z ≤ k) (rounded to `f64`): q^{−k}/(1 + q) for k < 0 and
+    /// 1 − q^{k+1}/(1 + q) for k ≥ 0, with q = e^{−1/b}.
+    pub fn cdf(&self, k: i64) -> f64 {
+        let inv_b = self.s as f64 / self.t as f64;
+        let q = (-inv_b).exp();
+        if k < 0 {
+            (-(k.unsigned_abs() as f64) * inv_b).exp() / (1.0 + q)
+        } else {
+            1.0 - (-(k as f64 + 1.0) * inv_b).exp() / (1.0 + q)
+        }
+    }
+
+    /// The Kolmogorov–Smirnov distance between the empirical distribution of `samples`
+    /// (sorted in place) and this one: the largest gap between the two CDFs, taken on both
+    /// sides of each step. Under the distribution, D exceeds 1.95/√n with probability below
+    /// 0.1 % (conservatively, for a discrete law).
+    pub fn ks_distance(&self, samples: &mut [i64]) -> f64 {
+        samples.sort_unstable();
+        let n = samples.len() as f64;
+        let mut worst: f64 = 0.0;
+        let mut i = 0;
+        while i < samples.len() {
+            let value = samples[i];
+            let below = i as f64 / n;
+            while i < samples.len() && samples[i] == value {
+                i += 1;
+            }
+            worst = worst
+                .max((i as f64 / n - self.cdf(value)).abs())
+                .max((below - self.cdf(value.saturating_sub(1))).abs());
+        }
+        worst
+    }
+
     /// The exact variance 2·e^{−1/b} / (1 − e^{−1/b})² (rounded to `f64`).
     pub fn variance(&self) -> f64 {
         let inv_b = self.s as f64 / self.t as f64;
@@ -371,5 +405,35 @@ mod tests {
             assert!((total - 1.0).abs() < 1e-9, "{t}/{s}: {total}");
             assert!((var / d.variance() - 1.0).abs() < 1e-9, "{t}/{s}");
         }
+    }
+
+    #[test]
+    fn cdf_is_the_running_sum_of_the_pmf() {
+        for (t, s) in [(1, 2), (4, 1), (7, 3), (1_000, 1)] {
+            let d = DiscreteLaplace::try_from_rational_scale(t, s).expect("valid");
+            let bound = (40.0 * d.scale()).ceil() as i64 + 10;
+            let mut running = 0.0;
+            for k in -bound..=bound {
+                running += d.pmf(k);
+                assert!((d.cdf(k) - running).abs() < 1e-9, "{t}/{s} at {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn ks_distance_accepts_the_distribution_and_rejects_another() {
+        use rand::SeedableRng as _;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let d = DiscreteLaplace::try_from_rational_scale(50, 1).expect("valid");
+        let wide = DiscreteLaplace::try_from_rational_scale(60, 1).expect("valid");
+        let n = 4_000;
+        let limit = 1.95 / f64::from(n).sqrt();
+        let mut own: Vec<i64> = (0..n).map(|_| d.sample(&mut rng)).collect();
+        let mut other: Vec<i64> = (0..n).map(|_| wide.sample(&mut rng)).collect();
+        assert!(d.ks_distance(&mut own) < limit);
+        assert!(d.ks_distance(&mut other) > limit);
+        // Sorted in place; a constant sample is as far as can be from a spread law.
+        assert!(own.windows(2).all(|w| w[0] <= w[1]));
+        assert!(d.ks_distance(&mut [0; 100]) > 0.4);
     }
 }

@@ -14,9 +14,15 @@
 //!
 //! and the billing job's: `bills`, one per (meter, period) the key authority released (paise,
 //! closing sequence, audit entry), and `bill_cells`, the bill's energy per tariff cell in
-//! whole Wh with the cell's label, written in the bill's transaction; and the deep analytics
+//! whole Wh with the cell's label, written in the bill's transaction; the deep analytics
 //! inputs meters upload (`analytics_inputs`, `analytics_input_ciphertexts`: see
-//! [`Store::insert_analytics_input`]).
+//! [`Store::insert_analytics_input`]); and for distributed noise, each batch's noise plan
+//! (nullable columns of `batches`: the plan field by field as signed and its window start in
+//! UTC, which with the billing group selects a noise group's batches of one window), the
+//! text of `start` and `end` and the billing lane's BLAKE3, so that a batch can be sent on
+//! exactly as its meter signed it ([`Store::window_batches`]), and `group_totals`, the hours
+//! of a noise group the key authority released ([`Store::record_group_total`],
+//! [`Store::group_totals`]).
 //!
 //! The two backends need different SQL for one column type — ciphertexts are `BLOB` in
 //! SQLite and `BYTEA` in PostgreSQL, neither of which the other knows (and sqlx's `Any`
@@ -47,14 +53,18 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Row as _, Transaction};
 
-use crate::batch::{Batch, MeterId, Period, utc_from_micros};
+use crate::batch::{Batch, BatchNoisePlan, MeterId, Period, utc_from_micros, utc_rfc3339};
 
 mod analytics_inputs;
+mod group_totals;
 #[cfg(test)]
 mod tests;
 
 pub use analytics_inputs::{
     AnalyticsInput, InputHeader, InputOutcome, InputStatus, StoredInput, decide_input,
+};
+pub use group_totals::{
+    GroupTotal, GroupWindow, MAX_WINDOW_PAGE_SIZE, PlanCount, RecordOutcome, WindowBatch,
 };
 
 /// SQLite's schema, embedded at build time.
@@ -443,12 +453,18 @@ impl Store {
         let last = from_db("meters", "last_sequence", last)?;
 
         let outcome = if batch.sequence() == last + 1 {
+            let plan = batch.noise_plan();
+            let wire = plan.map(BatchNoisePlan::wire);
             sqlx::query(
                 "INSERT INTO batches (meter_id, sequence, period, start_us, end_us, \
                  utc_offset_s, readings, billing_group, billing_position, billing_lane, \
                  analytics_lane, epsilon_spent, content_digest, received_at_us, signature, \
-                 meter_certificate) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                 meter_certificate, start_text, end_text, billing_lane_blake3, \
+                 noise_group_size, noise_tolerated, noise_sensitivity_wh, noise_epsilon, \
+                 noise_window_start, noise_window_utc, noise_interval_s, noise_window_slots, \
+                 noise_first_slot, noise_slot_count) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
             )
             .bind(meter)
             .bind(sequence)
@@ -466,6 +482,19 @@ impl Store {
             .bind(now)
             .bind((!batch.signature().is_empty()).then_some(batch.signature()))
             .bind((!batch.meter_certificate().is_empty()).then_some(batch.meter_certificate()))
+            .bind(batch.start_as_sent())
+            .bind(batch.end_as_sent())
+            .bind(blake3::hash(batch.billing_lane()).as_bytes().to_vec())
+            .bind(wire.map(|p| i64::from(p.group_size)))
+            .bind(wire.map(|p| i64::from(p.tolerated)))
+            .bind(wire.map(|p| p.sensitivity_wh))
+            .bind(wire.map(|p| p.epsilon))
+            .bind(wire.map(|p| p.window_start.clone()))
+            .bind(plan.map(|p| utc_rfc3339(p.window_start_utc())))
+            .bind(wire.map(|p| i64::from(p.interval_seconds)))
+            .bind(wire.map(|p| i64::from(p.window_slots)))
+            .bind(wire.map(|p| i64::from(p.first_slot)))
+            .bind(wire.map(|p| i64::from(p.slot_count)))
             .execute(&mut *tx)
             .await
             .map_err(query_error("storing the batch"))?;

@@ -6,7 +6,7 @@
 //! used. When the variable is unset and nothing listens on 127.0.0.1:5432, the PostgreSQL
 //! variants print a note and pass without running — except under `CI=true`, where they fail.
 
-use seer_proto::v1::UploadBatch;
+use seer_proto::v1::{NoisePlan, UploadBatch};
 use seer_service::testing::{PostgresDatabase, postgres_admin_url};
 
 use super::*;
@@ -594,6 +594,332 @@ async fn analytics_inputs_are_stored_once_and_decided_once(db: &TestDb) {
     assert_eq!(all[1].status, refused);
 }
 
+/// The noise plan of half `half` (0: 00:00 to 12:00, 1: 12:00 to 24:00, local +05:30) of day
+/// `day` of January 2007, in quarter-hours of the day's window.
+fn noise_plan(day: u32, half: u32, epsilon: f64) -> NoisePlan {
+    NoisePlan {
+        group_size: 100,
+        tolerated: 10,
+        sensitivity_wh: 3_450,
+        epsilon,
+        window_start: format!("2007-01-{day:02}T00:00:00+05:30"),
+        interval_seconds: 900,
+        window_slots: 96,
+        first_slot: half * 48,
+        slot_count: 48,
+    }
+}
+
+/// A plan-carrying batch on the grid of [`noise_plan`], as its meter sent it.
+fn planned_wire(
+    meter: &str,
+    sequence: u64,
+    group: u32,
+    day: u32,
+    half: u32,
+    epsilon: f64,
+) -> UploadBatch {
+    let (start, end) = if half == 0 {
+        (
+            format!("2007-01-{day:02}T00:00:00+05:30"),
+            format!("2007-01-{day:02}T12:00:00+05:30"),
+        )
+    } else {
+        (
+            format!("2007-01-{day:02}T12:00:00+05:30"),
+            format!("2007-01-{:02}T00:00:00+05:30", day + 1),
+        )
+    };
+    UploadBatch {
+        meter_id: meter.into(),
+        sequence,
+        period: "2007-01".into(),
+        start,
+        end,
+        readings: 48,
+        billing_lane: format!("billing {meter} {sequence}").into_bytes(),
+        billing_position: 3,
+        billing_group: group,
+        analytics_lane: format!("analytics {meter} {sequence}").into_bytes(),
+        epsilon_spent: 0.0,
+        signature: vec![0x51; 64],
+        meter_certificate: format!("certificate of {meter}").into_bytes(),
+        noise_plan: Some(noise_plan(day, half, epsilon)),
+    }
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("an RFC 3339 instant")
+        .with_timezone(&Utc)
+}
+
+/// Day `day`'s window (midnight +05:30) in UTC.
+fn window(day: u32) -> DateTime<Utc> {
+    utc(&format!("2007-01-{day:02}T00:00:00+05:30"))
+}
+
+async fn noise_plans_round_trip_and_are_read_by_window(db: &TestDb) {
+    let store = db.open().await;
+    // Two meters' day 1 in group 0, one of its batches under another ε; one meter of group 1;
+    // a day 2 batch; a batch without a plan.
+    let mut sent = vec![
+        planned_wire("m-b", 1, 0, 1, 0, 0.5),
+        planned_wire("m-b", 2, 0, 1, 1, 0.5),
+        planned_wire("m-a", 1, 0, 1, 0, 0.5),
+        planned_wire("m-a", 2, 0, 1, 1, 0.25),
+        planned_wire("m-c", 1, 1, 1, 0, 0.5),
+        planned_wire("m-a", 3, 0, 2, 0, 0.5),
+    ];
+    // `start` is stored as sent, whatever RFC 3339 form the meter chose.
+    sent[0].start = "2007-01-01T00:00:00.000+05:30".into();
+    for wire in &sent {
+        let batch = Batch::try_from_wire(wire.clone(), 1024).expect("a valid planned batch");
+        assert_eq!(
+            store.insert_batch(&batch).await.expect("insert"),
+            InsertOutcome::Inserted
+        );
+    }
+    store
+        .insert_batch(&batch_in("m-d", 1, "2007-01", 0, b"old"))
+        .await
+        .expect("a batch without a plan");
+    let unplanned: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM batches \
+         WHERE noise_window_utc IS NULL AND noise_group_size IS NULL",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .expect("count");
+    assert_eq!(unplanned, 1, "a batch without a plan has none stored");
+    // A resend of a planned batch is a duplicate; the same batch under another plan conflicts.
+    let resend = Batch::try_from_wire(sent[2].clone(), 1024).expect("valid");
+    assert_eq!(
+        store.insert_batch(&resend).await.expect("resend"),
+        InsertOutcome::Duplicate { last: 3 }
+    );
+    let mut other_plan = sent[2].clone();
+    other_plan.noise_plan = Some(noise_plan(1, 0, 0.75));
+    let other_plan = Batch::try_from_wire(other_plan, 1024).expect("valid");
+    assert_eq!(
+        store.insert_batch(&other_plan).await.expect("conflict"),
+        InsertOutcome::Conflict { last: 3 }
+    );
+
+    let plans = store.window_plans(0, window(1)).await.expect("plans");
+    let expected = |epsilon, batches, meters| PlanCount {
+        plan: NoisePlan {
+            first_slot: 0,
+            slot_count: 0,
+            ..noise_plan(1, 0, epsilon)
+        },
+        batches,
+        meters,
+    };
+    assert_eq!(plans, [expected(0.5, 3, 2), expected(0.25, 1, 1)]);
+    assert_eq!(
+        store.window_plans(1, window(1)).await.expect("plans"),
+        [expected(0.5, 1, 1)]
+    );
+    assert!(
+        store
+            .window_plans(0, window(3))
+            .await
+            .expect("plans")
+            .is_empty()
+    );
+
+    // Group 0's day 1, two at a time: every batch as sent, billing lane by its digest.
+    let mut read = Vec::new();
+    let mut after: Option<BatchKey> = None;
+    loop {
+        let page = store
+            .window_batches(0, window(1), after.as_ref(), 2)
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 2);
+        after = Some(last.key().expect("key"));
+        read.extend(page);
+    }
+    let order: Vec<(&str, u64)> = read
+        .iter()
+        .map(|b| (b.batch.meter_id.as_str(), b.batch.sequence))
+        .collect();
+    assert_eq!(order, [("m-a", 1), ("m-a", 2), ("m-b", 1), ("m-b", 2)]);
+    for stored in &read {
+        let original = sent
+            .iter()
+            .find(|w| w.meter_id == stored.batch.meter_id && w.sequence == stored.batch.sequence)
+            .expect("sent");
+        assert_eq!(
+            stored.billing_lane_blake3,
+            *blake3::hash(&original.billing_lane).as_bytes()
+        );
+        assert_eq!(
+            stored.batch,
+            UploadBatch {
+                billing_lane: Vec::new(),
+                ..original.clone()
+            }
+        );
+    }
+    assert_eq!(read[2].batch.start, "2007-01-01T00:00:00.000+05:30");
+
+    // Every window has ended by 2008; day 2's had not by the end of day 1.
+    let pending = store
+        .pending_group_windows(utc("2008-01-01T00:00:00Z"))
+        .await
+        .expect("pending");
+    let listed: Vec<(u32, DateTime<Utc>, u32, u32)> = pending
+        .iter()
+        .map(|w| (w.group, w.window_start, w.hours, w.released))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (0, window(1), 24, 0),
+            (0, window(2), 24, 0),
+            (1, window(1), 24, 0)
+        ]
+    );
+    let by_day_two = store
+        .pending_group_windows(window(2))
+        .await
+        .expect("pending");
+    assert_eq!(by_day_two.len(), 2);
+    // Released hours count; a window released in full is no longer pending.
+    for hour in 0..24 {
+        let total = group_total(1, window(1) + chrono::TimeDelta::hours(hour), 1_000, &[]);
+        store.record_group_total(&total).await.expect("record");
+    }
+    let total = group_total(0, window(1), 1_000, &[]);
+    store.record_group_total(&total).await.expect("record");
+    let pending = store
+        .pending_group_windows(utc("2008-01-01T00:00:00Z"))
+        .await
+        .expect("pending");
+    let listed: Vec<(u32, DateTime<Utc>, u32)> = pending
+        .iter()
+        .map(|w| (w.group, w.window_start, w.released))
+        .collect();
+    assert_eq!(listed, [(0, window(1), 1), (0, window(2), 0)]);
+}
+
+fn group_total(
+    group: u32,
+    hour_start: DateTime<Utc>,
+    total_wh: i64,
+    intervals: &[i64],
+) -> GroupTotal {
+    GroupTotal {
+        billing_group: group,
+        hour_start,
+        total_wh,
+        interval_wh: intervals.to_vec(),
+        min_present: 812,
+        epsilon: 0.5,
+        noise_scale_wh: 6_900.0,
+        audit_seq: 41,
+        released_at_us: 1_700_000_000_000_000,
+    }
+}
+
+async fn group_totals_are_recorded_once_and_read_by_range(db: &TestDb) {
+    let store = db.open().await;
+    let hour = |h: i64| window(1) + chrono::TimeDelta::hours(h);
+    let first = group_total(0, hour(0), 12_345, &[3_000, -2, 4_000, 5_347]);
+    let second = group_total(0, hour(1), -17, &[]);
+    let other_group = group_total(1, hour(0), 99, &[]);
+    for total in [&second, &other_group, &first] {
+        assert_eq!(
+            store.record_group_total(total).await.expect("record"),
+            RecordOutcome::Inserted
+        );
+    }
+    // The same release again (another audit entry, another time): unchanged.
+    let again = GroupTotal {
+        audit_seq: 42,
+        released_at_us: 1,
+        ..first.clone()
+    };
+    assert_eq!(
+        store.record_group_total(&again).await.expect("again"),
+        RecordOutcome::Unchanged
+    );
+    // Without its intervals it is the same release too.
+    let without = GroupTotal {
+        interval_wh: Vec::new(),
+        ..first.clone()
+    };
+    assert_eq!(
+        store.record_group_total(&without).await.expect("again"),
+        RecordOutcome::Unchanged
+    );
+    // The intervals of an hour stored without them are added.
+    let with = GroupTotal {
+        interval_wh: vec![-20, 3, 0, 0],
+        ..second.clone()
+    };
+    assert_eq!(
+        store.record_group_total(&with).await.expect("intervals"),
+        RecordOutcome::IntervalsAdded
+    );
+    // Other values: a conflict, and the stored row is kept.
+    for changed in [
+        GroupTotal {
+            total_wh: 12_346,
+            ..first.clone()
+        },
+        GroupTotal {
+            epsilon: 0.25,
+            ..first.clone()
+        },
+        GroupTotal {
+            min_present: 811,
+            ..first.clone()
+        },
+        GroupTotal {
+            interval_wh: vec![3_000, -2, 4_000, 5_346],
+            ..first.clone()
+        },
+    ] {
+        assert_eq!(
+            store.record_group_total(&changed).await.expect("conflict"),
+            RecordOutcome::Conflict(Box::new(first.clone()))
+        );
+    }
+    let read = store
+        .group_totals(0, hour(0), hour(24))
+        .await
+        .expect("read");
+    assert_eq!(read, [first.clone(), with.clone()]);
+    assert_eq!(
+        store.group_totals(0, hour(1), hour(2)).await.expect("read"),
+        [with]
+    );
+    assert!(
+        store
+            .group_totals(0, hour(2), hour(24))
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .group_totals(1, hour(-5), hour(5))
+            .await
+            .expect("read"),
+        [other_group]
+    );
+    let json = serde_json::to_value(&first).expect("json");
+    assert_eq!(json["hour_start"], "2006-12-31T18:30:00Z");
+    assert_eq!(
+        json["interval_wh"],
+        serde_json::json!([3_000, -2, 4_000, 5_347])
+    );
+}
+
 /// Generates each test of the suite once per backend.
 macro_rules! storage_suite {
     ($($name:ident),* $(,)?) => {
@@ -629,6 +955,8 @@ storage_suite!(
     usage_summaries_count_without_decrypting,
     bills_keep_their_cells_and_summarize_by_period,
     analytics_inputs_are_stored_once_and_decided_once,
+    noise_plans_round_trip_and_are_read_by_window,
+    group_totals_are_recorded_once_and_read_by_range,
 );
 
 #[test]
