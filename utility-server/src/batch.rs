@@ -441,7 +441,8 @@ impl BatchNoisePlan {
             return Err(invalid(
                 "first_slot",
                 format!(
-                    "{} is not the batch's start {start} in {interval} s slots from the window's                      start {window_start}",
+                    "{} is not the batch's start {start} in {interval} s slots from the window's \
+                     start {window_start}",
                     plan.first_slot
                 ),
             ));

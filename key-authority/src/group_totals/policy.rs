@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, FixedOffset, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, FixedOffset, SecondsFormat, TimeDelta, Timelike as _, Utc};
 use seer_auth::device::{NoisePlanStatement, Statement as _};
 use seer_ckks::{Ciphertext, Evaluator};
 use seer_core::circuits::group_totals;
@@ -142,7 +142,9 @@ pub fn check_header(plan: &NoisePlanStatement, slots: usize) -> Result<Window, S
     .map_err(|e| format!("the plan: {e}"))?;
     let start = DateTime::parse_from_rfc3339(&plan.window_start)
         .map_err(|e| format!("window_start {:?}: {e}", plan.window_start))?;
-    if start.timestamp().rem_euclid(3_600) != 0 {
+    // A whole hour in the offset the meters stated (local midnight at +05:30 is 18:30 UTC),
+    // as the meters cut their windows and the utility checks them at ingest.
+    if start.minute() != 0 || start.second() != 0 || start.nanosecond() != 0 {
         return Err(format!(
             "window_start {} is not on a whole hour",
             plan.window_start
@@ -745,6 +747,12 @@ mod tests {
     #[test]
     fn headers_that_cannot_be_served_are_refused() {
         assert!(check_header(&plan(), 4_096).is_ok());
+        // Local midnight at +05:30 (18:30 UTC) is a whole hour where the meters live.
+        let india = NoisePlanStatement {
+            window_start: "2010-01-01T00:00:00+05:30".into(),
+            ..plan()
+        };
+        assert!(check_header(&india, 4_096).is_ok());
         let with = |f: &dyn Fn(&mut NoisePlanStatement)| {
             let mut p = plan();
             f(&mut p);
