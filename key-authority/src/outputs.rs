@@ -148,8 +148,10 @@ impl LaneSum {
     }
 }
 
-/// The group-totals circuit's output: the sum of `lanes` plus `top_up` (whole Wh per slot)
-/// added under encryption — what the key authority decrypts, and the only thing.
+/// The group-totals circuit's output: the sum of `lanes`, restricted to the slots of the
+/// `releasable` hours (of `slots_per_hour` slots each), plus `top_up` (whole Wh per slot)
+/// added under encryption — what the key authority decrypts, and the only thing. A withheld
+/// hour's slots are zero in it, so no slot with fewer meters than the floor is ever decrypted.
 ///
 /// # Errors
 /// A description of the failure; a sum of fewer than
@@ -157,6 +159,8 @@ impl LaneSum {
 pub fn group_total(
     evaluator: &Evaluator,
     lanes: LaneSum,
+    releasable: &[bool],
+    slots_per_hour: usize,
     top_up: &[i64],
 ) -> Result<Reexecuted, String> {
     let minimum = seer_core::circuits::group_totals::MIN_PRESENT as usize;
@@ -166,8 +170,14 @@ pub fn group_total(
             lanes.lanes
         ));
     };
-    let total = seer_core::circuits::group_totals::add_top_up(evaluator, &sum, top_up)
-        .map_err(|e| format!("adding the top-up: {e}"))?;
+    let total = seer_core::circuits::group_totals::released_total(
+        evaluator,
+        &sum,
+        releasable,
+        slots_per_hour,
+        top_up,
+    )
+    .map_err(|e| format!("restricting to the released hours and adding the top-up: {e}"))?;
     Reexecuted::wrap(evaluator.context(), total).map_err(|e| format!("serializing the total: {e}"))
 }
 

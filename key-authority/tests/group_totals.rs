@@ -674,6 +674,16 @@ async fn forged_foreign_and_repeated_inputs_are_left_out_and_audited() {
     b.wire.billing_lane = vec![1, 2, 3];
     forged.push(((b.wire, b.billing_digest), "by its digest"));
 
+    // A lane switched down to the last level (the circuit's restriction needs one).
+    let mut b = app.batch(&meter(6), 6, 0, 11, day, 0..96, &mut rng).await;
+    let lane = seer_ckks::Ciphertext::from_bytes(&app.ctx, &b.wire.analytics_lane).expect("lane");
+    let low = seer_ckks::Evaluator::new(&app.ctx, None, None)
+        .mod_switch_to(&lane, seer_ckks::Level(0))
+        .expect("mod switch");
+    b.wire.analytics_lane = low.to_bytes(&app.ctx).expect("serialize");
+    app.sign(&mut b.wire, b.billing_digest).await;
+    forged.push(((b.wire, b.billing_digest), "at level 0"));
+
     let mut all = inputs;
     all.extend(forged.iter().map(|(input, _)| input.clone()));
     let answer = app

@@ -20,7 +20,8 @@
 //!    the request's; the batch carries a plan equal to the header's (all of n, t, Δ, ε, window,
 //!    interval and window length), its span lies in the window and agrees with the batch's
 //!    start and end, and it overlaps no span of the same meter already accepted (so a batch
-//!    counts once); the lane parses as a ciphertext of the billing parameter set;
+//!    counts once); the lane parses as a ciphertext of the billing parameter set with a level
+//!    to spare;
 //! 3. adds each accepted lane to a running sum ([`crate::outputs::LaneSum`]: the request's
 //!    lanes are never all held at once) and counts, per slot, the meters whose spans cover it;
 //! 4. decides per hour: an hour released before for the group is returned from its stored
@@ -28,8 +29,10 @@
 //!    [`SharePlan::presence_floor`] or [`MIN_PRESENT`] meters is withheld (`TOO_FEW_PRESENT`,
 //!    releasable later when more batches arrive); the rest are released;
 //! 5. draws its top-up for the released hours' slots (the shares of the meters missing below
-//!    k = n − t, from the operating system's CSPRNG), adds it **under encryption** and decrypts
-//!    that one ciphertext through [`crate::outputs`] — so no value the key authority ever holds
+//!    k = n − t, from the operating system's CSPRNG), restricts the sum to the released hours'
+//!    slots (a 0/1 plaintext multiplication: withheld hours and slots past the window are zero
+//!    in what is decrypted), adds the top-up **under encryption** and decrypts that one
+//!    ciphertext through [`crate::outputs`] — so no value the key authority ever holds
 //!    in the clear carries less than half a draw of noise, and what leaves carries at least one
 //!    full draw per interval from parties outside any tolerated coalition; the top-up is never
 //!    stored or logged;

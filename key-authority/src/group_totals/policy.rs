@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, SecondsFormat, TimeDelta, Timelike as _, Utc};
 use seer_auth::device::{NoisePlanStatement, Statement as _};
-use seer_ckks::{Ciphertext, Evaluator};
+use seer_ckks::{Ciphertext, Evaluator, Level};
 use seer_core::circuits::group_totals;
 use seer_core::dp::{Epsilon, SharePlan};
 use seer_core::units::Wh;
@@ -372,6 +372,12 @@ impl GroupTotalsReleaser {
                 let lane = input.batch.analytics_lane;
                 let (sum, added) = tokio::task::spawn_blocking(move || {
                     let added = match Ciphertext::from_bytes(&ctx, &lane) {
+                        // The circuit restricts the sum to the released hours with one
+                        // plaintext multiplication: a lane must leave it a level.
+                        Ok(lane) if lane.level() < Level(1) => Ok(Err(format!(
+                            "the analytics lane is at level {}, the group total needs 1",
+                            lane.level().0
+                        ))),
                         Ok(lane) => sum
                             .add(&Evaluator::new(&ctx, None, None), lane)
                             .map(Ok)
@@ -568,7 +574,13 @@ impl GroupTotalsReleaser {
                         .get(&parameter_set)
                         .ok_or_else(|| ReleaseError::Engine("no key set".into()))?;
                     let evaluator = Evaluator::new(set.context(), None, None);
-                    let total = outputs::group_total(&evaluator, sum, &top_up);
+                    let total = outputs::group_total(
+                        &evaluator,
+                        sum,
+                        &releasable_for_task,
+                        slots_per_hour,
+                        &top_up,
+                    );
                     // The top-up is never kept: with it, the key authority's own view of the
                     // total would lose the noise it adds.
                     zeroize::Zeroize::zeroize(&mut top_up);

@@ -50,30 +50,79 @@ pub fn evaluate(evaluator: &Evaluator, lanes: &[Ciphertext]) -> Result<Ciphertex
     Ok(evaluator.add_many(lanes)?)
 }
 
-/// The circuit's second step: `sum` plus the top-up `values` (whole Wh per slot, from
-/// [`top_up`]) added under encryption.
+/// The circuit's second step: `sum` restricted to the slots of the `releasable` hours (each
+/// slot multiplied by its 0/1 indicator, one level) plus the top-up `values` (whole Wh per
+/// slot, from [`top_up`]) added under encryption. Slots of withheld hours, and slots past the
+/// window, are zero in what is decrypted: a withheld hour's slot may hold fewer meters than
+/// the floor (one meter's reading under 1/k of a draw), which nobody, the key authority
+/// included, may see.
 ///
 /// # Errors
-/// When the values do not fit the slots.
-pub fn add_top_up(
+/// When the flags do not describe whole hours within the slots, no hour is releasable, or the
+/// values do not fit the slots.
+pub fn released_total(
     evaluator: &Evaluator,
     sum: &Ciphertext,
+    releasable: &[bool],
+    slots_per_hour: usize,
     values: &[i64],
 ) -> Result<Ciphertext, Error> {
+    let mask = release_mask(releasable, slots_per_hour, evaluator.context().slots())?;
+    let kept = evaluator.multiply_plain(sum, &mask)?;
     // |value| ≤ MAX_NOISE-scale counts, far below 2⁵³: the conversion is exact.
     let plain: Vec<f64> = values.iter().map(|v| *v as f64).collect();
-    Ok(evaluator.add_plain(sum, &plain)?)
+    Ok(evaluator.add_plain(&kept, &plain)?)
 }
 
-/// The plaintext twin of [`evaluate`] followed by [`add_top_up`]: the slot-wise sum of the
-/// lanes' values (whole Wh) plus the top-up, over `slots` slots.
+/// The 0/1 indicator of the slots of the `releasable` hours, over `slots` slots.
+fn release_mask(
+    releasable: &[bool],
+    slots_per_hour: usize,
+    slots: usize,
+) -> Result<Vec<f64>, Error> {
+    let window = releasable.len().saturating_mul(slots_per_hour);
+    if slots_per_hour == 0 || window > slots || !releasable.iter().any(|r| *r) {
+        return Err(Error::Isolation {
+            reason: format!(
+                "{} hours of {slots_per_hour} slots, none releasable or beyond {slots} slots",
+                releasable.len()
+            ),
+        });
+    }
+    let mut mask = vec![0.0; slots];
+    for (slot, m) in mask.iter_mut().enumerate().take(window) {
+        if releasable[slot / slots_per_hour] {
+            *m = 1.0;
+        }
+    }
+    Ok(mask)
+}
+
+/// The plaintext twin of [`evaluate`] followed by [`released_total`]: the slot-wise sum of the
+/// lanes' values (whole Wh), zero outside the `releasable` hours, plus the top-up, over
+/// `slots` slots.
 #[must_use]
-pub fn plaintext_twin(lanes: &[Vec<i64>], top_up: &[i64], slots: usize) -> Vec<i64> {
+pub fn plaintext_twin(
+    lanes: &[Vec<i64>],
+    releasable: &[bool],
+    slots_per_hour: usize,
+    top_up: &[i64],
+    slots: usize,
+) -> Vec<i64> {
     let mut sum = vec![0_i64; slots];
-    for lane in lanes.iter().map(Vec::as_slice).chain([top_up]) {
+    for lane in lanes {
         for (s, v) in sum.iter_mut().zip(lane) {
             *s += v;
         }
+    }
+    for (slot, s) in sum.iter_mut().enumerate() {
+        let hour = slot.checked_div(slots_per_hour).unwrap_or(usize::MAX);
+        if !releasable.get(hour).copied().unwrap_or(false) {
+            *s = 0;
+        }
+    }
+    for (s, v) in sum.iter_mut().zip(top_up) {
+        *s += v;
     }
     sum
 }
@@ -270,9 +319,9 @@ mod tests {
             })
             .collect();
         let sum = evaluate(&evaluator, &cts).expect("sum");
-        let topped = add_top_up(&evaluator, &sum, &top_up).expect("top-up");
+        let topped = released_total(&evaluator, &sum, &releasable, 4, &top_up).expect("top-up");
         let decrypted = decryptor.decrypt_values(&topped).expect("decrypt");
-        let twin = plaintext_twin(&lanes, &top_up, slots);
+        let twin = plaintext_twin(&lanes, &releasable, 4, &top_up, slots);
         let hours = released_hours(&decrypted, &presence, &releasable, 4).expect("release");
         assert_eq!(hours.len(), 24);
         for (h, hour) in hours.iter().enumerate() {
@@ -281,6 +330,41 @@ mod tests {
             assert_eq!(hour.total, twin[4 * h..4 * h + 4].iter().sum::<i64>());
             assert_eq!(hour.min_present, if h < 12 { 12 } else { 7 });
         }
+    }
+
+    #[test]
+    fn withheld_hours_and_slots_past_the_window_decrypt_to_zero() {
+        let ctx = CkksContext::new(ParameterSet::N8192_L2_SEC128).expect("context");
+        let keygen = KeyGenerator::new(&ctx).expect("keys");
+        let encryptor = Encryptor::new(&ctx, &keygen.public_key().expect("pk")).expect("enc");
+        let decryptor = Decryptor::new(&ctx, &keygen.secret_key().expect("sk")).expect("dec");
+        let evaluator = Evaluator::new(&ctx, None, None);
+        // Two hours of four slots; the second withheld. The lane also writes past the window.
+        let mut values = vec![0.0; ctx.slots()];
+        for (slot, v) in values.iter_mut().enumerate().take(12) {
+            *v = 1_000.0 + slot as f64;
+        }
+        let lane = encryptor.encrypt_values(&values).expect("encrypt");
+        let releasable = [true, false];
+        let top_up = [5, -5, 0, 7, 0, 0, 0, 0];
+        let total = released_total(&evaluator, &lane, &releasable, 4, &top_up).expect("total");
+        let decrypted = decryptor.decrypt_values(&total).expect("decrypt");
+        let twin = plaintext_twin(
+            &[values.iter().map(|v| *v as i64).collect()],
+            &releasable,
+            4,
+            &top_up,
+            ctx.slots(),
+        );
+        for (slot, (d, t)) in decrypted.iter().zip(&twin).enumerate() {
+            assert!(
+                (d - *t as f64).abs() < MAX_ROUNDING_WH,
+                "slot {slot}: {d} vs {t}"
+            );
+        }
+        assert_eq!(&twin[..4], &[1_005, 996, 1_002, 1_010]);
+        assert!(twin[4..].iter().all(|v| *v == 0));
+        assert!(released_total(&evaluator, &lane, &[false, false], 4, &top_up).is_err());
     }
 
     #[test]
