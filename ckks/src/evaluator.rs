@@ -9,7 +9,7 @@
 
 use std::ops::Deref;
 
-use crate::context::{Ciphertext, CkksContext, Level, scales_close};
+use crate::context::{Ciphertext, CkksContext, Level, Plaintext, scales_close};
 use crate::error::CkksError;
 use crate::ffi::RawCiphertext;
 use crate::keys::{GaloisKeys, RelinKeys, normalize_step, steps_for_sum};
@@ -414,6 +414,49 @@ impl Evaluator {
         }
         let pt = self.ctx.encode_at(values, a.level, scale)?;
         let product = self.ctx.inner.evaluator.multiply_plain(&a.raw, &pt.raw)?;
+        Ok(self.wrap(product, a.level))
+    }
+
+    /// Encodes `values` as the plaintext operand of
+    /// [`multiply_plaintext_without_rescale`](Self::multiply_plaintext_without_rescale) with
+    /// ciphertexts of `like`'s level and scale (every fresh ciphertext of a parameter set
+    /// shares them), so that a circuit can encode its constant weights once and reuse them.
+    ///
+    /// # Errors
+    /// When `like` has no level to spend, the values are all zero or too large.
+    pub fn encode_operand(
+        &self,
+        values: &[f64],
+        like: &Ciphertext,
+    ) -> Result<Plaintext, CkksError> {
+        let scale = self.product_scale(like)?;
+        if values.iter().all(|v| *v == 0.0) {
+            return Err(CkksError::TransparentResult);
+        }
+        self.ctx.encode_at(values, like.level, scale)
+    }
+
+    /// `a · p` slot-wise for a plaintext from [`encode_operand`](Self::encode_operand),
+    /// **not** rescaled (as [`multiply_plain_without_rescale`](Self::multiply_plain_without_rescale),
+    /// without encoding the operand again).
+    ///
+    /// # Errors
+    /// [`CkksError::ScaleMismatch`] when `p` was encoded for another level or scale.
+    pub fn multiply_plaintext_without_rescale(
+        &self,
+        a: &Ciphertext,
+        p: &Plaintext,
+    ) -> Result<Ciphertext, CkksError> {
+        let expected = self.product_scale(a)?;
+        let got = p.scale()?;
+        if p.level() != a.level || (got / expected - 1.0).abs() > 1e-9 {
+            return Err(CkksError::ScaleMismatch {
+                level: a.level.0,
+                left_log2: expected.log2(),
+                right_log2: got.log2(),
+            });
+        }
+        let product = self.ctx.inner.evaluator.multiply_plain(&a.raw, &p.raw)?;
         Ok(self.wrap(product, a.level))
     }
 

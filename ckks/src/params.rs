@@ -51,6 +51,11 @@ pub struct ParameterSet {
 }
 
 impl ParameterSet {
+    /// n = 4096, 1 rescale level at a 29-bit scale, log q = 39 + 30 + 40 = 109 ≤ 109:
+    /// 128-bit secure (the prime nearest 2^29 that is ≡ 1 mod 2n has 30 bits, so the first
+    /// prime has 39). The daily lane's set (`seer-daily`): one plaintext product per result,
+    /// results below 2^9 in magnitude, a fresh ciphertext of about 131 kB (86 kB compressed).
+    pub const N4096_L1_SEC128: ParameterSet = ParameterSet::raw(4096, 39, 29, 1, 40);
     /// n = 8192, 2 rescale levels at a 40-bit scale, log q = 200 ≤ 218: 128-bit secure.
     pub const N8192_L2_SEC128: ParameterSet = ParameterSet::raw(8192, 60, 40, 2, 60);
     /// n = 16384, 7 rescale levels at a 40-bit scale, log q = 400 ≤ 438: 128-bit secure.
@@ -59,7 +64,8 @@ impl ParameterSet {
     pub const N32768_L19_SEC128: ParameterSet = ParameterSet::raw(32768, 60, 40, 19, 60);
 
     /// The named sets, smallest first.
-    pub const NAMED: [ParameterSet; 3] = [
+    pub const NAMED: [ParameterSet; 4] = [
+        Self::N4096_L1_SEC128,
         Self::N8192_L2_SEC128,
         Self::N16384_L7_SEC128,
         Self::N32768_L19_SEC128,
@@ -241,6 +247,18 @@ impl ParameterSet {
         primes.push(first);
         primes.extend(middle);
         primes.push(special);
+        // SEAL bounds the bit length of the primes' product, and a rescale prime near 2^s may
+        // lie just above it: check what SEAL will check, with the primes actually chosen.
+        let log2_q: f64 = primes.iter().map(|p| (*p as f64).log2()).sum();
+        let total_bits = log2_q.floor() as u32 + 1;
+        let max_bits = max_log_q_128(self.degree).unwrap_or(0);
+        if total_bits > max_bits {
+            return Err(CkksError::InsecureParameters {
+                degree: self.degree,
+                total_bits,
+                max_bits,
+            });
+        }
         Ok(primes)
     }
 
@@ -436,14 +454,18 @@ mod tests {
                 assert_eq!(p % two_n, 1);
                 log_q += (*p as f64).log2();
             }
+            // SEAL's bound is on the bit length of the product.
+            let bits = log_q.floor() as u32 + 1;
             assert!(
-                log_q <= max_log_q_128(set.degree()).unwrap() as f64,
+                bits <= max_log_q_128(set.degree()).unwrap(),
                 "{set}: {log_q}"
             );
-            // Canonical scales stay close to 2^40 at every level.
+            // And SEAL accepts the set.
+            crate::CkksContext::new(set).unwrap();
+            // Canonical scales stay close to 2^scale_bits at every level.
             for s in set.canonical_scales(&primes) {
                 assert!(
-                    (s.log2() - 40.0).abs() < 1e-4,
+                    (s.log2() - f64::from(set.scale_bits())).abs() < 1e-4,
                     "{set}: scale 2^{}",
                     s.log2()
                 );

@@ -137,6 +137,20 @@ proptest! {
             ev.multiply_plain_without_rescale(&ca, &[0.0; 8]),
             Err(CkksError::TransparentResult)
         ));
+        // An operand encoded once gives the very same ciphertext as encoding it per product,
+        // and is refused for a ciphertext of another level.
+        let operand = ev.encode_operand(&b, &ca).unwrap();
+        let reused = ev.multiply_plaintext_without_rescale(&ca, &operand).unwrap();
+        let fresh = ev.multiply_plain_without_rescale(&ca, &b).unwrap();
+        prop_assert_eq!(
+            reused.to_bytes_uncompressed(&f.ctx).unwrap(),
+            fresh.to_bytes_uncompressed(&f.ctx).unwrap()
+        );
+        let refused = matches!(
+            ev.multiply_plaintext_without_rescale(&out, &operand),
+            Err(CkksError::ScaleMismatch { .. })
+        );
+        prop_assert!(refused);
     }
 
     #[test]

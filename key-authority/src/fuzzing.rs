@@ -24,7 +24,8 @@ pub fn bill_request(request: v1::ReleaseBillsRequest) -> BillRequest {
     crate::release::service::bill_request_from_wire(request)
 }
 
-/// `AnalyticsReceipts.Record`: the receipt as the handler checks it (`slots` of the deep set).
+/// `AnalyticsReceipts.Record`: the receipt as the handler checks it (`slots` of the deep set
+/// for `anomaly` and `forecast`; `daily` at its own 2048 slots).
 ///
 /// # Errors
 /// The `INVALID_ARGUMENT` status the handler would answer.
@@ -32,7 +33,14 @@ pub fn analytics_receipt(
     request: v1::AnalyticsReceiptRequest,
     slots: usize,
 ) -> Result<AnalyticsReceipt, Status> {
-    crate::analytics::service::receipt_from_wire(request, slots)
+    let kinds = [
+        ("anomaly".to_owned(), slots),
+        ("forecast".to_owned(), slots),
+        ("daily".to_owned(), seer_daily::layout::SLOTS),
+    ]
+    .into_iter()
+    .collect();
+    crate::analytics::service::receipt_from_wire(request, &kinds)
 }
 
 /// `Analytics.Release`: the rest of the stream after its header, reassembled as the handler

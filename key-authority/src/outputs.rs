@@ -8,7 +8,9 @@
 //!   and [`OutputDecryptor::decrypt`] takes a [`Reexecuted`] — nothing else;
 //! - a [`Reexecuted`] has private fields, and the functions below are its only constructors:
 //!   each runs one registered circuit (the packed bill of `seer_core::circuits::billing`, a
-//!   registered deep computation over meters' inputs isolated to their blocks, or a noise
+//!   registered analytics computation over meters' inputs isolated to their blocks — by
+//!   `isolated_sums` for `anomaly` and `forecast`, by the weights of `seer_daily::circuit` for
+//!   `daily` — or a noise
 //!   group's summed lanes plus the key authority's top-up, [`group_total`]) with the key
 //!   authority's own evaluation keys and wraps the circuit's outputs.
 //!
@@ -19,7 +21,6 @@
 use seer_anomaly::circuit::EncryptedValue;
 use seer_ckks::{Ciphertext, CkksContext, CkksError, Decryptor, Evaluator};
 use seer_core::circuits::billing::{BillOutputs, BillingLayout};
-use seer_core::circuits::isolation::isolated_sums;
 
 use crate::analytics::{Computation, SlotBlock};
 
@@ -192,9 +193,10 @@ pub enum AnalyticsOutput {
 }
 
 /// Re-executes `computation` over the meters' inputs (`meters[m]`: the block and the
-/// `inputs_per_meter` ciphertexts of meter `m`), isolated as
-/// [`seer_core::circuits::isolation::isolated_sums`] says. The utility's job runs the same
-/// steps (`utility_server::analytics::evaluate_sum`).
+/// `inputs_per_meter` ciphertexts of meter `m`, in request order), each meter isolated to its
+/// block inside the circuit ([`Computation::evaluate_meters`]: the isolated sums of
+/// `seer_core::circuits::isolation` for the per-slot kinds, the block-masked weights of
+/// `seer_daily::circuit` for `daily`). The utility's job runs the same steps.
 ///
 /// # Errors
 /// A description of the failure (an evaluation error, or several meters for a computation
@@ -205,17 +207,8 @@ pub fn analytics(
     meters: &[(SlotBlock, &[Ciphertext])],
 ) -> Result<Vec<AnalyticsOutput>, String> {
     let ctx = evaluator.context();
-    let sums = isolated_sums(
-        evaluator,
-        computation.inputs_per_meter(),
-        computation.depth(),
-        meters
-            .iter()
-            .map(|(block, inputs)| (block.offset..block.end(), *inputs)),
-    )
-    .map_err(|e| e.to_string())?;
     computation
-        .evaluate(evaluator, &sums)?
+        .evaluate_meters(evaluator, meters)?
         .into_iter()
         .map(|out| match out {
             EncryptedValue::Encrypted(ct) => Reexecuted::wrap(ctx, ct)

@@ -103,7 +103,7 @@ pub struct Application {
     signing_key: Arc<JwtSigningKey>,
     audit: Arc<AuditLog>,
     bills: Arc<BillEngine>,
-    analytics: Option<Arc<DeepEngine>>,
+    analytics: Arc<DeepEngine>,
     limits: seer_service::LimitSettings,
     /// Refusals (the gate's, enrolment's and token renewal's) into the audit log, throttled.
     refusals: crate::audit::RefusalThrottle,
@@ -164,20 +164,18 @@ impl Application {
         .await
         .context("billing engine task")?
         .context("setting up the billing release (settings `release` and `keys.sets`)")?;
-        let analytics = if settings.analytics.enabled {
-            let engine_keys = Arc::clone(&store);
-            let analytics_settings = settings.analytics.clone();
-            let engine = tokio::task::spawn_blocking(move || {
-                DeepEngine::try_new(engine_keys, &analytics_settings)
-            })
-            .await
-            .context("analytics engine task")?
-            .map_err(anyhow::Error::msg)
-            .context("setting up the analytics release (settings `analytics`)")?;
-            Some(Arc::new(engine))
-        } else {
-            None
-        };
+        // The daily lane's engine always (its N4096 key set is always held); the deep
+        // computations join it when analytics is enabled.
+        let engine_keys = Arc::clone(&store);
+        let analytics_settings = settings.analytics.clone();
+        let analytics = tokio::task::spawn_blocking(move || {
+            DeepEngine::try_new(engine_keys, &analytics_settings)
+        })
+        .await
+        .context("analytics engine task")?
+        .map_err(anyhow::Error::msg)
+        .context("setting up the analytics release (settings `analytics`)")?;
+        let analytics = Arc::new(analytics);
         Ok(Self {
             analytics,
             limits: settings.server.limits.clone(),
@@ -234,10 +232,11 @@ impl Application {
         &self.bills
     }
 
-    /// The deep analytics engine, when `analytics.enabled`.
+    /// The analytics engine: `daily` always, `anomaly` and `forecast` when
+    /// `analytics.enabled`.
     #[must_use]
-    pub fn analytics_engine(&self) -> Option<&Arc<DeepEngine>> {
-        self.analytics.as_ref()
+    pub fn analytics_engine(&self) -> &Arc<DeepEngine> {
+        &self.analytics
     }
 
     /// The port actually bound.
@@ -315,38 +314,33 @@ impl Application {
         let enrolment =
             EnrolmentServer::new(EnrolmentService::new(self.enrolment(), self.issuer.clone()))
                 .with_seer_limits();
-        // The analytics services exist only when the deep key set is enabled.
-        let analytics = self.analytics.as_ref().map(|engine| {
-            let receipts = InterceptedService::new(
-                AnalyticsReceiptsServer::new(AnalyticsReceiptsService::new(
-                    Arc::clone(&self.audit),
-                    engine.slots(),
-                ))
-                .with_seer_limits(),
-                AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Record),
-            );
-            let release = InterceptedService::new(
-                AnalyticsServer::new(AnalyticsService::new(
-                    AnalyticsReleaser::new(Arc::clone(&self.audit), Arc::clone(engine)),
-                    AnalyticsService::ciphertext_limit(engine.context()),
-                ))
-                .with_seer_limits(),
-                AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Record),
-            );
-            (receipts, release)
-        });
-        let mut names = vec![
+        // The analytics services are always served: `daily` needs only its small key set.
+        let analytics_receipts = InterceptedService::new(
+            AnalyticsReceiptsServer::new(AnalyticsReceiptsService::new(
+                Arc::clone(&self.audit),
+                self.analytics.kind_slots(),
+            ))
+            .with_seer_limits(),
+            AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Record),
+        );
+        let analytics_release = InterceptedService::new(
+            AnalyticsServer::new(AnalyticsService::new(
+                AnalyticsReleaser::new(Arc::clone(&self.audit), Arc::clone(&self.analytics)),
+                self.analytics.max_ciphertext_bytes(),
+            ))
+            .with_seer_limits(),
+            AuthInterceptor::new(Arc::clone(&verifier), OnFailure::Record),
+        );
+        let names = [
             KeysServer::<KeysApi>::NAME,
             AuditServer::<AuditService>::NAME,
             ReceiptsServer::<ReceiptsService>::NAME,
             ReleaseServer::<ReleaseService>::NAME,
             GroupTotalsServer::<GroupTotalsService>::NAME,
             EnrolmentServer::<EnrolmentService>::NAME,
+            AnalyticsReceiptsServer::<AnalyticsReceiptsService>::NAME,
+            AnalyticsServer::<AnalyticsService>::NAME,
         ];
-        if analytics.is_some() {
-            names.push(AnalyticsReceiptsServer::<AnalyticsReceiptsService>::NAME);
-            names.push(AnalyticsServer::<AnalyticsService>::NAME);
-        }
         // Every call passes the gate before its body is read; refusals are audited, throttled.
         let refusals = self.refusals.clone();
         // The gate refuses revoked tokens before any handler (or interceptor) sees them.
@@ -367,17 +361,15 @@ impl Application {
             gate,
             &names,
             |router| {
-                let router = router
+                router
                     .add_service(keys)
                     .add_service(audit)
                     .add_service(receipts)
                     .add_service(release)
                     .add_service(group_totals)
-                    .add_service(enrolment);
-                match analytics {
-                    Some((receipts, release)) => router.add_service(receipts).add_service(release),
-                    None => router,
-                }
+                    .add_service(enrolment)
+                    .add_service(analytics_receipts)
+                    .add_service(analytics_release)
             },
             shutdown,
         )

@@ -150,10 +150,23 @@ async fn keys_are_served_in_chunks_over_grpc() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(list.key_sets.len(), 1);
-    let info = &list.key_sets[0];
+    // The configured set, and the daily lane's set that every key authority holds.
+    assert_eq!(list.key_sets.len(), 2);
+    let daily = list
+        .key_sets
+        .iter()
+        .find(|s| s.parameter_set_id == ParameterSet::N4096_L1_SEC128.id())
+        .expect("the daily key set");
+    assert_eq!(
+        daily.galois_steps,
+        (1..16).map(|r| r * 32).collect::<Vec<i32>>()
+    );
     let id = ParameterSet::N8192_L2_SEC128.id();
-    assert_eq!(info.parameter_set_id, id);
+    let info = list
+        .key_sets
+        .iter()
+        .find(|s| s.parameter_set_id == id)
+        .expect("the configured key set");
     assert_eq!(info.galois_steps, vec![1, 2, 4, 8, 16, 32, 64]);
     let set = store.get(&id).unwrap();
     assert_eq!(

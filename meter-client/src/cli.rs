@@ -1,5 +1,5 @@
-//! The command line: `meter-client run …`, `meter-client forecast …`, `meter-client enrol …`,
-//! `meter-client info` and `meter-client privacy`.
+//! The command line: `meter-client run …`, `meter-client forecast …`, `meter-client daily …`,
+//! `meter-client enrol …`, `meter-client info` and `meter-client privacy`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +15,7 @@ use seer_core::units::Wh;
 
 use crate::app::{RunReport, Settings, run};
 use crate::batch::{DEFAULT_EPSILON, DEFAULT_SENSITIVITY_WH, MAX_BATCH_DAYS, PrivacySettings};
+use crate::daily::{DailySettings, DaySelection, send_days};
 use crate::error::Error;
 use crate::forecast_upload::{ForecastUploadSettings, upload_days};
 use crate::grpc::BearerToken;
@@ -47,6 +48,12 @@ pub enum Command {
     /// at the home's block, record its receipt with the key authority and upload it to the
     /// utility server, whose `utility-server forecast` job forecasts it.
     Forecast(Box<ForecastArgs>),
+    /// The daily lane: for each day not sent yet, encrypt the next day's forecast inputs and
+    /// the day's anomaly features (prepared by a registered `seer-daily` model from the day
+    /// and the four weeks before it) at the home's block of one small ciphertext, keep it in
+    /// the state directory, record its receipt with the key authority and upload it to the
+    /// utility server. Prints a JSON summary.
+    Daily(Box<DailyArgs>),
     /// Print the software version, and with --state what the state directory holds.
     Info(InfoArgs),
     /// Print, as JSON, what the household's readings have cost in privacy: ε per reading, per
@@ -132,6 +139,91 @@ pub struct ForecastArgs {
     /// Print one JSON object per day on stdout instead of a sentence.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `meter-client daily`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct DailyArgs {
+    /// The meter's id (the one its household token is bound to).
+    #[arg(long)]
+    pub meter_id: String,
+    /// The readings: uci:FILE, csv:FILE or synthetic:SEED:HOME (as for `run`).
+    #[arg(long)]
+    pub source: String,
+    /// Send only this day (YYYY-MM-DD; after it has ended), unless it was sent already.
+    /// Without --day or --through: the days after the last one sent through yesterday (local
+    /// time), or only yesterday when none was sent yet.
+    #[arg(long, conflicts_with = "through")]
+    pub day: Option<NaiveDate>,
+    /// Send every day not sent yet from the first one the model can prepare through this one
+    /// (YYYY-MM-DD).
+    #[arg(long)]
+    pub through: Option<NaiveDate>,
+    /// With --through: start at this day instead of the source's first day.
+    #[arg(long, requires = "through")]
+    pub from: Option<NaiveDate>,
+    /// The daily model file, as registered with the key authority (by the BLAKE3 of its
+    /// bytes), e.g. daily/models/uci-daily.json.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The meter's home number in the deployment (group home / 4, block home mod 4);
+    /// defaults to HOME for a synthetic source.
+    #[arg(long)]
+    pub home_index: Option<u64>,
+    /// The utility server's URL.
+    #[arg(long)]
+    pub utility: String,
+    /// The key authority's URL.
+    #[arg(long)]
+    pub key_authority: String,
+    /// The key authority's CKKS public key fingerprints, PARAMETER_SET=BLAKE3 as printed by
+    /// `key-authority fingerprints` (repeatable, or comma-separated in
+    /// SEER_METER_PUBLIC_KEY_PINS): the meter encrypts only under a key that matches one.
+    #[arg(
+        long = "public-key-pin",
+        value_name = "PARAMETER_SET=BLAKE3",
+        env = "SEER_METER_PUBLIC_KEY_PINS",
+        value_delimiter = ','
+    )]
+    pub public_key_pins: Vec<KeyPin>,
+    /// The environment variable holding the household's bearer token.
+    #[arg(long, default_value = "SEER_METER_TOKEN")]
+    pub token_env: String,
+    /// The state directory (the pinned keys; the daily inputs in daily-inputs/ until and
+    /// after they are sent).
+    #[arg(long)]
+    pub state: PathBuf,
+}
+
+impl DailyArgs {
+    /// Validated settings (reads the token variable; the default day is yesterday in local
+    /// time).
+    ///
+    /// # Errors
+    /// Invalid values.
+    pub fn to_settings(&self) -> Result<DailySettings, Error> {
+        let (source, home_index) = source_and_home(&self.source, self.home_index)?;
+        let days = match (self.day, self.through) {
+            (Some(day), _) => DaySelection::Day(day),
+            (None, Some(through)) => match self.from {
+                Some(from) => DaySelection::Range(from, through),
+                None => DaySelection::Through(through),
+            },
+            (None, None) => DaySelection::default_pending(),
+        };
+        Ok(DailySettings {
+            meter_id: self.meter_id.clone(),
+            source,
+            days,
+            model: self.model.clone(),
+            home_index,
+            utility_url: self.utility.clone(),
+            key_authority_url: self.key_authority.clone(),
+            public_key_pins: self.public_key_pins.clone(),
+            token: BearerToken::from_env(&self.token_env).ok(),
+            state_dir: self.state.clone(),
+        })
+    }
 }
 
 /// The parsed `--source` and the home index: `--home-index`, or a synthetic source's HOME.
@@ -465,6 +557,17 @@ pub async fn execute(
                 }
             }
         }
+        Command::Daily(args) => {
+            let settings = args.to_settings().context("invalid settings")?;
+            let mut progress = progress;
+            let mut report = move |line: &str| {
+                let _ = writeln!(progress, "{line}");
+            };
+            let summary = send_days(&settings, &mut report)
+                .await
+                .with_context(|| format!("meter {}", settings.meter_id))?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+        }
         Command::Run(args) => {
             let settings = args.to_settings().context("invalid settings")?;
             let progress = Arc::new(Mutex::new(progress));
@@ -708,7 +811,11 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Run(args) => *args,
-            Command::Forecast(_) | Command::Info(_) | Command::Enrol(_) | Command::Privacy(_) => {
+            Command::Forecast(_)
+            | Command::Daily(_)
+            | Command::Info(_)
+            | Command::Enrol(_)
+            | Command::Privacy(_) => {
                 unreachable!()
             }
         }
@@ -738,7 +845,11 @@ mod tests {
             argv.extend_from_slice(extra);
             match Cli::try_parse_from(argv).unwrap().command {
                 Command::Forecast(args) => *args,
-                Command::Run(_) | Command::Info(_) | Command::Enrol(_) | Command::Privacy(_) => {
+                Command::Run(_)
+                | Command::Daily(_)
+                | Command::Info(_)
+                | Command::Enrol(_)
+                | Command::Privacy(_) => {
                     unreachable!()
                 }
             }
@@ -755,6 +866,83 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("days"), "{err}");
         assert!(Cli::try_parse_from(["meter-client", "forecast", "--day", "2024-13-01"]).is_err());
+    }
+
+    #[test]
+    fn daily_settings_select_the_days() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "meter-client",
+                "daily",
+                "--meter-id",
+                "m-1",
+                "--model",
+                "daily/models/uci-daily.json",
+                "--utility",
+                "http://127.0.0.1:1",
+                "--key-authority",
+                "http://127.0.0.1:2",
+                "--state",
+                "/tmp/x",
+                "--token-env",
+                "SEER_TEST_TOKEN_THAT_IS_NOT_SET",
+            ];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Daily(args) => *args,
+                _ => unreachable!("a daily command was parsed"),
+            })
+        };
+        let day = |text: &str| text.parse::<NaiveDate>().unwrap();
+        let s = parse(&["--source", "synthetic:3:17", "--day", "2024-03-12"])
+            .unwrap()
+            .to_settings()
+            .unwrap();
+        assert_eq!(s.days, DaySelection::Day(day("2024-03-12")));
+        assert_eq!(s.home_index, 17);
+        assert!(s.token.is_none());
+        let s = parse(&["--source", "synthetic:3:17", "--through", "2024-03-12"])
+            .unwrap()
+            .to_settings()
+            .unwrap();
+        assert_eq!(s.days, DaySelection::Through(day("2024-03-12")));
+        let s = parse(&[
+            "--source",
+            "synthetic:3:17",
+            "--from",
+            "2024-03-06",
+            "--through",
+            "2024-03-12",
+        ])
+        .unwrap()
+        .to_settings()
+        .unwrap();
+        assert_eq!(
+            s.days,
+            DaySelection::Range(day("2024-03-06"), day("2024-03-12"))
+        );
+        assert!(parse(&["--source", "synthetic:3:17", "--from", "2024-03-06"]).is_err());
+        let s = parse(&["--source", "synthetic:3:17"])
+            .unwrap()
+            .to_settings()
+            .unwrap();
+        assert!(matches!(s.days, DaySelection::Pending(_)));
+        assert!(
+            parse(&[
+                "--source",
+                "synthetic:3:17",
+                "--day",
+                "2024-03-12",
+                "--through",
+                "2024-03-13"
+            ])
+            .is_err()
+        );
+        let err = parse(&["--source", "csv:x.csv"])
+            .unwrap()
+            .to_settings()
+            .unwrap_err();
+        assert!(err.to_string().contains("--home-index"), "{err}");
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum Error {
         reason: String,
     },
 
+    /// The daily lane refused something: an invalid model file, a reading its history cannot
+    /// hold, a block outside the ciphertext (a day without enough history is a skip, not an
+    /// error: see [`crate::daily`]).
+    #[error(transparent)]
+    Daily(#[from] seer_daily::DailyError),
+
     /// A setting is out of range or inconsistent with another.
     #[error("invalid setting {setting}: {reason}")]
     InvalidSetting {

@@ -249,7 +249,8 @@ struct Prepared {
     epsilon_charged: f64,
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let err = |e: std::io::Error| Error::StateDirectory {
         path: path.to_owned(),
         reason: e.to_string(),

@@ -28,7 +28,10 @@
 //! - [`anomaly`] and [`forecast`]: the encrypted inputs of the deep analytics kinds (hour
 //!   planes per day; the hourly series) with their receipts and uploads ([`analytics`]);
 //!   [`forecast_upload`]: `meter-client forecast`, one series per forecast day at the home's
-//!   fixed block, kept in the state directory until it is sent.
+//!   fixed block, kept in the state directory until it is sent;
+//! - [`daily`]: `meter-client daily`, the daily lane (`seer-daily`): per day one `N4096`
+//!   ciphertext with the next day's forecast inputs and the day's anomaly features at the
+//!   home's block, kept in the state directory until it is sent.
 //!
 //! The client never holds a secret key: it is built without `seer-ckks/secret-key`.
 
@@ -37,6 +40,7 @@ pub mod anomaly;
 pub mod app;
 pub mod batch;
 pub mod cli;
+pub mod daily;
 pub mod error;
 pub mod forecast;
 pub mod forecast_lane;

@@ -39,7 +39,11 @@ fn run_args(extra: &[&str]) -> RunArgs {
     argv.extend_from_slice(extra);
     match Cli::try_parse_from(argv).expect("valid arguments").command {
         Command::Run(args) => *args,
-        Command::Forecast(_) | Command::Info(_) | Command::Enrol(_) | Command::Privacy(_) => {
+        Command::Forecast(_)
+        | Command::Daily(_)
+        | Command::Info(_)
+        | Command::Enrol(_)
+        | Command::Privacy(_) => {
             unreachable!("a run was parsed")
         }
     }

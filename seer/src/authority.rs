@@ -88,7 +88,10 @@ impl AnalyticsAuthority {
                 .iter()
                 .map(|(k, v)| var(&format!("ANALYTICS__{k}"), v.clone())),
         );
-        let first_run = !ka_dir.join("keys").exists();
+        let deep = !analytics
+            .iter()
+            .any(|(k, v)| *k == "ENABLED" && v.as_str() == "false");
+        let first_run = deep && !ka_dir.join("keys").exists();
         std::fs::create_dir_all(&ka_dir)
             .with_context(|| format!("creating {}", ka_dir.display()))?;
         progress(

@@ -29,6 +29,7 @@
 pub mod anomaly;
 pub mod audit;
 pub mod authority;
+pub mod daily;
 pub mod forecast;
 pub mod group_totals;
 pub mod pki;

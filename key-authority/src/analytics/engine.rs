@@ -1,6 +1,7 @@
-//! The deep engine: the registry of computations the key authority accepts, the input checks
-//! (parsing only: nothing is decrypted but the key authority's own outputs, see
-//! [`crate::outputs`]), the re-execution with meters isolated inside the circuit, the
+//! The analytics engine: the registry of computations the key authority accepts (each at its
+//! parameter set: the deep `N32768` set for `anomaly` and `forecast`, `N4096` for `daily`),
+//! the input checks (parsing only: nothing is decrypted but the key authority's own outputs,
+//! see [`crate::outputs`]), the re-execution with meters isolated inside the circuit, the
 //! comparison with the utility's result, and the checks on the decrypted result.
 
 use std::collections::BTreeMap;
@@ -13,7 +14,11 @@ use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use seer_anomaly::AnomalyModel;
 use seer_anomaly::circuit::EncryptedValue;
 use seer_anomaly::release::{RegisteredAnomaly, SlotRelease};
-use seer_ckks::{Ciphertext, CkksContext, Evaluator, GaloisKeys, RelinKeys};
+use seer_ckks::{Ciphertext, CkksContext, Evaluator, GaloisKeys, ParameterSet, RelinKeys};
+use seer_core::circuits::isolation::isolated_sums;
+use seer_daily::DailyModel;
+use seer_daily::layout as daily_layout;
+use seer_daily::release::DailyRelease;
 use seer_forecast::ForecastModel;
 use seer_forecast::release::{ForecastLane, RegisteredForecast};
 
@@ -49,7 +54,7 @@ impl SlotBlock {
 /// How long one slot of a computation's block lasts, and how its periods are named.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotPeriod {
-    /// One slot per day (`anomaly`): periods `YYYY-MM-DD`.
+    /// One slot per day (`anomaly`), or one day per block (`daily`): periods `YYYY-MM-DD`.
     Day,
     /// One slot per hour (`forecast`): periods `YYYY-MM-DDTHH:00`.
     Hour,
@@ -60,7 +65,9 @@ impl SlotPeriod {
     #[must_use]
     pub fn of_kind(kind: &str) -> Option<Self> {
         match kind {
-            k if k == RequestKind::ANOMALY.as_str() => Some(SlotPeriod::Day),
+            k if k == RequestKind::ANOMALY.as_str() || k == RequestKind::DAILY.as_str() => {
+                Some(SlotPeriod::Day)
+            }
             k if k == RequestKind::FORECAST.as_str() => Some(SlotPeriod::Hour),
             _ => None,
         }
@@ -105,7 +112,7 @@ impl SlotPeriod {
     }
 }
 
-/// What leaves the key authority for one slot.
+/// What leaves the key authority for one released period of one meter.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Released {
     /// An anomaly day: score, flag, z-score, explanation.
@@ -115,31 +122,145 @@ pub enum Released {
         /// The forecast energy.
         kwh: f64,
     },
+    /// A home-day of the daily lane: the next day's 24 hourly forecasts and the day's
+    /// anomaly score, flag and explanation (each part only when the meter filled it).
+    Daily(DailyReleased),
+}
+
+/// A home-day of the daily lane as it leaves the key authority.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DailyReleased {
+    /// What [`DailyModel::release`] derived from the meter's outputs.
+    pub release: DailyRelease,
+    /// Per item of the anomaly explanation, in order: the feature's output (its outlier
+    /// score, its share of the day's score), rounded to [`seer_daily::release::QUANTUM`].
+    pub explanation_scores: Vec<f64>,
 }
 
 impl Released {
-    /// The released value stored with the release record: the score or the forecast kWh.
+    /// The released value stored with the release record: the score or the forecast kWh
+    /// (`daily`: the anomaly score, 0 without the anomaly part).
     #[must_use]
     pub fn value(&self) -> f64 {
         match self {
             Released::Anomaly(r) => r.score,
             Released::Forecast { kwh } => *kwh,
+            Released::Daily(r) => r.release.anomaly.as_ref().map_or(0.0, |a| a.score),
         }
     }
 
-    /// Whether the period is flagged (anomaly only).
+    /// Whether the period is flagged (anomaly and daily).
     #[must_use]
     pub fn flagged(&self) -> bool {
-        matches!(self, Released::Anomaly(r) if r.flagged)
+        match self {
+            Released::Anomaly(r) => r.flagged,
+            Released::Forecast { .. } => false,
+            Released::Daily(r) => r.release.anomaly.as_ref().is_some_and(|a| a.flagged),
+        }
     }
 }
 
-/// A registered deep computation: `anomaly` ([`AnomalyComputation`], one slot per day, 24
-/// hour planes per meter) and `forecast` ([`ForecastComputation`], one slot per hour, the
-/// hourly series as one input).
+/// One meter's block in a request, as its receipt states it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MeterBlock {
+    /// The slots the meter wrote.
+    pub block: SlotBlock,
+    /// The start of the block's first period (the receipt's `first_period`).
+    pub first_period: NaiveDateTime,
+}
+
+/// The periods a meter's block stands for, and which of them may leave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeterPeriods {
+    /// Every period of the block, in wire form, in order.
+    pub periods: Vec<String>,
+    /// The indices into `periods` that may leave (the others are history).
+    pub released: Range<usize>,
+}
+
+/// A registered computation, as the release policy drives it: what a meter's inputs must be
+/// (parameter set, count, levels, lane, block), how the circuit is re-executed over the
+/// meters of a request (isolated inside the circuit), and what leaves per meter from the
+/// decrypted outputs.
+///
+/// Kinds with one released value per slot (`anomaly`, `forecast`) implement the narrower
+/// [`SlotComputation`] and get this trait from it; `daily` ([`DailyComputation`], one
+/// release per meter-day from a 512-slot block) implements it directly.
 pub trait Computation: Send + Sync + fmt::Debug {
+    /// The request kind (`anomaly`, `forecast`, `daily`).
+    fn kind(&self) -> RequestKind;
+    /// The CKKS parameter set its inputs and outputs are at (the engine holds an evaluator
+    /// per parameter set).
+    fn parameter_set(&self) -> ParameterSet;
+    /// Input ciphertexts per meter.
+    fn inputs_per_meter(&self) -> usize;
+    /// Levels the inputs must have.
+    fn depth(&self) -> u32;
+    /// Rotation steps it needs.
+    fn galois_steps(&self) -> Vec<i64>;
+    /// Most meters one request may name.
+    fn max_meters(&self) -> usize {
+        super::policy::MAX_METERS_PER_REQUEST
+    }
+    /// The flag threshold of the model (released with the response), for kinds that flag.
+    fn flag_threshold(&self) -> Option<f64>;
+    /// Whether inputs recorded on `lane` may be released through this computation: the lane
+    /// the model was trained for and whose privacy cost its release states (an analytics-lane
+    /// model must never release scores of exact readings). `Err` holds the refusal reason.
+    ///
+    /// # Errors
+    /// The reason, when the lane is not the model's.
+    fn check_lane(&self, lane: &InputLane) -> Result<(), String>;
+    /// Whether a receipt's block has the shape this computation takes (beyond fitting the
+    /// slots, which the engine checks). By default any block.
+    ///
+    /// # Errors
+    /// The refusal reason.
+    fn check_block(&self, block: &SlotBlock) -> Result<(), String> {
+        let _ = block;
+        Ok(())
+    }
+    /// The periods of a meter's block on `lane`, and which of them may leave.
+    fn periods(
+        &self,
+        lane: &InputLane,
+        meter: &MeterBlock,
+        slot_period: SlotPeriod,
+    ) -> MeterPeriods;
+    /// Evaluates the computation over the meters' inputs (`meters[m]`: the block and the
+    /// [`inputs_per_meter`](Self::inputs_per_meter) ciphertexts of meter `m`, in request
+    /// order), each meter isolated to its block inside the circuit. The utility runs the same
+    /// code; the key authority's re-execution goes through [`crate::outputs::analytics`].
+    ///
+    /// # Errors
+    /// A description of the failure.
+    fn evaluate_meters(
+        &self,
+        evaluator: &Evaluator,
+        meters: &[(SlotBlock, &[Ciphertext])],
+    ) -> Result<Vec<EncryptedValue>, String>;
+    /// What leaves for one meter from the decrypted outputs (one vector of slots per output,
+    /// in order): `(index into its periods, release)` per period with a value, or the refusal
+    /// reason when the values are implausible for inputs an honest meter encrypts (validity is
+    /// judged on the decrypted result, never on an input; the reason names no value).
+    ///
+    /// # Errors
+    /// The refusal reason.
+    fn release_meter(
+        &self,
+        outputs: &[Vec<f64>],
+        meter: &MeterBlock,
+    ) -> Result<Vec<(usize, Released)>, String>;
+}
+
+/// A registered computation with one released value per slot of a meter's block (`anomaly`:
+/// a day per slot; `forecast`: an hour per slot), evaluated on the meters' isolated sums
+/// ([`seer_core::circuits::isolation::isolated_sums`]).
+pub trait SlotComputation: Send + Sync + fmt::Debug {
     /// The request kind (`anomaly`, `forecast`).
     fn kind(&self) -> RequestKind;
+    /// The CKKS parameter set (the deep set).
+    fn parameter_set(&self) -> ParameterSet;
     /// Input ciphertexts per meter.
     fn inputs_per_meter(&self) -> usize;
     /// Leading positions of a block that are history only (never released).
@@ -148,18 +269,15 @@ pub trait Computation: Send + Sync + fmt::Debug {
     fn depth(&self) -> u32;
     /// Rotation steps it needs.
     fn galois_steps(&self) -> Vec<i64>;
-    /// Whether a released value is plausible for inputs an honest meter encrypts (validity is
-    /// judged on the decrypted result, never on an input): `Err` with the reason, which names
-    /// no value.
+    /// Whether a released value is plausible for inputs an honest meter encrypts: `Err` with
+    /// the reason, which names no value.
     ///
     /// # Errors
     /// The reason, for an implausible value.
     fn check_released(&self, released: &Released) -> Result<(), String>;
-    /// The flag threshold of the model (released with the response), for kinds that flag.
+    /// The flag threshold of the model, for kinds that flag.
     fn flag_threshold(&self) -> Option<f64>;
-    /// Whether inputs recorded on `lane` may be released through this computation: the lane
-    /// the model was trained for and whose privacy cost its release states (an analytics-lane
-    /// model must never release scores of exact readings). `Err` holds the refusal reason.
+    /// See [`Computation::check_lane`].
     ///
     /// # Errors
     /// The reason, when the lane is not the model's.
@@ -170,7 +288,8 @@ pub trait Computation: Send + Sync + fmt::Debug {
         let _ = lane;
         self.history().min(count)..count
     }
-    /// Evaluates the computation on the (summed) inputs; the utility runs the same code.
+    /// Evaluates the computation on the (isolated, summed) inputs; the utility runs the same
+    /// code.
     ///
     /// # Errors
     /// A description of the failure.
@@ -182,6 +301,92 @@ pub trait Computation: Send + Sync + fmt::Debug {
     /// What leaves for slot `slot`, the `position`-th of its block, from the decrypted
     /// outputs; `None` for history positions.
     fn release_slot(&self, outputs: &[Vec<f64>], slot: usize, position: usize) -> Option<Released>;
+}
+
+impl<T: SlotComputation> Computation for T {
+    fn kind(&self) -> RequestKind {
+        SlotComputation::kind(self)
+    }
+    fn parameter_set(&self) -> ParameterSet {
+        SlotComputation::parameter_set(self)
+    }
+    fn inputs_per_meter(&self) -> usize {
+        SlotComputation::inputs_per_meter(self)
+    }
+    fn depth(&self) -> u32 {
+        SlotComputation::depth(self)
+    }
+    fn galois_steps(&self) -> Vec<i64> {
+        SlotComputation::galois_steps(self)
+    }
+    fn flag_threshold(&self) -> Option<f64> {
+        SlotComputation::flag_threshold(self)
+    }
+    fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
+        SlotComputation::check_lane(self, lane)
+    }
+    fn check_block(&self, block: &SlotBlock) -> Result<(), String> {
+        let history = self.history();
+        if block.count <= history {
+            return Err(format!(
+                "the block {}..{} is too short to release a period after its history of \
+                 {history}",
+                block.offset,
+                block.end()
+            ));
+        }
+        Ok(())
+    }
+    fn periods(
+        &self,
+        lane: &InputLane,
+        meter: &MeterBlock,
+        slot_period: SlotPeriod,
+    ) -> MeterPeriods {
+        let count = meter.block.count;
+        MeterPeriods {
+            periods: (0..count)
+                .map(|p| slot_period.label(meter.first_period, p))
+                .collect(),
+            released: self.released_positions(lane, count),
+        }
+    }
+    /// Each meter's inputs isolated to its block and summed
+    /// ([`seer_core::circuits::isolation::isolated_sums`]), then the computation.
+    fn evaluate_meters(
+        &self,
+        evaluator: &Evaluator,
+        meters: &[(SlotBlock, &[Ciphertext])],
+    ) -> Result<Vec<EncryptedValue>, String> {
+        let sums = isolated_sums(
+            evaluator,
+            SlotComputation::inputs_per_meter(self),
+            SlotComputation::depth(self),
+            meters
+                .iter()
+                .map(|(block, inputs)| (block.offset..block.end(), *inputs)),
+        )
+        .map_err(|e| e.to_string())?;
+        self.evaluate(evaluator, &sums)
+    }
+    /// Every slot of the block with a value; each must be plausible.
+    fn release_meter(
+        &self,
+        outputs: &[Vec<f64>],
+        meter: &MeterBlock,
+    ) -> Result<Vec<(usize, Released)>, String> {
+        let block = meter.block;
+        let released: Vec<(usize, Released)> = (0..block.count)
+            .filter_map(|position| {
+                self.release_slot(outputs, block.offset + position, position)
+                    .map(|r| (position, r))
+            })
+            .collect();
+        for (_, r) in &released {
+            self.check_released(r)?;
+        }
+        Ok(released)
+    }
 }
 
 /// `Err` naming both lanes when the inputs' lane is not the model's.
@@ -196,30 +401,48 @@ fn same_lane(inputs: &InputLane, model: &str) -> Result<(), String> {
     }
 }
 
-/// The shape methods of [`Computation`] that a registered computation's wrapper takes from
-/// the shared type (`seer_anomaly::release`, `seer_forecast::release`) the utility runs too.
+/// The shape methods of [`SlotComputation`] that a registered computation's wrapper takes
+/// from the shared type (`seer_anomaly::release`, `seer_forecast::release`) the utility runs
+/// too.
 macro_rules! delegate_shape {
     () => {
+        fn parameter_set(&self) -> ParameterSet {
+            self.parameter_set
+        }
         fn inputs_per_meter(&self) -> usize {
-            self.0.inputs_per_meter()
+            self.registered.inputs_per_meter()
         }
         fn history(&self) -> usize {
-            self.0.history()
+            self.registered.history()
         }
         fn depth(&self) -> u32 {
-            self.0.depth()
+            self.registered.depth()
         }
         fn galois_steps(&self) -> Vec<i64> {
-            self.0.galois_steps()
+            self.registered.galois_steps()
         }
     };
 }
 
 /// The `anomaly` computation: forest score and rolling z-score on 24 hour planes.
 #[derive(Debug)]
-pub struct AnomalyComputation(pub RegisteredAnomaly);
+pub struct AnomalyComputation {
+    registered: RegisteredAnomaly,
+    parameter_set: ParameterSet,
+}
 
-impl Computation for AnomalyComputation {
+impl AnomalyComputation {
+    /// The registered scorer, at the deep `parameter_set`.
+    #[must_use]
+    pub fn new(registered: RegisteredAnomaly, parameter_set: ParameterSet) -> Self {
+        Self {
+            registered,
+            parameter_set,
+        }
+    }
+}
+
+impl SlotComputation for AnomalyComputation {
     fn kind(&self) -> RequestKind {
         RequestKind::ANOMALY
     }
@@ -237,12 +460,12 @@ impl Computation for AnomalyComputation {
         }
     }
     fn flag_threshold(&self) -> Option<f64> {
-        Some(self.0.model().flag_threshold)
+        Some(self.registered.model().flag_threshold)
     }
     fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
         same_lane(
             lane,
-            match self.0.model().lane {
+            match self.registered.model().lane {
                 seer_anomaly::model::Lane::Exact => "exact",
                 seer_anomaly::model::Lane::Analytics { .. } => "analytics",
             },
@@ -253,12 +476,12 @@ impl Computation for AnomalyComputation {
         evaluator: &Evaluator,
         inputs: &[Ciphertext],
     ) -> Result<Vec<EncryptedValue>, String> {
-        self.0
+        self.registered
             .evaluate(evaluator, inputs)
             .map_err(|e| e.to_string())
     }
     fn release_slot(&self, outputs: &[Vec<f64>], slot: usize, position: usize) -> Option<Released> {
-        self.0
+        self.registered
             .release_slot(outputs, slot, position)
             .map(Released::Anomaly)
     }
@@ -266,9 +489,23 @@ impl Computation for AnomalyComputation {
 
 /// The `forecast` computation: the quadratic-gate LSTM on each meter's hourly series.
 #[derive(Debug)]
-pub struct ForecastComputation(pub RegisteredForecast);
+pub struct ForecastComputation {
+    registered: RegisteredForecast,
+    parameter_set: ParameterSet,
+}
 
-impl Computation for ForecastComputation {
+impl ForecastComputation {
+    /// The registered forecaster, at the deep `parameter_set`.
+    #[must_use]
+    pub fn new(registered: RegisteredForecast, parameter_set: ParameterSet) -> Self {
+        Self {
+            registered,
+            parameter_set,
+        }
+    }
+}
+
+impl SlotComputation for ForecastComputation {
     fn kind(&self) -> RequestKind {
         RequestKind::FORECAST
     }
@@ -276,7 +513,7 @@ impl Computation for ForecastComputation {
     fn check_released(&self, released: &Released) -> Result<(), String> {
         // Forecasts of honest series stay within the training inputs' range (mean ± 12 σ);
         // allow as much again beyond it before calling the inputs implausible.
-        let (lo, hi) = self.0.input_range();
+        let (lo, hi) = self.registered.input_range();
         match released {
             Released::Forecast { kwh } if *kwh <= hi + (hi - lo) => Ok(()),
             _ => Err(
@@ -290,33 +527,192 @@ impl Computation for ForecastComputation {
         None
     }
     fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
-        same_lane(lane, self.0.lane().as_str())
+        same_lane(lane, self.registered.lane().as_str())
     }
     fn released_positions(&self, lane: &InputLane, count: usize) -> Range<usize> {
         let lane = match lane {
             InputLane::Exact => ForecastLane::Exact,
             InputLane::Analytics { epsilon, .. } => ForecastLane::Analytics { epsilon: *epsilon },
         };
-        self.0.released_positions(lane, count)
+        self.registered.released_positions(lane, count)
     }
     fn evaluate(
         &self,
         evaluator: &Evaluator,
         inputs: &[Ciphertext],
     ) -> Result<Vec<EncryptedValue>, String> {
-        self.0
+        self.registered
             .evaluate(evaluator, inputs)
             .map(|ct| vec![EncryptedValue::Encrypted(ct)])
             .map_err(|e| e.to_string())
     }
     fn release_slot(&self, outputs: &[Vec<f64>], slot: usize, position: usize) -> Option<Released> {
-        if position < self.0.history() {
+        if position < self.registered.history() {
             return None;
         }
         let value = outputs.first()?.get(slot)?;
-        self.0
+        self.registered
             .release_value(*value)
             .map(|kwh| Released::Forecast { kwh })
+    }
+}
+
+/// Whether a `daily` receipt's block and inputs have the daily lane's shape: one input, one
+/// whole block of [`daily_layout::BLOCK`] slots at a block boundary of the `N4096`
+/// ciphertext.
+///
+/// # Errors
+/// The reason, naming the expected shape.
+pub fn check_daily_block(block: &SlotBlock, inputs: usize) -> Result<(), String> {
+    if inputs != 1 {
+        return Err(format!(
+            "a daily receipt lists one input ciphertext, not {inputs}"
+        ));
+    }
+    if block.count != daily_layout::BLOCK
+        || !block.offset.is_multiple_of(daily_layout::BLOCK)
+        || block.offset >= daily_layout::SLOTS
+    {
+        return Err(format!(
+            "a daily block is {} slots at a multiple of {} below {}, not {}..{}",
+            daily_layout::BLOCK,
+            daily_layout::BLOCK,
+            daily_layout::SLOTS,
+            block.offset,
+            block.end()
+        ));
+    }
+    Ok(())
+}
+
+/// The `daily` computation (`seer_daily::circuit`): one block of 16 × 32 slots per meter-day
+/// in an `N4096_L1` ciphertext, up to [`daily_layout::BLOCKS_PER_CIPHERTEXT`] meters per
+/// ciphertext, block isolation folded into the circuit's weights (so no `isolated_sums`), one
+/// release per meter: the next day's hourly forecasts and the day's anomaly score, flag and
+/// explanation ([`DailyModel::release`]).
+#[derive(Debug)]
+pub struct DailyComputation {
+    model: DailyModel,
+}
+
+impl DailyComputation {
+    /// The registered daily model.
+    #[must_use]
+    pub fn new(model: DailyModel) -> Self {
+        Self { model }
+    }
+
+    /// The model.
+    #[must_use]
+    pub fn model(&self) -> &DailyModel {
+        &self.model
+    }
+}
+
+impl Computation for DailyComputation {
+    fn kind(&self) -> RequestKind {
+        RequestKind::DAILY
+    }
+    fn parameter_set(&self) -> ParameterSet {
+        seer_daily::PARAMETERS
+    }
+    fn inputs_per_meter(&self) -> usize {
+        1
+    }
+    fn depth(&self) -> u32 {
+        seer_daily::circuit::DEPTH
+    }
+    fn galois_steps(&self) -> Vec<i64> {
+        seer_daily::circuit::galois_steps(&self.model)
+    }
+    fn max_meters(&self) -> usize {
+        daily_layout::BLOCKS_PER_CIPHERTEXT
+    }
+    fn flag_threshold(&self) -> Option<f64> {
+        Some(self.model.flag_threshold())
+    }
+    fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
+        // The model's bins and weights are fitted to exact hourly energy.
+        same_lane(lane, "exact")
+    }
+    fn check_block(&self, block: &SlotBlock) -> Result<(), String> {
+        check_daily_block(block, 1)
+    }
+    /// One period: the day the meter prepared (its anomaly features are of that day, its
+    /// forecast of the next).
+    fn periods(
+        &self,
+        _lane: &InputLane,
+        meter: &MeterBlock,
+        slot_period: SlotPeriod,
+    ) -> MeterPeriods {
+        MeterPeriods {
+            periods: vec![slot_period.label(meter.first_period, 0)],
+            released: 0..1,
+        }
+    }
+    /// `seer_daily::circuit::evaluate` over the meters in request order, each at the block of
+    /// its receipt: isolation is in the circuit's weights.
+    fn evaluate_meters(
+        &self,
+        evaluator: &Evaluator,
+        meters: &[(SlotBlock, &[Ciphertext])],
+    ) -> Result<Vec<EncryptedValue>, String> {
+        let inputs = meters
+            .iter()
+            .map(|(block, inputs)| match inputs {
+                [ct] => Ok((block.offset / daily_layout::BLOCK, ct)),
+                _ => Err(format!(
+                    "a daily meter brings one ciphertext, not {}",
+                    inputs.len()
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        seer_daily::circuit::evaluate(&self.model, evaluator, &inputs)
+            .map(|ct| vec![EncryptedValue::Encrypted(ct)])
+            .map_err(|e| e.to_string())
+    }
+    /// The meter's 32 outputs ([`seer_daily::circuit::block_outputs`]) through
+    /// [`DailyModel::release`]; its refusal (a presence code other than 0–3, values outside
+    /// the model's range) refuses the meter.
+    fn release_meter(
+        &self,
+        outputs: &[Vec<f64>],
+        meter: &MeterBlock,
+    ) -> Result<Vec<(usize, Released)>, String> {
+        let decrypted = outputs
+            .first()
+            .ok_or_else(|| "the daily computation has one output".to_owned())?;
+        let values =
+            seer_daily::circuit::block_outputs(decrypted, meter.block.offset / daily_layout::BLOCK)
+                .map_err(|e| e.to_string())?;
+        let release = self.model.release(meter.first_period.date(), &values)?;
+        let features = &self.model.anomaly.features;
+        let explanation_scores = release
+            .anomaly
+            .iter()
+            .flat_map(|a| &a.explanation)
+            .map(|item| {
+                features
+                    .iter()
+                    .position(|f| f.name == item.feature)
+                    .and_then(|f| values.get(daily_layout::ANOMALY_COLUMNS.start + f))
+                    .map(|v| seer_daily::release::round_to(*v, seer_daily::release::QUANTUM))
+                    .ok_or_else(|| {
+                        format!(
+                            "the explanation names an unknown feature {:?}",
+                            item.feature
+                        )
+                    })
+            })
+            .collect::<Result<Vec<f64>, String>>()?;
+        Ok(vec![(
+            0,
+            Released::Daily(DailyReleased {
+                release,
+                explanation_scores,
+            }),
+        )])
     }
 }
 
@@ -340,60 +736,85 @@ const SCORE_SLACK: f64 = 0.05;
 pub struct EngineDecision {
     /// Whether the utility's result was byte-identical to the re-execution.
     pub result_verified: bool,
-    /// Per accepted meter, in order: `(position in block, release)` per slot with a value
-    /// (the policy keeps those in the computation's released positions), or the refusal
-    /// reason.
+    /// Per accepted meter, in order: `(index into its periods, release)` per period with a
+    /// value (the policy keeps those in the computation's released range,
+    /// [`MeterPeriods::released`]), or the refusal reason.
     pub meters: Vec<Result<Vec<(usize, Released)>, String>>,
 }
 
-/// The deep key set's evaluator and decryptor, and the registry of computations.
+/// The analytics engine: one evaluator per parameter set it serves (the daily lane's `N4096`
+/// set always, the deep `N32768` set when [`AnalyticsSettings::enabled`]), and the registry
+/// of computations.
 pub struct DeepEngine {
     keys: Arc<KeyStore>,
-    parameter_set: String,
-    evaluator: Evaluator,
+    /// By parameter-set id.
+    evaluators: BTreeMap<String, Evaluator>,
+    /// The kinds served (receipts accepted), with their parameter-set ids.
+    kinds: BTreeMap<String, String>,
     registry: BTreeMap<(String, String), Arc<dyn Computation>>,
 }
 
 impl fmt::Debug for DeepEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeepEngine")
-            .field("parameter_set", &self.parameter_set)
+            .field("kinds", &self.kinds)
             .field("registered", &self.registry.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
 impl DeepEngine {
-    /// Builds the engine over the deep key set of `keys` and registers the configured models.
-    /// Blocking (parses the evaluation keys and the models).
+    /// Builds the engine over `keys`: the daily lane's key set always (its models registered
+    /// from [`AnalyticsSettings::daily_models`]), the deep key set and its anomaly and forecast
+    /// models when analytics is enabled. Blocking (parses the evaluation keys and the models).
+    ///
+    /// A daily model file that is missing while `daily_models` is the default is skipped with
+    /// a warning (the default path is relative to the working directory, like every default
+    /// path of the key authority); a configured one that is missing fails the start.
     ///
     /// # Errors
-    /// When the key set is missing, a model file is unreadable or invalid, or a model needs
+    /// When a key set is missing, a model file is unreadable or invalid, or a model needs
     /// rotation steps or levels the key set lacks.
     pub fn try_new(keys: Arc<KeyStore>, settings: &AnalyticsSettings) -> Result<Self, String> {
-        let set = keys.get(&settings.parameter_set).ok_or_else(|| {
-            format!(
-                "no key set for the deep parameter set {}",
-                settings.parameter_set
-            )
-        })?;
-        let ctx = set.context();
-        let relin = RelinKeys::from_bytes(ctx, set.relin_keys_bytes())
-            .map_err(|e| format!("the deep relinearization keys: {e}"))?;
-        let galois = match set.galois_keys_bytes() {
-            Some(bytes) => Some(
-                GaloisKeys::from_bytes(ctx, bytes)
-                    .map_err(|e| format!("the deep Galois keys: {e}"))?,
-            ),
-            None => None,
-        };
-        let evaluator = Evaluator::new(ctx, Some(relin), galois);
         let mut engine = Self {
-            parameter_set: settings.parameter_set.clone(),
-            evaluator,
-            registry: BTreeMap::new(),
             keys: Arc::clone(&keys),
+            evaluators: BTreeMap::new(),
+            kinds: BTreeMap::new(),
+            registry: BTreeMap::new(),
         };
+        let daily = seer_daily::PARAMETERS.id();
+        engine.add_evaluator(&daily)?;
+        engine
+            .kinds
+            .insert(RequestKind::DAILY.as_str().to_owned(), daily);
+        let default_daily = settings.daily_models == AnalyticsSettings::default().daily_models;
+        for path in &settings.daily_models {
+            if default_daily && !path.exists() {
+                tracing::warn!(
+                    model = %path.display(),
+                    "the default daily model is not in the working directory: no daily model \
+                     registered (set analytics.daily_models)"
+                );
+                continue;
+            }
+            let (bytes, text) = read_model("daily", path)?;
+            let model = DailyModel::from_json(&text)
+                .map_err(|e| format!("the daily model {}: {e}", path.display()))?;
+            let digest = blake3::hash(&bytes).to_hex().to_string();
+            engine.register(&digest, Arc::new(DailyComputation::new(model)))?;
+            tracing::info!(model = %path.display(), blake3 = %digest, "daily model registered");
+        }
+        if !settings.enabled {
+            return Ok(engine);
+        }
+        let deep = ParameterSet::try_from_id(&settings.parameter_set)
+            .map_err(|e| format!("analytics.parameter_set: {e}"))?;
+        engine.add_evaluator(&settings.parameter_set)?;
+        for kind in [RequestKind::ANOMALY, RequestKind::FORECAST] {
+            engine
+                .kinds
+                .insert(kind.as_str().to_owned(), settings.parameter_set.clone());
+        }
         for path in &settings.anomaly_models {
             let (bytes, text) = read_model("anomaly", path)?;
             let invalid = |e: seer_anomaly::AnomalyError| {
@@ -403,7 +824,10 @@ impl DeepEngine {
             let computation =
                 RegisteredAnomaly::try_new(model, settings.zscore_window).map_err(invalid)?;
             let digest = blake3::hash(&bytes).to_hex().to_string();
-            engine.register(&digest, Arc::new(AnomalyComputation(computation)))?;
+            engine.register(
+                &digest,
+                Arc::new(AnomalyComputation::new(computation, deep)),
+            )?;
             tracing::info!(model = %path.display(), blake3 = %digest, "anomaly model registered");
         }
         for path in &settings.forecast_models {
@@ -414,44 +838,82 @@ impl DeepEngine {
             let model = ForecastModel::from_json(&text).map_err(invalid)?;
             let computation = RegisteredForecast::try_new(model).map_err(invalid)?;
             let digest = blake3::hash(&bytes).to_hex().to_string();
-            engine.register(&digest, Arc::new(ForecastComputation(computation)))?;
+            engine.register(
+                &digest,
+                Arc::new(ForecastComputation::new(computation, deep)),
+            )?;
             tracing::info!(model = %path.display(), blake3 = %digest, "forecast model registered");
         }
         Ok(engine)
     }
 
+    /// Builds the evaluator of the key set of `parameter_set` (its relinearization keys and
+    /// Galois keys).
+    fn add_evaluator(&mut self, parameter_set: &str) -> Result<(), String> {
+        let set = self
+            .keys
+            .get(parameter_set)
+            .ok_or_else(|| format!("no key set for the analytics parameter set {parameter_set}"))?;
+        let ctx = set.context();
+        let relin = RelinKeys::from_bytes(ctx, set.relin_keys_bytes())
+            .map_err(|e| format!("the relinearization keys of {parameter_set}: {e}"))?;
+        let galois = match set.galois_keys_bytes() {
+            Some(bytes) => Some(
+                GaloisKeys::from_bytes(ctx, bytes)
+                    .map_err(|e| format!("the Galois keys of {parameter_set}: {e}"))?,
+            ),
+            None => None,
+        };
+        self.evaluators.insert(
+            parameter_set.to_owned(),
+            Evaluator::new(ctx, Some(relin), galois),
+        );
+        Ok(())
+    }
+
     /// Registers `computation` under the model digest `model_blake3` (hex).
     ///
     /// # Errors
-    /// When the key set lacks a rotation step or the levels the computation needs.
+    /// When the engine holds no key set for the computation's parameter set, or the key set
+    /// lacks a rotation step or the levels the computation needs.
     pub fn register(
         &mut self,
         model_blake3: &str,
         computation: Arc<dyn Computation>,
     ) -> Result<(), String> {
-        let ctx = self.context();
+        let parameter_set = computation.parameter_set().id();
+        let evaluator = self.evaluators.get(&parameter_set).ok_or_else(|| {
+            format!(
+                "the {} computation runs at {parameter_set}, for which the analytics engine \
+                 holds no key set",
+                computation.kind()
+            )
+        })?;
+        let ctx = evaluator.context();
         let slots = ctx.slots();
         if computation.depth() > ctx.top_level().0 {
             return Err(format!(
-                "the {} computation needs {} levels; {} has {}",
+                "the {} computation needs {} levels; {parameter_set} has {}",
                 computation.kind(),
                 computation.depth(),
-                self.parameter_set,
                 ctx.top_level().0
             ));
         }
-        let galois = self.evaluator.galois_keys();
+        let galois = evaluator.galois_keys();
         if let Some(step) = computation
             .galois_steps()
             .into_iter()
             .find(|s| !galois.is_some_and(|g| g.supports(*s, slots)))
         {
             return Err(format!(
-                "the {} computation needs the rotation step {step}, which the deep key set \
-                 (analytics.galois_steps) lacks",
+                "the {} computation needs the rotation step {step}, which the key set of \
+                 {parameter_set} lacks (analytics.galois_steps for the deep set)",
                 computation.kind()
             ));
         }
+        self.kinds
+            .entry(computation.kind().as_str().to_owned())
+            .or_insert(parameter_set);
         self.registry.insert(
             (
                 computation.kind().as_str().to_owned(),
@@ -480,43 +942,63 @@ impl DeepEngine {
             .collect()
     }
 
-    fn key_set(&self) -> &KeySet {
-        #[expect(
-            clippy::expect_used,
-            reason = "try_new checked that the key set exists and the store is immutable"
-        )]
+    /// The kinds whose receipts the engine accepts, with the slots of their ciphertexts:
+    /// `daily` always, `anomaly` and `forecast` when the deep set is enabled.
+    #[must_use]
+    pub fn kind_slots(&self) -> BTreeMap<String, usize> {
+        self.kinds
+            .iter()
+            .filter_map(|(kind, set)| {
+                Some((kind.clone(), self.evaluators.get(set)?.context().slots()))
+            })
+            .collect()
+    }
+
+    /// The largest serialized ciphertext of any parameter set the engine serves (the bound on
+    /// streamed ciphertexts).
+    #[must_use]
+    pub fn max_ciphertext_bytes(&self) -> usize {
+        self.evaluators
+            .values()
+            .map(|e| Ciphertext::max_serialized_len(e.context()))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn evaluator(&self, computation: &dyn Computation) -> Result<&Evaluator, String> {
+        let id = computation.parameter_set().id();
+        self.evaluators
+            .get(&id)
+            .ok_or_else(|| format!("no evaluator for {id}"))
+    }
+
+    fn key_set(&self, computation: &dyn Computation) -> Result<&KeySet, String> {
+        let id = computation.parameter_set().id();
         self.keys
-            .get(&self.parameter_set)
-            .expect("the deep key set exists")
+            .get(&id)
+            .ok_or_else(|| format!("no key set for {id}"))
     }
 
-    /// The deep parameter set's context.
-    #[must_use]
-    pub fn context(&self) -> &CkksContext {
-        self.key_set().context()
+    /// The context of `computation`'s parameter set.
+    ///
+    /// # Errors
+    /// When the engine does not serve it (never for a registered computation).
+    pub fn context(&self, computation: &dyn Computation) -> Result<&CkksContext, String> {
+        Ok(self.evaluator(computation)?.context())
     }
 
-    /// Slots per ciphertext.
-    #[must_use]
-    pub fn slots(&self) -> usize {
-        self.context().slots()
-    }
-
-    /// Parses one meter's inputs: each a ciphertext of the deep parameter set with the levels
-    /// the computation needs. Nothing is decrypted. Blocking.
+    /// Parses one meter's inputs: each a ciphertext of the computation's parameter set with
+    /// the levels the computation needs. Nothing is decrypted. Blocking.
     ///
     /// # Errors
     /// The refusal reason.
     pub fn check_inputs(&self, computation: &dyn Computation, inputs: &[Vec<u8>]) -> MeterCheck {
-        let ctx = self.context();
+        let ctx = self.context(computation)?;
+        let parameter_set = computation.parameter_set();
         let mut parsed = Vec::with_capacity(inputs.len());
         for (k, bytes) in inputs.iter().enumerate() {
-            let ct = Ciphertext::from_bytes(ctx, bytes).map_err(|e| {
-                format!(
-                    "input {k} is not a ciphertext of {}: {e}",
-                    self.parameter_set
-                )
-            })?;
+            let ct = Ciphertext::from_bytes(ctx, bytes)
+                .map_err(|e| format!("input {k} is not a ciphertext of {parameter_set}: {e}"))?;
             if ct.level().0 < computation.depth() {
                 return Err(format!(
                     "input {k} has {} levels; the computation needs {}",
@@ -532,22 +1014,23 @@ impl DeepEngine {
     /// Re-executes `computation` over the meters' inputs, each isolated to its block inside
     /// the circuit ([`outputs::analytics`]), requires every encrypted output to be
     /// byte-identical to the utility's, decrypts its own outputs and derives each meter's
-    /// releases, refusing a meter whose released values are implausible
-    /// ([`Computation::check_released`]). Blocking and CPU-heavy.
+    /// releases ([`Computation::release_meter`]), refusing a meter whose released values are
+    /// implausible. Blocking and CPU-heavy.
     ///
     /// # Errors
     /// When the evaluation or decryption fails.
     pub fn decide(
         &self,
         computation: &dyn Computation,
-        meters: &[(Vec<Ciphertext>, SlotBlock)],
+        meters: &[(Vec<Ciphertext>, MeterBlock)],
         utility_result: &[Vec<u8>],
     ) -> Result<EngineDecision, String> {
+        let evaluator = self.evaluator(computation)?;
         let inputs: Vec<(SlotBlock, &[Ciphertext])> = meters
             .iter()
-            .map(|(cts, block)| (*block, cts.as_slice()))
+            .map(|(cts, meter)| (meter.block, cts.as_slice()))
             .collect();
-        let outputs = outputs::analytics(computation, &self.evaluator, &inputs)?;
+        let outputs = outputs::analytics(computation, evaluator, &inputs)?;
         let own: Vec<&outputs::Reexecuted> = outputs
             .iter()
             .filter_map(|out| match out {
@@ -578,8 +1061,8 @@ impl DeepEngine {
                 meters: meters.iter().map(|_| Err(reason.clone())).collect(),
             });
         }
-        let slots = self.context().slots();
-        let decryptor = self.key_set().output_decryptor();
+        let slots = evaluator.context().slots();
+        let decryptor = self.key_set(computation)?.output_decryptor();
         let mut decrypted = Vec::with_capacity(outputs.len());
         for out in &outputs {
             decrypted.push(match out {
@@ -591,19 +1074,7 @@ impl DeepEngine {
         }
         let meters = meters
             .iter()
-            .map(|(_, block)| {
-                let released: Vec<(usize, Released)> = (0..block.count)
-                    .filter_map(|position| {
-                        computation
-                            .release_slot(&decrypted, block.offset + position, position)
-                            .map(|r| (position, r))
-                    })
-                    .collect();
-                for (_, r) in &released {
-                    computation.check_released(r)?;
-                }
-                Ok(released)
-            })
+            .map(|(_, meter)| computation.release_meter(&decrypted, meter))
             .collect();
         Ok(EngineDecision {
             result_verified: true,
@@ -616,15 +1087,18 @@ impl DeepEngine {
 mod tests {
     use super::*;
     use crate::keys::KeySetSpec;
-    use seer_ckks::{Encryptor, ParameterSet, PublicKey};
+    use seer_ckks::{Encryptor, PublicKey};
 
     /// A one-input computation (`2·x`), cheap at n = 8192, to exercise the engine's checks.
     #[derive(Debug)]
     struct Double;
 
-    impl Computation for Double {
+    impl SlotComputation for Double {
         fn kind(&self) -> RequestKind {
             RequestKind::ANOMALY
+        }
+        fn parameter_set(&self) -> ParameterSet {
+            ParameterSet::N8192_L2_SEC128
         }
         fn inputs_per_meter(&self) -> usize {
             1
@@ -683,14 +1157,30 @@ mod tests {
         }
     }
 
+    /// A meter's block starting on an arbitrary day.
+    fn at(offset: usize, count: usize) -> MeterBlock {
+        MeterBlock {
+            block: SlotBlock { offset, count },
+            first_period: NaiveDate::from_ymd_opt(2010, 1, 1)
+                .unwrap()
+                .and_time(chrono::NaiveTime::MIN),
+        }
+    }
+
     fn engine(dir: &std::path::Path) -> DeepEngine {
         let id = ParameterSet::N8192_L2_SEC128.id();
         let keys = KeyStore::open(
             dir,
-            &[KeySetSpec {
-                parameter_set: id.clone(),
-                galois_steps: Vec::new(),
-            }],
+            &[
+                KeySetSpec {
+                    parameter_set: id.clone(),
+                    galois_steps: Vec::new(),
+                },
+                KeySetSpec {
+                    parameter_set: seer_daily::PARAMETERS.id(),
+                    galois_steps: seer_daily::circuit::all_galois_steps(),
+                },
+            ],
         )
         .unwrap();
         let mut engine = DeepEngine::try_new(
@@ -701,6 +1191,7 @@ mod tests {
                 galois_steps: Vec::new(),
                 anomaly_models: Vec::new(),
                 forecast_models: Vec::new(),
+                daily_models: Vec::new(),
                 zscore_window: 8,
             },
         )
@@ -710,8 +1201,12 @@ mod tests {
     }
 
     fn encrypt(engine: &DeepEngine, values: &[f64]) -> Vec<u8> {
-        let ctx = engine.context();
-        let pk = PublicKey::from_bytes(ctx, engine.key_set().public_key_bytes()).unwrap();
+        let set = engine
+            .keys
+            .get(&ParameterSet::N8192_L2_SEC128.id())
+            .unwrap();
+        let ctx = set.context();
+        let pk = PublicKey::from_bytes(ctx, set.public_key_bytes()).unwrap();
         Encryptor::new(ctx, &pk)
             .unwrap()
             .encrypt_values(values)
@@ -725,24 +1220,19 @@ mod tests {
     fn utility_result(
         engine: &DeepEngine,
         computation: &dyn Computation,
-        meters: &[(Vec<Ciphertext>, SlotBlock)],
+        meters: &[(Vec<Ciphertext>, MeterBlock)],
     ) -> Vec<Vec<u8>> {
-        let ev = &engine.evaluator;
-        let sums = seer_core::circuits::isolation::isolated_sums(
-            ev,
-            computation.inputs_per_meter(),
-            computation.depth(),
-            meters
-                .iter()
-                .map(|(cts, b)| (b.offset..b.end(), cts.as_slice())),
-        )
-        .unwrap();
+        let ev = engine.evaluator(computation).unwrap();
+        let inputs: Vec<(SlotBlock, &[Ciphertext])> = meters
+            .iter()
+            .map(|(cts, m)| (m.block, cts.as_slice()))
+            .collect();
         computation
-            .evaluate(ev, &sums)
+            .evaluate_meters(ev, &inputs)
             .unwrap()
             .into_iter()
             .filter_map(|out| match out {
-                EncryptedValue::Encrypted(ct) => Some(ct.to_bytes(engine.context()).unwrap()),
+                EncryptedValue::Encrypted(ct) => Some(ct.to_bytes(ev.context()).unwrap()),
                 EncryptedValue::Public(_) => None,
             })
             .collect()
@@ -765,16 +1255,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
         let double = engine.computation("anomaly", "d0").unwrap();
-        let (a, b) = (
-            SlotBlock {
-                offset: 0,
-                count: 3,
-            },
-            SlotBlock {
-                offset: 3,
-                count: 3,
-            },
-        );
+        let (a, b) = (at(0, 3), at(3, 3));
         // Meter a writes 40 into slot 4 (meter b's block) and 1000 far away.
         let mut rogue = vec![0.0; 100];
         rogue[..3].copy_from_slice(&[1.0, 2.0, 3.0]);
@@ -812,16 +1293,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
         let double = engine.computation("anomaly", "d0").unwrap();
-        let (a, b) = (
-            SlotBlock {
-                offset: 0,
-                count: 3,
-            },
-            SlotBlock {
-                offset: 3,
-                count: 2,
-            },
-        );
+        let (a, b) = (at(0, 3), at(3, 2));
         let ia = engine
             .check_inputs(double.as_ref(), &[encrypt(&engine, &[1.0, 2.0, 3.0])])
             .unwrap();

@@ -1,21 +1,50 @@
 //! Release of deep analytics computations (`seer.v1.AnalyticsReceipts`, `seer.v1.Analytics`;
 //! the policy and the privacy cost of each release are the header of `analytics.proto`).
 //!
-//! Two kinds are registered, each a [`Computation`] in the [`DeepEngine`]'s registry sharing
-//! the checks, the re-execution, the comparison, the audit and the once-per-period rule:
+//! Three kinds are registered, each a [`Computation`] in the [`DeepEngine`]'s registry sharing
+//! the checks, the re-execution, the comparison, the audit and the once-per-period rule; each
+//! runs at its own parameter set and the engine holds an evaluator per set:
 //! `anomaly` ([`AnomalyComputation`]: one slot per day, the 24 hour planes of each meter) and
 //! `forecast` ([`ForecastComputation`]: one slot per hour, each meter's hourly series as one
 //! ciphertext; on the exact lane only the forecasts past the series' end leave, on the
-//! analytics lane the backtest too, see `seer_forecast::release`).
+//! analytics lane the backtest too, see `seer_forecast::release`), both [`SlotComputation`]s
+//! on the deep `N32768` set, evaluated on isolated sums; and `daily`
+//! ([`DailyComputation`], `seer_daily`): one `N4096_L1` ciphertext holds up to 4 meters'
+//! 512-slot blocks (16 rows × 32 columns) of one day; the circuit is one rotation and one
+//! plaintext product per row, with the weights zero outside each meter's block (block
+//! isolation folded into the circuit, so no `isolated_sums`, depth 1). A `daily` release is
+//! per meter-day, not per slot: the next day's 24 hourly forecasts (rounded to 0.001 kWh,
+//! never negative) and the day's anomaly score (rounded to 0.001), its flag and, for a
+//! flagged day, the features that drove it in terms of hours and the home's usual level
+//! ([`DailyReleased`]); `seer_daily::DailyModel::release` refuses implausible outputs (a
+//! presence code other than 0–3, a forecast beyond the model's limit, a feature output that
+//! is no bin's weight).
 //!
-//! - **Deep key set** (opt-in, [`AnalyticsSettings::enabled`]): one N32768_L19 key set with
+//! - **Daily key set** (always): `N4096_L1` with relinearization keys and the Galois keys of
+//!   every row step of the block (`seer_daily::circuit::all_galois_steps`, 15 keys; about
+//!   0.5 s to generate on the first start, 0.2 s to load after). Daily models
+//!   ([`AnalyticsSettings::daily_models`]) are registered whether or not the deep set is
+//!   enabled; the default path is relative to the working directory and skipped with a
+//!   warning when absent, a configured one that is missing fails the start.
+//! - **`daily` receipts**: `first_period` the day the meter prepared (`YYYY-MM-DD`: the
+//!   anomaly part is of that day, the forecast of the next), `slot_count` 512, `slot_offset` a
+//!   multiple of 512 below 2048, one input digest, the exact lane at ε 0.
+//! - **`daily` release**: 1 to 4 meters with distinct blocks, the same per-meter checks as
+//!   below; the utility sends exactly one result ciphertext (`result_count` 1), byte-identical
+//!   to `seer_daily::circuit::evaluate` over the meters in request order; the period is the
+//!   day, released at most once per (daily, meter, day) (one `analytics_releases` row:
+//!   `value_milli` the score in thousandths, 0 without the anomaly part).
+//!
+//! - **Deep key set** (opt-in, [`AnalyticsSettings::enabled`]; `anomaly` and `forecast`
+//!   receipts are refused while it is off): one N32768_L19 key set with
 //!   relinearization keys and the Galois keys for the union of the registered computations'
 //!   rotation steps (by default `−1, −2, …, −128`, which also covers the forecaster). Off by
 //!   default, so that a default key authority starts as fast as before (key generation at
 //!   n = 32768 takes about 12 s plus 2 s and 86 MB per Galois key). `seer.v1.Keys` serves it
 //!   to the utility in chunks like every key set.
 //! - **Registry** ([`DeepEngine`]): the model files configured in
-//!   [`AnalyticsSettings::anomaly_models`] and [`AnalyticsSettings::forecast_models`], each
+//!   [`AnalyticsSettings::anomaly_models`], [`AnalyticsSettings::forecast_models`] and
+//!   [`AnalyticsSettings::daily_models`], each
 //!   registered under the BLAKE3 of its bytes; a
 //!   request naming another digest is refused.
 //! - **Input receipts** ([`AnalyticsReceiptsService`]): a meter records, under its household
@@ -72,8 +101,9 @@ use seer_ckks::ParameterSet;
 use serde::{Deserialize, Serialize};
 
 pub use engine::{
-    AnomalyComputation, Computation, DeepEngine, ForecastComputation, MeterCheck, Released,
-    SlotBlock, SlotPeriod,
+    AnomalyComputation, Computation, DailyComputation, DailyReleased, DeepEngine,
+    ForecastComputation, MeterBlock, MeterCheck, MeterPeriods, Released, SlotBlock,
+    SlotComputation, SlotPeriod, check_daily_block,
 };
 pub use policy::{
     AnalyticsDecisions, AnalyticsMeterInput, AnalyticsOutcome, AnalyticsReleaser, AnalyticsRequest,
@@ -105,8 +135,20 @@ pub struct AnalyticsSettings {
     /// Registered forecast model files (JSON, `seer-forecast`); each is registered under the
     /// BLAKE3 of its bytes.
     pub forecast_models: Vec<PathBuf>,
+    /// Registered daily model files (JSON, `seer-daily`), each under the BLAKE3 of its bytes;
+    /// registered whether or not the deep set is enabled (the daily lane has its own `N4096`
+    /// key set, always held). Relative paths are relative to the working directory: a
+    /// missing file is skipped with a warning while this is the default, and fails the start
+    /// otherwise.
+    #[serde(default = "default_daily_models")]
+    pub daily_models: Vec<PathBuf>,
     /// Window of the rolling z-score released beside the forest score, days (power of two).
     pub zscore_window: usize,
+}
+
+/// The default of [`AnalyticsSettings::daily_models`]: the shipped model.
+fn default_daily_models() -> Vec<PathBuf> {
+    vec![PathBuf::from("daily/models/uci-daily.json")]
 }
 
 impl Default for AnalyticsSettings {
@@ -125,40 +167,49 @@ impl Default for AnalyticsSettings {
             .iter()
             .map(|f| PathBuf::from("forecast/models").join(f))
             .collect(),
+            daily_models: default_daily_models(),
             zscore_window: seer_anomaly::release::DEFAULT_ZSCORE_WINDOW,
         }
     }
 }
 
 impl AnalyticsSettings {
-    /// The key sets to open: `configured`, plus the deep key set when analytics is enabled
-    /// (its steps merged into a configured set of the same parameter set).
+    /// The key sets to open: `configured`, plus the daily lane's `N4096_L1` set with the
+    /// Galois keys of every row of its block ([`seer_daily::circuit::all_galois_steps`],
+    /// always: generating it takes well under a second), plus the deep key set when analytics
+    /// is enabled (steps merged into a configured set of the same parameter set).
     #[must_use]
     pub fn key_set_specs(
         &self,
         configured: &[crate::keys::KeySetSpec],
     ) -> Vec<crate::keys::KeySetSpec> {
         let mut specs = configured.to_vec();
-        if !self.enabled {
-            return specs;
-        }
-        match specs
-            .iter_mut()
-            .find(|s| s.parameter_set == self.parameter_set)
-        {
-            Some(spec) => {
-                for step in &self.galois_steps {
-                    if !spec.galois_steps.contains(step) {
-                        spec.galois_steps.push(*step);
-                    }
-                }
-            }
-            None => specs.push(crate::keys::KeySetSpec {
-                parameter_set: self.parameter_set.clone(),
-                galois_steps: self.galois_steps.clone(),
-            }),
+        merge_spec(
+            &mut specs,
+            &seer_daily::PARAMETERS.id(),
+            &seer_daily::circuit::all_galois_steps(),
+        );
+        if self.enabled {
+            merge_spec(&mut specs, &self.parameter_set, &self.galois_steps);
         }
         specs
+    }
+}
+
+/// Adds `steps` to the spec of `parameter_set` in `specs`, or a spec with them.
+fn merge_spec(specs: &mut Vec<crate::keys::KeySetSpec>, parameter_set: &str, steps: &[i64]) {
+    match specs.iter_mut().find(|s| s.parameter_set == parameter_set) {
+        Some(spec) => {
+            for step in steps {
+                if !spec.galois_steps.contains(step) {
+                    spec.galois_steps.push(*step);
+                }
+            }
+        }
+        None => specs.push(crate::keys::KeySetSpec {
+            parameter_set: parameter_set.to_owned(),
+            galois_steps: steps.to_vec(),
+        }),
     }
 }
 
@@ -168,37 +219,51 @@ mod tests {
     use crate::keys::KeySetSpec;
 
     #[test]
-    fn the_analytics_key_set_is_opt_in() {
+    fn the_deep_key_set_is_opt_in_and_the_daily_set_always_held() {
         let configured = vec![KeySetSpec {
             parameter_set: ParameterSet::N8192_L2_SEC128.id(),
             galois_steps: vec![1],
         }];
+        let daily = KeySetSpec {
+            parameter_set: ParameterSet::N4096_L1_SEC128.id(),
+            galois_steps: seer_daily::circuit::all_galois_steps(),
+        };
         let off = AnalyticsSettings::default();
         assert!(!off.enabled);
-        assert_eq!(off.key_set_specs(&configured), configured);
+        assert_eq!(
+            off.key_set_specs(&configured),
+            vec![configured[0].clone(), daily.clone()]
+        );
         let on = AnalyticsSettings {
             enabled: true,
             ..AnalyticsSettings::default()
         };
         let specs = on.key_set_specs(&configured);
-        assert_eq!(specs.len(), 2);
-        assert_eq!(specs[1].parameter_set, ParameterSet::N32768_L19_SEC128.id());
-        assert_eq!(specs[1].galois_steps, DEFAULT_DEEP_GALOIS_STEPS.to_vec());
-        // Merged into an existing set of the same parameter set.
+        assert_eq!(specs.len(), 3);
+        assert_eq!(specs[1], daily);
+        assert_eq!(specs[2].parameter_set, ParameterSet::N32768_L19_SEC128.id());
+        assert_eq!(specs[2].galois_steps, DEFAULT_DEEP_GALOIS_STEPS.to_vec());
+        // Merged into existing sets of the same parameter sets.
         let mut with_deep = configured.clone();
         with_deep.push(KeySetSpec {
             parameter_set: ParameterSet::N32768_L19_SEC128.id(),
             galois_steps: vec![-1, 5],
         });
+        with_deep.push(KeySetSpec {
+            parameter_set: ParameterSet::N4096_L1_SEC128.id(),
+            galois_steps: vec![7],
+        });
         let merged = on.key_set_specs(&with_deep);
-        assert_eq!(merged.len(), 2);
+        assert_eq!(merged.len(), 3);
         assert_eq!(merged[1].galois_steps.len(), 9);
+        assert_eq!(merged[2].galois_steps.len(), 16);
     }
 
     #[test]
     fn slot_periods_name_days_and_hours_in_sortable_form() {
         assert_eq!(SlotPeriod::of_kind("anomaly"), Some(SlotPeriod::Day));
         assert_eq!(SlotPeriod::of_kind("forecast"), Some(SlotPeriod::Hour));
+        assert_eq!(SlotPeriod::of_kind("daily"), Some(SlotPeriod::Day));
         assert_eq!(SlotPeriod::of_kind("bill"), None);
         let day = SlotPeriod::Day.parse("2010-12-31").unwrap();
         assert_eq!(SlotPeriod::Day.label(day, 1), "2011-01-01");

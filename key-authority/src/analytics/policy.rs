@@ -7,13 +7,15 @@ use std::sync::Arc;
 use sha2::Digest as _;
 use tracing::Instrument as _;
 
-use super::engine::{Computation, DeepEngine, Released, SlotBlock};
+use super::engine::{Computation, DeepEngine, MeterBlock, Released};
 use super::store::{self, AnalyticsStore, InputLane, ReleaseRow};
 use crate::audit::{AuditEntry, AuditLog, Decision, InputDigest, NewEntry, RequestKind};
 use crate::auth::{Caller, validate_meter_id};
 use crate::release::ReleaseError;
 
-/// Most meters one request may name (each brings 24 ciphertexts of up to ~10 MB).
+/// Most meters one request may name (each brings 24 ciphertexts of up to ~10 MB); a
+/// computation may allow fewer ([`Computation::max_meters`]: 4 for `daily`, one per block of
+/// its ciphertext).
 pub const MAX_METERS_PER_REQUEST: usize = 8;
 
 // Meters place their daily forecast blocks for groups of this many homes.
@@ -43,7 +45,7 @@ impl std::fmt::Debug for AnalyticsMeterInput {
 /// A release request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AnalyticsRequest {
-    /// The kind (`anomaly`).
+    /// The kind (`anomaly`, `forecast`, `daily`).
     pub kind: String,
     /// BLAKE3 (hex) of the model file.
     pub model_blake3: String,
@@ -53,10 +55,11 @@ pub struct AnalyticsRequest {
     pub result: Vec<Vec<u8>>,
 }
 
-/// One released period (a day for `anomaly`, an hour for `forecast`).
+/// One released period (a day for `anomaly` and `daily`, an hour for `forecast`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReleasedPeriod {
-    /// The period, in its wire form (`YYYY-MM-DD` or `YYYY-MM-DDTHH:00`).
+    /// The period, in its wire form (`YYYY-MM-DD` or `YYYY-MM-DDTHH:00`; for `daily` the day
+    /// the meter prepared).
     pub period: String,
     /// What was released.
     pub release: Released,
@@ -100,10 +103,10 @@ pub struct AnalyticsReleaser {
 /// A meter whose inputs passed the checks before the circuit.
 struct Candidate {
     index: usize,
-    block: SlotBlock,
-    /// The period of every position of the block.
+    meter: MeterBlock,
+    /// The periods of the block (one per slot, or one per block for `daily`).
     periods: Vec<String>,
-    /// The positions whose values may leave.
+    /// The indices into `periods` whose values may leave.
     released: Range<usize>,
 }
 
@@ -192,9 +195,11 @@ impl AnalyticsReleaser {
             )))
             .await;
         };
-        if request.meters.is_empty() || request.meters.len() > MAX_METERS_PER_REQUEST {
+        let max_meters = computation.max_meters().min(MAX_METERS_PER_REQUEST);
+        if request.meters.is_empty() || request.meters.len() > max_meters {
             return refuse_all(ReleaseError::InvalidArgument(format!(
-                "a request names 1 to {MAX_METERS_PER_REQUEST} meters, not {}",
+                "a {} request names 1 to {max_meters} meters, not {}",
+                computation.kind(),
                 request.meters.len()
             )))
             .await;
@@ -229,9 +234,9 @@ impl AnalyticsReleaser {
         if refusals.iter().all(Option::is_none) {
             let engine = Arc::clone(&self.engine);
             let computation = Arc::clone(&computation);
-            let inputs: Vec<(Vec<Vec<u8>>, SlotBlock)> = candidates
+            let inputs: Vec<(Vec<Vec<u8>>, MeterBlock)> = candidates
                 .iter()
-                .map(|c| (request.meters[c.index].inputs.clone(), c.block))
+                .map(|c| (request.meters[c.index].inputs.clone(), c.meter))
                 .collect();
             let result = request.result.clone();
             let span = tracing::info_span!("release.analytics.circuit", meters = inputs.len());
@@ -241,10 +246,10 @@ impl AnalyticsReleaser {
                 span.in_scope(|| {
                     let mut parsed = Vec::with_capacity(inputs.len());
                     let mut failures = Vec::with_capacity(inputs.len());
-                    for (bytes, block) in inputs {
+                    for (bytes, meter) in inputs {
                         match engine.check_inputs(computation.as_ref(), &bytes) {
                             Ok(cts) => {
-                                parsed.push((cts, block));
+                                parsed.push((cts, meter));
                                 failures.push(None);
                             }
                             Err(reason) => failures.push(Some(reason)),
@@ -450,18 +455,23 @@ impl AnalyticsReleaser {
             )));
         }
         let block = receipt.block;
-        let released = computation.released_positions(&receipt.lane, block.count);
-        if block.end() > self.engine.slots() || released.is_empty() {
+        let slots = self
+            .engine
+            .kind_slots()
+            .get(kind.as_str())
+            .copied()
+            .unwrap_or(0);
+        if block.end() > slots {
             return Ok(Err(format!(
-                "the block {}..{} does not fit the {} slots or is too short to release a \
-                 period after its history of {}",
+                "the block {}..{} does not fit the {slots} slots",
                 block.offset,
                 block.end(),
-                self.engine.slots(),
-                computation.history()
             )));
         }
-        if let Some(other) = accepted.iter().find(|c| c.block.overlaps(&block)) {
+        if let Err(reason) = computation.check_block(&block) {
+            return Ok(Err(reason));
+        }
+        if let Some(other) = accepted.iter().find(|c| c.meter.block.overlaps(&block)) {
             return Ok(Err(format!(
                 "the block {}..{} overlaps the block of meter {} in this request",
                 block.offset,
@@ -469,10 +479,25 @@ impl AnalyticsReleaser {
                 other.index
             )));
         }
-        let periods: Vec<String> = (0..block.count).map(|p| receipt.period(p)).collect();
+        let meter_block = MeterBlock {
+            block,
+            first_period: receipt.first_period,
+        };
+        let periods = computation.periods(&receipt.lane, &meter_block, receipt.slot_period);
+        if periods.released.is_empty() || periods.released.end > periods.periods.len() {
+            return Ok(Err(format!(
+                "the block {}..{} holds no releasable period",
+                block.offset,
+                block.end()
+            )));
+        }
         if let Some((period, seq)) = self
             .store
-            .first_released(kind.as_str(), id, &periods[released.clone()])
+            .first_released(
+                kind.as_str(),
+                id,
+                &periods.periods[periods.released.clone()],
+            )
             .await?
         {
             return Ok(Err(format!(
@@ -482,9 +507,9 @@ impl AnalyticsReleaser {
         Ok(Ok((
             Candidate {
                 index: 0,
-                block,
-                periods,
-                released,
+                meter: meter_block,
+                periods: periods.periods,
+                released: periods.released,
             },
             receipt.lane,
         )))

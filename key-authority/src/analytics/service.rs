@@ -10,7 +10,7 @@ use seer_proto::v1::analytics_release_chunk::Part;
 use seer_proto::v1::analytics_server::Analytics;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::engine::{Released, SlotBlock, SlotPeriod};
+use super::engine::{DailyReleased, Released, SlotBlock, SlotPeriod, check_daily_block};
 use super::policy::{
     AnalyticsMeterInput, AnalyticsReleaser, AnalyticsRequest, MAX_METERS_PER_REQUEST,
 };
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use seer_auth::device::AnalyticsReceiptStatement;
 
 use super::store::{AnalyticsReceipt, InputLane, Recorded};
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, RequestKind};
 use crate::auth::{Caller, Role, authorize, validate_meter_id};
 use crate::release::{RECEIPT_WRITERS, ReleaseError};
 use crate::signed_receipts::{ANALYTICS_RECEIPT_KIND, SignedReceipts};
@@ -37,16 +37,17 @@ const MAX_CIPHERTEXTS: usize = 64;
 #[derive(Debug, Clone)]
 pub struct AnalyticsReceiptsService {
     recorder: SignedReceipts,
-    slots: usize,
+    kinds: BTreeMap<String, usize>,
 }
 
 impl AnalyticsReceiptsService {
-    /// Records into `log`'s database; blocks must lie within `slots`.
+    /// Records into `log`'s database receipts of the served `kinds` (each with the slots of
+    /// its ciphertexts, [`super::DeepEngine::kind_slots`]): blocks must lie within them.
     #[must_use]
-    pub fn new(log: Arc<AuditLog>, slots: usize) -> Self {
+    pub fn new(log: Arc<AuditLog>, kinds: BTreeMap<String, usize>) -> Self {
         Self {
             recorder: SignedReceipts::new(log),
-            slots,
+            kinds,
         }
     }
 }
@@ -74,12 +75,21 @@ pub fn analytics_statement(
     }
 }
 
+/// The receipt as `AnalyticsReceipts.Record` checks it: `kinds` are the served kinds with the
+/// slots of their ciphertexts; a `daily` receipt must also have the daily lane's shape (one
+/// input, one whole 512-slot block, the exact lane at ε 0).
 pub(crate) fn receipt_from_wire(
     request: v1::AnalyticsReceiptRequest,
-    slots: usize,
+    kinds: &BTreeMap<String, usize>,
 ) -> Result<AnalyticsReceipt, Status> {
     let slot_period = SlotPeriod::of_kind(&request.kind).ok_or_else(|| {
-        Status::invalid_argument("kind is not an analytics kind (anomaly or forecast)")
+        Status::invalid_argument("kind is not an analytics kind (anomaly, forecast or daily)")
+    })?;
+    let slots = *kinds.get(&request.kind).ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "{} receipts are not accepted: deep analytics (analytics.enabled) is off",
+            request.kind
+        ))
     })?;
     validate_meter_id(&request.meter_id)
         .map_err(|reason| Status::invalid_argument(format!("meter_id: {reason}")))?;
@@ -124,6 +134,15 @@ pub(crate) fn receipt_from_wire(
     }
     let lane = InputLane::try_new(&request.lane, request.epsilon, request.readings_per_day)
         .map_err(Status::from)?;
+    if request.kind == RequestKind::DAILY.as_str() {
+        check_daily_block(&block, input_digests.len()).map_err(Status::invalid_argument)?;
+        if lane != InputLane::Exact || request.epsilon != 0.0 || request.readings_per_day != 0 {
+            return Err(Status::invalid_argument(
+                "a daily receipt is on the exact lane at ε 0 (the daily model scores exact \
+                 hourly energy)",
+            ));
+        }
+    }
     Ok(AnalyticsReceipt {
         kind: request.kind,
         meter_id: request.meter_id,
@@ -167,7 +186,7 @@ impl AnalyticsReceipts for AnalyticsReceiptsService {
         tracing::Span::current().record("subject", caller.subject());
         tracing::Span::current().record("meter", message.meter_id.as_str());
         let signature = message.signature.clone();
-        let receipt = receipt_from_wire(message.clone(), self.slots)?;
+        let receipt = receipt_from_wire(message.clone(), &self.kinds)?;
         let statement = analytics_statement(&message, receipt.input_digests.clone());
         let outcome = self
             .recorder
@@ -198,7 +217,8 @@ impl AnalyticsService {
         }
     }
 
-    /// The bound on streamed ciphertexts for the deep parameter set's context.
+    /// The bound on streamed ciphertexts for a parameter set's context (the engine's bound
+    /// over all its sets is [`super::DeepEngine::max_ciphertext_bytes`]).
     #[must_use]
     pub fn ciphertext_limit(ctx: &seer_ckks::CkksContext) -> usize {
         Ciphertext::max_serialized_len(ctx)
@@ -404,6 +424,7 @@ impl Analytics for AnalyticsService {
                                     .map(|f| v1::ExplanationFeature {
                                         name: f.name,
                                         excess: f.excess,
+                                        ..v1::ExplanationFeature::default()
                                     })
                                     .collect(),
                                 explanation_hours: r.explanation_hours,
@@ -414,6 +435,7 @@ impl Analytics for AnalyticsService {
                                     kwh,
                                 });
                             }
+                            Released::Daily(r) => daily_to_wire(r, &mut release),
                         }
                     }
                     release
@@ -422,6 +444,62 @@ impl Analytics for AnalyticsService {
             result_verified: decisions.result_verified,
             flag_threshold: decisions.flag_threshold.unwrap_or(0.0),
         }))
+    }
+}
+
+/// A `daily` home-day on the wire: one [`v1::DayRelease`] when the anomaly part is present
+/// (explanation features with their text, usual range and hours; `explanation_hours` their
+/// union; no z-score) and 24 [`v1::HourForecast`]s of the next day when the forecast part is.
+fn daily_to_wire(released: DailyReleased, out: &mut v1::AnalyticsMeterRelease) {
+    let DailyReleased {
+        release: r,
+        explanation_scores,
+    } = released;
+    if let Some(anomaly) = r.anomaly {
+        let mut hours: Vec<u32> = anomaly
+            .explanation
+            .iter()
+            .flat_map(|item| item.hours.iter().copied())
+            .collect();
+        hours.sort_unstable();
+        hours.dedup();
+        out.days.push(v1::DayRelease {
+            day: r.day.to_string(),
+            score: anomaly.score,
+            flagged: anomaly.flagged,
+            has_zscore: false,
+            zscore: 0.0,
+            explanation: anomaly
+                .explanation
+                .into_iter()
+                .zip(explanation_scores)
+                .map(|(item, excess)| v1::ExplanationFeature {
+                    name: item.feature,
+                    excess,
+                    text: item.text,
+                    usual_low: item.usual_low,
+                    usual_high: item.usual_high,
+                    hours: item.hours,
+                })
+                .collect(),
+            explanation_hours: hours,
+        });
+    }
+    if let Some(forecast) = r.forecast {
+        let next = r
+            .day
+            .succ_opt()
+            .unwrap_or(r.day)
+            .and_time(chrono::NaiveTime::MIN);
+        out.forecasts.extend(
+            forecast
+                .into_iter()
+                .enumerate()
+                .map(|(h, kwh)| v1::HourForecast {
+                    hour: SlotPeriod::Hour.label(next, h),
+                    kwh,
+                }),
+        );
     }
 }
 

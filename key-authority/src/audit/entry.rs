@@ -114,6 +114,8 @@ impl RequestKind {
     pub const FORECAST: RequestKind = RequestKind(Cow::Borrowed("forecast"));
     /// Release of an anomaly score.
     pub const ANOMALY: RequestKind = RequestKind(Cow::Borrowed("anomaly"));
+    /// Release of one home-day of the daily lane (next-day forecast and anomaly score).
+    pub const DAILY: RequestKind = RequestKind(Cow::Borrowed("daily"));
 
     /// A kind with the given name.
     ///

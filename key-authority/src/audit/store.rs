@@ -367,7 +367,7 @@ impl AuditLog {
 
     /// Makes verification cross-check the release tables against the chain (see
     /// [`AuditLog::verify`]). [`AuditLog::open_anchored`] turns it on: in the key authority,
-    /// every granted `bill`, `forecast` or `anomaly` entry is written with its release rows.
+    /// every granted `bill`, `forecast`, `anomaly` or `daily` entry is written with its release rows.
     pub fn bind_releases(&self, on: bool) {
         self.releases_bound
             .store(on, std::sync::atomic::Ordering::Relaxed);
@@ -796,7 +796,7 @@ impl AuditLog {
         }
         for (table, kinds, period_matches) in [
             ("releases", "('bill')", "AND r.period = e.period"),
-            ("analytics_releases", "('forecast', 'anomaly')", ""),
+            ("analytics_releases", "('forecast', 'anomaly', 'daily')", ""),
         ] {
             let sql = format!(
                 "SELECT e.seq, e.request_kind, e.meter_id, e.period FROM audit_entries e \

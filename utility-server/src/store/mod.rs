@@ -56,6 +56,7 @@ use sqlx::{Any, AnyPool, Row as _, Transaction};
 use crate::batch::{Batch, BatchNoisePlan, MeterId, Period, utc_from_micros, utc_rfc3339};
 
 mod analytics_inputs;
+mod daily;
 mod group_totals;
 #[cfg(test)]
 mod tests;
@@ -63,6 +64,7 @@ mod tests;
 pub use analytics_inputs::{
     AnalyticsInput, InputHeader, InputOutcome, InputStatus, StoredInput, decide_input,
 };
+pub use daily::{DailyAnomaly, DailyFilter, DailyForecast, GroupHourTotal};
 pub use group_totals::{
     GroupTotal, GroupWindow, MAX_WINDOW_PAGE_SIZE, PlanCount, RecordOutcome, WindowBatch,
 };

@@ -920,6 +920,131 @@ async fn group_totals_are_recorded_once_and_read_by_range(db: &TestDb) {
     );
 }
 
+async fn daily_releases_are_stored_with_their_decisions_and_summed_per_group(db: &TestDb) {
+    let store = db.open().await;
+    let model = "cd".repeat(32);
+    let daily_input = |meter: &str, block: u32, group: u32| AnalyticsInput {
+        header: InputHeader {
+            kind: "daily".into(),
+            meter_id: meter.into(),
+            input_id: "daily-2024-03-12".into(),
+            model_blake3: model.clone(),
+            slot_offset: block * 512,
+            slot_count: 512,
+            first_period: "2024-03-12".into(),
+            group,
+        },
+        ciphertexts: vec![vec![block as u8; 64]],
+    };
+    let inputs = [
+        daily_input("a", 0, 0),
+        daily_input("b", 1, 0),
+        daily_input("c", 0, 1),
+    ];
+    for input in &inputs {
+        store.insert_analytics_input(input).await.expect("insert");
+    }
+    let forecast = |meter: &str, hour: u32, milli: i64, group: u32| DailyForecast {
+        meter_id: meter.into(),
+        hour: format!("2024-03-13T{hour:02}:00"),
+        model_blake3: model.clone(),
+        kwh_milli: milli,
+        input_day: "2024-03-12".into(),
+        group,
+        audit_seq: 9,
+    };
+    let forecasts = vec![
+        forecast("a", 0, 100, 0),
+        forecast("a", 1, 150, 0),
+        forecast("b", 0, 250, 0),
+        forecast("c", 0, 1_000, 1),
+    ];
+    let anomalies = vec![DailyAnomaly {
+        meter_id: "a".into(),
+        day: "2024-03-12".into(),
+        model_blake3: model.clone(),
+        score_milli: 812,
+        flagged: true,
+        explanation: Some(r#"{"features":[]}"#.into()),
+        group: 0,
+        audit_seq: 9,
+    }];
+    let decisions = vec![
+        (
+            inputs[0].header.clone(),
+            InputStatus::Released { audit_seq: 9 },
+        ),
+        (
+            inputs[1].header.clone(),
+            InputStatus::Released { audit_seq: 9 },
+        ),
+        (
+            inputs[2].header.clone(),
+            InputStatus::Released { audit_seq: 9 },
+        ),
+    ];
+    assert_eq!(
+        store
+            .record_daily_release(&decisions, &forecasts, &anomalies)
+            .await
+            .expect("record"),
+        (4, 1)
+    );
+    // The same rows again (a rerun after a crash between release and answer) are kept once.
+    assert_eq!(
+        store
+            .record_daily_release(&[], &forecasts, &anomalies)
+            .await
+            .expect("record again"),
+        (0, 0)
+    );
+    let all = DailyFilter::default();
+    assert_eq!(
+        store.daily_forecasts(all).await.expect("forecasts"),
+        forecasts
+    );
+    assert_eq!(
+        store.daily_anomalies(all).await.expect("anomalies"),
+        anomalies
+    );
+    let totals = store.daily_forecast_totals(all).await.expect("totals");
+    let totals: Vec<(u32, &str, u64, i64)> = totals
+        .iter()
+        .map(|t| (t.group, t.hour.as_str(), t.homes, t.kwh_milli))
+        .collect();
+    assert_eq!(
+        totals,
+        vec![
+            (0, "2024-03-13T00:00", 2, 350),
+            (0, "2024-03-13T01:00", 1, 150),
+            (1, "2024-03-13T00:00", 1, 1_000),
+        ]
+    );
+    let other_day = DailyFilter {
+        input_day: Some("2024-03-13"),
+        model_blake3: None,
+    };
+    assert!(
+        store
+            .daily_forecasts(other_day)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    assert!(
+        store
+            .daily_anomalies(other_day)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    let statuses = store
+        .analytics_inputs("daily", &model, Some("released"))
+        .await
+        .expect("released");
+    assert_eq!(statuses.len(), 3);
+}
+
 /// Generates each test of the suite once per backend.
 macro_rules! storage_suite {
     ($($name:ident),* $(,)?) => {
@@ -957,6 +1082,7 @@ storage_suite!(
     analytics_inputs_are_stored_once_and_decided_once,
     noise_plans_round_trip_and_are_read_by_window,
     group_totals_are_recorded_once_and_read_by_range,
+    daily_releases_are_stored_with_their_decisions_and_summed_per_group,
 );
 
 #[test]

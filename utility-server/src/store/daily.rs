@@ -1,0 +1,275 @@
+//! What the key authority released for the `daily` computation: `daily_forecasts` (the next
+//! day's hours per meter, whole milli-kWh) and `daily_anomalies` (the day's score in
+//! thousandths, the flag and a flagged day's explanation as JSON). Written by
+//! [`Store::record_daily_release`] in one transaction with the decisions on the inputs the
+//! release answers, so a crash leaves both or neither.
+
+use chrono::Utc;
+use serde::Serialize;
+use sqlx::Row as _;
+
+use super::{
+    InputHeader, InputStatus, Store, StoreError, decide_input, from_db, query_error, to_db,
+};
+
+/// One released forecast hour.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DailyForecast {
+    /// The meter.
+    pub meter_id: String,
+    /// The forecast hour, `YYYY-MM-DDTHH:00`.
+    pub hour: String,
+    /// BLAKE3 (hex) of the model file.
+    pub model_blake3: String,
+    /// The forecast energy, milli-kWh (the key authority rounds to 0.001 kWh).
+    pub kwh_milli: i64,
+    /// The day whose input produced it (the forecast is of the next day).
+    pub input_day: String,
+    /// The input's evaluation group.
+    pub group: u32,
+    /// The audit entry that granted it.
+    pub audit_seq: u64,
+}
+
+/// One released anomaly result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DailyAnomaly {
+    /// The meter.
+    pub meter_id: String,
+    /// The day scored, `YYYY-MM-DD`.
+    pub day: String,
+    /// BLAKE3 (hex) of the model file.
+    pub model_blake3: String,
+    /// The score in thousandths (the key authority rounds to 0.001).
+    pub score_milli: i64,
+    /// Whether the score reached the model's threshold.
+    pub flagged: bool,
+    /// Flagged days only: the explanation as JSON.
+    pub explanation: Option<String>,
+    /// The input's evaluation group.
+    pub group: u32,
+    /// The audit entry that granted it.
+    pub audit_seq: u64,
+}
+
+/// The sum of the released forecasts of one evaluation group in one hour.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupHourTotal {
+    /// The evaluation group.
+    pub group: u32,
+    /// The hour, `YYYY-MM-DDTHH:00`.
+    pub hour: String,
+    /// Homes with a released forecast for the hour.
+    pub homes: u64,
+    /// The sum of their forecasts, milli-kWh.
+    pub kwh_milli: i64,
+}
+
+/// Which stored results to read: the inputs of one day (`YYYY-MM-DD`, the day the meters
+/// prepared; their forecasts are of the next day) and one model, each `None` for all.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DailyFilter<'a> {
+    /// The input day.
+    pub input_day: Option<&'a str>,
+    /// The model's BLAKE3 (hex).
+    pub model_blake3: Option<&'a str>,
+}
+
+fn small(table: &'static str, column: &str, value: i64) -> Result<u32, StoreError> {
+    u32::try_from(from_db(table, column, value)?).map_err(|_| StoreError::Corrupt {
+        table,
+        reason: format!("{column} {value} out of range"),
+    })
+}
+
+impl Store {
+    /// Stores one release's forecasts and anomaly results and, in the same transaction, the
+    /// decisions on the inputs it answers. A row stored before (the same meter, hour or day
+    /// and model) is kept as it is. Returns the forecast hours and anomaly days stored.
+    ///
+    /// # Errors
+    /// When the database fails; nothing is stored then.
+    #[tracing::instrument(
+        name = "store.record_daily_release",
+        skip_all,
+        fields(decisions = decisions.len(), forecasts = forecasts.len(), anomalies = anomalies.len())
+    )]
+    pub async fn record_daily_release(
+        &self,
+        decisions: &[(InputHeader, InputStatus)],
+        forecasts: &[DailyForecast],
+        anomalies: &[DailyAnomaly],
+    ) -> Result<(usize, usize), StoreError> {
+        let now = Utc::now().timestamp_micros();
+        let mut tx = self.begin_write().await?;
+        for (header, status) in decisions {
+            decide_input(&mut tx, header, status).await?;
+        }
+        let mut hours = 0;
+        for f in forecasts {
+            let done = sqlx::query(
+                "INSERT INTO daily_forecasts (meter_id, hour, model_blake3, kwh_milli, \
+                 input_day, input_group, audit_seq, released_at_us) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (meter_id, hour, model_blake3) DO NOTHING",
+            )
+            .bind(f.meter_id.as_str())
+            .bind(f.hour.as_str())
+            .bind(f.model_blake3.as_str())
+            .bind(f.kwh_milli)
+            .bind(f.input_day.as_str())
+            .bind(i64::from(f.group))
+            .bind(to_db(f.audit_seq))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("storing a daily forecast"))?;
+            hours += usize::try_from(done.rows_affected()).unwrap_or(0);
+        }
+        let mut days = 0;
+        for a in anomalies {
+            let done = sqlx::query(
+                "INSERT INTO daily_anomalies (meter_id, day, model_blake3, score_milli, \
+                 flagged, explanation, input_group, audit_seq, released_at_us) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (meter_id, day, model_blake3) DO NOTHING",
+            )
+            .bind(a.meter_id.as_str())
+            .bind(a.day.as_str())
+            .bind(a.model_blake3.as_str())
+            .bind(a.score_milli)
+            .bind(i64::from(a.flagged))
+            .bind(a.explanation.as_deref())
+            .bind(i64::from(a.group))
+            .bind(to_db(a.audit_seq))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("storing a daily anomaly result"))?;
+            days += usize::try_from(done.rows_affected()).unwrap_or(0);
+        }
+        tx.commit()
+            .await
+            .map_err(query_error("committing a daily release"))?;
+        Ok((hours, days))
+    }
+
+    /// The stored forecasts matching `filter`, in (input day, group, meter, hour) order.
+    ///
+    /// # Errors
+    /// When the database fails or a row is corrupt.
+    pub async fn daily_forecasts(
+        &self,
+        filter: DailyFilter<'_>,
+    ) -> Result<Vec<DailyForecast>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT meter_id, hour, model_blake3, kwh_milli, input_day, input_group, audit_seq \
+             FROM daily_forecasts WHERE ($1 = '' OR input_day = $1) \
+             AND ($2 = '' OR model_blake3 = $2) \
+             ORDER BY input_day, input_group, meter_id, hour",
+        )
+        .bind(filter.input_day.unwrap_or(""))
+        .bind(filter.model_blake3.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("listing daily forecasts"))?;
+        let get = query_error("reading a daily forecast");
+        rows.iter()
+            .map(|row| {
+                Ok(DailyForecast {
+                    meter_id: row.try_get("meter_id").map_err(get)?,
+                    hour: row.try_get("hour").map_err(get)?,
+                    model_blake3: row.try_get("model_blake3").map_err(get)?,
+                    kwh_milli: row.try_get("kwh_milli").map_err(get)?,
+                    input_day: row.try_get("input_day").map_err(get)?,
+                    group: small(
+                        "daily_forecasts",
+                        "input_group",
+                        row.try_get("input_group").map_err(get)?,
+                    )?,
+                    audit_seq: from_db(
+                        "daily_forecasts",
+                        "audit_seq",
+                        row.try_get("audit_seq").map_err(get)?,
+                    )?,
+                })
+            })
+            .collect()
+    }
+
+    /// The stored anomaly results matching `filter` (the input day is the day scored), in
+    /// (day, meter) order.
+    ///
+    /// # Errors
+    /// When the database fails or a row is corrupt.
+    pub async fn daily_anomalies(
+        &self,
+        filter: DailyFilter<'_>,
+    ) -> Result<Vec<DailyAnomaly>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT meter_id, day, model_blake3, score_milli, flagged, explanation, \
+             input_group, audit_seq FROM daily_anomalies WHERE ($1 = '' OR day = $1) \
+             AND ($2 = '' OR model_blake3 = $2) ORDER BY day, meter_id, model_blake3",
+        )
+        .bind(filter.input_day.unwrap_or(""))
+        .bind(filter.model_blake3.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("listing daily anomaly results"))?;
+        let get = query_error("reading a daily anomaly result");
+        rows.iter()
+            .map(|row| {
+                let flagged: i64 = row.try_get("flagged").map_err(get)?;
+                Ok(DailyAnomaly {
+                    meter_id: row.try_get("meter_id").map_err(get)?,
+                    day: row.try_get("day").map_err(get)?,
+                    model_blake3: row.try_get("model_blake3").map_err(get)?,
+                    score_milli: row.try_get("score_milli").map_err(get)?,
+                    flagged: flagged != 0,
+                    explanation: row.try_get("explanation").map_err(get)?,
+                    group: small(
+                        "daily_anomalies",
+                        "input_group",
+                        row.try_get("input_group").map_err(get)?,
+                    )?,
+                    audit_seq: from_db(
+                        "daily_anomalies",
+                        "audit_seq",
+                        row.try_get("audit_seq").map_err(get)?,
+                    )?,
+                })
+            })
+            .collect()
+    }
+
+    /// Per evaluation group and hour, the sum of the stored forecasts matching `filter`, in
+    /// (group, hour) order.
+    ///
+    /// # Errors
+    /// When the database fails or a row is corrupt.
+    pub async fn daily_forecast_totals(
+        &self,
+        filter: DailyFilter<'_>,
+    ) -> Result<Vec<GroupHourTotal>, StoreError> {
+        let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+            "SELECT input_group, hour, COUNT(*), CAST(SUM(kwh_milli) AS BIGINT) FROM daily_forecasts \
+             WHERE ($1 = '' OR input_day = $1) AND ($2 = '' OR model_blake3 = $2) \
+             GROUP BY input_group, hour ORDER BY input_group, hour",
+        )
+        .bind(filter.input_day.unwrap_or(""))
+        .bind(filter.model_blake3.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("summing daily forecasts per group"))?;
+        rows.into_iter()
+            .map(|(group, hour, homes, kwh_milli)| {
+                Ok(GroupHourTotal {
+                    group: small("daily_forecasts", "input_group", group)?,
+                    hour,
+                    homes: from_db("daily_forecasts", "count", homes)?,
+                    kwh_milli,
+                })
+            })
+            .collect()
+    }
+}
