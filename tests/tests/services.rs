@@ -116,8 +116,12 @@ async fn check_server(name: &str, env_prefix: &str, role: Role) {
     assert_eq!(info.role(), role);
     assert_eq!(info.software_version, env!("CARGO_PKG_VERSION"));
     if role == Role::KeyAuthority {
-        // The default key store holds one n = 8192 key set.
-        assert_eq!(info.ckks_parameter_set_id, "ckks1-n8192-q60-s40x2-p60");
+        // The default key store holds the billing set (n = 8192) and the daily lane's
+        // (n = 4096).
+        assert_eq!(
+            info.ckks_parameter_set_id,
+            "ckks1-n4096-q39-s29x1-p40,ckks1-n8192-q60-s40x2-p60"
+        );
     }
 
     assert_eq!(health(channel.clone(), "").await, ServingStatus::Serving);
