@@ -330,8 +330,8 @@ fn main() -> Result<()> {
                 hour_range: (lo - 0.25 * span, hi + 0.25 * span),
                 lane: Lane::Analytics {
                     epsilon: eps,
-                    sensitivity_wh: args.sensitivity_wh,
-                    readings_per_hour: 4,
+                    sensitivity_wh: Some(args.sensitivity_wh),
+                    readings_per_day: Some(4 * 24),
                 },
                 ..options.clone()
             },

@@ -61,15 +61,9 @@ pub fn hour_planes(days: &[[f64; HOURS]]) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// A per-slot output that is either encrypted or, when the model makes it the same for every
-/// day (a feature split on only at roots whose children are leaves, say), a public constant.
-#[derive(Debug)]
-pub enum EncryptedValue {
-    /// The same value in every slot, known from the model alone.
-    Public(f64),
-    /// A ciphertext (the value is its decryption).
-    Encrypted(Ciphertext),
-}
+/// A per-slot output that is either encrypted or a public constant (the one type of
+/// [`seer_core::registered`]).
+pub use seer_core::registered::EncryptedValue;
 
 /// What the circuit outputs, per slot.
 #[derive(Debug)]

@@ -31,31 +31,97 @@ use crate::step::StepApprox;
 /// Version of the model file format.
 pub const MODEL_FORMAT_VERSION: u32 = 1;
 
-/// Which lane a model scores.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "lane", rename_all = "snake_case")]
-pub enum Lane {
-    /// The exact readings. Costs no ε, but the released score and the explanation of a flagged
-    /// day are computed from exact data: the key authority's release policy is all that
-    /// protects the household.
-    Exact,
-    /// The analytics lane: readings clamped to `sensitivity_wh` with discrete Laplace noise of
-    /// scale `sensitivity_wh / epsilon` added on the meter (`seer_core::dp`). Everything
-    /// released is ε-DP by post-processing: the meter paid `epsilon` per reading when it sent
-    /// the lane — against a change of one reading; against a change of a whole day of 96
-    /// quarter-hour readings, 96·ε by sequential composition — and scoring, the flag and the
-    /// explanation cost nothing more. The price is accuracy: at the meter's defaults (Δ = 2.5
-    /// kWh per 15 minutes) even ε = 5 leaves noise of standard deviation 1.4 kWh per hour
-    /// (four readings of variance 2·(Δ/ε)² each), and the forest
-    /// (trained on the same lane) degrades accordingly (see the evaluation).
-    Analytics {
-        /// ε per reading.
-        epsilon: f64,
-        /// The clamp bound Δ of a reading, in Wh.
-        sensitivity_wh: i64,
-        /// Readings per hour on the lane (4 for 15-minute readings).
-        readings_per_hour: u32,
-    },
+/// Which lane a model scores: [`seer_core::Lane`].
+///
+/// - [`Lane::Exact`]: the exact readings. Costs no ε, but the released score and the
+///   explanation of a flagged day are computed from exact data: the key authority's release
+///   policy is all that protects the household.
+/// - [`Lane::Analytics`]: readings clamped to `sensitivity_wh` with discrete Laplace noise of
+///   scale `sensitivity_wh / epsilon` added on the meter (`seer_core::dp`). Everything
+///   released is ε-DP by post-processing: the meter paid `epsilon` per reading when it sent
+///   the lane — against a change of one reading; against a change of a whole day of 96
+///   quarter-hour readings, 96·ε by sequential composition — and scoring, the flag and the
+///   explanation cost nothing more. The price is accuracy: at the meter's defaults (Δ = 2.5
+///   kWh per 15 minutes) even ε = 5 leaves noise of standard deviation 1.4 kWh per hour
+///   (four readings of variance 2·(Δ/ε)² each), and the forest (trained on the same lane)
+///   degrades accordingly (see the evaluation). An anomaly model's analytics lane states Δ
+///   and its readings per day (a multiple of 24).
+///
+/// In a model file the lane keeps its own form (see [`lane_file`]):
+/// `{"lane":"exact"}` or `{"lane":"analytics","epsilon":…,"sensitivity_wh":…,
+/// "readings_per_hour":…}`.
+pub use seer_core::Lane;
+
+/// The model file's form of a [`Lane`], unchanged since format version 1 (so existing files
+/// load and keep their BLAKE3): tagged by `lane`, the analytics lane with ε, Δ in Wh and
+/// readings per **hour**.
+pub mod lane_file {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Lane;
+
+    /// Hours per day (readings per day = readings per hour × 24).
+    const HOURS_PER_DAY: u32 = 24;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "lane", rename_all = "snake_case")]
+    enum LaneFile {
+        Exact,
+        Analytics {
+            epsilon: f64,
+            sensitivity_wh: i64,
+            readings_per_hour: u32,
+        },
+    }
+
+    /// Writes `lane` in the file form.
+    ///
+    /// # Errors
+    /// For an analytics lane without Δ or with readings per day that are not whole readings
+    /// per hour.
+    pub fn serialize<S: Serializer>(lane: &Lane, serializer: S) -> Result<S::Ok, S::Error> {
+        let file = match *lane {
+            Lane::Exact => LaneFile::Exact,
+            Lane::Analytics {
+                epsilon,
+                sensitivity_wh: Some(sensitivity_wh),
+                readings_per_day: Some(per_day),
+            } if per_day % HOURS_PER_DAY == 0 => LaneFile::Analytics {
+                epsilon,
+                sensitivity_wh,
+                readings_per_hour: per_day / HOURS_PER_DAY,
+            },
+            Lane::Analytics { .. } => {
+                return Err(serde::ser::Error::custom(
+                    "an anomaly model's analytics lane states Δ and whole readings per hour",
+                ));
+            }
+        };
+        file.serialize(serializer)
+    }
+
+    /// Reads a lane in the file form.
+    ///
+    /// # Errors
+    /// For anything else, or readings per hour whose day overflows.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Lane, D::Error> {
+        Ok(match LaneFile::deserialize(deserializer)? {
+            LaneFile::Exact => Lane::Exact,
+            LaneFile::Analytics {
+                epsilon,
+                sensitivity_wh,
+                readings_per_hour,
+            } => Lane::Analytics {
+                epsilon,
+                sensitivity_wh: Some(sensitivity_wh),
+                readings_per_day: Some(
+                    readings_per_hour
+                        .checked_mul(HOURS_PER_DAY)
+                        .ok_or_else(|| serde::de::Error::custom("readings_per_hour overflows"))?,
+                ),
+            },
+        })
+    }
 }
 
 /// Where a model came from.
@@ -171,6 +237,7 @@ pub struct AnomalyModel {
     /// Per feature, its mean isolation credit on training days (explanations).
     pub baseline_credit: Vec<f64>,
     /// The lane scored.
+    #[serde(with = "lane_file")]
     pub lane: Lane,
     /// Provenance.
     pub meta: ModelMeta,

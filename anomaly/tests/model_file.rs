@@ -76,3 +76,34 @@ fn committed_model_scores_days_sensibly() {
     let why = model.explain(&model.score_smooth(&records[2]).isolation_credit);
     assert!(why.hours.contains(&2), "{why:?}");
 }
+
+/// The analytics lane keeps its model-file form (tag `lane`, ε, Δ in Wh, readings per hour):
+/// files written before `seer_core::Lane` load, and writing them again gives the same bytes.
+#[test]
+fn analytics_lane_keeps_its_file_form() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Holder {
+        #[serde(with = "seer_anomaly::model::lane_file")]
+        lane: Lane,
+    }
+    let text = r#"{"lane":{"lane":"analytics","epsilon":5.0,"sensitivity_wh":2500,"readings_per_hour":4}}"#;
+    let holder: Holder = serde_json::from_str(text).expect("file form");
+    assert_eq!(
+        holder.lane,
+        Lane::Analytics {
+            epsilon: 5.0,
+            sensitivity_wh: Some(2500),
+            readings_per_day: Some(96),
+        }
+    );
+    assert_eq!(serde_json::to_string(&holder).expect("writes"), text);
+    let exact = r#"{"lane":{"lane":"exact"}}"#;
+    let holder: Holder = serde_json::from_str(exact).expect("file form");
+    assert_eq!(holder.lane, Lane::Exact);
+    assert_eq!(serde_json::to_string(&holder).expect("writes"), exact);
+    // A lane the file form cannot state is refused rather than written differently.
+    let partial = Holder {
+        lane: Lane::analytics(1.0),
+    };
+    assert!(serde_json::to_string(&partial).is_err());
+}

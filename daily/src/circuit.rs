@@ -13,8 +13,15 @@
 //!
 //! Cost per meter-day: at most 15 rotations and 16 plaintext products at n = 4096.
 //! The plaintext twin is [`DailyModel::evaluate_plain`]; `tests/encrypted.rs` compares them.
+//!
+//! [`evaluate`] encodes each weight plaintext for each product. A [`PreparedCircuit`] (built
+//! once per model and kept by the caller across requests) encodes each (row, block) plaintext
+//! once, on the first ciphertext that needs it, and reuses it: its output is byte for byte
+//! [`evaluate`]'s (`tests/prepared.rs`), so the utility and the key authority may use either.
 
-use seer_ckks::{Ciphertext, Encryptor, Evaluator};
+use std::sync::OnceLock;
+
+use seer_ckks::{Ciphertext, Encryptor, Evaluator, Level, Plaintext};
 
 use crate::error::DailyError;
 use crate::layout::{BLOCK, BLOCKS_PER_CIPHERTEXT, COLUMNS, ROWS, SLOTS, block_offset, row_step};
@@ -95,6 +102,65 @@ pub fn evaluate(
     evaluator: &Evaluator,
     meters: &[(usize, &Ciphertext)],
 ) -> Result<Ciphertext, DailyError> {
+    check_meters(evaluator, meters)?;
+    let rows = active_rows(model);
+    let mut acc: Option<Ciphertext> = None;
+    for (block, ct) in meters {
+        let offset = block_offset(*block);
+        for &r in &rows {
+            let product = rotated_row(evaluator, ct, r, |rotated| {
+                evaluator.multiply_plain_without_rescale(rotated, &row_values(model, r, offset))
+            })?;
+            accumulate(evaluator, &mut acc, product)?;
+        }
+    }
+    finish(evaluator, acc)
+}
+
+/// The full slot vector of row `r`'s weights at row 0 of the block at `offset`, zero elsewhere.
+fn row_values(model: &DailyModel, r: usize, offset: usize) -> Vec<f64> {
+    let mut plain = vec![0.0; SLOTS];
+    for c in 0..COLUMNS {
+        plain[offset + c] = model.weight(r, c);
+    }
+    plain
+}
+
+/// `multiply(ct rotated left by row r's step)`, without a rotation for row 0.
+fn rotated_row(
+    evaluator: &Evaluator,
+    ct: &Ciphertext,
+    r: usize,
+    multiply: impl FnOnce(&Ciphertext) -> Result<Ciphertext, seer_ckks::CkksError>,
+) -> Result<Ciphertext, DailyError> {
+    Ok(if r == 0 {
+        multiply(ct)?
+    } else {
+        multiply(&evaluator.rotate(ct, row_step(r))?)?
+    })
+}
+
+fn accumulate(
+    evaluator: &Evaluator,
+    acc: &mut Option<Ciphertext>,
+    product: Ciphertext,
+) -> Result<(), DailyError> {
+    match acc.as_mut() {
+        None => *acc = Some(product),
+        Some(sum) => evaluator.add_assign(sum, &product)?,
+    }
+    Ok(())
+}
+
+fn finish(evaluator: &Evaluator, acc: Option<Ciphertext>) -> Result<Ciphertext, DailyError> {
+    let sum = acc.ok_or_else(|| DailyError::InvalidInput {
+        reason: "the model has no non-zero weight".to_owned(),
+    })?;
+    Ok(evaluator.rescale(&sum)?)
+}
+
+/// What [`evaluate`] checks of its evaluator and meters.
+fn check_meters(evaluator: &Evaluator, meters: &[(usize, &Ciphertext)]) -> Result<(), DailyError> {
     let ctx = evaluator.context();
     if ctx.parameter_set() != crate::PARAMETERS {
         return Err(DailyError::InvalidInput {
@@ -127,31 +193,171 @@ pub fn evaluate(
             });
         }
     }
-    let rows = active_rows(model);
-    let mut acc: Option<Ciphertext> = None;
-    for (block, ct) in meters {
-        let offset = block_offset(*block);
-        for &r in &rows {
-            let mut plain = vec![0.0; SLOTS];
-            for c in 0..COLUMNS {
-                plain[offset + c] = model.weight(r, c);
-            }
-            let product = if r == 0 {
-                evaluator.multiply_plain_without_rescale(ct, &plain)?
+    Ok(())
+}
+
+/// A model's `daily` circuit with its weight plaintexts encoded once per block and reused
+/// across requests: [`evaluate`](Self::evaluate) gives byte for byte what the free
+/// [`evaluate`](fn@evaluate) gives for the same model and meters, without encoding a
+/// plaintext per product.
+///
+/// Each block's plaintexts (one per active row) are encoded on the first evaluation that has a
+/// meter at that block, for a fresh ciphertext's level and scale ([`crate::PARAMETERS`]'s top
+/// level and canonical scale: every meter's input). A ciphertext at another level or scale is
+/// evaluated as [`evaluate`](fn@evaluate) does it (encoding per product), so the result never
+/// depends on which request came first. `Send + Sync`: one instance serves every thread.
+#[derive(Debug)]
+pub struct PreparedCircuit {
+    /// The active rows and their weights (row 0 of a block, `COLUMNS` values).
+    rows: Vec<(usize, [f64; COLUMNS])>,
+    /// Per block, the encoded plaintexts of `rows`, in order.
+    blocks: [OnceLock<Vec<Plaintext>>; BLOCKS_PER_CIPHERTEXT],
+}
+
+impl PreparedCircuit {
+    /// The circuit of `model` (nothing is encoded yet).
+    #[must_use]
+    pub fn new(model: &DailyModel) -> Self {
+        let rows = active_rows(model)
+            .into_iter()
+            .map(|r| {
+                let mut w = [0.0; COLUMNS];
+                for (c, v) in w.iter_mut().enumerate() {
+                    *v = model.weight(r, c);
+                }
+                (r, w)
+            })
+            .collect();
+        Self {
+            rows,
+            blocks: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Whether this is `model`'s circuit (the same active rows with the same weights, bit for
+    /// bit): the cache key of [`CircuitCache`].
+    #[must_use]
+    pub fn is_for(&self, model: &DailyModel) -> bool {
+        let rows = active_rows(model);
+        rows.len() == self.rows.len()
+            && rows.iter().zip(&self.rows).all(|(r, (mine, w))| {
+                r == mine
+                    && w.iter()
+                        .enumerate()
+                        .all(|(c, v)| v.to_bits() == model.weight(*r, c).to_bits())
+            })
+    }
+
+    /// Blocks whose plaintexts are encoded so far.
+    #[must_use]
+    pub fn encoded_blocks(&self) -> usize {
+        self.blocks.iter().filter(|b| b.get().is_some()).count()
+    }
+
+    fn values(&self, weights: &[f64; COLUMNS], offset: usize) -> Vec<f64> {
+        let mut plain = vec![0.0; SLOTS];
+        plain[offset..offset + COLUMNS].copy_from_slice(weights);
+        plain
+    }
+
+    /// Block `block`'s plaintexts for ciphertexts like `like` (a fresh one), encoded now if
+    /// no evaluation encoded them yet.
+    fn operands(
+        &self,
+        evaluator: &Evaluator,
+        block: usize,
+        like: &Ciphertext,
+    ) -> Result<&[Plaintext], DailyError> {
+        let cell = &self.blocks[block];
+        if let Some(done) = cell.get() {
+            return Ok(done);
+        }
+        let offset = block_offset(block);
+        let encoded = self
+            .rows
+            .iter()
+            .map(|(_, w)| evaluator.encode_operand(&self.values(w, offset), like))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Another thread may have set it meanwhile: both encoded the same plaintexts.
+        Ok(cell.get_or_init(|| encoded))
+    }
+
+    /// Evaluates the circuit over the meters' ciphertexts, each with its block: the same
+    /// checks, operations and order as [`evaluate`](fn@evaluate), hence the same output bytes.
+    /// Blocking and CPU-bound.
+    ///
+    /// # Errors
+    /// As [`evaluate`](fn@evaluate).
+    pub fn evaluate(
+        &self,
+        evaluator: &Evaluator,
+        meters: &[(usize, &Ciphertext)],
+    ) -> Result<Ciphertext, DailyError> {
+        check_meters(evaluator, meters)?;
+        let ctx = evaluator.context();
+        let fresh = (ctx.top_level(), ctx.canonical_scale(ctx.top_level())?);
+        let mut acc: Option<Ciphertext> = None;
+        for (block, ct) in meters {
+            let offset = block_offset(*block);
+            if is_like(ct, fresh)? {
+                let operands = self.operands(evaluator, *block, ct)?;
+                for ((r, _), p) in self.rows.iter().zip(operands) {
+                    let product = rotated_row(evaluator, ct, *r, |rotated| {
+                        evaluator.multiply_plaintext_without_rescale(rotated, p)
+                    })?;
+                    accumulate(evaluator, &mut acc, product)?;
+                }
             } else {
-                let rotated = evaluator.rotate(ct, row_step(r))?;
-                evaluator.multiply_plain_without_rescale(&rotated, &plain)?
-            };
-            match acc.as_mut() {
-                None => acc = Some(product),
-                Some(sum) => evaluator.add_assign(sum, &product)?,
+                for (r, w) in &self.rows {
+                    let product = rotated_row(evaluator, ct, *r, |rotated| {
+                        evaluator.multiply_plain_without_rescale(rotated, &self.values(w, offset))
+                    })?;
+                    accumulate(evaluator, &mut acc, product)?;
+                }
+            }
+        }
+        finish(evaluator, acc)
+    }
+}
+
+/// Whether `ct` has exactly the level and scale `fresh`.
+fn is_like(ct: &Ciphertext, fresh: (Level, f64)) -> Result<bool, DailyError> {
+    Ok(ct.level() == fresh.0 && ct.scale()?.to_bits() == fresh.1.to_bits())
+}
+
+/// A caller's cache of one [`PreparedCircuit`], for code that is handed a `&DailyModel` per
+/// call (the utility's job evaluates one registered model per run): [`get`](Self::get) returns
+/// the prepared circuit of the model, preparing it again only when the model changes. `const`
+/// constructible (a `static`), `Send + Sync`.
+#[derive(Debug, Default)]
+pub struct CircuitCache {
+    slot: std::sync::Mutex<Option<std::sync::Arc<PreparedCircuit>>>,
+}
+
+impl CircuitCache {
+    /// An empty cache.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            slot: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The prepared circuit of `model` (kept for the next call).
+    pub fn get(&self, model: &DailyModel) -> std::sync::Arc<PreparedCircuit> {
+        let mut slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot.as_ref() {
+            Some(prepared) if prepared.is_for(model) => std::sync::Arc::clone(prepared),
+            _ => {
+                let prepared = std::sync::Arc::new(PreparedCircuit::new(model));
+                *slot = Some(std::sync::Arc::clone(&prepared));
+                prepared
             }
         }
     }
-    let sum = acc.ok_or_else(|| DailyError::InvalidInput {
-        reason: "the model has no non-zero weight".to_owned(),
-    })?;
-    Ok(evaluator.rescale(&sum)?)
 }
 
 /// The [`COLUMNS`] outputs of block `block` (its row 0) from a decrypted output.

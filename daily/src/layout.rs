@@ -14,6 +14,8 @@
 
 use std::ops::Range;
 
+use seer_core::SlotBlock;
+
 /// Rows of a block (inputs per output).
 pub const ROWS: usize = 16;
 /// Columns of a block (outputs per meter-day).
@@ -45,6 +47,23 @@ pub const fn block_offset(block: usize) -> usize {
     block * BLOCK
 }
 
+/// The slots of block `block` ([`BLOCK`] of them from [`block_offset`]).
+#[must_use]
+pub const fn slot_block(block: usize) -> SlotBlock {
+    SlotBlock::new(block_offset(block), BLOCK)
+}
+
+/// The daily block that `block` is, if any: [`BLOCK`] slots starting at a multiple of
+/// [`BLOCK`] below [`SLOTS`]; its index.
+#[must_use]
+pub const fn block_index(block: &SlotBlock) -> Option<usize> {
+    if block.count == BLOCK && block.offset.is_multiple_of(BLOCK) && block.offset < SLOTS {
+        Some(block.offset / BLOCK)
+    } else {
+        None
+    }
+}
+
 /// The rotation (left, in slots) that brings row `row` of every block to its row 0.
 #[must_use]
 pub const fn row_step(row: usize) -> i64 {
@@ -66,6 +85,21 @@ pub fn decode_presence(value: f64) -> Option<(bool, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn daily_blocks_are_whole_aligned_blocks() {
+        for b in 0..BLOCKS_PER_CIPHERTEXT {
+            assert_eq!(block_index(&slot_block(b)), Some(b));
+        }
+        for bad in [
+            SlotBlock::new(0, BLOCK - 1),
+            SlotBlock::new(1, BLOCK),
+            SlotBlock::new(SLOTS, BLOCK),
+            SlotBlock::new(0, 2 * BLOCK),
+        ] {
+            assert_eq!(block_index(&bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn the_block_fits_the_ciphertext() {

@@ -23,6 +23,8 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use seer_core::Refusal;
+
 use crate::error::DailyError;
 use crate::features::{AnomalyInput, ForecastInput, anomaly_values, forecast_inputs};
 use crate::history::HomeHistory;
@@ -460,25 +462,31 @@ impl DailyModel {
     /// flagged day.
     ///
     /// # Errors
-    /// The refusal reason when the outputs are implausible: not [`COLUMNS`] finite values, a
-    /// presence code other than 0–3, a forecast beyond ± [`ForecastSpec::limit_kwh`], a
-    /// feature output that is no bin's weight (a block that is not one-hot), a part the meter
-    /// said it left empty that is not (near) zero. The key authority refuses the meter-day.
-    pub fn release(&self, day: NaiveDate, outputs: &[f64]) -> Result<DailyRelease, String> {
+    /// [`Refusal::ImplausibleOutput`] when the outputs are implausible: not [`COLUMNS`] finite
+    /// values, a presence code other than 0–3, a forecast beyond ± [`ForecastSpec::limit_kwh`],
+    /// a feature output that is no bin's weight (a block that is not one-hot), a part the meter
+    /// said it left empty that is not (near) zero. The key authority refuses the meter-day; the
+    /// reason names the output but never its decrypted value (it goes into the audit log and
+    /// the utility's response).
+    pub fn release(&self, day: NaiveDate, outputs: &[f64]) -> Result<DailyRelease, Refusal> {
+        let implausible = |reason: String| Refusal::ImplausibleOutput { reason };
         if outputs.len() != COLUMNS {
-            return Err(format!("{} outputs; expected {COLUMNS}", outputs.len()));
+            return Err(implausible(format!(
+                "{} outputs; expected {COLUMNS}",
+                outputs.len()
+            )));
         }
         if let Some(c) = outputs.iter().position(|v| !v.is_finite()) {
-            return Err(format!("output {c} is not finite"));
+            return Err(implausible(format!("output {c} is not finite")));
         }
         let (has_forecast, has_anomaly) = decode_presence(outputs[PRESENCE_COLUMN])
-            .ok_or_else(|| format!("presence code {:.4} is not 0–3", outputs[PRESENCE_COLUMN]))?;
-        let empty = |columns: std::ops::Range<usize>, what: &str| -> Result<(), String> {
+            .ok_or_else(|| implausible("the presence code is not 0–3".to_owned()))?;
+        let empty = |columns: std::ops::Range<usize>, what: &str| -> Result<(), Refusal> {
             match columns
                 .clone()
                 .find(|c| outputs[*c].abs() > OUTPUT_TOLERANCE)
             {
-                Some(c) => Err(format!("output {c} is {:.4} in the {what}", outputs[c])),
+                Some(c) => Err(implausible(format!("output {c} is not zero in the {what}"))),
                 None => Ok(()),
             }
         };
@@ -488,9 +496,9 @@ impl DailyModel {
             for c in FORECAST_COLUMNS {
                 let v = outputs[c];
                 if v.abs() > limit {
-                    return Err(format!(
-                        "forecast hour {c} is {v:.3} kWh, beyond ±{limit:.3}"
-                    ));
+                    return Err(implausible(format!(
+                        "forecast hour {c} is beyond ±{limit:.3} kWh"
+                    )));
                 }
                 let r = round_to(v, QUANTUM);
                 hours.push(if r > 0.0 { r } else { 0.0 });
@@ -510,10 +518,10 @@ impl DailyModel {
             for f in 0..n {
                 let v = outputs[ANOMALY_COLUMNS.start + f];
                 let bin = self.bin_of_output(f, v).ok_or_else(|| {
-                    format!(
-                        "feature {} output {v:.4} is no bin's weight (not one-hot)",
+                    implausible(format!(
+                        "feature {} output is no bin's weight (not one-hot)",
                         self.anomaly.features[f].name
-                    )
+                    ))
                 })?;
                 bins.push(bin);
             }
@@ -765,8 +773,15 @@ mod tests {
         values[slot(0, c)] = 0.5;
         values[slot(7, c)] = 0.5;
         let bad = DailyInput::try_new(day(50), values).unwrap();
-        let err = m.release(day(50), &m.evaluate_plain(&bad)).unwrap_err();
+        let err = m
+            .release(day(50), &m.evaluate_plain(&bad))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not one-hot"), "{err}");
+        assert!(
+            !err.contains("0.5"),
+            "the refusal names no decrypted value: {err}"
+        );
         // Bad presence codes, absent parts that are not empty, implausible forecasts.
         let mut o = out;
         o[PRESENCE_COLUMN] = 1.5;
@@ -776,6 +791,7 @@ mod tests {
         assert!(
             m.release(day(50), &o)
                 .unwrap_err()
+                .to_string()
                 .contains("absent forecast")
         );
         let mut o = out;

@@ -90,28 +90,12 @@ pub const FORECAST_QUANTUM: f64 = 0.001;
 /// (see [`RegisteredForecast::input_range`]).
 pub const INPUT_RANGE_STDS: f64 = 12.0;
 
-/// The lane a model forecasts from.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum ForecastLane {
-    /// Exact hourly energy (no differential privacy).
-    Exact,
-    /// The analytics lane at ε per 15-minute reading.
-    Analytics {
-        /// ε per reading the model was trained at.
-        epsilon: f64,
-    },
-}
+/// The lane a model forecasts from (exact hourly energy, or the analytics lane at ε per
+/// 15-minute reading): the one lane type of SEER.
+pub use seer_core::Lane;
 
-impl ForecastLane {
-    /// `exact` or `analytics`, as in receipts.
-    #[must_use]
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ForecastLane::Exact => "exact",
-            ForecastLane::Analytics { .. } => "analytics",
-        }
-    }
-}
+/// Readings per day of the analytics lane the ε models were trained on (15-minute readings).
+pub const READINGS_PER_DAY: u32 = 96;
 
 /// The model of the registered computation.
 #[derive(Clone, Debug)]
@@ -137,10 +121,14 @@ impl RegisteredForecast {
 
     /// The lane the model was trained on (its metadata's ε).
     #[must_use]
-    pub fn lane(&self) -> ForecastLane {
+    pub fn lane(&self) -> Lane {
         match self.model.meta.epsilon {
-            Some(epsilon) => ForecastLane::Analytics { epsilon },
-            None => ForecastLane::Exact,
+            Some(epsilon) => Lane::Analytics {
+                epsilon,
+                sensitivity_wh: self.model.meta.sensitivity_wh,
+                readings_per_day: Some(READINGS_PER_DAY),
+            },
+            None => Lane::Exact,
         }
     }
 
@@ -178,22 +166,22 @@ impl RegisteredForecast {
         let (mean, std) = (self.model.normalization.mean, self.model.normalization.std);
         let hi = mean + INPUT_RANGE_STDS * std;
         match self.lane() {
-            ForecastLane::Exact => (0.0, hi),
-            ForecastLane::Analytics { .. } => ((mean - INPUT_RANGE_STDS * std).min(0.0), hi),
+            Lane::Exact => (0.0, hi),
+            Lane::Analytics { .. } => ((mean - INPUT_RANGE_STDS * std).min(0.0), hi),
         }
     }
 
     /// The block positions released for a block of `count` hours on `lane` (see the
     /// [module docs](self)); empty when the block is too short.
     #[must_use]
-    pub fn released_positions(&self, lane: ForecastLane, count: usize) -> Range<usize> {
+    pub fn released_positions(&self, lane: Lane, count: usize) -> Range<usize> {
         let horizon = self.model.horizon();
         if count < HISTORY + horizon {
             return count..count;
         }
         match lane {
-            ForecastLane::Exact => count - horizon..count,
-            ForecastLane::Analytics { .. } => HISTORY..count,
+            Lane::Exact => count - horizon..count,
+            Lane::Analytics { .. } => HISTORY..count,
         }
     }
 
@@ -205,16 +193,16 @@ impl RegisteredForecast {
         let midnight = day.and_time(chrono::NaiveTime::MIN);
         let hours = self.window_hours();
         let first_hour = match self.lane() {
-            ForecastLane::Exact => midnight - TimeDelta::hours(hours as i64),
-            ForecastLane::Analytics { .. } => midnight - TimeDelta::hours(HISTORY as i64),
+            Lane::Exact => midnight - TimeDelta::hours(hours as i64),
+            Lane::Analytics { .. } => midnight - TimeDelta::hours(HISTORY as i64),
         };
         DayWindow { first_hour, hours }
     }
 
     fn window_hours(&self) -> usize {
         match self.lane() {
-            ForecastLane::Exact => EXACT_WINDOW_DAYS * 24,
-            ForecastLane::Analytics { .. } => HISTORY + 24 - self.model.horizon().min(24),
+            Lane::Exact => EXACT_WINDOW_DAYS * 24,
+            Lane::Analytics { .. } => HISTORY + 24 - self.model.horizon().min(24),
         }
     }
 
@@ -289,21 +277,18 @@ mod tests {
     #[test]
     fn released_positions_follow_the_lane() {
         let exact = registered("models/uci-lstm.json");
-        assert_eq!(exact.lane(), ForecastLane::Exact);
-        assert_eq!(exact.released_positions(ForecastLane::Exact, 400), 399..400);
+        assert_eq!(exact.lane(), Lane::Exact);
+        assert_eq!(exact.released_positions(Lane::Exact, 400), 399..400);
         assert_eq!(
-            exact.released_positions(ForecastLane::Analytics { epsilon: 1.0 }, 400),
+            exact.released_positions(Lane::analytics(1.0), 400),
             HISTORY..400
         );
-        assert!(
-            exact
-                .released_positions(ForecastLane::Exact, HISTORY)
-                .is_empty()
-        );
+        assert!(exact.released_positions(Lane::Exact, HISTORY).is_empty());
         let day = registered("models/uci-lstm-day-ahead.json");
-        assert_eq!(day.released_positions(ForecastLane::Exact, 400), 376..400);
+        assert_eq!(day.released_positions(Lane::Exact, 400), 376..400);
         let noisy = registered("models/uci-lstm-eps1.json");
-        assert_eq!(noisy.lane(), ForecastLane::Analytics { epsilon: 1.0 });
+        assert_eq!(noisy.lane().as_str(), "analytics");
+        assert_eq!(noisy.lane().epsilon(), 1.0);
     }
 
     #[test]
@@ -334,7 +319,7 @@ mod tests {
             assert!(next.iter().all(|h| !hours.contains(h)), "{path}");
             // The series never includes an hour it is released for on the exact lane.
             let w = r.day_window(day);
-            if r.lane() == ForecastLane::Exact {
+            if r.lane() == Lane::Exact {
                 assert_eq!(w.end(), midnight, "{path}");
             } else {
                 assert!(w.end() <= midnight + TimeDelta::hours(24), "{path}");

@@ -75,11 +75,13 @@ pub enum Kind {
     EnrolResponse,
     /// The meter's reading of `Keys.GetKey`'s chunks and `Ingest.Upload`'s acks.
     ClientStreams,
+    /// `Analytics.ReleaseGroupForecast`.
+    GroupForecast,
 }
 
 impl Kind {
     /// Every kind, in selector order.
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Upload,
         Kind::GetCursor,
         Kind::UploadInput,
@@ -100,6 +102,7 @@ impl Kind {
         Kind::ListEntriesResponse,
         Kind::EnrolResponse,
         Kind::ClientStreams,
+        Kind::GroupForecast,
     ];
 
     /// The selector byte of this kind (household caller).
@@ -293,12 +296,21 @@ fn unary(kind: Kind, body: &[u8], principal: &Principal) {
                 let inputs = request.inputs.len();
                 let bill = key_authority::fuzzing::bill_request(request);
                 assert_eq!(bill.inputs.len(), inputs);
-                let _ = key_authority::release::Period::try_new(&bill.period);
+                let _ = bill.period.parse::<key_authority::release::Period>();
             }
         }
         Kind::AnalyticsReceipt => {
             if let Ok(request) = v1::AnalyticsReceiptRequest::decode(body) {
                 let _ = key_authority::fuzzing::analytics_receipt(request, DEEP_SLOTS);
+            }
+        }
+        Kind::GroupForecast => {
+            if let Ok(request) = v1::GroupForecastRequest::decode(body) {
+                if let Ok(query) = key_authority::fuzzing::group_forecast_request(&request) {
+                    assert_eq!(query.group, request.group);
+                    assert_eq!(query.day.to_string(), request.day);
+                    let _ = query.scope();
+                }
             }
         }
         Kind::ListEntries => {

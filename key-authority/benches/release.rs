@@ -86,7 +86,7 @@ fn setup() -> Setup {
     // entry each (releases require it).
     let enrolment = EnrolmentStore::new(Arc::clone(&audit), key);
     let receipts = SignedReceipts::new(Arc::clone(&audit));
-    let period = Period::try_new(PERIOD).expect("period");
+    let period: Period = PERIOD.parse().expect("period");
     let started = Instant::now();
     let mut inputs = Vec::with_capacity(layout.capacity());
     let mut zstd_lanes = Vec::with_capacity(layout.capacity());
@@ -109,7 +109,7 @@ fn setup() -> Setup {
         let receipt = Receipt {
             meter_id: meter_id.clone(),
             sequence: 1,
-            period: period.clone(),
+            period,
             billing_digest: *blake3::hash(&lane).as_bytes(),
             billing_group: 0,
             billing_position: u32::try_from(position).expect("position"),

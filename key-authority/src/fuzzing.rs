@@ -56,6 +56,21 @@ pub async fn analytics_release(
     crate::analytics::service::read_request(header, stream, limit).await
 }
 
+/// `Analytics.ReleaseGroupForecast`: the request's fields as the handler checks them before
+/// the database (the model's registration aside).
+///
+/// # Errors
+/// The `INVALID_ARGUMENT` reason the handler would log and answer.
+pub fn group_forecast_request(
+    request: &v1::GroupForecastRequest,
+) -> Result<crate::analytics::GroupForecastQuery, String> {
+    crate::analytics::check_group_forecast_request(
+        request.group,
+        &request.day,
+        &request.model_blake3,
+    )
+}
+
 /// `Audit.ListEntries`: the query as the handler builds it.
 ///
 /// # Errors

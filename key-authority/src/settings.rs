@@ -184,6 +184,13 @@ mod tests {
             let settings = Settings::load(None).expect("overrides");
             assert_eq!(settings.server.port, 0);
             assert_eq!(settings.log.filter, "debug");
+            assert!(settings.analytics.daily_release_home_forecasts);
+            jail.set_env(
+                format!("{ENV_PREFIX}ANALYTICS__DAILY_RELEASE_HOME_FORECASTS"),
+                "false",
+            );
+            let settings = Settings::load(None).expect("overrides");
+            assert!(!settings.analytics.daily_release_home_forecasts);
             jail.set_env(format!("{ENV_PREFIX}LOG__FILTER"), "=[");
             Settings::load(None).expect_err("invalid filter");
             Ok(())

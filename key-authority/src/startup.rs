@@ -104,6 +104,8 @@ pub struct Application {
     audit: Arc<AuditLog>,
     bills: Arc<BillEngine>,
     analytics: Arc<DeepEngine>,
+    /// `analytics.daily_release_home_forecasts`.
+    daily_home_forecasts: bool,
     limits: seer_service::LimitSettings,
     /// Refusals (the gate's, enrolment's and token renewal's) into the audit log, throttled.
     refusals: crate::audit::RefusalThrottle,
@@ -178,6 +180,7 @@ impl Application {
         let analytics = Arc::new(analytics);
         Ok(Self {
             analytics,
+            daily_home_forecasts: settings.analytics.daily_release_home_forecasts,
             limits: settings.server.limits.clone(),
             refusals: crate::audit::RefusalThrottle::new(
                 Arc::clone(&audit),
@@ -325,7 +328,8 @@ impl Application {
         );
         let analytics_release = InterceptedService::new(
             AnalyticsServer::new(AnalyticsService::new(
-                AnalyticsReleaser::new(Arc::clone(&self.audit), Arc::clone(&self.analytics)),
+                AnalyticsReleaser::new(Arc::clone(&self.audit), Arc::clone(&self.analytics))
+                    .with_daily_home_forecasts(self.daily_home_forecasts),
                 self.analytics.max_ciphertext_bytes(),
             ))
             .with_seer_limits(),

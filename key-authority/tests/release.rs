@@ -897,7 +897,9 @@ async fn bills_equal_the_plaintext_tariff_and_every_refusal_is_logged() {
         .released(
             &key_authority::audit::RequestKind::BILL,
             "M-3",
-            &key_authority::release::Period::try_new(PERIOD).expect("period"),
+            &PERIOD
+                .parse::<key_authority::release::Period>()
+                .expect("period"),
         )
         .await
         .expect("read")
@@ -1447,7 +1449,9 @@ async fn on_postgresql_positions_bind_and_bills_release_with_their_cells() {
         .released(
             &key_authority::audit::RequestKind::BILL,
             "M-1",
-            &key_authority::release::Period::try_new(PERIOD).expect("period"),
+            &PERIOD
+                .parse::<key_authority::release::Period>()
+                .expect("period"),
         )
         .await
         .expect("read")

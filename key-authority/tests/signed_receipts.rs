@@ -102,7 +102,7 @@ fn receipt(meter: &str, sequence: u64, closes: bool) -> Receipt {
     Receipt {
         meter_id: meter.to_owned(),
         sequence,
-        period: Period::try_new("2024-01").expect("period"),
+        period: "2024-01".parse::<Period>().expect("period"),
         billing_digest: [sequence as u8; 32],
         billing_group: 0,
         billing_position: 3,

@@ -12,16 +12,18 @@ use seer_core::tariff::Tariff;
 
 use crate::Event;
 use crate::batch::{BatchBuilder, BatchConfig, BuiltBatch, PrivacySettings, split_windows};
+use crate::daily::{DailyFollower, DailyLane, DailyRunReport, DailySettings, DaySelection};
 use crate::error::Error;
 use crate::grpc::{BearerToken, fetch_public_key, pin_and_load};
 use crate::identity::DeviceIdentity;
 use crate::queue::{Identity, PinOutcome, StateStore};
 use crate::receipts::{ReceiptConfig, ReceiptReport, record_receipts};
 use crate::signing::sign_batch;
-use crate::source::{DateRange, SourceSpec, load};
+use crate::source::{DateRange, ReadingStream, SourceSpec, open};
 use crate::tokens::TokenSource;
 use crate::upload::{Backoff, ProducerStatus, UploadConfig, UploadReport, upload};
 use seer_auth::{AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER};
+use tracing::Instrument as _;
 
 /// Everything a run needs. Built from the command line by the binary; tests build it directly.
 #[derive(Clone, Debug)]
@@ -64,6 +66,10 @@ pub struct Settings {
     pub backoff: Backoff,
     /// Consecutive failed attempts before giving up (key fetch, receipts and upload).
     pub max_attempts: u32,
+    /// The registered daily model file (`seer-daily`): when given (and uploading), every day
+    /// of the source the run completes is sent on the daily lane as `meter-client daily` sends
+    /// it (see [`crate::daily::DailyFollower`]); `None`: no daily lane.
+    pub daily_model: Option<PathBuf>,
 }
 
 /// What a run did.
@@ -87,6 +93,8 @@ pub struct RunReport {
     pub receipts: Option<ReceiptReport>,
     /// Batches left in the outbox at the end.
     pub still_queued: u64,
+    /// The daily lane, when a daily model was given.
+    pub daily: Option<DailyRunReport>,
 }
 
 /// Runs the meter with noise seeded from the operating system.
@@ -111,6 +119,10 @@ pub async fn run(
 /// receipt, exhausted retries. When both the upload and the receipts fail, the upload's error
 /// is returned (the receipts' is logged). Batches committed before the error stay queued for
 /// the next run.
+///
+/// With [`Settings::daily_model`] the daily lane runs alongside (see
+/// [`crate::daily::DailyFollower`]): its failures are logged and reported in
+/// [`RunReport::daily`], never returned, and never stop the batches.
 pub async fn run_with_noise(
     settings: Settings,
     noise: AnalyticsNoise,
@@ -147,7 +159,22 @@ async fn run_on(
 
     // The source first: bad input fails before any network call.
     let (spec, range) = (settings.source.clone(), settings.range);
-    let stream = tokio::task::spawn_blocking(move || load(&spec, range)).await??;
+    let (opened, stream) = tokio::task::spawn_blocking(move || {
+        let opened = open(&spec)?;
+        let stream = opened.select(range)?;
+        tracing::info!(
+            source = %spec,
+            interval = %stream.interval(),
+            readings = stream.readings().len(),
+            skipped_intervals = stream.skipped_intervals(),
+            shift = %range.shift,
+            "source loaded"
+        );
+        Ok::<_, Error>((Arc::new(opened), stream))
+    })
+    .await??;
+    let group_size = layout.capacity() as u64;
+    let daily_lane = daily_lane(settings, group_size)?;
     report.readings = stream.readings().len();
     report.skipped_intervals = stream.skipped_intervals();
     observer(&Event::SourceLoaded {
@@ -246,6 +273,32 @@ async fn run_on(
         }
         None => None,
     };
+    // The daily lane, concurrently: told of each day the readings complete.
+    let mut daily = None;
+    if let Some(lane) = daily_lane {
+        match (&settings.utility_url, stream.readings().first()) {
+            (Some(utility), Some(first)) => {
+                let follower = DailyFollower::new(
+                    daily_settings(settings, utility, group_size),
+                    lane,
+                    Arc::clone(&opened),
+                    first.start.date(),
+                );
+                daily = Some(spawn_daily(follower, Arc::clone(&store)));
+            }
+            (None, _) => {
+                tracing::warn!(
+                    "the daily lane sends with --utility only: no day is sent by this offline \
+                     run (the next run with --utility sends them)"
+                );
+                report.daily = Some(DailyRunReport {
+                    error: Some("offline run: no utility server to send to".into()),
+                    ..DailyRunReport::default()
+                });
+            }
+            (Some(_), None) => report.daily = Some(DailyRunReport::default()),
+        }
+    }
 
     // The producer.
     let pending: Vec<_> = stream
@@ -288,6 +341,10 @@ async fn run_on(
                 built_through: batch.sequence,
                 finished: false,
             });
+            if let Some(d) = &daily {
+                // The days the batch's readings complete (a closed channel: the lane ended).
+                let _ = d.days.send(batch.end.date() - chrono::TimeDelta::days(1));
+            }
             observer(&Event::Queued {
                 sequence: batch.sequence,
                 start: batch.start,
@@ -311,6 +368,11 @@ async fn run_on(
         finished: true,
     });
     if let Err(e) = produced {
+        if let Some(d) = daily.take() {
+            // What the lane sent is durable (kept and marked in the state directory).
+            d.task.abort();
+            let _ = d.task.await;
+        }
         if let Some(w) = workers.take() {
             w.uploader.abort();
             w.recorder.abort();
@@ -319,6 +381,14 @@ async fn run_on(
             let _ = w.recorder.await;
         }
         return Err(e);
+    }
+    if let Some(d) = daily.take() {
+        // Every day the source's readings complete, then the lane's own end.
+        if let Some(through) = complete_through(&stream) {
+            let _ = d.days.send(through);
+        }
+        drop(d.days);
+        report.daily = Some(d.task.await?);
     }
     if let Some(w) = workers.take() {
         // Each runs to its own end: a failure of one never interrupts the durable progress of
@@ -359,6 +429,74 @@ fn load_identity(settings: &Settings) -> Result<Option<Arc<DeviceIdentity>>, Err
         }
         Err(other) => Err(other),
     }
+}
+
+/// The daily model of `settings`, loaded (a bad file or a replay into another month fails the
+/// run before any network call), for the home's billing group of `group_size` homes.
+fn daily_lane(settings: &Settings, group_size: u64) -> Result<Option<DailyLane>, Error> {
+    let Some(path) = &settings.daily_model else {
+        return Ok(None);
+    };
+    if !settings.range.shift.is_none() {
+        return Err(Error::InvalidSetting {
+            setting: "daily model",
+            reason: "the daily lane reads each day's four weeks of history as the source dates \
+                     them: it cannot follow a replay into another month (--replay-as)"
+                .into(),
+        });
+    }
+    DailyLane::load(path, settings.home_index, group_size).map(Some)
+}
+
+/// The settings of `meter-client daily` that the run's daily lane uses.
+fn daily_settings(settings: &Settings, utility_url: &str, group_size: u64) -> DailySettings {
+    DailySettings {
+        meter_id: settings.meter_id.clone(),
+        source: settings.source.clone(),
+        // Unused: the follower names each day.
+        days: DaySelection::Pending(chrono::NaiveDate::MIN),
+        model: settings.daily_model.clone().unwrap_or_default(),
+        home_index: settings.home_index,
+        group_size,
+        utility_url: utility_url.to_owned(),
+        key_authority_url: settings.key_authority_url.clone(),
+        public_key_pins: settings.public_key_pins.clone(),
+        token: settings.token.clone(),
+        state_dir: settings.state_dir.clone(),
+    }
+}
+
+/// The last day whose readings `stream` holds through its end (local midnight), if any.
+fn complete_through(stream: &ReadingStream) -> Option<chrono::NaiveDate> {
+    let last = stream.readings().last()?;
+    let end = last.start + stream.interval().as_time_delta();
+    Some(end.date() - chrono::TimeDelta::days(1))
+}
+
+/// The daily lane's task and the channel telling it the days completed.
+struct DailyTask {
+    days: tokio::sync::mpsc::UnboundedSender<chrono::NaiveDate>,
+    task: tokio::task::JoinHandle<DailyRunReport>,
+}
+
+/// Runs `follower` until the channel closes; completions that arrive while it sends are
+/// taken together.
+fn spawn_daily(mut follower: DailyFollower, store: Arc<StateStore>) -> DailyTask {
+    let (days, mut rx) = tokio::sync::mpsc::unbounded_channel::<chrono::NaiveDate>();
+    let span = tracing::info_span!("daily_lane");
+    let task = tokio::spawn(
+        async move {
+            while let Some(mut through) = rx.recv().await {
+                while let Ok(later) = rx.try_recv() {
+                    through = through.max(later);
+                }
+                follower.complete_through(through, &store).await;
+            }
+            follower.finish()
+        }
+        .instrument(span),
+    );
+    DailyTask { days, task }
 }
 
 /// The tasks draining the queue.

@@ -79,7 +79,7 @@ use chrono::{Datelike, FixedOffset, NaiveDate, NaiveDateTime, Offset as _, TimeD
 use seer_auth::device::NoisePlanStatement;
 use seer_ckks::{CkksContext, Encryptor};
 use seer_core::circuits::billing::{BillingLayout, HomeSlot};
-use seer_core::data::{Interval, YearMonth};
+use seer_core::data::{Interval, Period};
 use seer_core::dp::{
     AnalyticsNoise, BudgetPeriod, Epsilon, LaplaceMechanism, MAX_GROUP_SIZE, PrivacyAccountant,
     SharePlan,
@@ -100,7 +100,7 @@ pub fn window_of(
     t: NaiveDateTime,
     batch_days: u32,
 ) -> Result<(NaiveDateTime, NaiveDateTime), Error> {
-    let month = YearMonth::containing(t.date())?;
+    let month = Period::containing(t.date())?;
     let days = i64::from(batch_days.clamp(1, MAX_BATCH_DAYS));
     let k = i64::from(t.date().day0()) / days;
     let start = month.start() + TimeDelta::days(k * days);
@@ -136,7 +136,7 @@ pub struct LaneState {
     /// The Wh register's sub-Wh remainder.
     pub register: WhRegister,
     /// The billing period of `period_cells`.
-    pub period: Option<YearMonth>,
+    pub period: Option<Period>,
     /// The period's cells so far (the sum of its committed batches' cells).
     pub period_cells: Option<CellEnergy>,
     /// The privacy accountant (created with the first batch).
@@ -162,7 +162,7 @@ pub struct SealedBatch {
     /// 1, 2, 3, … per meter.
     pub sequence: u64,
     /// The billing period.
-    pub period: YearMonth,
+    pub period: Period,
     /// Start of the first reading.
     pub start: NaiveDateTime,
     /// End (exclusive) of the last reading.
@@ -264,7 +264,7 @@ pub struct Receipt {
     /// The batch's sequence.
     pub sequence: u64,
     /// The billing period.
-    pub period: YearMonth,
+    pub period: Period,
     /// BLAKE3 of the billing lane's serialized ciphertext.
     pub billing_lane_blake3: [u8; 32],
     /// The billing packing group.
@@ -510,7 +510,7 @@ impl BatchBuilder {
             });
         }
         let tariff = self.layout.tariff();
-        let period = YearMonth::containing(first.start.date())?;
+        let period = Period::containing(first.start.date())?;
         let mut accumulator = match (&state.period, &state.period_cells) {
             (Some(p), Some(cells)) if *p == period => {
                 SlabAccumulator::resume(tariff, cells.clone(), state.last_reading)?
@@ -689,7 +689,7 @@ mod tests {
     fn only_a_batch_ending_at_the_month_end_closes_its_period() {
         let batch = |start: &str, end: &str| SealedBatch {
             sequence: 1,
-            period: YearMonth::containing(at(start).date()).unwrap(),
+            period: Period::containing(at(start).date()).unwrap(),
             start: at(start),
             end: at(end),
             utc_offset: Utc.fix(),

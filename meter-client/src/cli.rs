@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
-use seer_core::data::YearMonth;
+use seer_core::data::Period;
 use seer_core::dp::Epsilon;
 use seer_core::tariff::Tariff;
 use seer_core::units::Wh;
 
 use crate::app::{RunReport, Settings, run};
 use crate::batch::{DEFAULT_EPSILON, DEFAULT_SENSITIVITY_WH, MAX_BATCH_DAYS, PrivacySettings};
-use crate::daily::{DailySettings, DaySelection, send_days};
+use crate::daily::{DailyRunReport, DailySettings, DaySelection, send_days};
 use crate::error::Error;
 use crate::forecast_upload::{ForecastUploadSettings, upload_days};
 use crate::grpc::BearerToken;
@@ -166,10 +166,14 @@ pub struct DailyArgs {
     /// bytes), e.g. daily/models/uci-daily.json.
     #[arg(long)]
     pub model: PathBuf,
-    /// The meter's home number in the deployment (group home / 4, block home mod 4);
-    /// defaults to HOME for a synthetic source.
+    /// The meter's home number in the deployment (group home / group size, block home mod
+    /// 4); defaults to HOME for a synthetic source.
     #[arg(long)]
     pub home_index: Option<u64>,
+    /// Homes per group: the billing group's size (the key authority releases each group's
+    /// forecast total; default: the default tariff's billing group, 1024 homes).
+    #[arg(long, default_value_t = crate::daily::DEFAULT_GROUP_SIZE)]
+    pub group_size: u64,
     /// The utility server's URL.
     #[arg(long)]
     pub utility: String,
@@ -217,6 +221,7 @@ impl DailyArgs {
             days,
             model: self.model.clone(),
             home_index,
+            group_size: self.group_size,
             utility_url: self.utility.clone(),
             key_authority_url: self.key_authority.clone(),
             public_key_pins: self.public_key_pins.clone(),
@@ -295,7 +300,7 @@ pub struct RunArgs {
     /// whose day does not exist in its new month (29 February into a common year) is refused:
     /// end the range before it. Needs --from.
     #[arg(long, value_name = "YYYY-MM")]
-    pub replay_as: Option<YearMonth>,
+    pub replay_as: Option<Period>,
     /// The utility server's URL, e.g. http://127.0.0.1:50051; without it batches are only
     /// queued (a later run records their receipts and uploads them).
     #[arg(long)]
@@ -367,9 +372,18 @@ pub struct RunArgs {
     /// Consecutive failed connection attempts before giving up.
     #[arg(long, default_value_t = 30)]
     pub max_attempts: u32,
+    /// Also send the daily lane (`meter-client daily`) with this registered daily model file,
+    /// e.g. daily/models/uci-daily.json: each day of the source this run completes is
+    /// prepared, kept in the state directory and sent (a day already sent is passed over; one
+    /// kept but not acknowledged is resent with the same bytes). Needs --utility, an enrolled
+    /// meter and a --public-key-pin for the daily parameter set; not with --replay-as. A
+    /// failure of the daily lane is logged and retried on the next day and by the next run:
+    /// it never stops the batches.
+    #[arg(long, value_name = "FILE", env = "SEER_METER_DAILY_MODEL")]
+    pub daily_model: Option<PathBuf>,
     /// Print the run's summary on stdout as one JSON object (meter_id, readings,
     /// skipped_intervals, batches, billing_bytes, analytics_bytes, acknowledged, duplicates,
-    /// receipts, still_queued) instead of a sentence.
+    /// receipts, still_queued and, with --daily-model, daily) instead of a sentence.
     #[arg(long)]
     pub json: bool,
 }
@@ -481,6 +495,7 @@ impl RunArgs {
             upload_window: 8,
             backoff: Backoff::default(),
             max_attempts: self.max_attempts,
+            daily_model: self.daily_model.clone(),
         })
     }
 }
@@ -676,6 +691,10 @@ pub struct RunSummary {
     pub receipts: u64,
     /// Batches still queued at the end.
     pub still_queued: u64,
+    /// The daily lane (with `--daily-model`): the days sent, resent, skipped for too little
+    /// history, already sent and pending, and its last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<DailyRunReport>,
 }
 
 impl RunSummary {
@@ -692,6 +711,7 @@ impl RunSummary {
             duplicates: report.upload.map_or(0, |u| u.duplicates),
             receipts: report.receipts.map_or(0, |r| r.recorded),
             still_queued: report.still_queued,
+            daily: report.daily.clone(),
         }
     }
 }
@@ -713,7 +733,24 @@ fn write_report(out: &mut impl Write, meter: &str, r: &RunReport) -> std::io::Re
         r.receipts.map_or(0, |u| u.recorded),
         r.receipts.map_or(0, |u| u.duplicates),
         r.still_queued
-    )
+    )?;
+    if let Some(d) = &r.daily {
+        writeln!(
+            out,
+            "daily lane: {} days sent ({} resent from the state directory), {} skipped for too \
+             little history, {} sent before, {} pending{}",
+            d.sent.len(),
+            d.resent,
+            d.skipped_too_little_history,
+            d.already_sent,
+            d.pending.len(),
+            d.error
+                .as_ref()
+                .map(|e| format!(" (last failure: {e}; the next run sends them)"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
 }
 
 fn write_summary(out: &mut impl Write, s: &crate::queue::StateSummary) -> std::io::Result<()> {
@@ -1014,5 +1051,19 @@ mod tests {
             .to_settings()
             .unwrap();
         assert!(s.token.is_none());
+        // The daily lane is off unless a model is named.
+        assert_eq!(s.daily_model, None);
+        let s = run_args(&[
+            "--source",
+            "synthetic:1:1",
+            "--daily-model",
+            "daily/models/uci-daily.json",
+        ])
+        .to_settings()
+        .unwrap();
+        assert_eq!(
+            s.daily_model,
+            Some(PathBuf::from("daily/models/uci-daily.json"))
+        );
     }
 }

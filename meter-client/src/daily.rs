@@ -8,8 +8,8 @@
 //! 2. the registered model prepares the block ([`DailyModel::prepare`]: the forecast inputs of
 //!    `D + 1` and the anomaly features of `D`). A day it cannot prepare
 //!    ([`DailyError::NotEnoughHistory`]) is **skipped** and reported, not an error;
-//! 3. the block is encrypted at the home's block ([`Placement`]: group `home / 4`, block
-//!    `home mod 4`, slots `512·block ..`) of one `N4096_L1` ciphertext under the key
+//! 3. the block is encrypted at the home's block ([`Placement`]: group `home / group size`,
+//!    the billing group; block `home mod 4`, slots `512·block ..`) of one `N4096_L1` ciphertext under the key
 //!    authority's public key of [`seer_daily::PARAMETERS`] (fetched and pinned as for every
 //!    other lane, [`crate::pins`]), serialized compressed (`Ciphertext::to_bytes`, as the
 //!    forecast lane sends its inputs);
@@ -66,24 +66,38 @@ pub fn input_id(day: NaiveDate) -> String {
     format!("daily-{day}")
 }
 
-/// Where a home's block sits: ciphertexts of one evaluation group hold
-/// [`BLOCKS_PER_CIPHERTEXT`] homes, each at its own block.
+/// The homes of a billing group in the default layout (the BESCOM slabs at n = 8192:
+/// [`BillingLayout::capacity`](seer_core::circuits::billing::BillingLayout::capacity)), the
+/// daily lane's group when the meter is given no tariff (`meter-client daily`): the key
+/// authority releases each group's forecast total, so it covers the same homes as the group's
+/// noised actual totals (the noise group is the billing group).
+pub const DEFAULT_GROUP_SIZE: u64 = 1024;
+
+/// Where a home's block sits: its group (the home's billing group, whose forecast total the
+/// key authority releases as its own aggregate) and its block of the ciphertext (`home mod
+/// 4`: [`BLOCKS_PER_CIPHERTEXT`] homes of different blocks share one evaluation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Placement {
-    /// The evaluation group, `home / 4`.
+    /// The group, `home / group size` (the billing group).
     pub group: u32,
     /// The block, `home mod 4`.
     pub block: usize,
 }
 
 impl Placement {
-    /// The placement of home `home_index`.
+    /// The placement of home `home_index` in groups of `group_size` homes.
     ///
     /// # Errors
-    /// [`Error::InvalidSetting`] when the group does not fit 32 bits.
-    pub fn of_home(home_index: u64) -> Result<Self, Error> {
+    /// [`Error::InvalidSetting`] when the group size is 0 or the group does not fit 32 bits.
+    pub fn of_home(home_index: u64, group_size: u64) -> Result<Self, Error> {
+        if group_size == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "group size",
+                reason: "a group holds at least one home".into(),
+            });
+        }
         let per = BLOCKS_PER_CIPHERTEXT as u64;
-        let group = u32::try_from(home_index / per).map_err(|_| Error::InvalidSetting {
+        let group = u32::try_from(home_index / group_size).map_err(|_| Error::InvalidSetting {
             setting: "home index",
             reason: format!("{home_index} is too large"),
         })?;
@@ -109,19 +123,20 @@ pub struct DailyLane {
 }
 
 impl DailyLane {
-    /// The lane of the model file `bytes` for home `home_index`.
+    /// The lane of the model file `bytes` for home `home_index` in groups of `group_size`
+    /// homes ([`Placement::of_home`]).
     ///
     /// # Errors
     /// [`Error::Daily`] for a file that is not a valid model; [`Error::InvalidSetting`] for a
-    /// home index too large.
-    pub fn try_new(bytes: &[u8], home_index: u64) -> Result<Self, Error> {
+    /// home index too large or a group size of 0.
+    pub fn try_new(bytes: &[u8], home_index: u64, group_size: u64) -> Result<Self, Error> {
         let text = std::str::from_utf8(bytes).map_err(|e| DailyError::InvalidModel {
             reason: e.to_string(),
         })?;
         Ok(Self {
             model: Arc::new(DailyModel::from_json(text)?),
             model_blake3: blake3::hash(bytes).to_hex().to_string(),
-            placement: Placement::of_home(home_index)?,
+            placement: Placement::of_home(home_index, group_size)?,
         })
     }
 
@@ -129,13 +144,13 @@ impl DailyLane {
     ///
     /// # Errors
     /// [`Error::File`] when it cannot be read or is not a valid model.
-    pub fn load(path: &Path, home_index: u64) -> Result<Self, Error> {
+    pub fn load(path: &Path, home_index: u64, group_size: u64) -> Result<Self, Error> {
         let file_err = |reason: String| Error::File {
             path: path.to_owned(),
             reason,
         };
         let bytes = std::fs::read(path).map_err(|e| file_err(e.to_string()))?;
-        Self::try_new(&bytes, home_index).map_err(|e| match e {
+        Self::try_new(&bytes, home_index, group_size).map_err(|e| match e {
             Error::Daily(e) => file_err(e.to_string()),
             e => e,
         })
@@ -681,6 +696,8 @@ pub struct DailySettings {
     pub model: PathBuf,
     /// The home's number in the deployment (its group and block).
     pub home_index: u64,
+    /// Homes per group (the billing group's size: [`DEFAULT_GROUP_SIZE`] without a tariff).
+    pub group_size: u64,
     /// The utility server.
     pub utility_url: String,
     /// The key authority.
@@ -734,7 +751,9 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 }
 
 impl DailySummary {
-    fn finish(mut self) -> Self {
+    /// Fills in the means over the days sent.
+    #[must_use]
+    pub fn finish(mut self) -> Self {
         self.bytes_per_upload = mean(self.sent.iter().map(|s| s.bytes as f64));
         self.bytes_per_reading = mean(self.sent.iter().filter_map(|s| s.bytes_per_reading));
         self.encrypt_ms = mean(self.sent.iter().filter_map(|s| s.encrypt_ms));
@@ -775,6 +794,218 @@ fn candidate_days(
     })
 }
 
+/// An open daily lane: the model, the pinned public key of [`seer_daily::PARAMETERS`], the
+/// opened source, the device identity with its tokens and the state directory's
+/// [`InputStore`]. `meter-client daily` opens one per command ([`send_days`]); `meter-client
+/// run --daily-model` opens one per run and sends each day when it is complete
+/// ([`send`](Self::send)): one code path for both.
+pub struct DailySender {
+    meter_id: String,
+    utility_url: String,
+    key_authority_url: String,
+    lane: DailyLane,
+    identity: Arc<DeviceIdentity>,
+    ka_tokens: TokenSource,
+    utility_tokens: TokenSource,
+    encryptor: Arc<DailyEncryptor>,
+    source: Arc<OpenedSource>,
+    store: InputStore,
+}
+
+impl std::fmt::Debug for DailySender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DailySender")
+            .field("meter_id", &self.meter_id)
+            .field("model_blake3", &self.lane.model_blake3())
+            .field("placement", &self.lane.placement())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DailySender {
+    /// Opens the lane of `settings` (its `days` are not used: see [`send`](Self::send)) with
+    /// the model `lane` and the opened `source`: loads the device identity, fetches the public
+    /// key of [`seer_daily::PARAMETERS`] and checks it against the pins and the key recorded
+    /// in `state` (the caller's open state store: the directory is locked while it is open).
+    ///
+    /// # Errors
+    /// An unenrolled meter, an unreachable key authority, an unpinned or changed key, an
+    /// unreadable state directory.
+    pub async fn open(
+        settings: &DailySettings,
+        lane: DailyLane,
+        source: Arc<OpenedSource>,
+        state: &StateStore,
+    ) -> Result<Self, Error> {
+        let ctx =
+            tokio::task::spawn_blocking(|| CkksContext::new(seer_daily::PARAMETERS)).await??;
+        let identity = Arc::new(DeviceIdentity::load(
+            &settings.state_dir,
+            &settings.meter_id,
+        )?);
+        let pk_bytes = fetch_public_key(
+            &settings.key_authority_url,
+            settings.token.clone(),
+            ctx.parameter_set_id(),
+        )
+        .await?;
+        let (public_key, _) =
+            pin_and_load(state, &ctx, &pk_bytes, &settings.public_key_pins).await?;
+        Ok(Self {
+            meter_id: settings.meter_id.clone(),
+            utility_url: settings.utility_url.clone(),
+            key_authority_url: settings.key_authority_url.clone(),
+            ka_tokens: TokenSource::new(
+                &settings.key_authority_url,
+                Arc::clone(&identity),
+                AUDIENCE_KEY_AUTHORITY,
+            ),
+            utility_tokens: TokenSource::new(
+                &settings.key_authority_url,
+                Arc::clone(&identity),
+                AUDIENCE_UTILITY_SERVER,
+            ),
+            identity,
+            encryptor: Arc::new(DailyEncryptor::new(&ctx, &public_key)?),
+            lane,
+            source,
+            store: InputStore::open(&settings.state_dir)?,
+        })
+    }
+
+    /// The lane (model and placement).
+    #[must_use]
+    pub fn lane(&self) -> &DailyLane {
+        &self.lane
+    }
+
+    /// The state directory's daily inputs.
+    #[must_use]
+    pub fn store(&self) -> &InputStore {
+        &self.store
+    }
+
+    /// An empty summary of this lane.
+    #[must_use]
+    pub fn summary(&self) -> DailySummary {
+        DailySummary {
+            meter_id: self.meter_id.clone(),
+            model_blake3: self.lane.model_blake3().to_owned(),
+            placement: self.lane.placement(),
+            sent: Vec::new(),
+            skipped: Vec::new(),
+            already_sent: 0,
+            before_first_usable: 0,
+            bytes_per_upload: None,
+            bytes_per_reading: None,
+            encrypt_ms: None,
+        }
+    }
+
+    /// Sends each day of `selection` not sent yet (see the [module docs](self)), adding what
+    /// it did to `summary` as it goes (so that the days sent before a failure are counted);
+    /// `progress` receives a line per day.
+    ///
+    /// # Errors
+    /// An unreadable source or state, a stored input of another model or home, a refused or
+    /// failed receipt or upload: the day that failed stays in the state directory (kept
+    /// before it left) and is resent, byte for byte, by the next call or run.
+    pub async fn send(
+        &self,
+        selection: DaySelection,
+        summary: &mut DailySummary,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(), Error> {
+        let through_mode = matches!(selection, DaySelection::Through(_));
+        let mut usable_seen = false;
+        for day in candidate_days(selection, &self.source, &self.store)? {
+            if self.store.sent(day)?.is_some() {
+                summary.already_sent += 1;
+                usable_seen = true;
+                if !through_mode {
+                    progress(&format!("daily input for {day}: sent before"));
+                }
+                continue;
+            }
+            let prepared = prepare_day(
+                &self.meter_id,
+                &self.lane,
+                &self.encryptor,
+                &self.source,
+                &self.store,
+                day,
+            )
+            .await?;
+            let (input, resent, encrypt_ms, readings) = match prepared {
+                Prepared::Skipped { reason } => {
+                    if through_mode && !usable_seen {
+                        summary.before_first_usable += 1;
+                    } else {
+                        tracing::info!(%day, %reason, "daily input skipped");
+                        progress(&format!("daily input for {day} skipped: {reason}"));
+                        summary.skipped.push(DaySkipped { day, reason });
+                    }
+                    continue;
+                }
+                Prepared::Ready {
+                    input,
+                    resent,
+                    encrypt_ms,
+                    readings_of_day,
+                } => (input, resent, encrypt_ms, readings_of_day),
+            };
+            usable_seen = true;
+            let (receipt_duplicate, upload_duplicate) = send_input(
+                &self.identity,
+                (&self.key_authority_url, &self.ka_tokens),
+                (&self.utility_url, &self.utility_tokens),
+                &input,
+            )
+            .await?;
+            let bytes = input.ciphertext.len() as u64;
+            let sent = DaySent {
+                day,
+                input_id: input.receipt.input_id.clone(),
+                group: input.receipt.group,
+                slot_offset: input.receipt.slot_offset,
+                bytes,
+                readings,
+                bytes_per_reading: (readings > 0).then(|| bytes as f64 / readings as f64),
+                encrypt_ms,
+                resent,
+                receipt_duplicate,
+                upload_duplicate,
+            };
+            self.store.mark_sent(&sent)?;
+            progress(&format!(
+                "daily input for {day}: group {} slots {}..{}, {bytes} bytes for {readings} \
+                 readings{}{}",
+                sent.group,
+                sent.slot_offset,
+                sent.slot_offset + BLOCK as u32,
+                if resent {
+                    ", resent from the state directory"
+                } else {
+                    ""
+                },
+                if upload_duplicate {
+                    " (the utility had it)"
+                } else {
+                    ""
+                },
+            ));
+            summary.sent.push(sent);
+        }
+        if through_mode && summary.before_first_usable > 0 {
+            progress(&format!(
+                "{} days before the first the model could prepare were passed over",
+                summary.before_first_usable
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Runs `meter-client daily`: sends each selected day not sent yet (see the
 /// [module docs](self)); `progress` receives a line per day. Also the entry point of a fleet
 /// simulator or test that drives meters without the command line.
@@ -786,132 +1017,155 @@ pub async fn send_days(
     settings: &DailySettings,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<DailySummary, Error> {
-    let lane = DailyLane::load(&settings.model, settings.home_index)?;
-    let ctx = tokio::task::spawn_blocking(|| CkksContext::new(seer_daily::PARAMETERS)).await??;
-    let identity = Arc::new(DeviceIdentity::load(
-        &settings.state_dir,
-        &settings.meter_id,
-    )?);
-    let ka_tokens = TokenSource::new(
-        &settings.key_authority_url,
-        Arc::clone(&identity),
-        AUDIENCE_KEY_AUTHORITY,
-    );
-    let utility_tokens = TokenSource::new(
-        &settings.key_authority_url,
-        Arc::clone(&identity),
-        AUDIENCE_UTILITY_SERVER,
-    );
-    let state = StateStore::open(&settings.state_dir).await?;
-    let pinned = async {
-        let pk_bytes = fetch_public_key(
-            &settings.key_authority_url,
-            settings.token.clone(),
-            ctx.parameter_set_id(),
-        )
-        .await?;
-        pin_and_load(&state, &ctx, &pk_bytes, &settings.public_key_pins).await
-    }
-    .await;
-    state.close().await;
-    let (public_key, _) = pinned?;
-    let encryptor = Arc::new(DailyEncryptor::new(&ctx, &public_key)?);
+    let lane = DailyLane::load(&settings.model, settings.home_index, settings.group_size)?;
     let spec = settings.source.clone();
-    let opened = Arc::new(tokio::task::spawn_blocking(move || source::open(&spec)).await??);
-    let store = InputStore::open(&settings.state_dir)?;
-    let placement = lane.placement();
-    let mut summary = DailySummary {
-        meter_id: settings.meter_id.clone(),
-        model_blake3: lane.model_blake3().to_owned(),
-        placement,
-        sent: Vec::new(),
-        skipped: Vec::new(),
-        already_sent: 0,
-        before_first_usable: 0,
-        bytes_per_upload: None,
-        bytes_per_reading: None,
-        encrypt_ms: None,
-    };
-    let through_mode = matches!(settings.days, DaySelection::Through(_));
-    let mut usable_seen = false;
-    for day in candidate_days(settings.days, &opened, &store)? {
-        if store.sent(day)?.is_some() {
-            summary.already_sent += 1;
-            usable_seen = true;
-            if !through_mode {
-                progress(&format!("daily input for {day}: sent before"));
-            }
-            continue;
-        }
-        let prepared =
-            prepare_day(&settings.meter_id, &lane, &encryptor, &opened, &store, day).await?;
-        let (input, resent, encrypt_ms, readings) = match prepared {
-            Prepared::Skipped { reason } => {
-                if through_mode && !usable_seen {
-                    summary.before_first_usable += 1;
-                } else {
-                    tracing::info!(%day, %reason, "daily input skipped");
-                    progress(&format!("daily input for {day} skipped: {reason}"));
-                    summary.skipped.push(DaySkipped { day, reason });
-                }
-                continue;
-            }
-            Prepared::Ready {
-                input,
-                resent,
-                encrypt_ms,
-                readings_of_day,
-            } => (input, resent, encrypt_ms, readings_of_day),
-        };
-        usable_seen = true;
-        let (receipt_duplicate, upload_duplicate) = send_input(
-            &identity,
-            (&settings.key_authority_url, &ka_tokens),
-            (&settings.utility_url, &utility_tokens),
-            &input,
-        )
-        .await?;
-        let bytes = input.ciphertext.len() as u64;
-        let sent = DaySent {
-            day,
-            input_id: input.receipt.input_id.clone(),
-            group: input.receipt.group,
-            slot_offset: input.receipt.slot_offset,
-            bytes,
-            readings,
-            bytes_per_reading: (readings > 0).then(|| bytes as f64 / readings as f64),
-            encrypt_ms,
-            resent,
-            receipt_duplicate,
-            upload_duplicate,
-        };
-        store.mark_sent(&sent)?;
-        progress(&format!(
-            "daily input for {day}: group {} slots {}..{}, {bytes} bytes for {readings} \
-             readings{}{}",
-            sent.group,
-            sent.slot_offset,
-            sent.slot_offset + BLOCK as u32,
-            if resent {
-                ", resent from the state directory"
-            } else {
-                ""
-            },
-            if upload_duplicate {
-                " (the utility had it)"
-            } else {
-                ""
-            },
-        ));
-        summary.sent.push(sent);
-    }
-    if through_mode && summary.before_first_usable > 0 {
-        progress(&format!(
-            "{} days before the first the model could prepare were passed over",
-            summary.before_first_usable
-        ));
-    }
+    let source = Arc::new(tokio::task::spawn_blocking(move || source::open(&spec)).await??);
+    let state = StateStore::open(&settings.state_dir).await?;
+    let sender = DailySender::open(settings, lane, source, &state).await;
+    state.close().await;
+    let sender = sender?;
+    let mut summary = sender.summary();
+    sender.send(settings.days, &mut summary, progress).await?;
     Ok(summary.finish())
+}
+
+/// What the daily lane of `meter-client run --daily-model` did (part of `run`'s summary).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DailyRunReport {
+    /// The days this run sent, in order (each acknowledged by the key authority and the
+    /// utility server, and marked sent).
+    pub sent: Vec<NaiveDate>,
+    /// Of those, days read back from the state directory: kept by an earlier run that did
+    /// not get both acknowledgements, resent byte for byte.
+    pub resent: usize,
+    /// Complete days the model could not prepare (too little history before them): not sent.
+    pub skipped_too_little_history: usize,
+    /// Complete days an earlier run had sent (passed over).
+    pub already_sent: usize,
+    /// Complete days left unsent by a failure of the lane: the next run sends them.
+    pub pending: Vec<NaiveDate>,
+    /// Failures of the lane during this run (each logged; the batches went on).
+    pub failures: usize,
+    /// The last failure, when the lane ended the run with days pending.
+    pub error: Option<String>,
+}
+
+/// The daily lane inside `meter-client run`: told each time the readings complete a day
+/// ([`complete_through`](Self::complete_through)), it sends every complete day not sent yet
+/// through [`DailySender::send`] (the code path of `meter-client daily`), so each day's input
+/// is kept in the state directory before it leaves and a day is never sent twice. A failure
+/// (key authority or utility unreachable, a refused receipt or upload) is logged with what to
+/// do and ends nothing: the failed day and those after it are retried when the next day is
+/// complete, and by the next run.
+#[derive(Debug)]
+pub struct DailyFollower {
+    settings: DailySettings,
+    lane: DailyLane,
+    source: Arc<OpenedSource>,
+    sender: Option<DailySender>,
+    next: NaiveDate,
+    through: Option<NaiveDate>,
+    report: DailyRunReport,
+}
+
+impl DailyFollower {
+    /// A follower of `settings`' lane (its `days` are not used) with the model `lane` over
+    /// the opened `source`, whose first day to send is `first_day`.
+    #[must_use]
+    pub fn new(
+        settings: DailySettings,
+        lane: DailyLane,
+        source: Arc<OpenedSource>,
+        first_day: NaiveDate,
+    ) -> Self {
+        Self {
+            settings,
+            lane,
+            source,
+            sender: None,
+            next: first_day,
+            through: None,
+            report: DailyRunReport::default(),
+        }
+    }
+
+    /// The readings are complete through the end of `through`: sends every day from the first
+    /// not handled yet through it. `state` is the run's open state store (the public key of
+    /// the daily parameter set is pinned in it when the lane opens).
+    pub async fn complete_through(&mut self, through: NaiveDate, state: &StateStore) {
+        self.through = self.through.max(Some(through));
+        if through < self.next {
+            return;
+        }
+        if self.sender.is_none() {
+            match DailySender::open(
+                &self.settings,
+                self.lane.clone(),
+                Arc::clone(&self.source),
+                state,
+            )
+            .await
+            {
+                Ok(sender) => self.sender = Some(sender),
+                Err(e) => return self.failed(self.next, &e),
+            }
+        }
+        let Some(sender) = self.sender.as_ref() else {
+            return;
+        };
+        let meter = self.settings.meter_id.clone();
+        let mut progress = move |line: &str| tracing::info!(meter = %meter, "{line}");
+        while self.next <= through {
+            let day = self.next;
+            let mut summary = sender.summary();
+            if let Err(e) = sender
+                .send(DaySelection::Day(day), &mut summary, &mut progress)
+                .await
+            {
+                return self.failed(day, &e);
+            }
+            for sent in &summary.sent {
+                self.report.sent.push(sent.day);
+                self.report.resent += usize::from(sent.resent);
+            }
+            self.report.skipped_too_little_history += summary.skipped.len();
+            self.report.already_sent += summary.already_sent;
+            self.report.error = None;
+            self.next = day + TimeDelta::days(1);
+        }
+    }
+
+    fn failed(&mut self, day: NaiveDate, error: &Error) {
+        self.report.failures += 1;
+        self.report.error = Some(format!("{day}: {error}"));
+        tracing::warn!(
+            meter = %self.settings.meter_id,
+            %day,
+            %error,
+            "the daily lane could not send {day}; the batches go on. The day (kept in {} if it \
+             was prepared) is sent, with the same bytes, when the next day is complete or by \
+             the next run: check that the key authority ({}) and the utility server ({}) are \
+             reachable and accept this meter (enrolment, --public-key-pin for {}, the \
+             registered --daily-model)",
+            self.settings.state_dir.join(INPUTS_DIR).display(),
+            self.settings.key_authority_url,
+            self.settings.utility_url,
+            seer_daily::PARAMETERS,
+        );
+    }
+
+    /// What the lane did; the complete days not sent are listed as pending.
+    #[must_use]
+    pub fn finish(mut self) -> DailyRunReport {
+        if let Some(through) = self.through {
+            self.report.pending = self
+                .next
+                .iter_days()
+                .take_while(|d| *d <= through)
+                .collect();
+        }
+        self.report
+    }
 }
 
 #[cfg(test)]
@@ -921,12 +1175,29 @@ mod tests {
     #[test]
     fn placement_follows_the_home_index() {
         assert_eq!(
-            Placement::of_home(0).unwrap(),
+            Placement::of_home(0, DEFAULT_GROUP_SIZE).unwrap(),
             Placement { group: 0, block: 0 }
         );
-        let p = Placement::of_home(11).unwrap();
-        assert_eq!((p.group, p.block, p.slot_offset()), (2, 3, 1536));
-        assert!(Placement::of_home(u64::MAX).is_err());
+        let p = Placement::of_home(11, DEFAULT_GROUP_SIZE).unwrap();
+        assert_eq!((p.group, p.block, p.slot_offset()), (0, 3, 1536));
+        let p = Placement::of_home(2049, DEFAULT_GROUP_SIZE).unwrap();
+        assert_eq!((p.group, p.block, p.slot_offset()), (2, 1, 512));
+        let p = Placement::of_home(11, 4).unwrap();
+        assert_eq!((p.group, p.block), (2, 3));
+        assert!(Placement::of_home(u64::MAX, 1).is_err());
+        assert!(Placement::of_home(1, 0).is_err());
+    }
+
+    #[test]
+    fn the_default_group_is_the_default_billing_group() {
+        let ctx = seer_ckks::CkksContext::new(seer_core::circuits::billing::PARAMETER_SET)
+            .expect("context");
+        let layout = seer_core::circuits::billing::BillingLayout::try_new(
+            &seer_core::tariff::Tariff::default(),
+            &ctx,
+        )
+        .expect("layout");
+        assert_eq!(layout.capacity() as u64, DEFAULT_GROUP_SIZE);
     }
 
     #[test]

@@ -61,7 +61,7 @@ use std::time::Duration;
 
 use chrono::{FixedOffset, NaiveDate, NaiveDateTime, Utc};
 use prost::Message as _;
-use seer_core::data::YearMonth;
+use seer_core::data::Period;
 use seer_core::dp::{Epsilon, NoisyWh, PrivacyAccountant};
 use seer_core::tariff::{CellEnergy, Tariff};
 use seer_core::units::Wh;
@@ -388,7 +388,7 @@ impl StateStore {
             .map(|t| parse_time(&t))
             .transpose()?;
         let period = get_text("period")?
-            .map(|p| YearMonth::from_str(&p).map_err(|e| corrupt("period", &e)))
+            .map(|p| Period::from_str(&p).map_err(|e| corrupt("period", &e)))
             .transpose()?;
         let period_cells = get_text("period_cells")?
             .map(|json| -> Result<CellEnergy, Error> {
@@ -959,7 +959,7 @@ fn batch_from_row(row: &SqliteRow) -> Result<SealedBatch, Error> {
     let period_text = text("period")?;
     let batch = SealedBatch {
         sequence: get_u64(row, "sequence")?,
-        period: YearMonth::from_str(&period_text).map_err(|e| Error::CorruptState {
+        period: Period::from_str(&period_text).map_err(|e| Error::CorruptState {
             reason: format!("outbox period {period_text:?}: {e}"),
         })?,
         start: parse_time(&text("start_at")?)?,

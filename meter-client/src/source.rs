@@ -31,7 +31,7 @@ use std::str::FromStr;
 
 use chrono::{Datelike as _, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
 use seer_core::data::{
-    EnergySeries, GapPolicy, Interval, LoadOptions, YearMonth, load_kwh_csv, load_uci,
+    EnergySeries, GapPolicy, Interval, LoadOptions, Period, load_kwh_csv, load_uci,
 };
 use seer_core::units::Joules;
 
@@ -131,13 +131,13 @@ impl DateRange {
     ///
     /// # Errors
     /// [`Error::InvalidSetting`] when the range has no `from` date.
-    pub fn try_replay_as(self, target: YearMonth) -> Result<Self, Error> {
+    pub fn try_replay_as(self, target: Period) -> Result<Self, Error> {
         let from = self.from.ok_or_else(|| Error::InvalidSetting {
             setting: "replay as",
             reason: "--replay-as needs --from (the first day of the month to replay)".into(),
         })?;
         Ok(Self {
-            shift: MonthShift::between(YearMonth::containing(from)?, target),
+            shift: MonthShift::between(Period::containing(from)?, target),
             ..self
         })
     }
@@ -157,8 +157,8 @@ impl MonthShift {
     }
 
     /// The shift that takes month `from` to month `to`.
-    pub fn between(from: YearMonth, to: YearMonth) -> Self {
-        let index = |m: YearMonth| m.year() * 12 + m.month() as i32 - 1;
+    pub fn between(from: Period, to: Period) -> Self {
+        let index = |m: Period| m.year() * 12 + m.month() as i32 - 1;
         Self(index(to) - index(from))
     }
 
@@ -176,7 +176,7 @@ impl MonthShift {
     ///
     /// # Errors
     /// [`Error::InvalidSetting`] when it falls outside the supported years.
-    pub fn apply_to_month(self, month: YearMonth) -> Result<YearMonth, Error> {
+    pub fn apply_to_month(self, month: Period) -> Result<Period, Error> {
         let index = i64::from(month.year()) * 12 + i64::from(month.month()) - 1 + i64::from(self.0);
         let out_of_range = || Error::InvalidSetting {
             setting: "replay as",
@@ -184,7 +184,7 @@ impl MonthShift {
         };
         let year = i32::try_from(index.div_euclid(12)).map_err(|_| out_of_range())?;
         let number = u32::try_from(index.rem_euclid(12) + 1).map_err(|_| out_of_range())?;
-        YearMonth::try_new(year, number).map_err(|_| out_of_range())
+        Period::try_new(year, number).map_err(|_| out_of_range())
     }
 
     /// `t` re-dated: the same day of the month and time of day, in the shifted month.
@@ -196,7 +196,7 @@ impl MonthShift {
         if self.is_none() {
             return Ok(t);
         }
-        let month = self.apply_to_month(YearMonth::containing(t.date())?)?;
+        let month = self.apply_to_month(Period::containing(t.date())?)?;
         NaiveDate::from_ymd_opt(month.year(), month.month(), t.day())
             .map(|d| d.and_time(t.time()))
             .ok_or_else(|| Error::InvalidSetting {

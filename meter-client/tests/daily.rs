@@ -19,6 +19,10 @@ fn model_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../daily/models/uci-daily.json")
 }
 
+/// Groups of four homes here (a deployment's groups are its billing groups), so that homes
+/// 6, 7 and 11 fall in groups 1, 1 and 2.
+const GROUP_SIZE: u64 = 4;
+
 struct Keys {
     ctx: CkksContext,
     secret: SecretKey,
@@ -133,7 +137,7 @@ async fn a_stored_input_is_resent_byte_for_byte_and_decrypts_to_the_prepared_blo
     let source = open_csv(&csv);
     let state = dir.path().join("state");
     let store = InputStore::open(&state).expect("store");
-    let lane = DailyLane::load(&model_path(), 6).expect("model");
+    let lane = DailyLane::load(&model_path(), 6, GROUP_SIZE).expect("model");
     let placement = lane.placement();
     assert_eq!((placement.group, placement.block), (1, 2));
     let day = date("2024-03-01");
@@ -209,14 +213,14 @@ async fn a_stored_input_is_resent_byte_for_byte_and_decrypts_to_the_prepared_blo
     let other = {
         let mut bytes = std::fs::read(model_path()).expect("model");
         bytes.push(b'\n');
-        DailyLane::try_new(&bytes, 6).expect("the same model, other bytes")
+        DailyLane::try_new(&bytes, 6, GROUP_SIZE).expect("the same model, other bytes")
     };
     let err = prepare_day("m-6", &other, &keys.encryptor, &source, &store, day)
         .await
         .expect_err("another model");
     assert!(err.to_string().contains("same model"), "{err}");
     // Nor does another home index.
-    let moved = DailyLane::load(&model_path(), 7).expect("model");
+    let moved = DailyLane::load(&model_path(), 7, GROUP_SIZE).expect("model");
     let err = prepare_day("m-6", &moved, &keys.encryptor, &source, &store, day)
         .await
         .expect_err("another block");
@@ -237,7 +241,7 @@ async fn a_day_without_enough_history_is_skipped_and_nothing_is_stored() {
     write_csv(&csv, date("2024-03-01"), date("2024-03-04"), &[]);
     let source = open_csv(&csv);
     let store = InputStore::open(&dir.path().join("state")).expect("store");
-    let lane = DailyLane::load(&model_path(), 0).expect("model");
+    let lane = DailyLane::load(&model_path(), 0, GROUP_SIZE).expect("model");
     let outcome = prepare_day(
         "m-0",
         &lane,
@@ -273,7 +277,7 @@ async fn a_day_without_enough_history_is_skipped_and_nothing_is_stored() {
 
 #[test]
 fn the_receipt_names_the_kind_block_and_period() {
-    let lane = DailyLane::load(&model_path(), 11).expect("model");
+    let lane = DailyLane::load(&model_path(), 11, GROUP_SIZE).expect("model");
     let model_blake3 = blake3::hash(&std::fs::read(model_path()).expect("model"))
         .to_hex()
         .to_string();
@@ -283,7 +287,7 @@ fn the_receipt_names_the_kind_block_and_period() {
     assert_eq!(r.meter_id, "m-11");
     assert_eq!(r.input_id, "daily-2024-03-01");
     assert_eq!(r.first_period, "2024-03-01");
-    // Home 11: group 2, block 3 of 512 slots.
+    // Home 11 in groups of 4: group 2, block 3 of 512 slots.
     assert_eq!(r.group, 2);
     assert_eq!(r.slot_offset, 3 * 512);
     assert_eq!(r.slot_count, 512);

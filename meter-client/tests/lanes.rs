@@ -13,7 +13,7 @@ use meter_client::queue::StateStore;
 use meter_client::run_with_noise;
 use meter_client::synthetic::SyntheticHome;
 use seer_core::circuits::billing::BillingLayout;
-use seer_core::data::YearMonth;
+use seer_core::data::Period;
 use seer_core::dp::{BudgetPeriod, PrivacyAccountant, SharePlan};
 use seer_core::tariff::Tariff;
 use seer_core::units::Wh;
@@ -54,7 +54,7 @@ fn check_period_to_date(
     batches: &[meter_client::batch::SealedBatch],
     readings: &[(chrono::NaiveDateTime, Wh)],
     tariff: &Tariff,
-) -> Vec<(YearMonth, seer_core::tariff::Bill)> {
+) -> Vec<(Period, seer_core::tariff::Bill)> {
     let layout = BillingLayout::try_new(tariff, &keys().ctx).unwrap();
     let position = layout.locate(5).position;
     let mut closing = Vec::new();
@@ -138,7 +138,7 @@ async fn billing_lane_matches_the_plaintext_tariff_across_a_month_boundary() {
     // Each period's last batch holds its period to date, and both reach the upper slabs
     // (January from the 20th, February by the 9th): the split is not trivial.
     for period in ["2024-01", "2024-02"] {
-        let period: YearMonth = period.parse().unwrap();
+        let period: Period = period.parse().unwrap();
         let last = batches.iter().rfind(|b| b.period == period).unwrap();
         let got = decrypted_cells(last, &layout, home.position);
         let to_date = tariff
@@ -627,7 +627,7 @@ async fn a_restart_mid_month_continues_the_slab_split_and_the_budget() {
     let closing = check_period_to_date(&batches, &readings, &tariff);
     let bill = tariff.bill(readings.iter().copied()).unwrap();
     assert_eq!(closing.len(), 1);
-    assert_eq!(closing[0].0, "2024-05".parse::<YearMonth>().unwrap());
+    assert_eq!(closing[0].0, "2024-05".parse::<Period>().unwrap());
     assert_eq!(closing[0].1.cells(), bill.cells());
     assert!(batches[30].closes_period());
     let store = StateStore::open(dir.path()).await.unwrap();

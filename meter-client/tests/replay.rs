@@ -6,7 +6,7 @@ use clap::Parser as _;
 use meter_client::Command;
 use meter_client::cli::{Cli, DEFAULT_BATCH_DAYS, RunArgs};
 use meter_client::source::{DateRange, MonthShift, SourceSpec, load};
-use seer_core::data::YearMonth;
+use seer_core::data::Period;
 
 fn sample() -> SourceSpec {
     SourceSpec::Uci(
@@ -19,7 +19,7 @@ fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).expect("valid date")
 }
 
-fn month(text: &str) -> YearMonth {
+fn month(text: &str) -> Period {
     text.parse().expect("valid month")
 }
 

@@ -4,9 +4,12 @@
 //! and server applies.
 //!
 //! Domain ↔ wire conversions live here too, in one place: [`statements`] rebuilds the
-//! statements meters sign from the messages that carry them.
+//! statements meters sign from the messages that carry them; [`wire`] maps the shared
+//! vocabulary (`seer_core`'s meter ids, periods, days, lanes, slot blocks and computation
+//! kinds) onto message fields.
 
 pub mod statements;
+pub mod wire;
 
 /// Generated code for protobuf package `seer.v1`.
 pub mod v1 {

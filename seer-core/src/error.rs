@@ -115,6 +115,45 @@ pub enum Error {
         month: u32,
     },
 
+    /// A billing period's text is not `YYYY-MM` (see [`Period`](crate::Period)).
+    #[error("period {period:?} is not YYYY-MM")]
+    InvalidPeriod {
+        /// The refused text (at most 32 characters of it).
+        period: String,
+    },
+
+    /// A day's text is not `YYYY-MM-DD` (see [`parse_day`](crate::vocab::parse_day)).
+    #[error("{day:?} is not a day: a day is written YYYY-MM-DD")]
+    InvalidDay {
+        /// The refused text (at most 32 characters of it).
+        day: String,
+    },
+
+    /// An hour's text is not `YYYY-MM-DDTHH:00` (see
+    /// [`SlotPeriod`](crate::registered::SlotPeriod)).
+    #[error("{hour:?} is not an hour: an hour is written YYYY-MM-DDTHH:00")]
+    InvalidHour {
+        /// The refused text (at most 32 characters of it).
+        hour: String,
+    },
+
+    /// A meter id breaks the rule of [`MeterId`](crate::MeterId).
+    #[error("meter id {meter_id:?} is invalid: {reason}")]
+    InvalidMeterId {
+        /// The refused id (at most 80 characters of it).
+        meter_id: String,
+        /// Which part of the rule it breaks.
+        reason: &'static str,
+    },
+
+    /// A lane's wire form (name, ε, readings per day) is not a lane (see
+    /// [`Lane`](crate::Lane)).
+    #[error("{reason}")]
+    InvalidLane {
+        /// Why it is refused.
+        reason: String,
+    },
+
     /// Readings handed to a series constructor violate its invariants.
     #[error("invalid series: reading {index}: {problem}")]
     InvalidSeries {

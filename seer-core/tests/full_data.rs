@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use seer_core::data::{GapPolicy, Interval, LoadOptions, YearMonth, load_uci};
+use seer_core::data::{GapPolicy, Interval, LoadOptions, Period, load_uci};
 
 fn full_file() -> Option<PathBuf> {
     if std::env::var("SEER_FULL_DATA").as_deref() != Ok("1") {
@@ -59,7 +59,7 @@ fn full_uci_file() {
         .map(|(m, v)| (m, v.len(), v.total().get()))
         .collect();
     assert_eq!(months.len(), 48);
-    let month = |y, m| YearMonth::try_new(y, m).expect("month");
+    let month = |y, m| Period::try_new(y, m).expect("month");
     for (m, rows, joules) in [
         (month(2006, 12), 21_996, 2_509_605_120),
         (month(2007, 1), 44_640, 4_140_892_320),

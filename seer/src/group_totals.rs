@@ -24,7 +24,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use meter_client::batch::window_of;
 use meter_client::upload::wire_time;
 use seer_core::circuits::group_totals::MIN_PRESENT;
-use seer_core::data::YearMonth;
+use seer_core::data::Period;
 use seer_core::dp::{Epsilon, SharePlan};
 use seer_core::units::Wh;
 use serde::Deserialize;
@@ -37,7 +37,7 @@ use crate::report::GroupTotalsSummary;
 ///
 /// # Errors
 /// When a window cannot be cut (a date outside the calendar).
-pub fn windows(period: YearMonth, batch_days: u32, offset: FixedOffset) -> Result<Vec<String>> {
+pub fn windows(period: Period, batch_days: u32, offset: FixedOffset) -> Result<Vec<String>> {
     let mut starts = Vec::new();
     let mut t = period.start();
     while t < period.end() {
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn windows_follow_the_meters_grid() {
-        let january = YearMonth::try_new(2010, 1).expect("month");
+        let january = Period::try_new(2010, 1).expect("month");
         let utc = FixedOffset::east_opt(0).expect("UTC");
         let weeks = windows(january, 7, utc).expect("windows");
         let days: Vec<&str> = weeks.iter().map(|w| &w[8..10]).collect();

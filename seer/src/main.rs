@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use seer::{PlanOptions, RunOptions};
-use seer_core::data::YearMonth;
+use seer_core::data::Period;
 
 #[derive(Parser)]
 #[command(
@@ -226,7 +226,7 @@ struct RunArgs {
     /// The billing period (YYYY-MM). The UCI homes are this calendar month of the UCI
     /// household in the --homes years ending with this one, each replayed as this month.
     #[arg(long, default_value = "2010-01")]
-    month: YearMonth,
+    month: Period,
     /// UCI homes: by default the household's January of 2010, 2009, 2008 and 2007, all billed
     /// as 2010-01.
     #[arg(long, default_value_t = 4)]

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Offset as _, TimeDelta, Timelike as _, Utc};
 use meter_client::source::{DateRange, MonthShift, OpenedSource, SourceSpec, open};
-use seer_core::data::YearMonth;
+use seer_core::data::Period;
 use seer_core::tariff::{Bill, Tariff, WhRegister};
 use seer_core::units::Wh;
 
@@ -40,7 +40,7 @@ pub enum HomeSource {
     /// The UCI household's readings of `month`, replayed as the run's period.
     Uci {
         /// The source month.
-        month: YearMonth,
+        month: Period,
         /// Whether a 29 February was left out (replayed into a common year).
         leap_day_left_out: bool,
     },
@@ -67,7 +67,7 @@ pub struct Home {
     /// The source dates read, and the re-dating into the period.
     pub range: DateRange,
     /// The meter's `--replay-as`, when the source month is not the period.
-    pub replay_as: Option<YearMonth>,
+    pub replay_as: Option<Period>,
     /// Readings (15-minute intervals) the meter sends.
     pub readings: usize,
     /// Intervals skipped for missing source minutes.
@@ -102,7 +102,7 @@ impl Home {
     }
 
     /// A human description of the home's readings.
-    pub fn label(&self, period: YearMonth) -> String {
+    pub fn label(&self, period: Period) -> String {
         match &self.source {
             HomeSource::Uci {
                 month,
@@ -130,7 +130,7 @@ impl Home {
 #[derive(Clone, Debug)]
 pub struct Plan {
     /// The billing period.
-    pub period: YearMonth,
+    pub period: Period,
     /// The homes, in home-index order.
     pub homes: Vec<Home>,
     /// The tariff the plaintext bills use (the programs' default).
@@ -143,7 +143,7 @@ pub struct PlanOptions {
     /// The UCI file.
     pub data: PathBuf,
     /// The billing period.
-    pub period: YearMonth,
+    pub period: Period,
     /// UCI homes: the period's calendar month in this many consecutive years ending with the
     /// period's year.
     pub uci_homes: usize,
@@ -181,7 +181,7 @@ pub fn plan(options: &PlanOptions) -> Result<Plan> {
         for k in 0..options.uci_homes {
             let index = homes.len() as u64;
             let years_back = i32::try_from(k).context("too many homes")?;
-            let month = YearMonth::try_new(period.year() - years_back, period.month())
+            let month = Period::try_new(period.year() - years_back, period.month())
                 .with_context(|| format!("--homes {} goes back too far", options.uci_homes))?;
             homes.push(uci_home(
                 &opened,
@@ -238,8 +238,8 @@ fn uci_home(
     opened: &OpenedSource,
     spec: &SourceSpec,
     data: &Path,
-    month: YearMonth,
-    period: YearMonth,
+    month: Period,
+    period: Period,
     index: u64,
     tariff: &Tariff,
 ) -> Result<Home> {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use meter_client::source::{DateRange, MeterReading, ReadingStream, SourceSpec, load};
-use seer_core::data::YearMonth;
+use seer_core::data::Period;
 use seer_core::tariff::{Tariff, WhRegister};
 use seer_core::units::Wh;
 
@@ -57,12 +57,12 @@ pub fn readings(
 ///
 /// # Errors
 /// When a reading's date is outside the supported calendar.
-pub fn complete_months(stream: &ReadingStream) -> anyhow::Result<Vec<YearMonth>> {
+pub fn complete_months(stream: &ReadingStream) -> anyhow::Result<Vec<Period>> {
     let per_day = i64::from(86_400 / stream.interval().as_secs());
-    let mut counts: BTreeMap<YearMonth, i64> = BTreeMap::new();
+    let mut counts: BTreeMap<Period, i64> = BTreeMap::new();
     for r in stream.readings() {
         *counts
-            .entry(YearMonth::containing(r.start.date())?)
+            .entry(Period::containing(r.start.date())?)
             .or_default() += 1;
     }
     Ok(counts
@@ -91,13 +91,13 @@ pub struct MonthBill {
 pub fn monthly_bills(
     tariff: &Tariff,
     readings: &[MeterReading],
-) -> anyhow::Result<BTreeMap<YearMonth, MonthBill>> {
+) -> anyhow::Result<BTreeMap<Period, MonthBill>> {
     let mut register = WhRegister::new();
-    let mut months: BTreeMap<YearMonth, Vec<(chrono::NaiveDateTime, Wh)>> = BTreeMap::new();
+    let mut months: BTreeMap<Period, Vec<(chrono::NaiveDateTime, Wh)>> = BTreeMap::new();
     for r in readings {
         let wh = register.advance(r.energy);
         months
-            .entry(YearMonth::containing(r.start.date())?)
+            .entry(Period::containing(r.start.date())?)
             .or_default()
             .push((r.start, wh));
     }
@@ -144,8 +144,8 @@ mod tests {
             energy: half,
         });
         let bills = monthly_bills(&Tariff::bescom(), &readings).expect("bills");
-        let jan = YearMonth::try_new(2024, 1).expect("month");
-        let feb = YearMonth::try_new(2024, 2).expect("month");
+        let jan = Period::try_new(2024, 1).expect("month");
+        let feb = Period::try_new(2024, 2).expect("month");
         assert_eq!(bills[&jan].wh, 1);
         assert_eq!(bills[&jan].readings, 3);
         assert_eq!(bills[&feb].wh, 1);
@@ -161,7 +161,7 @@ mod tests {
             energy: Joules::try_new(120_000 * 3_600).expect("joules"),
         }];
         let bills = monthly_bills(&Tariff::bescom(), &readings).expect("bills");
-        let jan = YearMonth::try_new(2024, 1).expect("month");
+        let jan = Period::try_new(2024, 1).expect("month");
         assert_eq!(bills[&jan].paise, 63_050);
     }
 
@@ -177,8 +177,8 @@ mod tests {
         assert_eq!(
             months,
             vec![
-                YearMonth::try_new(2024, 1).expect("month"),
-                YearMonth::try_new(2024, 2).expect("month")
+                Period::try_new(2024, 1).expect("month"),
+                Period::try_new(2024, 2).expect("month")
             ]
         );
     }

@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use seer_core::data::YearMonth;
+use seer_core::data::Period;
 use seer_core::tariff::Tariff;
 use seer_tests::oracle::{monthly_bills, readings};
 use seer_tests::{Deployment, DeploymentOptions, bin_path, runtime};
@@ -344,7 +344,7 @@ fn a_billing_lane_swapped_in_the_utility_store_is_refused_and_the_neighbour_stil
     )
     .expect("readings");
     let bills = monthly_bills(&Tariff::bescom(), stream.readings()).expect("bills");
-    let january = YearMonth::try_new(2024, 1).expect("month");
+    let january = Period::try_new(2024, 1).expect("month");
     assert_eq!(released.len(), 1, "{report}");
     assert_eq!(released[0]["meter_id"], HOMES[1].0, "{report}");
     assert_eq!(

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use seer_core::data::YearMonth;
+use seer_core::data::Period;
 use seer_core::tariff::Tariff;
 use seer_tests::oracle::{monthly_bills, readings};
 use seer_tests::rng::SplitMix64;
@@ -173,7 +173,7 @@ fn oracle() -> BTreeMap<(String, String), i64> {
         let stream = readings(source, from, until).expect("readings");
         let bills = monthly_bills(&Tariff::bescom(), stream.readings()).expect("bills");
         for period in PERIODS {
-            let month: YearMonth = period.parse().expect("month");
+            let month: Period = period.parse().expect("month");
             out.insert((meter.to_owned(), period.to_owned()), bills[&month].paise);
         }
     }

@@ -10,7 +10,10 @@
 //! (`DailyModel::prepare` → `evaluate_plain` → `release`) on the same readings, every home-day
 //! is released exactly once (a second job run releases nothing), the audit log holds one grant
 //! per home-day, and anomalies of each kind injected into some homes' days are flagged, with an
-//! explanation naming hours.
+//! explanation naming hours. After the homes, the job asks for each billing group's forecast
+//! total (`Analytics.ReleaseGroupForecast`): each released total is exactly the sum of its
+//! homes' released hours and within one 0.001 kWh quantum per home of the sum of their
+//! plaintext twins; a rerun asks for and releases nothing new (one grant per group-day).
 //!
 //! `SEER_DAILY_HOMES=1000 cargo test --release -p seer-tests --test daily_fleet -- --nocapture`
 //! is the measured fleet run of BENCHMARKS.md ("Daily lane: a fleet run").
@@ -37,6 +40,9 @@ const FIRST: (i32, u32, u32) = (2024, 1, 1);
 /// The streamed week: its first day (after four weeks of history).
 const WEEK: (i32, u32, u32) = (2024, 1, 29);
 const DAYS: i64 = 7;
+/// Homes per billing group (the daily lane's group, whose forecast total the key authority
+/// releases): 100 homes make two full groups and one of 2, below the floor of 3.
+const GROUP_SIZE: u32 = 49;
 
 fn date((y, m, d): (i32, u32, u32)) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).expect("a valid date")
@@ -137,6 +143,7 @@ fn meter_daily(deployment: &Deployment, home: u32, csv: &Path) -> Value {
         .args(["daily", "--meter-id", &id])
         .args(["--source", &format!("csv:{}", csv.display())])
         .args(["--home-index", &home.to_string()])
+        .args(["--group-size", &GROUP_SIZE.to_string()])
         .args(["--from", &date(WEEK).to_string()])
         .args(["--through", &last.to_string()])
         .args(["--model", &model_path().display().to_string()])
@@ -241,6 +248,24 @@ async fn a_fleet_streams_a_week_and_every_home_day_is_released_as_the_plaintext_
     );
     let job_s = started.elapsed().as_secs_f64();
     let home_days = u64::from(homes) * DAYS as u64;
+    // Groups of `GROUP_SIZE` homes (`home / GROUP_SIZE`, the meters' billing groups); a group
+    // of at least three homes has its total released for each day, a smaller one (the partial
+    // last group of a fleet of 100) is refused.
+    let group_sizes: BTreeMap<u32, u32> = (0..homes).fold(BTreeMap::new(), |mut m, h| {
+        *m.entry(h / GROUP_SIZE).or_default() += 1;
+        m
+    });
+    let releasable = group_sizes.values().filter(|n| **n >= 3).count() as u64;
+    assert_eq!(
+        report["group_forecasts_released"].as_u64(),
+        Some(releasable * DAYS as u64),
+        "{report}"
+    );
+    assert_eq!(
+        report["group_forecasts_refused"].as_array().map(Vec::len),
+        Some((group_sizes.len() as u64 - releasable) as usize * DAYS as usize),
+        "{report}"
+    );
     assert_eq!(report["released"].as_u64(), Some(home_days), "{report}");
     assert_eq!(
         report["refused"].as_array().map(Vec::len),
@@ -269,6 +294,16 @@ async fn a_fleet_streams_a_week_and_every_home_day_is_released_as_the_plaintext_
         &utility,
     );
     assert_eq!(again["released"].as_u64(), Some(0), "{again}");
+    assert_eq!(
+        again["group_forecasts_released"].as_u64(),
+        Some(0),
+        "{again}"
+    );
+    assert_eq!(
+        again["group_forecasts_refused"].as_array().map(Vec::len),
+        Some(0),
+        "{again}"
+    );
 
     // Every released value is the plaintext model's.
     let results = utility_json(&deployment, &["daily-results"], &utility);
@@ -301,6 +336,8 @@ async fn a_fleet_streams_a_week_and_every_home_day_is_released_as_the_plaintext_
         );
     }
     let mut worst = 0.0f64;
+    // The plaintext twin's forecast per (meter, hour), for the group totals below.
+    let mut twin_forecast: BTreeMap<(String, String), f64> = BTreeMap::new();
     let mut flagged_by_kind: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
     let mut false_alarms = 0u32;
     for (home, days) in &fleet {
@@ -314,6 +351,7 @@ async fn a_fleet_streams_a_week_and_every_home_day_is_released_as_the_plaintext_
                 .expect("four weeks of history: a forecast");
             for (h, kwh) in forecast.iter().enumerate() {
                 let hour = format!("{}T{h:02}:00", day + TimeDelta::days(1));
+                twin_forecast.insert((id.clone(), hour.clone()), *kwh);
                 let got = released_forecast
                     .get(&(id.clone(), hour.clone()))
                     .unwrap_or_else(|| panic!("{id} {hour} released"));
@@ -380,9 +418,59 @@ async fn a_fleet_streams_a_week_and_every_home_day_is_released_as_the_plaintext_
         assert!(found > 0, "no injected {} day was flagged", kind.name());
     }
 
-    // One grant per home-day in the key authority's audit log.
+    // Each group's released forecast total: exactly the sum of its homes' released hours,
+    // and within one quantum per home of the sum of their plaintext twins.
+    let group_rows = results["group_forecasts"]
+        .as_array()
+        .expect("group forecasts");
+    assert_eq!(
+        group_rows.len() as u64,
+        releasable * DAYS as u64 * 24,
+        "24 hours per released group-day"
+    );
+    let milli = |kwh: f64| (kwh * 1000.0).round() as i64;
+    let mut worst_group = 0i64;
+    for row in group_rows {
+        let group = row["group"].as_u64().expect("group") as u32;
+        let hour = row["hour"].as_str().expect("hour");
+        let total = row["kwh_milli"].as_i64().expect("milli-kWh");
+        let members: Vec<u32> = (0..homes).filter(|h| h / GROUP_SIZE == group).collect();
+        assert_eq!(row["homes"].as_u64(), Some(members.len() as u64), "{row}");
+        let released_sum: i64 = members
+            .iter()
+            .map(|h| {
+                milli(
+                    *released_forecast
+                        .get(&(format!("home-{h:04}"), hour.to_owned()))
+                        .unwrap_or_else(|| panic!("home {h} {hour} released")),
+                )
+            })
+            .sum();
+        assert_eq!(total, released_sum, "group {group} {hour}: {row}");
+        let twin_sum: i64 = members
+            .iter()
+            .map(|h| milli(twin_forecast[&(format!("home-{h:04}"), hour.to_owned())]))
+            .sum();
+        worst_group = worst_group.max((total - twin_sum).abs());
+        assert!(
+            (total - twin_sum).abs() <= members.len() as i64,
+            "group {group} {hour}: released {total}, plaintext twins {twin_sum} milli-kWh"
+        );
+    }
+    eprintln!(
+        "group forecasts: {} group-days released; largest |total − twin sum| {worst_group} \
+         milli-kWh",
+        releasable * DAYS as u64
+    );
+
+    // One grant per home-day and per group-day in the key authority's audit log (the second
+    // run added none).
     let audit = audit_entries(&deployment.dir().join("ka/audit.db"))
         .await
         .expect("the audit log");
     assert_eq!(grants(&audit, "daily") as u64, home_days);
+    assert_eq!(
+        grants(&audit, "daily-group-forecast") as u64,
+        releasable * DAYS as u64
+    );
 }

@@ -8,7 +8,7 @@
 use std::process::Output;
 
 use chrono::NaiveDate;
-use seer_core::data::YearMonth;
+use seer_core::data::Period;
 use seer_core::tariff::Tariff;
 use seer_tests::deployment::issue_token;
 use seer_tests::oracle::{monthly_bills, readings};
@@ -125,7 +125,7 @@ fn january_bill_paise() -> i64 {
     let until = NaiveDate::from_ymd_opt(2024, 2, 1);
     let stream = readings(SOURCE, from, until).expect("readings");
     let bills = monthly_bills(&Tariff::bescom(), stream.readings()).expect("bills");
-    bills[&YearMonth::try_new(2024, 1).expect("month")].paise
+    bills[&Period::try_new(2024, 1).expect("month")].paise
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use seer_core::data::YearMonth;
+use seer_core::data::Period;
 use seer_core::tariff::Tariff;
 use seer_service::testing::{PostgresDatabase, postgres_admin_url};
 use seer_tests::oracle::{MonthBill, complete_months, monthly_bills, readings, require_uci_data};
@@ -35,9 +35,9 @@ struct Plan {
     from: NaiveDate,
     /// The first day after the last complete month.
     until: NaiveDate,
-    months: Vec<YearMonth>,
-    uci_bills: BTreeMap<YearMonth, MonthBill>,
-    synthetic_bills: BTreeMap<YearMonth, MonthBill>,
+    months: Vec<Period>,
+    uci_bills: BTreeMap<Period, MonthBill>,
+    synthetic_bills: BTreeMap<Period, MonthBill>,
 }
 
 fn plan() -> &'static Plan {
@@ -134,7 +134,7 @@ fn wait_success(child: Child, meter: &str) {
 
 /// The sequence of the batch that closes `month` for a meter sending `batch_days`-day windows
 /// from the first month of the plan: windows restart at each month's first day.
-fn closing_sequence(month: YearMonth, batch_days: u32) -> u64 {
+fn closing_sequence(month: Period, batch_days: u32) -> u64 {
     plan()
         .months
         .iter()

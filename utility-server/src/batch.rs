@@ -13,7 +13,6 @@
 //! a group total, so storing it would only hide a broken meter until the release.
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, SecondsFormat, TimeZone as _, Timelike as _, Utc};
 use seer_core::dp::{Epsilon, MAX_GROUP_SIZE, MAX_SENSITIVITY_WH, SharePlan};
@@ -21,7 +20,7 @@ use seer_core::units::Wh;
 use seer_proto::v1::{NoisePlan, UploadBatch};
 
 /// Longest meter id, in bytes.
-pub const MAX_METER_ID_LEN: usize = 64;
+pub const MAX_METER_ID_LEN: usize = seer_core::vocab::MAX_METER_ID_LEN;
 
 /// The shortest reading interval a batch may claim: one minute (the UCI data's resolution,
 /// and the resolution of the tariff's time-of-use bands). A batch over `[start, end)` holds at
@@ -56,6 +55,9 @@ pub enum BatchError {
         /// The sequence given.
         sequence: u64,
     },
+    /// Another word of the shared vocabulary is refused by its parser (its message).
+    #[error("{0}")]
+    Vocabulary(String),
     /// A period that is not `YYYY-MM`.
     #[error("period {period:?} is invalid: expected YYYY-MM")]
     InvalidPeriod {
@@ -153,135 +155,22 @@ fn echo(value: &str) -> String {
     value.chars().take(ECHO_LIMIT).collect()
 }
 
-/// A meter id: 1 to [`MAX_METER_ID_LEN`] bytes of ASCII letters, digits, `-`, `_`, `.`, `:`
-/// (the rule the key authority applies to household tokens).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MeterId(String);
+/// A meter id ([`seer_core::MeterId`]: 1 to [`MAX_METER_ID_LEN`] bytes of ASCII letters,
+/// digits, `-`, `_`, `.`, `:`, the rule the key authority applies to household tokens) and a
+/// billing period ([`seer_core::Period`]: one calendar month, written `YYYY-MM`, years 1000 to
+/// 9999): the one vocabulary of SEER.
+pub use seer_core::{MeterId, Period};
 
-impl MeterId {
-    /// Checks and wraps a meter id.
-    ///
-    /// # Errors
-    /// [`BatchError::InvalidMeterId`] when the id breaks the rule above.
-    pub fn try_new(meter_id: impl Into<String>) -> Result<Self, BatchError> {
-        let meter_id = meter_id.into();
-        let invalid = |reason| BatchError::InvalidMeterId {
-            meter_id: echo(&meter_id),
-            reason,
-        };
-        if meter_id.is_empty() {
-            return Err(invalid("empty"));
+impl From<seer_core::Error> for BatchError {
+    /// A meter id or period refused by its one parser keeps the batch's own wording.
+    fn from(error: seer_core::Error) -> Self {
+        match error {
+            seer_core::Error::InvalidMeterId { meter_id, reason } => {
+                BatchError::InvalidMeterId { meter_id, reason }
+            }
+            seer_core::Error::InvalidPeriod { period } => BatchError::InvalidPeriod { period },
+            other => BatchError::Vocabulary(other.to_string()),
         }
-        if meter_id.len() > MAX_METER_ID_LEN {
-            return Err(invalid("longer than 64 bytes"));
-        }
-        if !meter_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        {
-            return Err(invalid(
-                "only ASCII letters, digits, '-', '_', '.' and ':' are allowed",
-            ));
-        }
-        Ok(Self(meter_id))
-    }
-
-    /// The id.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for MeterId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for MeterId {
-    type Err = BatchError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::try_new(s)
-    }
-}
-
-/// A billing period: one calendar month, written `YYYY-MM` (years 1000 to 9999).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Period {
-    year: i32,
-    month: u32,
-}
-
-impl Period {
-    /// The period of `year` and `month` (1 to 12).
-    ///
-    /// # Errors
-    /// [`BatchError::InvalidPeriod`] for a month outside 1..=12 or a year outside 1000..=9999.
-    pub fn try_new(year: i32, month: u32) -> Result<Self, BatchError> {
-        if (1000..=9999).contains(&year) && (1..=12).contains(&month) {
-            Ok(Self { year, month })
-        } else {
-            Err(BatchError::InvalidPeriod {
-                period: format!("{year}-{month:02}"),
-            })
-        }
-    }
-
-    /// The year.
-    #[must_use]
-    pub fn year(self) -> i32 {
-        self.year
-    }
-
-    /// The month, 1 to 12.
-    #[must_use]
-    pub fn month(self) -> u32 {
-        self.month
-    }
-
-    /// The first day of the period.
-    #[must_use]
-    pub fn first_day(self) -> NaiveDate {
-        NaiveDate::from_ymd_opt(self.year, self.month, 1)
-            .unwrap_or_else(|| unreachable!("a valid period has a first day"))
-    }
-
-    /// The first day after the period.
-    #[must_use]
-    pub fn end_day(self) -> NaiveDate {
-        let (year, month) = if self.month == 12 {
-            (self.year + 1, 1)
-        } else {
-            (self.year, self.month + 1)
-        };
-        NaiveDate::from_ymd_opt(year, month, 1)
-            .unwrap_or_else(|| unreachable!("the month after a valid period has a first day"))
-    }
-}
-
-impl fmt::Display for Period {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}", self.year, self.month)
-    }
-}
-
-impl FromStr for Period {
-    type Err = BatchError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || BatchError::InvalidPeriod { period: echo(s) };
-        let bytes = s.as_bytes();
-        if bytes.len() != 7
-            || bytes[4] != b'-'
-            || !bytes[..4].iter().chain(&bytes[5..]).all(u8::is_ascii_digit)
-        {
-            return Err(invalid());
-        }
-        let year = s[..4].parse().map_err(|_| invalid())?;
-        let month = s[5..].parse().map_err(|_| invalid())?;
-        Self::try_new(year, month).map_err(|_| invalid())
     }
 }
 

@@ -76,7 +76,7 @@ pub(crate) fn authorize<T>(request: &Request<T>, meter_id: &str) -> Result<Meter
     if principal.is_none() {
         return Err(AuthzError::Unauthenticated.into());
     }
-    let meter_id = MeterId::try_new(meter_id).map_err(BillsError::InvalidMeterId)?;
+    let meter_id = MeterId::try_new(meter_id).map_err(|e| BillsError::InvalidMeterId(e.into()))?;
     BillsPolicy.authorize(principal, &meter_id, MeterAction::ReadBills)?;
     Ok(meter_id)
 }

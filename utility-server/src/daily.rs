@@ -1,6 +1,6 @@
 //! The utility's side of the daily lane (`seer-daily`): each meter uploads once a day one
-//! `N4096_L1` ciphertext holding its block of [`BLOCK`] slots (block `home mod 4`, evaluation
-//! group `home / 4`; kind `daily`, stored by [`crate::analytics_ingest`]), and
+//! `N4096_L1` ciphertext holding its block of [`BLOCK`] slots (block `home mod 4`, group the
+//! home's billing group; kind `daily`, stored by [`crate::analytics_ingest`]), and
 //! [`run_pending`] releases what the registered `daily` computation makes of them:
 //!
 //! 1. the model's pending inputs (optionally of one day) are packed by [`pack`] into release
@@ -19,11 +19,18 @@
 //!    stored with the decision on every input of the request (released, or refused with the
 //!    key authority's reason) in one transaction ([`Store::record_daily_release`]). Inputs
 //!    withheld because another meter of their request was refused stay pending and are asked
-//!    for again, without the refused ones, in the same run.
+//!    for again, without the refused ones, in the same run;
+//! 5. for each (group, day) of the inputs the run decided with at least one
+//!    released, once no input of that group-day is pending (withheld ones included) and no
+//!    total is stored, the group's forecast total for the next day is asked for
+//!    (`Analytics.ReleaseGroupForecast`: the key authority sums the forecasts it released for
+//!    the homes whose receipts name the group, at least three homes, once per group-day) and
+//!    stored (`daily_group_forecasts`, [`Store::record_daily_group_forecast`]); a refusal (too
+//!    few homes) is reported and nothing stored. A rerun that decides nothing asks nothing.
 //!
 //! The utility never decrypts anything: it holds only the key authority's public Galois keys.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,17 +40,22 @@ use seer_ckks::{Ciphertext, CkksContext, Evaluator, GaloisKeys};
 use seer_daily::DailyModel;
 use seer_daily::layout::{BLOCK, BLOCKS_PER_CIPHERTEXT};
 use seer_proto::WithMessageLimits as _;
+use seer_proto::v1::analytics_client::AnalyticsClient;
 use seer_proto::v1::keys_client::KeysClient;
-use seer_proto::v1::{AnalyticsMeterRelease, KeyKind, ListKeySetsRequest};
+use seer_proto::v1::{
+    AnalyticsMeterRelease, GroupForecastRequest, GroupForecastResponse, KeyKind, ListKeySetsRequest,
+};
 use serde::Serialize;
 use tonic::transport::Channel;
 use tracing::Instrument as _;
 
 use crate::analytics::{MeterInputs, model_digest, request_release};
+pub use crate::forecast::RefusedInput;
+use crate::forecast::answered_input;
 use crate::key_authority::{JobError, connect, fetch_key_object};
 use crate::store::{
-    DailyAnomaly, DailyFilter, DailyForecast, GroupHourTotal, InputHeader, InputStatus, Store,
-    StoredInput,
+    DailyAnomaly, DailyFilter, DailyForecast, GroupForecastHour, GroupHourTotal, InputHeader,
+    Store, StoredInput,
 };
 
 /// The kind of the computation on the wire and in the store.
@@ -79,13 +91,15 @@ impl std::fmt::Debug for DailyJob {
     }
 }
 
-/// An input the key authority refused in a run.
+/// A group forecast total the key authority refused in a run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RefusedInput {
-    /// The meter.
-    pub meter_id: String,
-    /// The input id.
-    pub input_id: String,
+pub struct RefusedGroupForecast {
+    /// The evaluation group.
+    pub group: u32,
+    /// The day the meters prepared (the total asked for is of the next day).
+    pub input_day: String,
+    /// The homes the key authority holds for it so far.
+    pub homes: u32,
     /// The key authority's reason.
     pub reason: String,
 }
@@ -126,6 +140,10 @@ pub struct DailyReport {
     pub forecast_hours_stored: usize,
     /// Anomaly days stored.
     pub anomaly_days_stored: usize,
+    /// Group forecast totals released and stored (`ReleaseGroupForecast`), one per group-day.
+    pub group_forecasts_released: usize,
+    /// Group forecast totals refused (too few homes so far), with the reasons.
+    pub group_forecasts_refused: Vec<RefusedGroupForecast>,
     /// Median evaluation time per home-day (a request's time over its meters), ms.
     pub evaluate_ms_per_home_day_median: f64,
     /// Median time of a release request (streaming, re-execution, answer), ms.
@@ -222,7 +240,13 @@ pub fn evaluate(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let refs: Vec<(usize, &Ciphertext)> = parsed.iter().map(|(b, ct)| (*b, ct)).collect();
-    let output = seer_daily::circuit::evaluate(model, evaluator, &refs)
+    // The weight plaintexts, encoded once per block for the model and reused by every request
+    // (byte for byte the output of `seer_daily::circuit::evaluate`, which the key authority
+    // compares).
+    static PREPARED: seer_daily::circuit::CircuitCache = seer_daily::circuit::CircuitCache::new();
+    let output = PREPARED
+        .get(model)
+        .evaluate(evaluator, &refs)
         .map_err(|e| circuit(e.to_string()))?;
     output.to_bytes(ctx).map_err(|e| circuit(e.to_string()))
 }
@@ -552,6 +576,7 @@ pub async fn run_pending(store: &Store, job: &DailyJob) -> Result<DailyReport, J
     let mut release_ms = Vec::new();
     let mut queue: VecDeque<(Vec<StoredInput>, bool)> =
         requests.into_iter().map(|r| (r, false)).collect();
+    let mut released_groups: BTreeSet<(u32, String)> = BTreeSet::new();
     while let Some((request, retry)) = queue.pop_front() {
         let span = tracing::info_span!(
             "daily.request",
@@ -575,6 +600,7 @@ pub async fn run_pending(store: &Store, job: &DailyJob) -> Result<DailyReport, J
         evaluate_ms.extend(std::iter::repeat_n(per_home, request.len()));
         release_ms.push(outcome.release_ms);
         report.released += outcome.released;
+        released_groups.extend(outcome.released_groups.iter().cloned());
         report.refused.extend(outcome.refused.iter().cloned());
         report.forecast_hours_stored += outcome.hours;
         report.anomaly_days_stored += outcome.days;
@@ -595,8 +621,123 @@ pub async fn run_pending(store: &Store, job: &DailyJob) -> Result<DailyReport, J
     }
     report.evaluate_ms_per_home_day_median = median(&mut evaluate_ms);
     report.release_ms_per_request_median = median(&mut release_ms);
+    release_group_forecasts(store, job, &channel, &digest, released_groups, &mut report)
+        .instrument(tracing::info_span!("daily.group_forecasts"))
+        .await?;
     report.total_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(report)
+}
+
+/// Step 5 of the [module documentation](self): asks for and stores the forecast total of each
+/// (group, input day) in `groups` that has no pending input left and no stored total.
+async fn release_group_forecasts(
+    store: &Store,
+    job: &DailyJob,
+    channel: &Channel,
+    digest: &str,
+    groups: BTreeSet<(u32, String)>,
+    report: &mut DailyReport,
+) -> Result<(), JobError> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let pending: BTreeSet<(u32, String)> = store
+        .analytics_inputs(KIND, digest, Some("pending"))
+        .await?
+        .into_iter()
+        .map(|i| (i.header.group, i.header.first_period))
+        .collect();
+    for (group, input_day) in groups {
+        if pending.contains(&(group, input_day.clone())) {
+            tracing::info!(group, %input_day, "inputs still pending: the group total waits");
+            continue;
+        }
+        if store
+            .has_daily_group_forecast(group, &input_day, digest)
+            .await?
+        {
+            continue;
+        }
+        let day: NaiveDate = input_day
+            .parse()
+            .map_err(|e| JobError::Circuit(format!("the stored input day {input_day:?}: {e}")))?;
+        let Some(next) = day.succ_opt() else {
+            continue;
+        };
+        let answer =
+            request_group_forecast(channel.clone(), &job.token, group, next, digest).await?;
+        if answer.granted {
+            let hours: Vec<GroupForecastHour> = answer
+                .hours
+                .iter()
+                .map(|h| GroupForecastHour {
+                    group,
+                    hour: h.hour.clone(),
+                    model_blake3: digest.to_owned(),
+                    kwh_milli: milli(h.kwh),
+                    homes: u64::from(answer.homes),
+                    input_day: input_day.clone(),
+                    audit_seq: answer.audit_sequence,
+                })
+                .collect();
+            store.record_daily_group_forecast(&hours).await?;
+            report.group_forecasts_released += 1;
+            tracing::info!(
+                group,
+                %input_day,
+                homes = answer.homes,
+                already_released = answer.already_released,
+                "group forecast released"
+            );
+        } else {
+            tracing::info!(group, %input_day, homes = answer.homes, reason = %answer.refusal, "group forecast refused");
+            report.group_forecasts_refused.push(RefusedGroupForecast {
+                group,
+                input_day,
+                homes: answer.homes,
+                reason: answer.refusal,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Asks the key authority for `group`'s forecast total of `day` (the forecast's day) under the
+/// model `model_blake3`.
+///
+/// # Errors
+/// [`JobError::Token`] for a token that is no header value; [`JobError::Release`] when the
+/// key authority refuses the request as a whole or cannot be reached.
+pub async fn request_group_forecast(
+    channel: Channel,
+    token: &str,
+    group: u32,
+    day: NaiveDate,
+    model_blake3: &str,
+) -> Result<GroupForecastResponse, JobError> {
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| JobError::Token)?;
+    let mut client =
+        AnalyticsClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            Ok(request)
+        })
+        .with_seer_limits();
+    client
+        .release_group_forecast(GroupForecastRequest {
+            group,
+            day: day.format("%Y-%m-%d").to_string(),
+            model_blake3: model_blake3.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| JobError::Release {
+            code: s.code(),
+            message: s.message().to_owned(),
+        })
 }
 
 /// What one answered request did.
@@ -604,6 +745,8 @@ struct RequestOutcome {
     evaluate_ms: f64,
     release_ms: f64,
     released: usize,
+    /// (group, input day) of each released input.
+    released_groups: Vec<(u32, String)>,
     refused: Vec<RefusedInput>,
     withheld: Vec<StoredInput>,
     hours: usize,
@@ -659,6 +802,7 @@ async fn release_one(
             evaluate_ms,
             release_ms,
             released: 0,
+            released_groups: Vec::new(),
             refused: Vec::new(),
             withheld: Vec::new(),
             hours: 0,
@@ -680,25 +824,19 @@ async fn release_one(
                 outcome.withheld.push(input.clone());
                 continue;
             }
-            let status = if answer.granted {
-                outcome.released += 1;
-                let (f, a) = released_rows(digest, &input.header, answer)?;
-                forecasts.extend(f);
-                anomalies.extend(a);
-                InputStatus::Released {
-                    audit_seq: answer.audit_sequence,
+            let (status, refusal) = answered_input(&input.header, answer);
+            match refusal {
+                None => {
+                    outcome.released += 1;
+                    outcome
+                        .released_groups
+                        .push((input.header.group, input.header.first_period.clone()));
+                    let (f, a) = released_rows(digest, &input.header, answer)?;
+                    forecasts.extend(f);
+                    anomalies.extend(a);
                 }
-            } else {
-                outcome.refused.push(RefusedInput {
-                    meter_id: input.header.meter_id.clone(),
-                    input_id: input.header.input_id.clone(),
-                    reason: answer.refusal.clone(),
-                });
-                InputStatus::Refused {
-                    reason: answer.refusal.clone(),
-                    audit_seq: Some(answer.audit_sequence).filter(|s| *s > 0),
-                }
-            };
+                Some(refusal) => outcome.refused.push(refusal),
+            }
             decisions.push((input.header.clone(), status));
         }
         let (hours, days) = store
@@ -750,13 +888,25 @@ pub struct AnomalyRow {
     pub audit_seq: u64,
 }
 
-/// The forecast of one evaluation group's total in one hour.
+/// The utility's own sum, per evaluation group and hour, of the per-home forecasts it holds
+/// (not a release: empty when the key authority releases no home's forecast, and partial when
+/// some homes' are missing). The released totals are [`GroupForecastRow`]s.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GroupTotalRow {
     /// The stored sum.
     #[serde(flatten)]
     pub stored: GroupHourTotal,
     /// The sum, kWh.
+    pub kwh: f64,
+}
+
+/// One hour of a group's forecast total as the key authority released it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupForecastRow {
+    /// The stored row.
+    #[serde(flatten)]
+    pub stored: GroupForecastHour,
+    /// The total, kWh.
     pub kwh: f64,
 }
 
@@ -771,8 +921,12 @@ pub struct DailyResults {
     pub forecasts: Vec<ForecastRow>,
     /// The stored anomaly results, in (day, meter) order.
     pub anomalies: Vec<AnomalyRow>,
-    /// Per evaluation group and hour, the sum of the group's forecasts.
-    pub group_totals: Vec<GroupTotalRow>,
+    /// The group forecast totals the key authority released (`ReleaseGroupForecast`: at
+    /// least three homes, once per group-day), in (input day, group, hour) order.
+    pub group_forecasts: Vec<GroupForecastRow>,
+    /// Not a release: per evaluation group and hour, the utility's own sum of the per-home
+    /// forecasts above (see [`GroupTotalRow`]).
+    pub home_forecast_sums: Vec<GroupTotalRow>,
 }
 
 #[expect(clippy::cast_precision_loss, reason = "milli-kWh of a few homes")]
@@ -833,11 +987,20 @@ pub async fn results(
             })
         })
         .collect::<Result<_, JobError>>()?;
-    let group_totals = store
+    let home_forecast_sums = store
         .daily_forecast_totals(filter)
         .await?
         .into_iter()
         .map(|stored| GroupTotalRow {
+            kwh: from_milli(stored.kwh_milli),
+            stored,
+        })
+        .collect();
+    let group_forecasts = store
+        .daily_group_forecasts(filter)
+        .await?
+        .into_iter()
+        .map(|stored| GroupForecastRow {
             kwh: from_milli(stored.kwh_milli),
             stored,
         })
@@ -847,13 +1010,15 @@ pub async fn results(
         model_blake3: model_blake3.map(str::to_owned),
         forecasts,
         anomalies,
-        group_totals,
+        group_forecasts,
+        home_forecast_sums,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::InputStatus;
 
     fn input(meter: &str, day: &str, group: u32, block: u32) -> StoredInput {
         StoredInput {

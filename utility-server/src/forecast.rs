@@ -303,7 +303,7 @@ pub async fn listing(
 }
 
 /// An input the key authority refused in a run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RefusedInput {
     /// The meter.
     pub meter_id: String,
@@ -311,6 +311,36 @@ pub struct RefusedInput {
     pub input_id: String,
     /// The key authority's reason.
     pub reason: String,
+}
+
+/// What the key authority's answer for one meter (granted or refused; a withheld meter stays
+/// pending and is not decided) records on its input, and, when refused, the refusal a run
+/// reports. Shared by the `forecast` and `daily` jobs.
+#[must_use]
+pub fn answered_input(
+    header: &InputHeader,
+    answer: &seer_proto::v1::AnalyticsMeterRelease,
+) -> (InputStatus, Option<RefusedInput>) {
+    if answer.granted {
+        (
+            InputStatus::Released {
+                audit_seq: answer.audit_sequence,
+            },
+            None,
+        )
+    } else {
+        (
+            InputStatus::Refused {
+                reason: answer.refusal.clone(),
+                audit_seq: Some(answer.audit_sequence).filter(|s| *s > 0),
+            },
+            Some(RefusedInput {
+                meter_id: header.meter_id.clone(),
+                input_id: header.input_id.clone(),
+                reason: answer.refusal.clone(),
+            }),
+        )
+    }
 }
 
 /// What one [`run_pending`] did.
@@ -482,22 +512,11 @@ pub async fn run_pending(
                 withheld.push(input.clone());
                 continue;
             }
-            let status = if answer.granted {
-                report.released += 1;
-                InputStatus::Released {
-                    audit_seq: answer.audit_sequence,
-                }
-            } else {
-                report.refused.push(RefusedInput {
-                    meter_id: input.header.meter_id.clone(),
-                    input_id: input.header.input_id.clone(),
-                    reason: answer.refusal.clone(),
-                });
-                InputStatus::Refused {
-                    reason: answer.refusal.clone(),
-                    audit_seq: Some(answer.audit_sequence).filter(|s| *s > 0),
-                }
-            };
+            let (status, refusal) = answered_input(&input.header, answer);
+            match refusal {
+                None => report.released += 1,
+                Some(refusal) => report.refused.push(refusal),
+            }
             decisions.push((input.header.clone(), status));
         }
         report.hours_stored += results

@@ -213,7 +213,7 @@ impl IngestService {
             IngestError::InvalidBatch {
                 meter_id: printable(&wire.meter_id),
                 sequence,
-                source,
+                source: source.into(),
             }
         })?;
         // Authorize before reading the rest: a stranger learns nothing about the batch.
@@ -298,7 +298,8 @@ impl IngestService {
         principal: Option<&auth::Principal>,
         meter_id: &str,
     ) -> Result<Cursor, IngestError> {
-        let meter_id = MeterId::try_new(meter_id).map_err(IngestError::InvalidMeterId)?;
+        let meter_id =
+            MeterId::try_new(meter_id).map_err(|e| IngestError::InvalidMeterId(e.into()))?;
         self.policy
             .authorize(principal, &meter_id, MeterAction::ReadCursor)?;
         let last = self

@@ -62,7 +62,8 @@ enum Command {
     /// for a registered model: pack them four meters with distinct blocks to a request,
     /// evaluate the daily circuit once per request with the key authority's Galois keys
     /// (cached on disk by digest), ask the key authority to release, store the released
-    /// forecasts and anomaly results and print the run's report as JSON.
+    /// forecasts and anomaly results, then ask for and store each completed group-day's
+    /// forecast total, and print the run's report as JSON.
     Daily {
         /// The model file (registered with the key authority; its BLAKE3 names it).
         #[arg(long)]
@@ -81,7 +82,9 @@ enum Command {
         token_env: String,
     },
     /// Print the stored daily results as JSON: forecasts per meter and hour, anomaly scores
-    /// per meter and day, and per evaluation group the sum of the forecasts per hour.
+    /// per meter and day, the group forecast totals the key authority released
+    /// (`group_forecasts`) and, not a release, the utility's own per-group sums of the
+    /// per-home forecasts it holds (`home_forecast_sums`).
     DailyResults {
         /// Only the results of the uploads for this day (YYYY-MM-DD; their forecasts are of
         /// the next day, their anomaly scores of this day).

@@ -4,11 +4,11 @@
 //! authority's `Keys` and `Analytics` services that re-executes the circuit and compares the
 //! utility's result byte for byte, as the real one does.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use seer_ckks::{
     Ciphertext, CkksContext, Encryptor, Evaluator, GaloisKeys, KeyGenerator, ParameterSet,
@@ -23,8 +23,8 @@ use seer_proto::v1::keys_server::{Keys, KeysServer};
 use seer_proto::v1::{
     AnalyticsInputAck, AnalyticsInputChunk, AnalyticsInputData, AnalyticsInputHeader,
     AnalyticsMeterRelease, AnalyticsReleaseChunk, AnalyticsReleaseResponse, DayRelease,
-    ExplanationFeature, GetKeyRequest, HourForecast, KeyChunk, KeyKind, KeySetInfo,
-    ListKeySetsRequest, ListKeySetsResponse,
+    ExplanationFeature, GetKeyRequest, GroupForecastRequest, GroupForecastResponse, HourForecast,
+    KeyChunk, KeyKind, KeySetInfo, ListKeySetsRequest, ListKeySetsResponse,
 };
 use tokio::sync::oneshot;
 use tokio_stream::StreamExt as _;
@@ -397,6 +397,42 @@ struct FakeAuthority {
     refuse: Arc<BTreeSet<String>>,
     key_fetches: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    /// Per (group, forecast day), the released homes' hours in thousandths (the group from
+    /// the meter id, `m<block>-g<group>`, as the real one reads it from the receipt).
+    homes: Arc<Mutex<HomesByGroupDay>>,
+    /// Released group totals: (homes, hours in thousandths, audit sequence).
+    totals: Arc<Mutex<BTreeMap<GroupDay, ReleasedTotal>>>,
+    group_requests: Arc<AtomicUsize>,
+}
+
+impl FakeAuthority {
+    fn new(model: DailyModel, evaluator: Evaluator, refuse: &[&str]) -> Self {
+        Self {
+            model: Arc::new(model),
+            evaluator: Arc::new(evaluator),
+            refuse: Arc::new(refuse.iter().map(|m| (*m).to_owned()).collect()),
+            key_fetches: Arc::default(),
+            requests: Arc::default(),
+            homes: Arc::default(),
+            totals: Arc::default(),
+            group_requests: Arc::default(),
+        }
+    }
+}
+
+/// (group, forecast day).
+type GroupDay = (u32, String);
+/// A released total: (homes, hours in thousandths, audit sequence).
+type ReleasedTotal = (u32, Vec<i64>, u64);
+/// Per group-day, each released home's hours in thousandths.
+type HomesByGroupDay = BTreeMap<GroupDay, BTreeMap<String, Vec<i64>>>;
+
+/// The group a stand-in meter id names (`m<block>-g<group>`).
+fn group_of(meter: &str) -> u32 {
+    meter
+        .rsplit_once("-g")
+        .and_then(|(_, g)| g.parse().ok())
+        .expect("a meter id m<block>-g<group>")
 }
 
 type KeyStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<KeyChunk, Status>> + Send>>;
@@ -504,7 +540,25 @@ impl Analytics for FakeAuthority {
             .enumerate()
             .map(|(k, (m, refused))| {
                 let day = m.input_id.trim_start_matches("daily-").to_owned();
+                let next = day
+                    .parse::<chrono::NaiveDate>()
+                    .expect("an input day")
+                    .succ_opt()
+                    .expect("a next day")
+                    .to_string();
                 let granted = verified && !any_refused;
+                let hours: Vec<f64> = (0..24).map(|h| 0.1 + f64::from(h) * 0.01).collect();
+                if granted {
+                    self.homes
+                        .lock()
+                        .expect("homes")
+                        .entry((group_of(&m.meter_id), next.clone()))
+                        .or_default()
+                        .insert(
+                            m.meter_id.clone(),
+                            hours.iter().map(|v| (v * 1000.0).round() as i64).collect(),
+                        );
+                }
                 AnalyticsMeterRelease {
                     meter_id: m.meter_id.clone(),
                     granted,
@@ -519,10 +573,12 @@ impl Analytics for FakeAuthority {
                     audit_sequence: 100 + k as u64,
                     lane: "exact".into(),
                     forecasts: if granted {
-                        (0..24)
-                            .map(|h| HourForecast {
-                                hour: format!("next-of-{day}T{h:02}:00"),
-                                kwh: 0.1 + f64::from(h) * 0.01,
+                        hours
+                            .iter()
+                            .enumerate()
+                            .map(|(h, kwh)| HourForecast {
+                                hour: format!("{next}T{h:02}:00"),
+                                kwh: *kwh,
                             })
                             .collect()
                     } else {
@@ -558,6 +614,70 @@ impl Analytics for FakeAuthority {
             meters,
             result_verified: verified,
             flag_threshold: 0.2,
+        }))
+    }
+
+    /// Like the real one: the released homes of (group, day), at least three, summed
+    /// exactly, released once.
+    async fn release_group_forecast(
+        &self,
+        request: Request<GroupForecastRequest>,
+    ) -> Result<Response<GroupForecastResponse>, Status> {
+        self.group_requests.fetch_add(1, Ordering::SeqCst);
+        let request = request.into_inner();
+        let key = (request.group, request.day.clone());
+        let labels = |values: &[i64]| -> Vec<HourForecast> {
+            values
+                .iter()
+                .enumerate()
+                .map(|(h, v)| HourForecast {
+                    hour: format!("{}T{h:02}:00", request.day),
+                    kwh: *v as f64 / 1000.0,
+                })
+                .collect()
+        };
+        if let Some((homes, values, seq)) = self.totals.lock().expect("totals").get(&key) {
+            return Ok(Response::new(GroupForecastResponse {
+                granted: true,
+                already_released: true,
+                homes: *homes,
+                hours: labels(values),
+                audit_sequence: *seq,
+                ..GroupForecastResponse::default()
+            }));
+        }
+        let homes = self
+            .homes
+            .lock()
+            .expect("homes")
+            .get(&key)
+            .cloned()
+            .unwrap_or_default();
+        if homes.len() < 3 {
+            return Ok(Response::new(GroupForecastResponse {
+                refusal: format!("{} home(s); at least 3", homes.len()),
+                homes: homes.len() as u32,
+                audit_sequence: 500,
+                ..GroupForecastResponse::default()
+            }));
+        }
+        let mut total = vec![0_i64; 24];
+        for values in homes.values() {
+            for (t, v) in total.iter_mut().zip(values) {
+                *t += v;
+            }
+        }
+        let seq = 600 + self.totals.lock().expect("totals").len() as u64;
+        self.totals
+            .lock()
+            .expect("totals")
+            .insert(key, (homes.len() as u32, total.clone(), seq));
+        Ok(Response::new(GroupForecastResponse {
+            granted: true,
+            homes: homes.len() as u32,
+            hours: labels(&total),
+            audit_sequence: seq,
+            ..GroupForecastResponse::default()
         }))
     }
 }
@@ -613,13 +733,11 @@ async fn the_job_releases_retries_without_refused_meters_and_caches_the_keys() {
         .expect("the model parses");
     let keys = daily_keys();
     let galois = GaloisKeys::from_bytes(&keys.ctx, &keys.galois).expect("galois");
-    let authority = FakeAuthority {
-        model: Arc::new(model),
-        evaluator: Arc::new(Evaluator::new(&keys.ctx, None, Some(galois))),
-        refuse: Arc::new(["m2-g0".to_owned()].into()),
-        key_fetches: Arc::new(AtomicUsize::new(0)),
-        requests: Arc::new(AtomicUsize::new(0)),
-    };
+    let authority = FakeAuthority::new(
+        model,
+        Evaluator::new(&keys.ctx, None, Some(galois)),
+        &["m2-g0"],
+    );
     let (address, stop) = spawn_authority(authority.clone()).await;
 
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -702,12 +820,43 @@ async fn the_job_releases_retries_without_refused_meters_and_caches_the_keys() {
     assert_eq!(results.anomalies.len(), 5);
     // Group 0 has three released homes on day 1, group 1 two.
     let first_hour: Vec<(u32, u64, i64)> = results
-        .group_totals
+        .home_forecast_sums
         .iter()
         .filter(|t| t.stored.hour.ends_with("T00:00"))
         .map(|t| (t.stored.group, t.stored.homes, t.stored.kwh_milli))
         .collect();
     assert_eq!(first_hour, vec![(0, 3, 300), (1, 2, 200)]);
+    // The released group totals: group 0 of day 1 (three homes) once its inputs were all
+    // decided; group 1 (two homes) and group 0 of day 2 (one home) refused.
+    assert_eq!(report.group_forecasts_released, 1, "{report:?}");
+    let refused_groups: Vec<(u32, &str, u32)> = report
+        .group_forecasts_refused
+        .iter()
+        .map(|r| (r.group, r.input_day.as_str(), r.homes))
+        .collect();
+    assert_eq!(
+        refused_groups,
+        vec![(0, "2024-03-13", 1), (1, "2024-03-12", 2)]
+    );
+    assert_eq!(authority.group_requests.load(Ordering::SeqCst), 3);
+    assert_eq!(results.group_forecasts.len(), 24);
+    for (h, row) in results.group_forecasts.iter().enumerate() {
+        assert_eq!(row.stored.group, 0);
+        assert_eq!(row.stored.hour, format!("2024-03-13T{h:02}:00"));
+        assert_eq!(row.stored.homes, 3);
+        assert_eq!(row.stored.input_day, "2024-03-12");
+        // The hand sum of the three released homes' hours (0.1 + 0.01 h kWh each).
+        assert_eq!(row.stored.kwh_milli, 3 * (100 + 10 * h as i64));
+        // And the sum of the per-home rows the utility stored.
+        let homes: i64 = results
+            .forecasts
+            .iter()
+            .filter(|f| f.stored.group == 0 && f.stored.hour == row.stored.hour)
+            .map(|f| f.stored.kwh_milli)
+            .sum();
+        assert_eq!(row.stored.kwh_milli, homes);
+        assert!((row.kwh - row.stored.kwh_milli as f64 / 1000.0).abs() < 1e-12);
+    }
     let flagged: Vec<_> = results.anomalies.iter().filter(|a| a.flagged).collect();
     assert!(!flagged.is_empty());
     let explanation = flagged[0].explanation.as_ref().expect("explained");
@@ -729,6 +878,10 @@ async fn the_job_releases_retries_without_refused_meters_and_caches_the_keys() {
         .await
         .expect("the second run");
     assert_eq!((again.inputs, again.released), (1, 1));
+    // Group 0 of day 2 now has two homes: still refused.
+    assert_eq!(again.group_forecasts_released, 0);
+    assert_eq!(again.group_forecasts_refused.len(), 1);
+    assert_eq!(again.group_forecasts_refused[0].homes, 2);
     assert_eq!(again.keys.bytes_fetched, 0);
     assert_eq!(again.keys.bytes_cached, keys.galois.len() as u64);
     assert_eq!(
@@ -751,5 +904,27 @@ async fn the_job_releases_retries_without_refused_meters_and_caches_the_keys() {
         .expect("the third run");
     assert_eq!(third.keys.bytes_fetched, keys.galois.len() as u64);
     assert_eq!(authority.key_fetches.load(Ordering::SeqCst), 2);
+    // The third home of group 0 on day 2: its total is released and stored.
+    assert_eq!(third.group_forecasts_released, 1, "{third:?}");
+    let day2 = daily::results(&store, Some("2024-03-13".parse().expect("day")), None)
+        .await
+        .expect("results");
+    assert_eq!(day2.group_forecasts.len(), 24);
+    assert!(day2.group_forecasts.iter().all(|r| r.stored.homes == 3));
+    assert_eq!(authority.group_requests.load(Ordering::SeqCst), 5);
+
+    // A rerun with nothing pending asks for nothing, group totals included.
+    let idle = daily::run_pending(&store, &job).await.expect("an idle run");
+    assert_eq!((idle.inputs, idle.requests, idle.released), (0, 0, 0));
+    assert_eq!(idle.group_forecasts_released, 0);
+    assert!(idle.group_forecasts_refused.is_empty());
+    assert_eq!(authority.group_requests.load(Ordering::SeqCst), 5);
+    let day1 = daily::results(&store, Some("2024-03-12".parse().expect("day")), None)
+        .await
+        .expect("results");
+    assert_eq!(
+        day1.group_forecasts, results.group_forecasts,
+        "never revised"
+    );
     let _ = stop.send(());
 }

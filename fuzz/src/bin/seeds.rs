@@ -485,6 +485,16 @@ fn rpc(w: &Writer) -> Result<()> {
         ..Default::default()
     }));
     put(Kind::ClientStreams, "client-streams", &streams)?;
+    put(
+        Kind::GroupForecast,
+        "group-forecast",
+        &v1::GroupForecastRequest {
+            group: 3,
+            day: "2024-01-30".into(),
+            model_blake3: "ab".repeat(32),
+        }
+        .encode_to_vec(),
+    )?;
     Ok(())
 }
 

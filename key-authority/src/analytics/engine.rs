@@ -10,105 +10,33 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use seer_anomaly::AnomalyModel;
-use seer_anomaly::circuit::EncryptedValue;
 use seer_anomaly::release::{RegisteredAnomaly, SlotRelease};
 use seer_ckks::{Ciphertext, CkksContext, Evaluator, GaloisKeys, ParameterSet, RelinKeys};
-use seer_core::circuits::isolation::isolated_sums;
+use seer_core::registered::{ComputationKind, RegisteredComputation};
 use seer_daily::DailyModel;
 use seer_daily::layout as daily_layout;
 use seer_daily::release::DailyRelease;
 use seer_forecast::ForecastModel;
-use seer_forecast::release::{ForecastLane, RegisteredForecast};
+use seer_forecast::release::RegisteredForecast;
+
+pub use seer_core::registered::{
+    EncryptedValue, MeterBlock, MeterPeriods, Refusal, SlotComputation, SlotPeriod,
+};
+pub use seer_core::{Lane, SlotBlock};
 
 use super::AnalyticsSettings;
-use super::store::InputLane;
 use crate::audit::RequestKind;
 use crate::keys::{KeySet, KeyStore};
 use crate::outputs::{self, AnalyticsOutput};
 
-/// The slots one meter wrote: `offset .. offset + count`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlotBlock {
-    /// First slot.
-    pub offset: usize,
-    /// Number of slots.
-    pub count: usize,
-}
-
-impl SlotBlock {
-    /// Whether two blocks share a slot.
-    #[must_use]
-    pub fn overlaps(&self, other: &SlotBlock) -> bool {
-        self.offset < other.offset + other.count && other.offset < self.offset + self.count
-    }
-
-    /// The end (exclusive).
-    #[must_use]
-    pub fn end(&self) -> usize {
-        self.offset + self.count
-    }
-}
-
-/// How long one slot of a computation's block lasts, and how its periods are named.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlotPeriod {
-    /// One slot per day (`anomaly`), or one day per block (`daily`): periods `YYYY-MM-DD`.
-    Day,
-    /// One slot per hour (`forecast`): periods `YYYY-MM-DDTHH:00`.
-    Hour,
-}
-
-impl SlotPeriod {
-    /// The slot period of a request kind; `None` for a kind that is no analytics kind.
-    #[must_use]
-    pub fn of_kind(kind: &str) -> Option<Self> {
+impl From<ComputationKind> for RequestKind {
+    fn from(kind: ComputationKind) -> Self {
         match kind {
-            k if k == RequestKind::ANOMALY.as_str() || k == RequestKind::DAILY.as_str() => {
-                Some(SlotPeriod::Day)
-            }
-            k if k == RequestKind::FORECAST.as_str() => Some(SlotPeriod::Hour),
-            _ => None,
+            ComputationKind::Anomaly => RequestKind::ANOMALY,
+            ComputationKind::Forecast => RequestKind::FORECAST,
+            ComputationKind::Daily => RequestKind::DAILY,
         }
-    }
-
-    /// Parses the start of a period in its wire form.
-    ///
-    /// # Errors
-    /// A description of the expected form.
-    pub fn parse(self, text: &str) -> Result<NaiveDateTime, String> {
-        match self {
-            SlotPeriod::Day => text
-                .parse::<NaiveDate>()
-                .map(|d| d.and_time(chrono::NaiveTime::MIN))
-                .map_err(|_| "a day is written YYYY-MM-DD".to_owned()),
-            SlotPeriod::Hour => NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M")
-                .ok()
-                .filter(|t| chrono::Timelike::minute(t) == 0)
-                .ok_or_else(|| "an hour is written YYYY-MM-DDTHH:00".to_owned()),
-        }
-    }
-
-    /// The wire form of the period starting at `start`.
-    #[must_use]
-    pub fn format(self, start: NaiveDateTime) -> String {
-        match self {
-            SlotPeriod::Day => start.date().to_string(),
-            SlotPeriod::Hour => start.format("%Y-%m-%dT%H:00").to_string(),
-        }
-    }
-
-    /// The period `position` slots after the one starting at `first`.
-    #[must_use]
-    pub fn label(self, first: NaiveDateTime, position: usize) -> String {
-        let position = i64::try_from(position).unwrap_or(i64::MAX);
-        let step = match self {
-            SlotPeriod::Day => TimeDelta::try_days(position),
-            SlotPeriod::Hour => TimeDelta::try_hours(position),
-        };
-        step.and_then(|d| first.checked_add_signed(d))
-            .map_or_else(|| "(out of range)".to_owned(), |t| self.format(t))
     }
 }
 
@@ -160,246 +88,12 @@ impl Released {
     }
 }
 
-/// One meter's block in a request, as its receipt states it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MeterBlock {
-    /// The slots the meter wrote.
-    pub block: SlotBlock,
-    /// The start of the block's first period (the receipt's `first_period`).
-    pub first_period: NaiveDateTime,
-}
+/// A registered computation as the key authority's release policy drives it: a
+/// [`RegisteredComputation`] (the trait of `seer_core::registered`, which the utility's
+/// evaluation uses too) whose releases are [`Released`]. Every such computation is one.
+pub trait Computation: RegisteredComputation<Release = Released> {}
 
-/// The periods a meter's block stands for, and which of them may leave.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MeterPeriods {
-    /// Every period of the block, in wire form, in order.
-    pub periods: Vec<String>,
-    /// The indices into `periods` that may leave (the others are history).
-    pub released: Range<usize>,
-}
-
-/// A registered computation, as the release policy drives it: what a meter's inputs must be
-/// (parameter set, count, levels, lane, block), how the circuit is re-executed over the
-/// meters of a request (isolated inside the circuit), and what leaves per meter from the
-/// decrypted outputs.
-///
-/// Kinds with one released value per slot (`anomaly`, `forecast`) implement the narrower
-/// [`SlotComputation`] and get this trait from it; `daily` ([`DailyComputation`], one
-/// release per meter-day from a 512-slot block) implements it directly.
-pub trait Computation: Send + Sync + fmt::Debug {
-    /// The request kind (`anomaly`, `forecast`, `daily`).
-    fn kind(&self) -> RequestKind;
-    /// The CKKS parameter set its inputs and outputs are at (the engine holds an evaluator
-    /// per parameter set).
-    fn parameter_set(&self) -> ParameterSet;
-    /// Input ciphertexts per meter.
-    fn inputs_per_meter(&self) -> usize;
-    /// Levels the inputs must have.
-    fn depth(&self) -> u32;
-    /// Rotation steps it needs.
-    fn galois_steps(&self) -> Vec<i64>;
-    /// Most meters one request may name.
-    fn max_meters(&self) -> usize {
-        super::policy::MAX_METERS_PER_REQUEST
-    }
-    /// The flag threshold of the model (released with the response), for kinds that flag.
-    fn flag_threshold(&self) -> Option<f64>;
-    /// Whether inputs recorded on `lane` may be released through this computation: the lane
-    /// the model was trained for and whose privacy cost its release states (an analytics-lane
-    /// model must never release scores of exact readings). `Err` holds the refusal reason.
-    ///
-    /// # Errors
-    /// The reason, when the lane is not the model's.
-    fn check_lane(&self, lane: &InputLane) -> Result<(), String>;
-    /// Whether a receipt's block has the shape this computation takes (beyond fitting the
-    /// slots, which the engine checks). By default any block.
-    ///
-    /// # Errors
-    /// The refusal reason.
-    fn check_block(&self, block: &SlotBlock) -> Result<(), String> {
-        let _ = block;
-        Ok(())
-    }
-    /// The periods of a meter's block on `lane`, and which of them may leave.
-    fn periods(
-        &self,
-        lane: &InputLane,
-        meter: &MeterBlock,
-        slot_period: SlotPeriod,
-    ) -> MeterPeriods;
-    /// Evaluates the computation over the meters' inputs (`meters[m]`: the block and the
-    /// [`inputs_per_meter`](Self::inputs_per_meter) ciphertexts of meter `m`, in request
-    /// order), each meter isolated to its block inside the circuit. The utility runs the same
-    /// code; the key authority's re-execution goes through [`crate::outputs::analytics`].
-    ///
-    /// # Errors
-    /// A description of the failure.
-    fn evaluate_meters(
-        &self,
-        evaluator: &Evaluator,
-        meters: &[(SlotBlock, &[Ciphertext])],
-    ) -> Result<Vec<EncryptedValue>, String>;
-    /// What leaves for one meter from the decrypted outputs (one vector of slots per output,
-    /// in order): `(index into its periods, release)` per period with a value, or the refusal
-    /// reason when the values are implausible for inputs an honest meter encrypts (validity is
-    /// judged on the decrypted result, never on an input; the reason names no value).
-    ///
-    /// # Errors
-    /// The refusal reason.
-    fn release_meter(
-        &self,
-        outputs: &[Vec<f64>],
-        meter: &MeterBlock,
-    ) -> Result<Vec<(usize, Released)>, String>;
-}
-
-/// A registered computation with one released value per slot of a meter's block (`anomaly`:
-/// a day per slot; `forecast`: an hour per slot), evaluated on the meters' isolated sums
-/// ([`seer_core::circuits::isolation::isolated_sums`]).
-pub trait SlotComputation: Send + Sync + fmt::Debug {
-    /// The request kind (`anomaly`, `forecast`).
-    fn kind(&self) -> RequestKind;
-    /// The CKKS parameter set (the deep set).
-    fn parameter_set(&self) -> ParameterSet;
-    /// Input ciphertexts per meter.
-    fn inputs_per_meter(&self) -> usize;
-    /// Leading positions of a block that are history only (never released).
-    fn history(&self) -> usize;
-    /// Levels the inputs must have.
-    fn depth(&self) -> u32;
-    /// Rotation steps it needs.
-    fn galois_steps(&self) -> Vec<i64>;
-    /// Whether a released value is plausible for inputs an honest meter encrypts: `Err` with
-    /// the reason, which names no value.
-    ///
-    /// # Errors
-    /// The reason, for an implausible value.
-    fn check_released(&self, released: &Released) -> Result<(), String>;
-    /// The flag threshold of the model, for kinds that flag.
-    fn flag_threshold(&self) -> Option<f64>;
-    /// See [`Computation::check_lane`].
-    ///
-    /// # Errors
-    /// The reason, when the lane is not the model's.
-    fn check_lane(&self, lane: &InputLane) -> Result<(), String>;
-    /// The positions of a block of `count` slots on `lane` whose values may leave; by default
-    /// every position after the history.
-    fn released_positions(&self, lane: &InputLane, count: usize) -> Range<usize> {
-        let _ = lane;
-        self.history().min(count)..count
-    }
-    /// Evaluates the computation on the (isolated, summed) inputs; the utility runs the same
-    /// code.
-    ///
-    /// # Errors
-    /// A description of the failure.
-    fn evaluate(
-        &self,
-        evaluator: &Evaluator,
-        inputs: &[Ciphertext],
-    ) -> Result<Vec<EncryptedValue>, String>;
-    /// What leaves for slot `slot`, the `position`-th of its block, from the decrypted
-    /// outputs; `None` for history positions.
-    fn release_slot(&self, outputs: &[Vec<f64>], slot: usize, position: usize) -> Option<Released>;
-}
-
-impl<T: SlotComputation> Computation for T {
-    fn kind(&self) -> RequestKind {
-        SlotComputation::kind(self)
-    }
-    fn parameter_set(&self) -> ParameterSet {
-        SlotComputation::parameter_set(self)
-    }
-    fn inputs_per_meter(&self) -> usize {
-        SlotComputation::inputs_per_meter(self)
-    }
-    fn depth(&self) -> u32 {
-        SlotComputation::depth(self)
-    }
-    fn galois_steps(&self) -> Vec<i64> {
-        SlotComputation::galois_steps(self)
-    }
-    fn flag_threshold(&self) -> Option<f64> {
-        SlotComputation::flag_threshold(self)
-    }
-    fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
-        SlotComputation::check_lane(self, lane)
-    }
-    fn check_block(&self, block: &SlotBlock) -> Result<(), String> {
-        let history = self.history();
-        if block.count <= history {
-            return Err(format!(
-                "the block {}..{} is too short to release a period after its history of \
-                 {history}",
-                block.offset,
-                block.end()
-            ));
-        }
-        Ok(())
-    }
-    fn periods(
-        &self,
-        lane: &InputLane,
-        meter: &MeterBlock,
-        slot_period: SlotPeriod,
-    ) -> MeterPeriods {
-        let count = meter.block.count;
-        MeterPeriods {
-            periods: (0..count)
-                .map(|p| slot_period.label(meter.first_period, p))
-                .collect(),
-            released: self.released_positions(lane, count),
-        }
-    }
-    /// Each meter's inputs isolated to its block and summed
-    /// ([`seer_core::circuits::isolation::isolated_sums`]), then the computation.
-    fn evaluate_meters(
-        &self,
-        evaluator: &Evaluator,
-        meters: &[(SlotBlock, &[Ciphertext])],
-    ) -> Result<Vec<EncryptedValue>, String> {
-        let sums = isolated_sums(
-            evaluator,
-            SlotComputation::inputs_per_meter(self),
-            SlotComputation::depth(self),
-            meters
-                .iter()
-                .map(|(block, inputs)| (block.offset..block.end(), *inputs)),
-        )
-        .map_err(|e| e.to_string())?;
-        self.evaluate(evaluator, &sums)
-    }
-    /// Every slot of the block with a value; each must be plausible.
-    fn release_meter(
-        &self,
-        outputs: &[Vec<f64>],
-        meter: &MeterBlock,
-    ) -> Result<Vec<(usize, Released)>, String> {
-        let block = meter.block;
-        let released: Vec<(usize, Released)> = (0..block.count)
-            .filter_map(|position| {
-                self.release_slot(outputs, block.offset + position, position)
-                    .map(|r| (position, r))
-            })
-            .collect();
-        for (_, r) in &released {
-            self.check_released(r)?;
-        }
-        Ok(released)
-    }
-}
-
-/// `Err` naming both lanes when the inputs' lane is not the model's.
-fn same_lane(inputs: &InputLane, model: &str) -> Result<(), String> {
-    if inputs.as_str() == model {
-        Ok(())
-    } else {
-        Err(format!(
-            "the inputs are on the {} lane; the model reads the {model} lane",
-            inputs.as_str()
-        ))
-    }
-}
+impl<T: RegisteredComputation<Release = Released> + ?Sized> Computation for T {}
 
 /// The shape methods of [`SlotComputation`] that a registered computation's wrapper takes
 /// from the shared type (`seer_anomaly::release`, `seer_forecast::release`) the utility runs
@@ -443,42 +137,38 @@ impl AnomalyComputation {
 }
 
 impl SlotComputation for AnomalyComputation {
-    fn kind(&self) -> RequestKind {
-        RequestKind::ANOMALY
+    type Release = Released;
+
+    fn kind(&self) -> ComputationKind {
+        ComputationKind::Anomaly
     }
     delegate_shape!();
-    fn check_released(&self, released: &Released) -> Result<(), String> {
+    fn check_released(&self, released: &Released) -> Result<(), Refusal> {
         // Scores of honest days lie in (0, 1]; inputs far outside the model's hour range drive
         // the step polynomials off their domain and the score off that interval.
         match released {
             Released::Anomaly(r) if (-SCORE_SLACK..=1.0 + SCORE_SLACK).contains(&r.score) => Ok(()),
-            _ => Err(
-                "the decrypted score lies outside [0, 1]: the inputs are not what an \
-                 honest meter encrypts"
-                    .into(),
-            ),
+            _ => Err(Refusal::dishonest(
+                "the decrypted score lies outside [0, 1]",
+            )),
         }
     }
     fn flag_threshold(&self) -> Option<f64> {
         Some(self.registered.model().flag_threshold)
     }
-    fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
-        same_lane(
-            lane,
-            match self.registered.model().lane {
-                seer_anomaly::model::Lane::Exact => "exact",
-                seer_anomaly::model::Lane::Analytics { .. } => "analytics",
-            },
-        )
+    fn check_lane(&self, lane: &Lane) -> Result<(), Refusal> {
+        Refusal::check_lane(lane, &self.registered.model().lane)
     }
     fn evaluate(
         &self,
         evaluator: &Evaluator,
         inputs: &[Ciphertext],
-    ) -> Result<Vec<EncryptedValue>, String> {
+    ) -> Result<Vec<EncryptedValue>, Refusal> {
         self.registered
             .evaluate(evaluator, inputs)
-            .map_err(|e| e.to_string())
+            .map_err(|e| Refusal::Evaluation {
+                reason: e.to_string(),
+            })
     }
     fn release_slot(&self, outputs: &[Vec<f64>], slot: usize, position: usize) -> Option<Released> {
         self.registered
@@ -506,45 +196,43 @@ impl ForecastComputation {
 }
 
 impl SlotComputation for ForecastComputation {
-    fn kind(&self) -> RequestKind {
-        RequestKind::FORECAST
+    type Release = Released;
+
+    fn kind(&self) -> ComputationKind {
+        ComputationKind::Forecast
     }
     delegate_shape!();
-    fn check_released(&self, released: &Released) -> Result<(), String> {
+    fn check_released(&self, released: &Released) -> Result<(), Refusal> {
         // Forecasts of honest series stay within the training inputs' range (mean ± 12 σ);
         // allow as much again beyond it before calling the inputs implausible.
         let (lo, hi) = self.registered.input_range();
         match released {
             Released::Forecast { kwh } if *kwh <= hi + (hi - lo) => Ok(()),
-            _ => Err(
-                "the decrypted forecast lies far outside the model's range: the inputs \
-                 are not what an honest meter encrypts"
-                    .into(),
-            ),
+            _ => Err(Refusal::dishonest(
+                "the decrypted forecast lies far outside the model's range",
+            )),
         }
     }
     fn flag_threshold(&self) -> Option<f64> {
         None
     }
-    fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
-        same_lane(lane, self.registered.lane().as_str())
+    fn check_lane(&self, lane: &Lane) -> Result<(), Refusal> {
+        Refusal::check_lane(lane, &self.registered.lane())
     }
-    fn released_positions(&self, lane: &InputLane, count: usize) -> Range<usize> {
-        let lane = match lane {
-            InputLane::Exact => ForecastLane::Exact,
-            InputLane::Analytics { epsilon, .. } => ForecastLane::Analytics { epsilon: *epsilon },
-        };
-        self.registered.released_positions(lane, count)
+    fn released_positions(&self, lane: &Lane, count: usize) -> Range<usize> {
+        self.registered.released_positions(*lane, count)
     }
     fn evaluate(
         &self,
         evaluator: &Evaluator,
         inputs: &[Ciphertext],
-    ) -> Result<Vec<EncryptedValue>, String> {
+    ) -> Result<Vec<EncryptedValue>, Refusal> {
         self.registered
             .evaluate(evaluator, inputs)
             .map(|ct| vec![EncryptedValue::Encrypted(ct)])
-            .map_err(|e| e.to_string())
+            .map_err(|e| Refusal::Evaluation {
+                reason: e.to_string(),
+            })
     }
     fn release_slot(&self, outputs: &[Vec<f64>], slot: usize, position: usize) -> Option<Released> {
         if position < self.registered.history() {
@@ -559,28 +247,28 @@ impl SlotComputation for ForecastComputation {
 
 /// Whether a `daily` receipt's block and inputs have the daily lane's shape: one input, one
 /// whole block of [`daily_layout::BLOCK`] slots at a block boundary of the `N4096`
-/// ciphertext.
+/// ciphertext ([`daily_layout::block_index`]).
 ///
 /// # Errors
-/// The reason, naming the expected shape.
-pub fn check_daily_block(block: &SlotBlock, inputs: usize) -> Result<(), String> {
+/// [`Refusal::WrongInputCount`] / [`Refusal::WrongBlock`], naming the expected shape.
+pub fn check_daily_block(block: &SlotBlock, inputs: usize) -> Result<(), Refusal> {
     if inputs != 1 {
-        return Err(format!(
-            "a daily receipt lists one input ciphertext, not {inputs}"
-        ));
+        return Err(Refusal::WrongInputCount {
+            kind: ComputationKind::Daily,
+            expected: 1,
+            found: inputs,
+        });
     }
-    if block.count != daily_layout::BLOCK
-        || !block.offset.is_multiple_of(daily_layout::BLOCK)
-        || block.offset >= daily_layout::SLOTS
-    {
-        return Err(format!(
-            "a daily block is {} slots at a multiple of {} below {}, not {}..{}",
-            daily_layout::BLOCK,
-            daily_layout::BLOCK,
-            daily_layout::SLOTS,
-            block.offset,
-            block.end()
-        ));
+    if daily_layout::block_index(block).is_none() {
+        return Err(Refusal::WrongBlock {
+            expected: format!(
+                "a daily block is {} slots at a multiple of {} below {}",
+                daily_layout::BLOCK,
+                daily_layout::BLOCK,
+                daily_layout::SLOTS,
+            ),
+            block: *block,
+        });
     }
     Ok(())
 }
@@ -593,13 +281,16 @@ pub fn check_daily_block(block: &SlotBlock, inputs: usize) -> Result<(), String>
 #[derive(Debug)]
 pub struct DailyComputation {
     model: DailyModel,
+    /// The model's weight plaintexts, encoded once per block and reused by every request.
+    prepared: seer_daily::circuit::PreparedCircuit,
 }
 
 impl DailyComputation {
     /// The registered daily model.
     #[must_use]
     pub fn new(model: DailyModel) -> Self {
-        Self { model }
+        let prepared = seer_daily::circuit::PreparedCircuit::new(&model);
+        Self { model, prepared }
     }
 
     /// The model.
@@ -609,9 +300,11 @@ impl DailyComputation {
     }
 }
 
-impl Computation for DailyComputation {
-    fn kind(&self) -> RequestKind {
-        RequestKind::DAILY
+impl RegisteredComputation for DailyComputation {
+    type Release = Released;
+
+    fn kind(&self) -> ComputationKind {
+        ComputationKind::Daily
     }
     fn parameter_set(&self) -> ParameterSet {
         seer_daily::PARAMETERS
@@ -631,46 +324,46 @@ impl Computation for DailyComputation {
     fn flag_threshold(&self) -> Option<f64> {
         Some(self.model.flag_threshold())
     }
-    fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
+    fn check_lane(&self, lane: &Lane) -> Result<(), Refusal> {
         // The model's bins and weights are fitted to exact hourly energy.
-        same_lane(lane, "exact")
+        Refusal::check_lane(lane, &Lane::Exact)
     }
-    fn check_block(&self, block: &SlotBlock) -> Result<(), String> {
+    fn check_block(&self, block: &SlotBlock) -> Result<(), Refusal> {
         check_daily_block(block, 1)
     }
     /// One period: the day the meter prepared (its anomaly features are of that day, its
     /// forecast of the next).
-    fn periods(
-        &self,
-        _lane: &InputLane,
-        meter: &MeterBlock,
-        slot_period: SlotPeriod,
-    ) -> MeterPeriods {
+    fn periods(&self, _lane: &Lane, meter: &MeterBlock, slot_period: SlotPeriod) -> MeterPeriods {
         MeterPeriods {
             periods: vec![slot_period.label(meter.first_period, 0)],
             released: 0..1,
         }
     }
     /// `seer_daily::circuit::evaluate` over the meters in request order, each at the block of
-    /// its receipt: isolation is in the circuit's weights.
+    /// its receipt (through the prepared circuit: the same bytes, the weights encoded once):
+    /// isolation is in the circuit's weights.
     fn evaluate_meters(
         &self,
         evaluator: &Evaluator,
         meters: &[(SlotBlock, &[Ciphertext])],
-    ) -> Result<Vec<EncryptedValue>, String> {
+    ) -> Result<Vec<EncryptedValue>, Refusal> {
         let inputs = meters
             .iter()
             .map(|(block, inputs)| match inputs {
                 [ct] => Ok((block.offset / daily_layout::BLOCK, ct)),
-                _ => Err(format!(
-                    "a daily meter brings one ciphertext, not {}",
-                    inputs.len()
-                )),
+                _ => Err(Refusal::WrongInputCount {
+                    kind: ComputationKind::Daily,
+                    expected: 1,
+                    found: inputs.len(),
+                }),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        seer_daily::circuit::evaluate(&self.model, evaluator, &inputs)
+        self.prepared
+            .evaluate(evaluator, &inputs)
             .map(|ct| vec![EncryptedValue::Encrypted(ct)])
-            .map_err(|e| e.to_string())
+            .map_err(|e| Refusal::Evaluation {
+                reason: e.to_string(),
+            })
     }
     /// The meter's 32 outputs ([`seer_daily::circuit::block_outputs`]) through
     /// [`DailyModel::release`]; its refusal (a presence code other than 0–3, values outside
@@ -679,13 +372,15 @@ impl Computation for DailyComputation {
         &self,
         outputs: &[Vec<f64>],
         meter: &MeterBlock,
-    ) -> Result<Vec<(usize, Released)>, String> {
-        let decrypted = outputs
-            .first()
-            .ok_or_else(|| "the daily computation has one output".to_owned())?;
+    ) -> Result<Vec<(usize, Released)>, Refusal> {
+        let decrypted = outputs.first().ok_or_else(|| Refusal::Evaluation {
+            reason: "the daily computation has one output".to_owned(),
+        })?;
         let values =
             seer_daily::circuit::block_outputs(decrypted, meter.block.offset / daily_layout::BLOCK)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Refusal::Evaluation {
+                    reason: e.to_string(),
+                })?;
         let release = self.model.release(meter.first_period.date(), &values)?;
         let features = &self.model.anomaly.features;
         let explanation_scores = release
@@ -698,14 +393,14 @@ impl Computation for DailyComputation {
                     .position(|f| f.name == item.feature)
                     .and_then(|f| values.get(daily_layout::ANOMALY_COLUMNS.start + f))
                     .map(|v| seer_daily::release::round_to(*v, seer_daily::release::QUANTUM))
-                    .ok_or_else(|| {
-                        format!(
+                    .ok_or_else(|| Refusal::ImplausibleOutput {
+                        reason: format!(
                             "the explanation names an unknown feature {:?}",
                             item.feature
-                        )
+                        ),
                     })
             })
-            .collect::<Result<Vec<f64>, String>>()?;
+            .collect::<Result<Vec<f64>, Refusal>>()?;
         Ok(vec![(
             0,
             Released::Daily(DailyReleased {
@@ -997,14 +692,21 @@ impl DeepEngine {
         let parameter_set = computation.parameter_set();
         let mut parsed = Vec::with_capacity(inputs.len());
         for (k, bytes) in inputs.iter().enumerate() {
-            let ct = Ciphertext::from_bytes(ctx, bytes)
-                .map_err(|e| format!("input {k} is not a ciphertext of {parameter_set}: {e}"))?;
+            let ct = Ciphertext::from_bytes(ctx, bytes).map_err(|e| {
+                Refusal::WrongParameterSet {
+                    input: k,
+                    parameter_set: parameter_set.to_string(),
+                    reason: e.to_string(),
+                }
+                .to_string()
+            })?;
             if ct.level().0 < computation.depth() {
-                return Err(format!(
-                    "input {k} has {} levels; the computation needs {}",
-                    ct.level().0,
-                    computation.depth()
-                ));
+                return Err(Refusal::TooFewLevels {
+                    input: k,
+                    levels: ct.level().0,
+                    needed: computation.depth(),
+                }
+                .to_string());
             }
             parsed.push(ct);
         }
@@ -1074,7 +776,11 @@ impl DeepEngine {
         }
         let meters = meters
             .iter()
-            .map(|(_, meter)| computation.release_meter(&decrypted, meter))
+            .map(|(_, meter)| {
+                computation
+                    .release_meter(&decrypted, meter)
+                    .map_err(|refusal| refusal.to_string())
+            })
             .collect();
         Ok(EngineDecision {
             result_verified: true,
@@ -1087,6 +793,7 @@ impl DeepEngine {
 mod tests {
     use super::*;
     use crate::keys::KeySetSpec;
+    use chrono::NaiveDate;
     use seer_ckks::{Encryptor, PublicKey};
 
     /// A one-input computation (`2·x`), cheap at n = 8192, to exercise the engine's checks.
@@ -1094,8 +801,10 @@ mod tests {
     struct Double;
 
     impl SlotComputation for Double {
-        fn kind(&self) -> RequestKind {
-            RequestKind::ANOMALY
+        type Release = Released;
+
+        fn kind(&self) -> ComputationKind {
+            ComputationKind::Anomaly
         }
         fn parameter_set(&self) -> ParameterSet {
             ParameterSet::N8192_L2_SEC128
@@ -1112,31 +821,32 @@ mod tests {
         fn galois_steps(&self) -> Vec<i64> {
             Vec::new()
         }
-        fn check_released(&self, released: &Released) -> Result<(), String> {
+        fn check_released(&self, released: &Released) -> Result<(), Refusal> {
             if (0.0..=100.0).contains(&released.value()) {
                 Ok(())
             } else {
-                Err("implausible".into())
+                Err(Refusal::ImplausibleOutput {
+                    reason: "implausible".into(),
+                })
             }
         }
         fn flag_threshold(&self) -> Option<f64> {
             Some(10.0)
         }
-        fn check_lane(&self, lane: &InputLane) -> Result<(), String> {
-            match lane {
-                InputLane::Exact => Ok(()),
-                InputLane::Analytics { .. } => Err("exact lane only".into()),
-            }
+        fn check_lane(&self, lane: &Lane) -> Result<(), Refusal> {
+            Refusal::check_lane(lane, &Lane::Exact)
         }
         fn evaluate(
             &self,
             evaluator: &Evaluator,
             inputs: &[Ciphertext],
-        ) -> Result<Vec<EncryptedValue>, String> {
+        ) -> Result<Vec<EncryptedValue>, Refusal> {
             Ok(vec![EncryptedValue::Encrypted(
                 evaluator
                     .multiply_scalar(&inputs[0], 2.0)
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| Refusal::Evaluation {
+                        reason: e.to_string(),
+                    })?,
             )])
         }
         fn release_slot(
@@ -1192,6 +902,7 @@ mod tests {
                 anomaly_models: Vec::new(),
                 forecast_models: Vec::new(),
                 daily_models: Vec::new(),
+                daily_release_home_forecasts: true,
                 zscore_window: 8,
             },
         )

@@ -80,6 +80,14 @@
 //! Requests refused as a whole (no valid token, a role other than `utility`, an unknown kind
 //! or model, a malformed stream) get one audit entry before the gRPC error.
 //!
+//! - **Group forecast** ([`GroupForecastReleaser`], `Analytics.ReleaseGroupForecast`; the
+//!   rule, its plaintext twin and the once-only release are `group_forecast`'s
+//!   documentation): each granted `daily` forecast is also stored (same transaction) under the
+//!   group its meter signed in the receipt, and a group's day is released as the exact sum of
+//!   at least [`GROUP_FORECAST_FLOOR`] homes' released hours, once per (group, day, model).
+//!   With [`AnalyticsSettings::daily_release_home_forecasts`] off, the `Release` response
+//!   carries no home's forecast hours: the utility gets group totals only.
+//!
 //! # Storage (schema in `migrations/key-authority/`)
 //!
 //! ```text
@@ -88,9 +96,15 @@
 //!     PRIMARY KEY (kind, meter_id, input_id)
 //! analytics_releases(kind, meter_id, period, input_id, model_blake3, value_milli, flagged,
 //!     audit_seq, released_at_us)  PRIMARY KEY (kind, meter_id, period)
+//! daily_group_forecasts(meter_id, day (the forecast's), eval_group, model_blake3,
+//!     hours_milli (24, comma-separated), audit_seq (the `daily` grant), recorded_at_us)
+//!     PRIMARY KEY (meter_id, day, model_blake3)
+//! daily_group_forecast_releases(eval_group, day, model_blake3, homes, hours_milli, audit_seq,
+//!     released_at_us)  PRIMARY KEY (eval_group, day, model_blake3)
 //! ```
 
 mod engine;
+mod group_forecast;
 mod policy;
 pub(crate) mod service;
 mod store;
@@ -104,6 +118,11 @@ pub use engine::{
     AnomalyComputation, Computation, DailyComputation, DailyReleased, DeepEngine,
     ForecastComputation, MeterBlock, MeterCheck, MeterPeriods, Released, SlotBlock,
     SlotComputation, SlotPeriod, check_daily_block,
+};
+pub use group_forecast::{
+    GROUP_FORECAST_FLOOR, GroupForecastDecision, GroupForecastQuery, GroupForecastRefusal,
+    GroupForecastReleaser, HoursMilli, check_request as check_group_forecast_request, group_total,
+    plaintext_twin as group_forecast_twin, to_milli,
 };
 pub use policy::{
     AnalyticsDecisions, AnalyticsMeterInput, AnalyticsOutcome, AnalyticsReleaser, AnalyticsRequest,
@@ -142,8 +161,19 @@ pub struct AnalyticsSettings {
     /// otherwise.
     #[serde(default = "default_daily_models")]
     pub daily_models: Vec<PathBuf>,
+    /// Whether a granted `daily` meter-day's forecast hours are put in the `Release` response
+    /// (default `true`). Off: only the anomaly part leaves per home; the hours are stored for
+    /// the group's aggregate (`Analytics.ReleaseGroupForecast`) alone, so the utility is given
+    /// group totals without any home's forecast.
+    #[serde(default = "default_true")]
+    pub daily_release_home_forecasts: bool,
     /// Window of the rolling z-score released beside the forest score, days (power of two).
     pub zscore_window: usize,
+}
+
+/// The default of [`AnalyticsSettings::daily_release_home_forecasts`].
+fn default_true() -> bool {
+    true
 }
 
 /// The default of [`AnalyticsSettings::daily_models`]: the shipped model.
@@ -168,6 +198,7 @@ impl Default for AnalyticsSettings {
             .map(|f| PathBuf::from("forecast/models").join(f))
             .collect(),
             daily_models: default_daily_models(),
+            daily_release_home_forecasts: true,
             zscore_window: seer_anomaly::release::DEFAULT_ZSCORE_WINDOW,
         }
     }

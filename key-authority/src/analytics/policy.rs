@@ -8,6 +8,7 @@ use sha2::Digest as _;
 use tracing::Instrument as _;
 
 use super::engine::{Computation, DeepEngine, MeterBlock, Released};
+use super::group_forecast::{self, GroupForecastReleaser, HomeForecast};
 use super::store::{self, AnalyticsStore, InputLane, ReleaseRow};
 use crate::audit::{AuditEntry, AuditLog, Decision, InputDigest, NewEntry, RequestKind};
 use crate::auth::{Caller, validate_meter_id};
@@ -98,6 +99,8 @@ pub struct AnalyticsReleaser {
     audit: Arc<AuditLog>,
     store: AnalyticsStore,
     engine: Arc<DeepEngine>,
+    /// [`super::AnalyticsSettings::daily_release_home_forecasts`].
+    daily_home_forecasts: bool,
 }
 
 /// A meter whose inputs passed the checks before the circuit.
@@ -136,7 +139,25 @@ impl AnalyticsReleaser {
             store: AnalyticsStore::new(&audit),
             audit,
             engine,
+            daily_home_forecasts: true,
         }
+    }
+
+    /// Whether granted `daily` forecasts leave per home
+    /// ([`super::AnalyticsSettings::daily_release_home_forecasts`]; `true` by default). Off:
+    /// the outcomes carry no forecast hours (the anomaly part still leaves); the hours are
+    /// stored for the group's aggregate only.
+    #[must_use]
+    pub fn with_daily_home_forecasts(mut self, release: bool) -> Self {
+        self.daily_home_forecasts = release;
+        self
+    }
+
+    /// The group-forecast aggregate over the same database and registry
+    /// (`Analytics.ReleaseGroupForecast`).
+    #[must_use]
+    pub fn group_forecasts(&self) -> GroupForecastReleaser {
+        GroupForecastReleaser::new(Arc::clone(&self.audit), Arc::clone(&self.engine))
     }
 
     /// The receipts store.
@@ -204,7 +225,7 @@ impl AnalyticsReleaser {
             )))
             .await;
         }
-        let kind = computation.kind();
+        let kind = RequestKind::from(computation.kind());
 
         // Checks before the circuit (receipts, lanes, digests, blocks, periods); nothing is
         // decrypted here or anywhere but the key authority's own outputs.
@@ -377,6 +398,16 @@ impl AnalyticsReleaser {
                         },
                     )
                     .await?;
+                    if let Released::Daily(daily) = &d.release {
+                        self.record_home_forecast(
+                            tx.connection(),
+                            meter,
+                            &request.model_blake3,
+                            &daily.release,
+                            entry.sequence,
+                        )
+                        .await?;
+                    }
                 }
             }
             outcomes.push(AnalyticsOutcome {
@@ -390,6 +421,15 @@ impl AnalyticsReleaser {
         tx.commit()
             .instrument(tracing::debug_span!("release.commit"))
             .await?;
+        if !self.daily_home_forecasts {
+            for released in outcomes.iter_mut().filter_map(|o| o.decision.as_mut().ok()) {
+                for d in released.iter_mut() {
+                    if let Released::Daily(daily) = &mut d.release {
+                        daily.release.forecast = None;
+                    }
+                }
+            }
+        }
         let granted = outcomes.iter().filter(|o| o.decision.is_ok()).count();
         tracing::info!(
             granted,
@@ -402,6 +442,47 @@ impl AnalyticsReleaser {
             result_verified,
             flag_threshold: computation.flag_threshold(),
         })
+    }
+
+    /// Stores a granted `daily` meter-day's forecast for its group's aggregate (in the release
+    /// transaction), under the group the meter signed in the receipt the release bound.
+    async fn record_home_forecast(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        meter: &AnalyticsMeterInput,
+        model_blake3: &str,
+        release: &seer_daily::release::DailyRelease,
+        audit_sequence: u64,
+    ) -> Result<(), ReleaseError> {
+        let Some(hours) = release.forecast.as_deref() else {
+            return Ok(());
+        };
+        let (Some(hours), Some(day)) = (group_forecast::to_milli(hours), release.day.succ_opt())
+        else {
+            return Err(ReleaseError::Engine(format!(
+                "the daily forecast of meter {} is not 24 finite hours",
+                meter.meter_id
+            )));
+        };
+        let Some(group) =
+            group_forecast::receipt_group(&mut *conn, &meter.meter_id, &meter.input_id).await?
+        else {
+            // A bound receipt always has its group; nothing to aggregate otherwise.
+            tracing::warn!(meter_id = %meter.meter_id, "daily receipt without a group");
+            return Ok(());
+        };
+        group_forecast::record_home(
+            conn,
+            &HomeForecast {
+                meter_id: &meter.meter_id,
+                day,
+                group,
+                model_blake3,
+                hours,
+                audit_sequence,
+            },
+        )
+        .await
     }
 
     /// The checks before decryption for one meter: `Ok` with its candidate (index unset) and
@@ -434,7 +515,7 @@ impl AnalyticsReleaser {
             Err(reason) => return Ok(Err(reason)),
         };
         if let Err(reason) = computation.check_lane(&receipt.lane) {
-            return Ok(Err(reason));
+            return Ok(Err(reason.into()));
         }
         let n = computation.inputs_per_meter();
         if meter.inputs.len() != n || receipt.input_digests.len() != n {
@@ -469,7 +550,7 @@ impl AnalyticsReleaser {
             )));
         }
         if let Err(reason) = computation.check_block(&block) {
-            return Ok(Err(reason));
+            return Ok(Err(reason.into()));
         }
         if let Some(other) = accepted.iter().find(|c| c.meter.block.overlaps(&block)) {
             return Ok(Err(format!(

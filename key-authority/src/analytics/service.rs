@@ -10,7 +10,8 @@ use seer_proto::v1::analytics_release_chunk::Part;
 use seer_proto::v1::analytics_server::Analytics;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::engine::{DailyReleased, Released, SlotBlock, SlotPeriod, check_daily_block};
+use super::engine::{DailyReleased, Released, SlotPeriod, check_daily_block};
+use super::group_forecast::{GroupForecastReleaser, check_request, hour_labels};
 use super::policy::{
     AnalyticsMeterInput, AnalyticsReleaser, AnalyticsRequest, MAX_METERS_PER_REQUEST,
 };
@@ -98,10 +99,7 @@ pub(crate) fn receipt_from_wire(
             "input_id must have 1 to 128 bytes",
         ));
     }
-    let block = SlotBlock {
-        offset: request.slot_offset as usize,
-        count: request.slot_count as usize,
-    };
+    let block = seer_proto::wire::receipt_block(&request);
     if block.count == 0 || block.end() > slots {
         return Err(Status::invalid_argument(format!(
             "the block {}..{} is empty or beyond the {slots} slots",
@@ -132,8 +130,8 @@ pub(crate) fn receipt_from_wire(
             "epsilon must be a finite number (0 on the exact lane)",
         ));
     }
-    let lane = InputLane::try_new(&request.lane, request.epsilon, request.readings_per_day)
-        .map_err(Status::from)?;
+    let lane = seer_proto::wire::receipt_lane(&request)
+        .map_err(|e| Status::from(ReleaseError::from(e)))?;
     if request.kind == RequestKind::DAILY.as_str() {
         check_daily_block(&block, input_digests.len()).map_err(Status::invalid_argument)?;
         if lane != InputLane::Exact || request.epsilon != 0.0 || request.readings_per_day != 0 {
@@ -203,6 +201,7 @@ impl AnalyticsReceipts for AnalyticsReceiptsService {
 #[derive(Debug, Clone)]
 pub struct AnalyticsService {
     releaser: AnalyticsReleaser,
+    group_forecasts: GroupForecastReleaser,
     max_ciphertext_bytes: usize,
 }
 
@@ -212,6 +211,7 @@ impl AnalyticsService {
     #[must_use]
     pub fn new(releaser: AnalyticsReleaser, max_ciphertext_bytes: usize) -> Self {
         Self {
+            group_forecasts: releaser.group_forecasts(),
             releaser,
             max_ciphertext_bytes,
         }
@@ -445,6 +445,81 @@ impl Analytics for AnalyticsService {
             flag_threshold: decisions.flag_threshold.unwrap_or(0.0),
         }))
     }
+
+    #[tracing::instrument(
+        name = "Analytics.ReleaseGroupForecast",
+        skip_all,
+        fields(subject, group, day)
+    )]
+    async fn release_group_forecast(
+        &self,
+        request: Request<v1::GroupForecastRequest>,
+    ) -> Result<Response<v1::GroupForecastResponse>, Status> {
+        let authorized = authorize(&request, ANALYTICS_CALLERS);
+        let authenticated = request.extensions().get::<Caller>().cloned();
+        let message = request.into_inner();
+        let scope = format!(
+            "group {} day {:?}",
+            message.group,
+            message.day.chars().take(16).collect::<String>()
+        );
+        let caller = match authorized {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                self.group_forecasts
+                    .refuse_request(authenticated.as_ref(), &scope, &refusal.to_string())
+                    .await?;
+                return Err(refusal.into());
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("subject", caller.subject());
+        span.record("group", message.group);
+        let query = match check_request(message.group, &message.day, &message.model_blake3) {
+            Ok(query) => query,
+            Err(reason) => {
+                self.group_forecasts
+                    .refuse_request(Some(&caller), &scope, &reason)
+                    .await?;
+                return Err(Status::invalid_argument(reason));
+            }
+        };
+        span.record("day", query.day.to_string());
+        let decided = self.group_forecasts.release(&caller, query).await?;
+        let (granted, refusal, hours) = match decided.decision {
+            Ok(total) => (
+                true,
+                String::new(),
+                hour_labels(decided.query.day)
+                    .into_iter()
+                    .zip(total)
+                    .map(|(hour, milli)| v1::HourForecast {
+                        hour,
+                        kwh: milli_to_kwh(milli),
+                    })
+                    .collect(),
+            ),
+            Err(refusal) => (false, refusal.to_string(), Vec::new()),
+        };
+        Ok(Response::new(v1::GroupForecastResponse {
+            granted,
+            refusal,
+            already_released: decided.already_released,
+            homes: decided.homes,
+            hours,
+            audit_sequence: decided.audit_sequence,
+        }))
+    }
+}
+
+/// Thousandths of kWh as kWh (exact to the nearest double: a released total is a whole number
+/// of thousandths, recovered by rounding `kwh × 1000`).
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "totals far below 2^53 thousandths"
+)]
+fn milli_to_kwh(milli: i64) -> f64 {
+    milli as f64 / 1000.0
 }
 
 /// A `daily` home-day on the wire: one [`v1::DayRelease`] when the anomaly part is present

@@ -18,62 +18,9 @@ pub fn receipt_period(kind: &str, input_id: &str) -> String {
     format!("{kind}:{input_id}")
 }
 
-/// Which lane a meter's inputs come from.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum InputLane {
-    /// Exact readings (clamped to the model's range): no DP guarantee.
-    Exact,
-    /// Clamped, discrete-Laplace-noised readings.
-    Analytics {
-        /// ε per reading.
-        epsilon: f64,
-        /// Readings noised per day.
-        readings_per_day: u32,
-    },
-}
-
-impl InputLane {
-    /// `exact` or `analytics`.
-    #[must_use]
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            InputLane::Exact => "exact",
-            InputLane::Analytics { .. } => "analytics",
-        }
-    }
-
-    /// ε per reading (0 on the exact lane).
-    #[must_use]
-    pub fn epsilon(&self) -> f64 {
-        match self {
-            InputLane::Exact => 0.0,
-            InputLane::Analytics { epsilon, .. } => *epsilon,
-        }
-    }
-
-    /// Parses the wire form.
-    ///
-    /// # Errors
-    /// [`ReleaseError::InvalidArgument`] for an unknown lane or a non-positive ε.
-    pub fn try_new(lane: &str, epsilon: f64, readings_per_day: u32) -> Result<Self, ReleaseError> {
-        match lane {
-            "exact" => Ok(InputLane::Exact),
-            "analytics" if epsilon.is_finite() && epsilon > 0.0 && readings_per_day > 0 => {
-                Ok(InputLane::Analytics {
-                    epsilon,
-                    readings_per_day,
-                })
-            }
-            "analytics" => Err(ReleaseError::InvalidArgument(
-                "the analytics lane needs a positive ε and readings_per_day".into(),
-            )),
-            other => Err(ReleaseError::InvalidArgument(format!(
-                "lane {:?} is neither exact nor analytics",
-                other.chars().take(32).collect::<String>()
-            ))),
-        }
-    }
-}
+/// Which lane a meter's inputs come from: the one lane type, [`seer_core::Lane`] (parsed from
+/// the wire and the database by [`seer_core::Lane::try_new`]).
+pub use seer_core::Lane as InputLane;
 
 /// The receipt of one meter's inputs for one computation.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,7 +108,7 @@ fn receipt_from_row(row: &AnyRow) -> Result<AnalyticsReceipt, ReleaseError> {
         slot_period,
         first_period: slot_period
             .parse(&first_period)
-            .map_err(decode("first_period"))?,
+            .map_err(|e| decode("first_period")(e.to_string()))?,
         input_digests,
         lane: InputLane::try_new(
             &lane,

@@ -116,6 +116,10 @@ impl RequestKind {
     pub const ANOMALY: RequestKind = RequestKind(Cow::Borrowed("anomaly"));
     /// Release of one home-day of the daily lane (next-day forecast and anomaly score).
     pub const DAILY: RequestKind = RequestKind(Cow::Borrowed("daily"));
+    /// Release of a group's total of the daily lane's forecasts for one day
+    /// (`Analytics.ReleaseGroupForecast`).
+    pub const DAILY_GROUP_FORECAST: RequestKind =
+        RequestKind(Cow::Borrowed("daily-group-forecast"));
 
     /// A kind with the given name.
     ///

@@ -794,6 +794,42 @@ impl AuditLog {
                 audit_sequence: row.try_get(3).map_err(read)?,
             })));
         }
+        // Daily group forecasts: a released total's entry names its group, day and model; a
+        // home's stored forecast names the granted `daily` entry of its meter.
+        for sql in [
+            "SELECT 'daily-group-forecast', 'group ' || CAST(r.eval_group AS TEXT), \
+             r.day || ' model ' || r.model_blake3, r.audit_seq \
+             FROM daily_group_forecast_releases r \
+             WHERE NOT EXISTS (SELECT 1 FROM audit_entries e WHERE e.seq = r.audit_seq \
+             AND e.decision = 'granted' AND e.request_kind = 'daily-group-forecast' \
+             AND e.period = 'group ' || CAST(r.eval_group AS TEXT) || ' day ' || r.day \
+             || ' model ' || r.model_blake3) ORDER BY r.audit_seq LIMIT 1",
+            "SELECT 'daily', r.meter_id, r.day, r.audit_seq FROM daily_group_forecasts r \
+             WHERE NOT EXISTS (SELECT 1 FROM audit_entries e WHERE e.seq = r.audit_seq \
+             AND e.decision = 'granted' AND e.request_kind = 'daily' \
+             AND e.meter_id = r.meter_id) ORDER BY r.audit_seq LIMIT 1",
+        ] {
+            let row = sqlx::query(sql)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(AuditError::Read)?;
+            if let Some(row) = row {
+                let read = |e: sqlx::Error| AuditError::Read(e);
+                let kind: String = row.try_get(0).map_err(read)?;
+                return Ok(Some(problem(ProblemKind::ReleaseNotInChain {
+                    table: if kind == "daily" {
+                        "daily_group_forecasts"
+                    } else {
+                        "daily_group_forecast_releases"
+                    }
+                    .to_owned(),
+                    kind,
+                    meter_id: row.try_get(1).map_err(read)?,
+                    period: row.try_get(2).map_err(read)?,
+                    audit_sequence: row.try_get(3).map_err(read)?,
+                })));
+            }
+        }
         for (table, kinds, period_matches) in [
             ("releases", "('bill')", "AND r.period = e.period"),
             ("analytics_releases", "('forecast', 'anomaly', 'daily')", ""),
@@ -825,29 +861,35 @@ impl AuditLog {
                 }));
             }
         }
-        let row = sqlx::query(
-            "SELECT e.seq, e.request_kind, e.meter_id, e.period FROM audit_entries e \
-             WHERE e.decision = 'granted' AND e.request_kind = 'group-totals' \
-             AND NOT EXISTS (SELECT 1 FROM group_total_releases r WHERE r.audit_seq = e.seq) \
-             ORDER BY e.seq LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(AuditError::Read)?;
-        if let Some(row) = row {
-            let read = |e: sqlx::Error| AuditError::Read(e);
-            let sequence: i64 = row.try_get(0).map_err(read)?;
-            let sequence = u64::try_from(sequence).unwrap_or(0);
-            return Ok(Some(ChainProblem {
-                row: sequence,
-                sequence: Some(sequence),
-                kind: ProblemKind::ReleaseMissing {
-                    table: "group_total_releases".to_owned(),
-                    kind: row.try_get(1).map_err(read)?,
-                    meter_id: row.try_get(2).map_err(read)?,
-                    period: row.try_get(3).map_err(read)?,
-                },
-            }));
+        for (table, kind) in [
+            ("group_total_releases", "group-totals"),
+            ("daily_group_forecast_releases", "daily-group-forecast"),
+        ] {
+            let sql = format!(
+                "SELECT e.seq, e.request_kind, e.meter_id, e.period FROM audit_entries e \
+                 WHERE e.decision = 'granted' AND e.request_kind = '{kind}' \
+                 AND NOT EXISTS (SELECT 1 FROM {table} r WHERE r.audit_seq = e.seq) \
+                 ORDER BY e.seq LIMIT 1"
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(AuditError::Read)?;
+            if let Some(row) = row {
+                let read = |e: sqlx::Error| AuditError::Read(e);
+                let sequence: i64 = row.try_get(0).map_err(read)?;
+                let sequence = u64::try_from(sequence).unwrap_or(0);
+                return Ok(Some(ChainProblem {
+                    row: sequence,
+                    sequence: Some(sequence),
+                    kind: ProblemKind::ReleaseMissing {
+                        table: table.to_owned(),
+                        kind: row.try_get(1).map_err(read)?,
+                        meter_id: row.try_get(2).map_err(read)?,
+                        period: row.try_get(3).map_err(read)?,
+                    },
+                }));
+            }
         }
         Ok(None)
     }

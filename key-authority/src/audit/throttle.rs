@@ -177,6 +177,7 @@ fn kind_of(method: &str) -> RequestKind {
         "/seer.v1.Release/ReleaseBills" => RequestKind::BILL,
         _ => constant_kind(match method {
             "/seer.v1.Analytics/Release" => "analytics",
+            "/seer.v1.Analytics/ReleaseGroupForecast" => "daily-group-forecast",
             "/seer.v1.Receipts/Record" | "/seer.v1.AnalyticsReceipts/Record" => "receipt",
             _ => "call",
         }),

@@ -145,7 +145,8 @@ pub enum ProblemKind {
     /// A release row names no granted entry of its kind, meter and period at its
     /// `audit_seq`: it was inserted or altered outside the key authority.
     ReleaseNotInChain {
-        /// `releases`, `analytics_releases` or `group_total_releases`.
+        /// `releases`, `analytics_releases`, `group_total_releases`, `daily_group_forecasts` or
+        /// `daily_group_forecast_releases`.
         table: String,
         /// The row's kind.
         kind: String,
@@ -170,7 +171,8 @@ pub enum ProblemKind {
     /// A granted release entry has no release row: the row was deleted (and the result could
     /// be released a second time if the policy trusted the table alone).
     ReleaseMissing {
-        /// `releases`, `analytics_releases` or `group_total_releases`.
+        /// `releases`, `analytics_releases`, `group_total_releases`, `daily_group_forecasts` or
+        /// `daily_group_forecast_releases`.
         table: String,
         /// The entry's kind.
         kind: String,

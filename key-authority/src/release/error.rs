@@ -33,6 +33,14 @@ pub enum ReleaseError {
     Engine(String),
 }
 
+impl From<seer_core::Error> for ReleaseError {
+    /// A request field that is no word of the shared vocabulary (a period, a day, a lane, a
+    /// meter id): the message as the field's parser wrote it.
+    fn from(error: seer_core::Error) -> Self {
+        ReleaseError::InvalidArgument(error.to_string())
+    }
+}
+
 impl From<sqlx::Error> for ReleaseError {
     fn from(error: sqlx::Error) -> Self {
         ReleaseError::Database(error)

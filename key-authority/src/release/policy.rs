@@ -11,7 +11,8 @@ use super::engine::{GroupLane, HomeBill, UtilityOutputs};
 use super::store::{self, Period, ReceiptStore, Released};
 use super::{BillEngine, ReleaseError};
 use crate::audit::{AuditEntry, AuditLog, Decision, InputDigest, NewEntry, RequestKind};
-use crate::auth::{Caller, validate_meter_id};
+use crate::auth::Caller;
+use seer_core::MeterId;
 
 /// One home's input: the billing lane of its last batch of the period.
 #[derive(Clone, PartialEq, Eq)]
@@ -161,7 +162,7 @@ impl BillReleaser {
         request: BillRequest,
     ) -> Result<BillDecisions, ReleaseError> {
         let capacity = self.engine.layout().capacity();
-        let period = match Period::try_new(&request.period) {
+        let period = match request.period.parse::<Period>().map_err(ReleaseError::from) {
             Err(error) => {
                 self.refuse_request(Some(caller), &request, &error.to_string())
                     .await?;
@@ -438,7 +439,7 @@ impl BillReleaser {
         positions: &mut HashMap<usize, &'r str>,
     ) -> Result<Result<(u64, usize, Ciphertext), Result<String, Released>>, ReleaseError> {
         let meter = input.meter_id.as_str();
-        if let Err(reason) = validate_meter_id(meter) {
+        if let Err(reason) = MeterId::check(meter) {
             return Ok(Err(Ok(format!("invalid meter id: {reason}"))));
         }
         if meters.insert(meter, meters.len()).is_some() {

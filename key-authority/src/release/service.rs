@@ -15,8 +15,9 @@ use super::ReleaseError;
 use super::policy::{BillInput, BillReleaser, BillRequest};
 use super::store::{Period, Receipt, RecordOutcome};
 use crate::audit::AuditLog;
-use crate::auth::{Caller, Role, authorize, validate_meter_id};
+use crate::auth::{Caller, Role, authorize};
 use crate::signed_receipts::{RECEIPT_KIND, SignedReceipts};
+use seer_core::MeterId;
 
 /// The roles that may record receipts (for their own meter only).
 pub const RECEIPT_WRITERS: &[Role] = &[Role::Household];
@@ -66,14 +67,17 @@ pub(crate) fn receipt_from_wire(
     request: v1::ReceiptRequest,
     capacity: usize,
 ) -> Result<Receipt, Status> {
-    validate_meter_id(&request.meter_id)
+    MeterId::check(&request.meter_id)
         .map_err(|reason| Status::invalid_argument(format!("meter_id: {reason}")))?;
     if request.sequence == 0 || i64::try_from(request.sequence).is_err() {
         return Err(Status::invalid_argument(
             "sequence must be at least 1 (and fit a signed 64-bit integer)",
         ));
     }
-    let period = Period::try_new(&request.period).map_err(Status::from)?;
+    let period = request
+        .period
+        .parse::<Period>()
+        .map_err(|e| Status::from(ReleaseError::from(e)))?;
     let billing_digest: [u8; 32] = request
         .billing_lane_blake3
         .as_slice()

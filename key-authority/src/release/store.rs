@@ -1,8 +1,6 @@
 //! Receipts and releases in the key authority's database (see the
 //! [module documentation](super#storage)).
 
-use std::fmt;
-
 use chrono::Utc;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row as _};
@@ -10,49 +8,9 @@ use sqlx::{AnyConnection, AnyPool, Row as _};
 use super::ReleaseError;
 use crate::audit::{AuditLog, InputDigest, RequestKind};
 
-/// A billing period, `YYYY-MM` (year 1000–9999, month 01–12).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Period(String);
-
-impl Period {
-    /// Parses `YYYY-MM`.
-    ///
-    /// # Errors
-    /// [`ReleaseError::InvalidArgument`] for anything else.
-    pub fn try_new(text: &str) -> Result<Self, ReleaseError> {
-        let bytes = text.as_bytes();
-        let digits = |range: std::ops::Range<usize>| bytes[range].iter().all(u8::is_ascii_digit);
-        let valid = bytes.len() == 7
-            && bytes[4] == b'-'
-            && digits(0..4)
-            && digits(5..7)
-            && bytes[0] != b'0'
-            && matches!(
-                &text[5..7],
-                "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12"
-            );
-        if valid {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(ReleaseError::InvalidArgument(format!(
-                "period {:?} is not YYYY-MM",
-                text.chars().take(32).collect::<String>()
-            )))
-        }
-    }
-
-    /// The period as `YYYY-MM`.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Period {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// A billing period, `YYYY-MM` (year 1000–9999, month 01–12): the one period type,
+/// [`seer_core::Period`], read with its one parser (`text.parse::<Period>()`).
+pub use seer_core::Period;
 
 /// One batch's receipt, as a meter records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,7 +215,7 @@ pub(crate) async fn record_in(
     )
     .bind(receipt.meter_id.clone())
     .bind(sequence)
-    .bind(receipt.period.as_str().to_owned())
+    .bind(receipt.period.to_string())
     .bind(hex::encode(receipt.billing_digest))
     .bind(i64::from(receipt.billing_group))
     .bind(i64::from(receipt.billing_position))
@@ -338,7 +296,7 @@ fn receipt_from_row(row: &AnyRow) -> Result<Receipt, ReleaseError> {
     Ok(Receipt {
         meter_id: row.try_get(0)?,
         sequence: from_db(row.try_get(1)?, "sequence")?,
-        period: Period::try_new(&period).map_err(|_| corrupt("period"))?,
+        period: period.parse().map_err(|_| corrupt("period"))?,
         billing_digest,
         billing_group: u32::try_from(row.try_get::<i64, _>(4)?).map_err(|_| corrupt("group"))?,
         billing_position: u32::try_from(row.try_get::<i64, _>(5)?)
@@ -359,7 +317,7 @@ pub(super) async fn last_receipt(
          ORDER BY sequence DESC LIMIT 1",
     )
     .bind(meter_id.to_owned())
-    .bind(period.as_str().to_owned())
+    .bind(period.to_string())
     .fetch_optional(conn)
     .await?;
     row.as_ref().map(receipt_from_row).transpose()
@@ -468,7 +426,7 @@ pub(super) async fn released(
     period: &Period,
 ) -> Result<Option<Released>, ReleaseError> {
     if let Some(audit_sequence) =
-        crate::audit::released_in_chain(conn, kind, meter_id, period.as_str()).await?
+        crate::audit::released_in_chain(conn, kind, meter_id, &period.to_string()).await?
         && released_row(conn, kind, meter_id, period).await?.is_none()
     {
         tracing::error!(%kind, meter_id, %period, audit_sequence, "release row missing for a granted entry");
@@ -494,7 +452,7 @@ async fn released_row(
     )
     .bind(kind.as_str().to_owned())
     .bind(meter_id.to_owned())
-    .bind(period.as_str().to_owned())
+    .bind(period.to_string())
     .fetch_optional(conn)
     .await?;
     row.map(|row| {
@@ -522,7 +480,7 @@ pub(super) async fn insert_release(
     )
     .bind(kind.as_str().to_owned())
     .bind(meter_id.to_owned())
-    .bind(period.as_str().to_owned())
+    .bind(period.to_string())
     .bind(to_db(released.receipt_sequence, "receipt sequence")?)
     .bind(released.amount)
     .bind(to_db(released.audit_sequence, "audit sequence")?)
@@ -549,7 +507,7 @@ mod tests {
     #[test]
     fn periods_are_year_and_month() {
         for good in ["2007-01", "2026-12", "1999-09"] {
-            assert_eq!(Period::try_new(good).expect("valid").as_str(), good);
+            assert_eq!(good.parse::<Period>().expect("valid").to_string(), good);
         }
         for bad in [
             "",
@@ -562,7 +520,7 @@ mod tests {
             "2007-01x",
             "２００７-01",
         ] {
-            assert!(Period::try_new(bad).is_err(), "{bad:?}");
+            assert!(bad.parse::<Period>().is_err(), "{bad:?}");
         }
     }
 }

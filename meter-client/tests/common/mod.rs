@@ -480,6 +480,7 @@ pub fn settings(
             max: Duration::from_millis(200),
         },
         max_attempts: 5,
+        daily_model: None,
     }
 }
 

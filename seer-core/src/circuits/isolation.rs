@@ -21,19 +21,19 @@ use std::ops::Range;
 use seer_ckks::{Ciphertext, Evaluator};
 
 use crate::error::Error;
+use crate::vocab::SlotBlock;
 
-/// The indicator vector of `range` in `slots` slots: 1 inside, 0 outside.
+/// The indicator vector of `range` in `slots` slots: 1 inside, 0 outside
+/// ([`SlotBlock::indicator`]).
 pub fn indicator(slots: usize, range: Range<usize>) -> Result<Vec<f64>, Error> {
-    if range.is_empty() || range.end > slots {
+    if range.is_empty() {
         return Err(Error::InvalidSlotBlock {
             start: range.start,
             end: range.end,
             slots,
         });
     }
-    let mut mask = vec![0.0; slots];
-    mask[range].fill(1.0);
-    Ok(mask)
+    SlotBlock::from(range).indicator(slots)
 }
 
 /// Sums inputs, each multiplied by the indicator of its own block first; the products are

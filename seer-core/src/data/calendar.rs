@@ -1,4 +1,4 @@
-//! Calendar months (billing periods) and the supported range of dates.
+//! Calendar months (billing periods, [`Period`]) and the supported range of dates.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,25 +13,30 @@ use crate::error::Error;
 pub const MIN_YEAR: i32 = 1;
 /// The last supported year.
 pub const MAX_YEAR: i32 = 9999;
+/// The first year a [`Period`] may be written in (its text form, `YYYY-MM`, has four digits
+/// without a leading zero, so that the text order is the time order and no period has two
+/// spellings). Earlier months exist for calendar arithmetic on data but are never parsed.
+pub const MIN_TEXT_YEAR: i32 = 1000;
 
 /// Whether `t` lies in the supported years [`MIN_YEAR`] to [`MAX_YEAR`].
 pub(crate) fn is_supported(t: NaiveDateTime) -> bool {
     (MIN_YEAR..=MAX_YEAR).contains(&t.year())
 }
 
-/// A calendar month such as 2007-01, the unit of billing periods.
+/// A calendar month such as 2007-01, the unit of billing periods: the one period type of the
+/// meter, the utility and the key authority.
 ///
-/// The month runs from midnight on its first day ([`YearMonth::start`]) to midnight on the
-/// first day of the next month ([`YearMonth::end`], exclusive), in whatever local time the
+/// The month runs from midnight on its first day ([`Period::start`]) to midnight on the
+/// first day of the next month ([`Period::end`], exclusive), in whatever local time the
 /// series it is applied to is expressed in. Textual form: `"2007-01"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct YearMonth {
+pub struct Period {
     year: i32,
     month: u32,
 }
 
-impl YearMonth {
+impl Period {
     /// A month; `year` must be within [`MIN_YEAR`]..=[`MAX_YEAR`] and `month` within 1..=12.
     pub fn try_new(year: i32, month: u32) -> Result<Self, Error> {
         if (MIN_YEAR..=MAX_YEAR).contains(&year) && (1..=12).contains(&month) {
@@ -80,6 +85,11 @@ impl YearMonth {
             .and_time(NaiveTime::MIN)
     }
 
+    /// The first day after the month (the date of [`end`](Self::end)).
+    pub fn end_day(self) -> NaiveDate {
+        self.end().date()
+    }
+
     /// The next month, or `None` after 9999-12.
     pub fn next(self) -> Option<Self> {
         if self.month == 12 {
@@ -101,40 +111,51 @@ impl YearMonth {
     }
 }
 
-impl fmt::Display for YearMonth {
+impl fmt::Display for Period {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04}-{:02}", self.year, self.month)
     }
 }
 
-impl FromStr for YearMonth {
+impl FromStr for Period {
     type Err = Error;
 
-    /// Parses `"YYYY-MM"`.
+    /// Parses `"YYYY-MM"`: exactly four ASCII digits, `-`, two ASCII digits, a year of
+    /// [`MIN_TEXT_YEAR`] to [`MAX_YEAR`] and a month of 01 to 12 (nothing around it). This is
+    /// the one parser of billing periods: the utility's batches, the key authority's receipts
+    /// and releases, and the command line all read periods through it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPeriod`] for anything else.
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::InvalidOption {
-            option: "month",
-            reason: format!("{s:?} is not a month like \"2007-01\""),
+        let bad = || Error::InvalidPeriod {
+            period: s.chars().take(32).collect(),
         };
-        let (y, m) = s.trim().split_once('-').ok_or_else(bad)?;
-        if y.len() != 4 || m.len() != 2 {
+        let bytes = s.as_bytes();
+        if bytes.len() != 7
+            || bytes[4] != b'-'
+            || !bytes[..4].iter().chain(&bytes[5..]).all(u8::is_ascii_digit)
+        {
             return Err(bad());
         }
-        let year = y.parse().map_err(|_| bad())?;
-        let month = m.parse().map_err(|_| bad())?;
-        Self::try_new(year, month)
+        let year: i32 = s[..4].parse().map_err(|_| bad())?;
+        let month: u32 = s[5..].parse().map_err(|_| bad())?;
+        if year < MIN_TEXT_YEAR {
+            return Err(bad());
+        }
+        Self::try_new(year, month).map_err(|_| bad())
     }
 }
 
-impl TryFrom<String> for YearMonth {
+impl TryFrom<String> for Period {
     type Error = Error;
     fn try_from(s: String) -> Result<Self, Error> {
         s.parse()
     }
 }
 
-impl From<YearMonth> for String {
-    fn from(m: YearMonth) -> Self {
+impl From<Period> for String {
+    fn from(m: Period) -> Self {
         m.to_string()
     }
 }
@@ -143,17 +164,17 @@ impl From<YearMonth> for String {
 mod tests {
     use super::*;
 
-    fn ym(year: i32, month: u32) -> YearMonth {
-        YearMonth::try_new(year, month).expect("valid test input")
+    fn ym(year: i32, month: u32) -> Period {
+        Period::try_new(year, month).expect("valid test input")
     }
 
     #[test]
     fn validates() {
-        assert!(YearMonth::try_new(2007, 0).is_err());
-        assert!(YearMonth::try_new(2007, 13).is_err());
-        assert!(YearMonth::try_new(0, 1).is_err());
-        assert!(YearMonth::try_new(10_000, 1).is_err());
-        assert!(YearMonth::try_new(9999, 12).is_ok());
+        assert!(Period::try_new(2007, 0).is_err());
+        assert!(Period::try_new(2007, 13).is_err());
+        assert!(Period::try_new(0, 1).is_err());
+        assert!(Period::try_new(10_000, 1).is_err());
+        assert!(Period::try_new(9999, 12).is_ok());
     }
 
     #[test]
@@ -172,14 +193,36 @@ mod tests {
             .expect("valid test input");
         assert!(jan.contains(t));
         assert!(!ym(2007, 2).contains(t));
-        assert_eq!(YearMonth::containing(t.date()).ok(), Some(jan));
+        assert_eq!(Period::containing(t.date()).ok(), Some(jan));
     }
 
     #[test]
     fn parses() {
-        assert_eq!("2010-11".parse::<YearMonth>().ok(), Some(ym(2010, 11)));
-        for bad in ["2010-13", "2010-1", "10-11", "2010/11", "", "2010-11-01"] {
-            assert!(bad.parse::<YearMonth>().is_err(), "{bad:?} accepted");
+        assert_eq!("2010-11".parse::<Period>().ok(), Some(ym(2010, 11)));
+        for bad in [
+            "2010-13",
+            "2010-1",
+            "10-11",
+            "2010/11",
+            "",
+            "2010-11-01",
+            "0999-12",
+            "2010-00",
+            " 2010-11",
+            "+201-11",
+            "2010-+1",
+            "２010-11",
+        ] {
+            assert!(bad.parse::<Period>().is_err(), "{bad:?} accepted");
+        }
+        for good in ["1000-01", "2007-12", "9999-12"] {
+            assert_eq!(
+                good.parse::<Period>()
+                    .map(|p| p.to_string())
+                    .ok()
+                    .as_deref(),
+                Some(good)
+            );
         }
     }
 }

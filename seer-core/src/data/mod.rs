@@ -28,7 +28,7 @@
 //!   under a [`GapPolicy`], reporting each interval's coverage ([`IntervalEnergy`]); see
 //!   [`resample`](mod@resample) for the gap rule.
 //! - [`EnergySeries::months`] and [`EnergySeries::days`] split a series into calendar months
-//!   (billing periods, [`YearMonth`]) and days, as [`SeriesView`]s that know how many readings
+//!   (billing periods, [`Period`]) and days, as [`SeriesView`]s that know how many readings
 //!   a complete period has.
 //!
 //! ```
@@ -55,7 +55,7 @@ pub mod resample;
 pub mod series;
 pub mod uci;
 
-pub use calendar::YearMonth;
+pub use calendar::Period;
 pub use interval::Interval;
 pub use kwh_csv::{load_kwh_csv, load_kwh_csv_from_reader, write_kwh_csv};
 pub use load::{LoadOptions, LoadReport, Loaded, SkippedRow, Strictness};

@@ -2,7 +2,7 @@
 
 use chrono::{FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta};
 
-use super::calendar::{self, YearMonth};
+use super::calendar::{self, Period};
 use super::interval::Interval;
 use super::resample::{GapPolicy, Resampled};
 use crate::error::{Error, RowProblem};
@@ -304,8 +304,8 @@ impl<'a> SeriesView<'a> {
     /// included, with an empty view.
     pub fn months(&self) -> Months<'a> {
         let range = self.last_instant().and_then(|last| {
-            let first = YearMonth::containing(self.from.date()).ok()?;
-            let last = YearMonth::containing(last.date()).ok()?;
+            let first = Period::containing(self.from.date()).ok()?;
+            let last = Period::containing(last.date()).ok()?;
             Some((first, last))
         });
         Months {
@@ -359,12 +359,12 @@ impl<'a> Iterator for Days<'a> {
 #[derive(Clone, Debug)]
 pub struct Months<'a> {
     view: SeriesView<'a>,
-    next: Option<YearMonth>,
-    last: Option<YearMonth>,
+    next: Option<Period>,
+    last: Option<Period>,
 }
 
 impl<'a> Iterator for Months<'a> {
-    type Item = (YearMonth, SeriesView<'a>);
+    type Item = (Period, SeriesView<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         let month = self.next.filter(|m| Some(*m) <= self.last)?;

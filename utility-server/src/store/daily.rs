@@ -65,6 +65,26 @@ pub struct GroupHourTotal {
     pub kwh_milli: i64,
 }
 
+/// One hour of a group's forecast total as the key authority released it
+/// (`Analytics.ReleaseGroupForecast`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupForecastHour {
+    /// The evaluation group.
+    pub group: u32,
+    /// The hour, `YYYY-MM-DDTHH:00`.
+    pub hour: String,
+    /// BLAKE3 (hex) of the model file.
+    pub model_blake3: String,
+    /// The released total, milli-kWh.
+    pub kwh_milli: i64,
+    /// The homes it sums.
+    pub homes: u64,
+    /// The day whose inputs produced it (the hour is of the next day).
+    pub input_day: String,
+    /// The key authority's audit entry that granted it.
+    pub audit_seq: u64,
+}
+
 /// Which stored results to read: the inputs of one day (`YYYY-MM-DD`, the day the meters
 /// prepared; their forecasts are of the next day) and one model, each `None` for all.
 #[derive(Clone, Copy, Debug, Default)]
@@ -268,6 +288,107 @@ impl Store {
                     hour,
                     homes: from_db("daily_forecasts", "count", homes)?,
                     kwh_milli,
+                })
+            })
+            .collect()
+    }
+    /// Whether a released group forecast is stored for (group, input day, model).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn has_daily_group_forecast(
+        &self,
+        group: u32,
+        input_day: &str,
+        model_blake3: &str,
+    ) -> Result<bool, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM daily_group_forecasts WHERE input_group = $1 \
+             AND input_day = $2 AND model_blake3 = $3",
+        )
+        .bind(i64::from(group))
+        .bind(input_day)
+        .bind(model_blake3)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("looking up a daily group forecast"))?;
+        Ok(count > 0)
+    }
+
+    /// Stores a released group forecast's hours (one transaction; hours stored before are
+    /// kept as they are). Returns the hours stored.
+    ///
+    /// # Errors
+    /// When the database fails; nothing is stored then.
+    #[tracing::instrument(name = "store.record_daily_group_forecast", skip_all, fields(hours = hours.len()))]
+    pub async fn record_daily_group_forecast(
+        &self,
+        hours: &[GroupForecastHour],
+    ) -> Result<usize, StoreError> {
+        let now = Utc::now().timestamp_micros();
+        let mut tx = self.begin_write().await?;
+        let mut stored = 0;
+        for h in hours {
+            let done = sqlx::query(
+                "INSERT INTO daily_group_forecasts (input_group, hour, model_blake3, kwh_milli, \
+                 homes, input_day, audit_seq, released_at_us) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (input_group, hour, model_blake3) DO NOTHING",
+            )
+            .bind(i64::from(h.group))
+            .bind(h.hour.as_str())
+            .bind(h.model_blake3.as_str())
+            .bind(h.kwh_milli)
+            .bind(to_db(h.homes))
+            .bind(h.input_day.as_str())
+            .bind(to_db(h.audit_seq))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("storing a daily group forecast"))?;
+            stored += usize::try_from(done.rows_affected()).unwrap_or(0);
+        }
+        tx.commit()
+            .await
+            .map_err(query_error("committing a daily group forecast"))?;
+        Ok(stored)
+    }
+
+    /// The released group forecasts matching `filter`, in (input day, group, hour) order.
+    ///
+    /// # Errors
+    /// When the database fails or a row is corrupt.
+    pub async fn daily_group_forecasts(
+        &self,
+        filter: DailyFilter<'_>,
+    ) -> Result<Vec<GroupForecastHour>, StoreError> {
+        const TABLE: &str = "daily_group_forecasts";
+        let rows = sqlx::query(
+            "SELECT input_group, hour, model_blake3, kwh_milli, homes, input_day, audit_seq \
+             FROM daily_group_forecasts WHERE ($1 = '' OR input_day = $1) \
+             AND ($2 = '' OR model_blake3 = $2) \
+             ORDER BY input_day, input_group, model_blake3, hour",
+        )
+        .bind(filter.input_day.unwrap_or(""))
+        .bind(filter.model_blake3.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("listing daily group forecasts"))?;
+        let get = query_error("reading a daily group forecast");
+        rows.iter()
+            .map(|row| {
+                Ok(GroupForecastHour {
+                    group: small(
+                        TABLE,
+                        "input_group",
+                        row.try_get("input_group").map_err(get)?,
+                    )?,
+                    hour: row.try_get("hour").map_err(get)?,
+                    model_blake3: row.try_get("model_blake3").map_err(get)?,
+                    kwh_milli: row.try_get("kwh_milli").map_err(get)?,
+                    homes: from_db(TABLE, "homes", row.try_get("homes").map_err(get)?)?,
+                    input_day: row.try_get("input_day").map_err(get)?,
+                    audit_seq: from_db(TABLE, "audit_seq", row.try_get("audit_seq").map_err(get)?)?,
                 })
             })
             .collect()

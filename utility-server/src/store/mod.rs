@@ -64,7 +64,7 @@ mod tests;
 pub use analytics_inputs::{
     AnalyticsInput, InputHeader, InputOutcome, InputStatus, StoredInput, decide_input,
 };
-pub use daily::{DailyAnomaly, DailyFilter, DailyForecast, GroupHourTotal};
+pub use daily::{DailyAnomaly, DailyFilter, DailyForecast, GroupForecastHour, GroupHourTotal};
 pub use group_totals::{
     GroupTotal, GroupWindow, MAX_WINDOW_PAGE_SIZE, PlanCount, RecordOutcome, WindowBatch,
 };

@@ -1045,6 +1045,77 @@ async fn daily_releases_are_stored_with_their_decisions_and_summed_per_group(db:
     assert_eq!(statuses.len(), 3);
 }
 
+async fn daily_group_forecasts_are_stored_once_and_read_by_day(db: &TestDb) {
+    let store = db.open().await;
+    let model = "ef".repeat(32);
+    let hour = |group: u32, day: &str, h: u32, milli: i64| GroupForecastHour {
+        group,
+        hour: format!("{day}T{h:02}:00"),
+        model_blake3: model.clone(),
+        kwh_milli: milli,
+        homes: 3,
+        input_day: "2024-03-12".into(),
+        audit_seq: 41,
+    };
+    assert!(
+        !store
+            .has_daily_group_forecast(0, "2024-03-12", &model)
+            .await
+            .expect("look up")
+    );
+    let hours: Vec<GroupForecastHour> = (0..24)
+        .map(|h| hour(0, "2024-03-13", h, 300 + i64::from(h)))
+        .collect();
+    assert_eq!(
+        store
+            .record_daily_group_forecast(&hours)
+            .await
+            .expect("record"),
+        24
+    );
+    // Stored once: a second write of the same hours (other values) changes nothing.
+    let revised: Vec<GroupForecastHour> =
+        (0..24).map(|h| hour(0, "2024-03-13", h, 9_999)).collect();
+    assert_eq!(
+        store
+            .record_daily_group_forecast(&revised)
+            .await
+            .expect("record again"),
+        0
+    );
+    assert!(
+        store
+            .has_daily_group_forecast(0, "2024-03-12", &model)
+            .await
+            .expect("look up")
+    );
+    assert!(
+        !store
+            .has_daily_group_forecast(1, "2024-03-12", &model)
+            .await
+            .expect("look up")
+    );
+    let by_day = DailyFilter {
+        input_day: Some("2024-03-12"),
+        model_blake3: Some(&model),
+    };
+    assert_eq!(
+        store.daily_group_forecasts(by_day).await.expect("read"),
+        hours
+    );
+    let other_day = DailyFilter {
+        input_day: Some("2024-03-13"),
+        model_blake3: None,
+    };
+    assert!(
+        store
+            .daily_group_forecasts(other_day)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
+
 /// Generates each test of the suite once per backend.
 macro_rules! storage_suite {
     ($($name:ident),* $(,)?) => {
@@ -1069,6 +1140,7 @@ macro_rules! storage_suite {
 }
 
 storage_suite!(
+    daily_group_forecasts_are_stored_once_and_read_by_day,
     inserts_in_order_and_keeps_the_cursor,
     a_resend_with_the_same_digest_is_a_duplicate,
     different_content_for_a_stored_sequence_is_a_conflict,
