@@ -8,24 +8,13 @@ use std::sync::Arc;
 
 use seer_ckks::{Ciphertext, Evaluator, GaloisKeys, Level, ParameterSet};
 use seer_core::circuits::billing::{BillingLayout, LEVELS_USED};
-use seer_core::tariff::{CellEnergy, Paise, Tariff};
-use seer_core::units::Wh;
+use seer_core::tariff::Tariff;
 
-pub use seer_core::circuits::billing::{CELL_TOLERANCE_WH, MAX_CELL_WH};
+pub use seer_core::circuits::billing::{CELL_TOLERANCE_WH, HomeBill, MAX_CELL_WH, check_bill};
 
 use super::ReleaseError;
 use crate::keys::KeyStore;
 use crate::outputs::{self, BillRun};
-
-/// A bill the circuit's two outputs agree on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HomeBill {
-    /// The homomorphic bill, rounded to the paisa; equal to the plaintext tariff on
-    /// [`cell_wh`](Self::cell_wh).
-    pub amount: Paise,
-    /// The period's energy per tariff cell, whole Wh, in the tariff's cell order.
-    pub cell_wh: Vec<u64>,
-}
 
 /// One input of a group, as handed to [`BillEngine::decide`].
 #[derive(Debug)]
@@ -234,77 +223,19 @@ impl BillEngine {
         let bills = decryptor
             .decrypt(&run.bills)
             .map_err(|e| ReleaseError::Engine(format!("decrypting the bills output: {e}")))?;
+        // The billing computation's release rule (`seer_core::circuits::billing`, beside the
+        // circuit and its plaintext twin).
         let homes = lanes
             .iter()
             .map(|lane| {
-                let cells = self
-                    .layout
-                    .decode_cells(&cells, lane.position)
-                    .map_err(|e| format!("the decrypted result is implausible: {e}"))?;
-                let amount = self
-                    .layout
-                    .decode_bill_at(&bills, lane.position)
-                    .map_err(|_| {
-                        "the decrypted bill lies outside the circuit's range".to_owned()
-                    })?;
-                check_bill(self.layout.tariff(), &cells, amount)?;
-                Ok(HomeBill {
-                    amount,
-                    cell_wh: cells,
-                })
+                self.layout
+                    .release_home(&cells, &bills, lane.position)
+                    .map_err(String::from)
             })
             .collect();
         Ok(GroupDecision {
             homes,
             result_verified: true,
         })
-    }
-}
-
-/// Checks that the plaintext tariff on the decrypted `cells` (exact integer arithmetic) gives
-/// `homomorphic`, the bill the circuit's bills output holds for the same home.
-///
-/// # Errors
-/// The refusal reason (without the amounts).
-pub fn check_bill(tariff: &Tariff, cells: &[u64], homomorphic: Paise) -> Result<(), String> {
-    let wh = cells
-        .iter()
-        .map(|&c| i64::try_from(c).ok().and_then(|c| Wh::try_new(c).ok()))
-        .collect::<Option<Vec<Wh>>>()
-        .ok_or("a cell is out of range")?;
-    let plaintext = CellEnergy::try_from_cells(tariff, wh)
-        .and_then(|cells| tariff.bill_cells(&cells))
-        .map_err(|e| format!("the decrypted cells do not fit the tariff: {e}"))?
-        .total();
-    if plaintext == homomorphic {
-        Ok(())
-    } else {
-        Err(
-            "the homomorphic bill differs from the plaintext tariff on the home's decrypted \
-             cells"
-                .to_owned(),
-        )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bill_check_is_the_plaintext_tariff_to_the_paisa() {
-        let tariff = Tariff::bescom();
-        // 50 kWh at 4.15 + 50 at 5.60 + 12.345 at 7.15 = 207.50 + 280.00 + 88.26675.
-        let cells = [50_000, 50_000, 12_345, 0];
-        let exact = Paise::new(20_750 + 28_000 + 8_827);
-        assert_eq!(check_bill(&tariff, &cells, exact), Ok(()));
-        for wrong in [exact.get() - 1, exact.get() + 1, 0] {
-            let reason = check_bill(&tariff, &cells, Paise::new(wrong)).expect_err("differs");
-            assert!(
-                reason.contains("differs from the plaintext tariff"),
-                "{reason}"
-            );
-        }
-        assert!(check_bill(&tariff, &cells[..3], exact).is_err());
     }
 }

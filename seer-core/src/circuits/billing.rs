@@ -39,10 +39,12 @@
 //!    functions of the cells output, which the key authority decrypts anyway — and are never
 //!    released.
 //!
-//! The key authority decrypts these two outputs of its own re-execution, never a lane: it
-//! judges each home's validity on the decrypted cells ([`BillingLayout::decode_cells`]: whole,
+//! The key authority decrypts these two outputs of its own re-execution, never a lane, and
+//! applies the computation's **release rule** ([`BillingLayout::release_home`]): it judges each
+//! home's validity on the decrypted cells ([`BillingLayout::decode_cells`]: whole,
 //! non-negative, plausible Wh) and requires the plaintext tariff on them to give the bills
-//! output's paisa.
+//! output's paisa ([`check_bill`]); what leaves is a [`HomeBill`], a refusal is a typed
+//! [`Refusal`] that names no value.
 //!
 //! The rotations need Galois keys for [`BillingLayout::galois_steps`] only (1 and 2 for the
 //! BESCOM slabs); no relinearization keys are needed.
@@ -106,7 +108,9 @@ use seer_ckks::{
 
 use crate::circuits::isolation::{MaskedSum, indicator};
 use crate::error::Error;
+use crate::registered::Refusal;
 use crate::tariff::{Bill, CellEnergy, ExactAmount, Paise, Tariff};
+use crate::units::Wh;
 
 /// The parameter set the billing circuit is designed for (see the
 /// [module documentation](self#parameters-parameter_set--n--8192-2-levels-128-bit-security)).
@@ -532,6 +536,74 @@ impl<'a> GroupAccumulator<'a> {
     }
 }
 
+/// What the billing computation releases for one home: the bill its two outputs agree on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HomeBill {
+    /// The homomorphic bill, rounded to the paisa; equal to the plaintext tariff on
+    /// [`cell_wh`](Self::cell_wh).
+    pub amount: Paise,
+    /// The period's energy per tariff cell, whole Wh, in the tariff's cell order.
+    pub cell_wh: Vec<u64>,
+}
+
+impl BillingLayout {
+    /// The billing computation's release rule for the home at `position`, from the decrypted
+    /// cells and bills outputs (every slot of each): its cells must be plausible whole Wh
+    /// ([`decode_cells`](Self::decode_cells)), its bill must lie within the circuit's range
+    /// ([`decode_bill_at`](Self::decode_bill_at)), and the plaintext tariff on its cells must
+    /// give that bill to the paisa ([`check_bill`]).
+    ///
+    /// # Errors
+    /// [`Refusal::ImplausibleOutput`] with the reason (no amount named).
+    pub fn release_home(
+        &self,
+        cells: &[f64],
+        bills: &[f64],
+        position: usize,
+    ) -> Result<HomeBill, Refusal> {
+        let cell_wh =
+            self.decode_cells(cells, position)
+                .map_err(|e| Refusal::ImplausibleOutput {
+                    reason: format!("the decrypted result is implausible: {e}"),
+                })?;
+        let amount =
+            self.decode_bill_at(bills, position)
+                .map_err(|_| Refusal::ImplausibleOutput {
+                    reason: "the decrypted bill lies outside the circuit's range".to_owned(),
+                })?;
+        check_bill(self.tariff(), &cell_wh, amount)?;
+        Ok(HomeBill { amount, cell_wh })
+    }
+}
+
+/// Checks that the plaintext tariff on the decrypted `cells` (exact integer arithmetic) gives
+/// `homomorphic`, the bill the circuit's bills output holds for the same home: the last step
+/// of [`BillingLayout::release_home`].
+///
+/// # Errors
+/// [`Refusal::ImplausibleOutput`] (without the amounts).
+pub fn check_bill(tariff: &Tariff, cells: &[u64], homomorphic: Paise) -> Result<(), Refusal> {
+    let implausible = |reason: String| Refusal::ImplausibleOutput { reason };
+    let wh = cells
+        .iter()
+        .map(|&c| i64::try_from(c).ok().and_then(|c| Wh::try_new(c).ok()))
+        .collect::<Option<Vec<Wh>>>()
+        .ok_or_else(|| implausible("a cell is out of range".to_owned()))?;
+    let plaintext = CellEnergy::try_from_cells(tariff, wh)
+        .and_then(|cells| tariff.bill_cells(&cells))
+        .map_err(|e| implausible(format!("the decrypted cells do not fit the tariff: {e}")))?
+        .total();
+    if plaintext == homomorphic {
+        Ok(())
+    } else {
+        Err(implausible(
+            "the homomorphic bill differs from the plaintext tariff on the home's decrypted \
+             cells"
+                .to_owned(),
+        ))
+    }
+}
+
 /// The plaintext twin of the circuit for one home: adds the home's batches cell by cell and
 /// charges the sum with exact integer arithmetic ([`Tariff::bill_cells`]).
 pub fn plaintext_bill<'a, I>(tariff: &Tariff, batches: I) -> Result<Bill, Error>
@@ -543,4 +615,75 @@ where
         total.try_add(batch)?;
     }
     tariff.bill_cells(&total)
+}
+
+#[cfg(test)]
+mod release_tests {
+    use super::*;
+
+    #[test]
+    fn the_bill_check_is_the_plaintext_tariff_to_the_paisa() {
+        let tariff = Tariff::bescom();
+        // 50 kWh at 4.15 + 50 at 5.60 + 12.345 at 7.15 = 207.50 + 280.00 + 88.26675.
+        let cells = [50_000, 50_000, 12_345, 0];
+        let exact = Paise::new(20_750 + 28_000 + 8_827);
+        assert_eq!(check_bill(&tariff, &cells, exact), Ok(()));
+        for wrong in [exact.get() - 1, exact.get() + 1, 0] {
+            let reason = check_bill(&tariff, &cells, Paise::new(wrong))
+                .expect_err("differs")
+                .to_string();
+            assert!(
+                reason.contains("differs from the plaintext tariff"),
+                "{reason}"
+            );
+            assert!(
+                !reason.contains(&wrong.to_string()),
+                "names no amount: {reason}"
+            );
+        }
+        assert!(check_bill(&tariff, &cells[..3], exact).is_err());
+    }
+
+    #[test]
+    fn the_release_rule_reads_a_home_at_its_position_and_refuses_implausible_slots() {
+        let ctx = CkksContext::new(PARAMETER_SET).expect("context");
+        let tariff = Tariff::bescom();
+        let layout = BillingLayout::try_new(&tariff, &ctx).expect("layout");
+        let width = layout.block_width();
+        let position = 3;
+        let cells_wh = [50_000u64, 50_000, 12_345, 0];
+        let mut cells = vec![0.0; layout.slots()];
+        for (i, c) in cells_wh.iter().enumerate() {
+            // Decrypted slots carry CKKS error: well below half a Wh.
+            cells[position * width + i] = *c as f64 + 1e-4;
+        }
+        let exact = Paise::new(20_750 + 28_000 + 8_827);
+        let mut bills = vec![0.0; layout.slots()];
+        // The bills output in rupees: the exact amount ₹575.76675 (the quantum recovers it).
+        bills[position * width] = 575.766_75 + 1e-7;
+        let released = layout
+            .release_home(&cells, &bills, position)
+            .expect("released");
+        assert_eq!(released.cell_wh, cells_wh.to_vec());
+        assert_eq!(released.amount, exact);
+        // The next home's block holds nothing: a home without consumption, billed zero.
+        assert_eq!(
+            layout.release_home(&cells, &bills, position + 1),
+            Ok(HomeBill {
+                amount: Paise::new(0),
+                cell_wh: vec![0; cells_wh.len()],
+            })
+        );
+        // A bill the tariff on the cells does not give is refused.
+        let mut wrong = bills.clone();
+        wrong[position * width] += 0.05;
+        assert!(matches!(
+            layout.release_home(&cells, &wrong, position),
+            Err(Refusal::ImplausibleOutput { .. })
+        ));
+        // A cell that is no whole Wh is refused.
+        let mut fractional = cells.clone();
+        fractional[position * width] += 0.4;
+        assert!(layout.release_home(&fractional, &bills, position).is_err());
+    }
 }
