@@ -3,74 +3,21 @@
 //! `cargo run --release -p seer-daily --example evaluate -- --write-fixture 2010-01-01 2010-02-14 daily/tests/data/uci-hourly-2010-01.csv`)
 //! and the registered model `models/uci-daily.json`.
 
-use std::sync::OnceLock;
-
-use chrono::NaiveDate;
-use seer_ckks::{
-    Ciphertext, CkksContext, Decryptor, Encryptor, Evaluator, KeyGenerator, ParameterSet,
-};
-use seer_daily::circuit::{all_galois_steps, block_outputs, encrypt, evaluate, place};
+use seer_ckks::{Ciphertext, CkksContext, Evaluator, ParameterSet};
+use seer_daily::circuit::{block_outputs, encrypt, evaluate, place};
 use seer_daily::history::HomeHistory;
 use seer_daily::layout::{BLOCK, BLOCKS_PER_CIPHERTEXT, COLUMNS, block_offset};
 use seer_daily::model::DailyInput;
 use seer_daily::release::QUANTUM;
-use seer_daily::{DailyError, DailyModel, PARAMETERS};
+use seer_daily::{DailyError, DailyModel};
+
+mod common;
+use common::{fixture, keys, model};
 
 /// The error bound asserted, kWh (or score units). Measured: up to about 1.5e-4, from the
 /// key switching of the rotations at n = 4096 (special prime of 40 bits) times the weights;
 /// the release tolerates 0.01 (`OUTPUT_TOLERANCE`), far above it.
 const BOUND: f64 = 1e-3;
-
-struct Keys {
-    ctx: CkksContext,
-    encryptor: Encryptor,
-    evaluator: Evaluator,
-    decryptor: Decryptor,
-}
-
-fn keys() -> &'static Keys {
-    static KEYS: OnceLock<Keys> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let ctx = CkksContext::new(PARAMETERS).expect("context");
-        let keygen = KeyGenerator::new(&ctx).expect("keygen");
-        let encryptor = Encryptor::new(&ctx, &keygen.public_key().unwrap()).unwrap();
-        let galois = keygen.galois_keys(&all_galois_steps()).unwrap();
-        let evaluator = Evaluator::new(&ctx, None, Some(galois));
-        let decryptor = Decryptor::new(&ctx, &keygen.secret_key().unwrap()).unwrap();
-        Keys {
-            ctx,
-            encryptor,
-            evaluator,
-            decryptor,
-        }
-    })
-}
-
-fn model() -> DailyModel {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/uci-daily.json");
-    DailyModel::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn fixture() -> Vec<(NaiveDate, [f64; 24])> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/uci-hourly-2010-01.csv"
-    );
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let mut fields = l.split(',');
-            let day: NaiveDate = fields.next().unwrap().parse().unwrap();
-            let mut h = [0.0; 24];
-            for (v, f) in h.iter_mut().zip(fields) {
-                *v = f.parse().unwrap();
-            }
-            (day, h)
-        })
-        .collect()
-}
 
 /// Four meters' inputs: the last four fixture days, one of them with a 6× spike at 19:00 and
 /// one whose eve is missing from the meter's history (forecast bridged, no anomaly part).

@@ -10,37 +10,14 @@
 use std::time::{Duration, Instant};
 
 use seer_ckks::{Ciphertext, CkksContext, Encryptor, Evaluator, KeyGenerator};
+use seer_daily::PARAMETERS;
 use seer_daily::circuit::{PreparedCircuit, all_galois_steps, encrypt, evaluate};
 use seer_daily::history::HomeHistory;
-use seer_daily::{DailyModel, PARAMETERS};
+
+mod common;
+use common::{fixture, model};
 
 const RUNS: usize = 31;
-
-fn model() -> DailyModel {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/uci-daily.json");
-    DailyModel::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn fixture() -> Vec<(chrono::NaiveDate, [f64; 24])> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/uci-hourly-2010-01.csv"
-    );
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let mut fields = l.split(',');
-            let day = fields.next().unwrap().parse().unwrap();
-            let mut h = [0.0; 24];
-            for (v, f) in h.iter_mut().zip(fields) {
-                *v = f.parse().unwrap();
-            }
-            (day, h)
-        })
-        .collect()
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

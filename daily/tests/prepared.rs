@@ -4,68 +4,19 @@
 //! compares bytes. Real UCI days (`tests/data/uci-hourly-2010-01.csv`) and the registered
 //! model `models/uci-daily.json`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use chrono::NaiveDate;
-use seer_ckks::{Ciphertext, CkksContext, Decryptor, Encryptor, Evaluator, KeyGenerator};
+use seer_ckks::{Ciphertext, CkksContext, Evaluator};
 use seer_daily::circuit::{
-    CircuitCache, PreparedCircuit, active_rows, all_galois_steps, block_outputs, encrypt, evaluate,
+    CircuitCache, PreparedCircuit, active_rows, block_outputs, encrypt, evaluate,
 };
 use seer_daily::history::HomeHistory;
 use seer_daily::layout::BLOCKS_PER_CIPHERTEXT;
 use seer_daily::model::DailyInput;
-use seer_daily::{DailyError, DailyModel, PARAMETERS};
+use seer_daily::{DailyError, DailyModel};
 
-struct Keys {
-    ctx: CkksContext,
-    encryptor: Encryptor,
-    evaluator: Evaluator,
-    decryptor: Decryptor,
-}
-
-fn keys() -> &'static Keys {
-    static KEYS: OnceLock<Keys> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let ctx = CkksContext::new(PARAMETERS).expect("context");
-        let keygen = KeyGenerator::new(&ctx).expect("keygen");
-        let encryptor = Encryptor::new(&ctx, &keygen.public_key().unwrap()).unwrap();
-        let galois = keygen.galois_keys(&all_galois_steps()).unwrap();
-        let evaluator = Evaluator::new(&ctx, None, Some(galois));
-        let decryptor = Decryptor::new(&ctx, &keygen.secret_key().unwrap()).unwrap();
-        Keys {
-            ctx,
-            encryptor,
-            evaluator,
-            decryptor,
-        }
-    })
-}
-
-fn model() -> DailyModel {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/uci-daily.json");
-    DailyModel::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn fixture() -> Vec<(NaiveDate, [f64; 24])> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/uci-hourly-2010-01.csv"
-    );
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let mut fields = l.split(',');
-            let day: NaiveDate = fields.next().unwrap().parse().unwrap();
-            let mut h = [0.0; 24];
-            for (v, f) in h.iter_mut().zip(fields) {
-                *v = f.parse().unwrap();
-            }
-            (day, h)
-        })
-        .collect()
-}
+mod common;
+use common::{fixture, keys, model};
 
 /// The inputs of the last `n` fixture days.
 fn inputs(m: &DailyModel, n: usize) -> Vec<DailyInput> {
