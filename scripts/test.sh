@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SEER's test suite: installs what the build needs, makes sure PostgreSQL runs (the storage
-# suites run against SQLite and PostgreSQL), builds every binary (the integration tests start
+# suites run against SQLite and PostgreSQL), installs the browser and tools the dashboards'
+# tests drive and starts an MQTT broker, builds every binary (the integration tests start
 # them as separate processes) and runs all tests, in release mode (SEAL's C++
 # build follows the cargo profile, and homomorphic code is many times slower in debug).
 set -euo pipefail
@@ -11,6 +12,11 @@ scripts/setup.sh
 scripts/fetch-data.sh
 # PostgreSQL for the storage suites' PostgreSQL variants (started or installed when missing).
 scripts/services.sh
+# Headless Chromium and chromedriver (the dashboards' browser tests), xmllint (the Green
+# Button export against the ESPI schema), pdftotext (the statements' text).
+scripts/test-tools.sh
+# Mosquitto on 127.0.0.1:1883 for the live-meter test (started, or installed, when missing).
+scripts/mosquitto.sh
 if (($# > 0)); then
     # A selection (`scripts/test.sh --test mtls`, `scripts/test.sh -p seer-core`): the programs
     # the end-to-end suites start are built first, then cargo test runs what was asked.

@@ -93,6 +93,9 @@ enum Command {
     /// material exists but the log is new (a brand-new deployment initializes itself); a log
     /// whose anchor exists is only checked, never replaced.
     InitAudit,
+    /// Print the settings in effect (defaults, then `--config`, then `SEER_KEY_AUTHORITY__*`
+    /// variables) as TOML, database passwords redacted.
+    PrintSettings,
 }
 
 #[tokio::main]
@@ -101,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            telemetry::init(&settings.log.filter)?;
+            telemetry::init_with(&settings.log)?;
             let application = Application::build(settings).await?;
             // The one line on stdout, for whoever started us on port 0.
             seer_service::announce(application.local_addr())?;
@@ -218,12 +221,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::InitAudit => {
-            telemetry::init(&settings.log.filter)?;
+            telemetry::init_with(&settings.log)?;
             let sequence = key_authority::startup::init_audit(&settings).await?;
             println!(
                 "audit log anchored at sequence {sequence} in {}",
                 settings.audit_anchor_file().display()
             );
+            Ok(())
+        }
+        Command::PrintSettings => {
+            print!("{}", seer_service::to_redacted_toml(&settings)?);
             Ok(())
         }
         Command::JwtPublicKey => {

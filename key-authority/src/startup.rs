@@ -190,7 +190,9 @@ impl Application {
             audit,
             listener: GrpcListener::bind(settings.server.address())
                 .await?
-                .with_tls(settings.server.tls.as_ref())?,
+                .with_tls(settings.server.tls.as_ref())?
+                .with_metrics(&settings.server.metrics)
+                .await?,
             keys: store,
             bills: Arc::new(bills),
             issuer: TokenIssuer::new(Arc::clone(&signing_key), DEFAULT_ISSUER),

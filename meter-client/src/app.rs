@@ -16,13 +16,17 @@ use crate::daily::{DailyFollower, DailyLane, DailyRunReport, DailySettings, DayS
 use crate::error::Error;
 use crate::grpc::{BearerToken, fetch_public_key, pin_and_load};
 use crate::identity::DeviceIdentity;
+use crate::mqtt::{IngestReport, LiveFeed};
 use crate::queue::{Identity, PinOutcome, StateStore};
 use crate::receipts::{ReceiptConfig, ReceiptReport, record_receipts};
 use crate::signing::sign_batch;
-use crate::source::{DateRange, ReadingStream, SourceSpec, open};
+use crate::source::{
+    DateRange, MeterReading, OpenedSource, ReadingStream, SourceSpec, TARGET_INTERVAL, open,
+};
 use crate::tokens::TokenSource;
 use crate::upload::{Backoff, ProducerStatus, UploadConfig, UploadReport, upload};
 use seer_auth::{AUDIENCE_KEY_AUTHORITY, AUDIENCE_UTILITY_SERVER};
+use seer_core::data::EnergySeries;
 use tracing::Instrument as _;
 
 /// Everything a run needs. Built from the command line by the binary; tests build it directly.
@@ -95,6 +99,8 @@ pub struct RunReport {
     pub still_queued: u64,
     /// The daily lane, when a daily model was given.
     pub daily: Option<DailyRunReport>,
+    /// The broker connection, for a live source ([`crate::mqtt`]).
+    pub mqtt: Option<IngestReport>,
 }
 
 /// Runs the meter with noise seeded from the operating system.
@@ -157,11 +163,25 @@ async fn run_on(
         ))
         .await?;
 
-    // The source first: bad input fails before any network call.
+    // The source first: bad input fails before any network call. A live source has nothing
+    // to load: its readings arrive in its inbox and are fed to the producer below.
+    let live = match &settings.source {
+        SourceSpec::Mqtt(source) => Some(source.clone()),
+        _ => None,
+    };
     let (spec, range) = (settings.source.clone(), settings.range);
     let (opened, stream) = tokio::task::spawn_blocking(move || {
-        let opened = open(&spec)?;
-        let stream = opened.select(range)?;
+        let (opened, stream) = match &spec {
+            SourceSpec::Mqtt(_) => (
+                OpenedSource::Series(EnergySeries::try_new(TARGET_INTERVAL, None, Vec::new())?),
+                ReadingStream::try_new(TARGET_INTERVAL, Vec::new())?,
+            ),
+            _ => {
+                let opened = open(&spec)?;
+                let stream = opened.select(range)?;
+                (opened, stream)
+            }
+        };
         tracing::info!(
             source = %spec,
             interval = %stream.interval(),
@@ -300,69 +320,104 @@ async fn run_on(
         }
     }
 
-    // The producer.
-    let pending: Vec<_> = stream
-        .readings()
-        .iter()
-        .copied()
-        .filter(|r| state.last_reading.is_none_or(|last| r.start > last))
-        .collect();
+    // The producer: a loaded source's readings after the last one committed, at once; a live
+    // source's windows as they complete, until it is stopped (see `crate::mqtt`).
+    let mut loaded: Option<Vec<MeterReading>> = Some(
+        stream
+            .readings()
+            .iter()
+            .copied()
+            .filter(|r| state.last_reading.is_none_or(|last| r.start > last))
+            .collect(),
+    );
+    let mut feed = match &live {
+        Some(source) => Some(
+            LiveFeed::start(
+                source,
+                &settings.meter_id,
+                Arc::clone(&store),
+                settings.batch_days,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let produced: Result<(), Error> = async {
-        for window in split_windows(&pending, settings.batch_days)? {
-            if let Some(w) = &workers {
-                while store.queued_count().await? >= settings.max_queued.max(1) {
-                    if w.uploader.is_finished() || w.recorder.is_finished() {
-                        // A worker stopped early (its error is reported below).
-                        return Ok(());
+        loop {
+            let pending = match (loaded.take(), &mut feed) {
+                (Some(pending), _) => pending,
+                (None, Some(feed)) => match feed.next(state.last_reading).await? {
+                    Some(pending) => {
+                        report.readings += pending.len();
+                        pending
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    None => break,
+                },
+                (None, None) => break,
+            };
+            for window in split_windows(&pending, settings.batch_days)? {
+                if let Some(w) = &workers {
+                    while store.queued_count().await? >= settings.max_queued.max(1) {
+                        if w.uploader.is_finished() || w.recorder.is_finished() {
+                            // A worker stopped early (its error is reported below).
+                            return Ok(());
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                 }
-            }
-            let chunk = window.to_vec();
-            let current = state.clone();
-            let (returned, built) = tokio::task::spawn_blocking(move || {
-                let built = builder.build(&current, &chunk);
-                (builder, built)
-            })
-            .await?;
-            builder = returned;
-            let built = built?;
-            // Signed when built (see `crate::signing`), stored with the batch.
-            let signatures = identity.as_ref().map(|id| sign_batch(id, &built.batch));
-            store
-                .commit_batch_signed(&built, signatures.as_ref())
+                let chunk = window.to_vec();
+                let current = state.clone();
+                let (returned, built) = tokio::task::spawn_blocking(move || {
+                    let built = builder.build(&current, &chunk);
+                    (builder, built)
+                })
                 .await?;
-            let BuiltBatch { batch, next, .. } = built;
-            state = next;
-            report.queued += 1;
-            report.billing_bytes += batch.billing_lane.len() as u64;
-            report.analytics_bytes += batch.analytics_lane.len() as u64;
-            status_tx.send_replace(ProducerStatus {
-                built_through: batch.sequence,
-                finished: false,
-            });
-            if let Some(d) = &daily {
-                // The days the batch's readings complete (a closed channel: the lane ended).
-                let _ = d.days.send(batch.end.date() - chrono::TimeDelta::days(1));
-            }
-            observer(&Event::Queued {
-                sequence: batch.sequence,
-                start: batch.start,
-                readings: batch.readings,
-                billing_bytes: batch.billing_lane.len(),
-                analytics_bytes: batch.analytics_lane.len(),
-                epsilon_spent: batch.epsilon_spent,
-            });
-            if let Some(speed) = settings.replay_speed
-                && speed > 0.0
-            {
-                let span = (batch.end - batch.start).to_std().unwrap_or_default();
-                tokio::time::sleep(span.div_f64(speed)).await;
+                builder = returned;
+                let built = built?;
+                // Signed when built (see `crate::signing`), stored with the batch.
+                let signatures = identity.as_ref().map(|id| sign_batch(id, &built.batch));
+                store
+                    .commit_batch_signed(&built, signatures.as_ref())
+                    .await?;
+                let BuiltBatch { batch, next, .. } = built;
+                state = next;
+                report.queued += 1;
+                report.billing_bytes += batch.billing_lane.len() as u64;
+                report.analytics_bytes += batch.analytics_lane.len() as u64;
+                status_tx.send_replace(ProducerStatus {
+                    built_through: batch.sequence,
+                    finished: false,
+                });
+                if let Some(d) = &daily {
+                    // The days the batch's readings complete (a closed channel: the lane ended).
+                    let _ = d.days.send(batch.end.date() - chrono::TimeDelta::days(1));
+                }
+                observer(&Event::Queued {
+                    sequence: batch.sequence,
+                    start: batch.start,
+                    readings: batch.readings,
+                    billing_bytes: batch.billing_lane.len(),
+                    analytics_bytes: batch.analytics_lane.len(),
+                    epsilon_spent: batch.epsilon_spent,
+                });
+                if let Some(speed) = settings.replay_speed
+                    && speed > 0.0
+                {
+                    let span = (batch.end - batch.start).to_std().unwrap_or_default();
+                    tokio::time::sleep(span.div_f64(speed)).await;
+                }
             }
         }
         Ok(())
     }
     .await;
+    // A live source's connection: stopped, and its report (or its fatal error) taken.
+    let produced = match (produced, feed) {
+        (Ok(()), Some(feed)) => feed.finish().await.map(|ingest| {
+            report.mqtt = Some(ingest);
+        }),
+        (produced, _) => produced,
+    };
     status_tx.send_replace(ProducerStatus {
         built_through: state.next_sequence - 1,
         finished: true,
@@ -437,6 +492,14 @@ fn daily_lane(settings: &Settings, group_size: u64) -> Result<Option<DailyLane>,
     let Some(path) = &settings.daily_model else {
         return Ok(None);
     };
+    if let SourceSpec::Mqtt(_) = settings.source {
+        return Err(Error::InvalidSetting {
+            setting: "daily model",
+            reason: "the daily lane reads each day's four weeks of history from a file source: \
+                     it cannot follow a live source"
+                .into(),
+        });
+    }
     if !settings.range.shift.is_none() {
         return Err(Error::InvalidSetting {
             setting: "daily model",

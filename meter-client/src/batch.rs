@@ -255,6 +255,25 @@ pub struct BuiltBatch {
     pub next: LaneState,
     /// Its readings per day at the analytics lane's ε (see [`crate::privacy`]).
     pub ledger: Vec<LedgerEntry>,
+    /// Its readings as queued, stored with it for the household's own views (table
+    /// `readings`, read by [`StateReader`](crate::dashboard::store::StateReader)).
+    pub readings: Vec<QueuedReading>,
+}
+
+/// One reading as a batch carried it: what the household dashboard and the Green Button export
+/// show (table `readings` of the state database, written with the batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueuedReading {
+    /// The interval's start (the meter's wall-clock time).
+    pub start: NaiveDateTime,
+    /// Whole Wh after the meter's register (the billing lane's energy).
+    pub energy: Wh,
+    /// The interval's length in seconds.
+    pub interval_s: u32,
+    /// What the analytics lane carried for it: min(energy, Δ) plus this meter's noise share.
+    pub analytics: Option<i64>,
+    /// The batch's sequence.
+    pub sequence: u64,
 }
 
 /// What the key authority records for a batch (`seer.v1.Receipts/Record`, with the meter id):
@@ -637,10 +656,26 @@ impl BatchBuilder {
         };
         let ledger =
             LedgerEntry::per_day(PrivacyLane::Analytics, self.config.privacy.epsilon, days);
+        let queued = span
+            .iter()
+            .zip(lane.readings())
+            .enumerate()
+            .filter_map(|(j, (wh, noisy))| {
+                let start = first.start + step * i32::try_from(j).ok()?;
+                wh.map(|energy| QueuedReading {
+                    start,
+                    energy,
+                    interval_s: interval.as_secs(),
+                    analytics: Some(noisy.get()),
+                    sequence: batch.sequence,
+                })
+            })
+            .collect();
         Ok(BuiltBatch {
             batch,
             next,
             ledger,
+            readings: queued,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The command line: `meter-client run …`, `meter-client forecast …`, `meter-client daily …`,
-//! `meter-client enrol …`, `meter-client info` and `meter-client privacy`.
+//! `meter-client enrol …`, `meter-client info`, `meter-client privacy` and
+//! `meter-client dashboard …`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -64,6 +65,11 @@ pub enum Command {
     /// (mode 0600), send it with the one-time code from `key-authority enrolment-code`, and
     /// store the key authority's certificate beside it.
     Enrol(EnrolArgs),
+    /// Serve the household's own dashboard (readings as batched, the analytics lane as sent,
+    /// an ε preview drawn locally, a battery what-if, Green Button export) on loopback,
+    /// reading the state directory read-only beside a running `meter-client run`. Prints the
+    /// link with a fresh random access key on stderr.
+    Dashboard(DashboardArgs),
 }
 
 /// `meter-client enrol`.
@@ -283,10 +289,23 @@ pub struct RunArgs {
     /// The meter's id (the one its household token is bound to).
     #[arg(long)]
     pub meter_id: String,
-    /// The readings: uci:FILE (UCI minute data), csv:FILE (timestamp,kwh, any interval) or
-    /// synthetic:SEED:HOME (a deterministic synthetic home).
+    /// The readings: uci:FILE (UCI minute data), csv:FILE (timestamp,kwh, any interval),
+    /// synthetic:SEED:HOME (a deterministic synthetic home) or mqtt://HOST[:PORT] (a live meter
+    /// on an MQTT broker, with --mqtt-topic and --mqtt-format: the run consumes it until SIGINT
+    /// or SIGTERM, batching each window when it completes).
     #[arg(long)]
     pub source: String,
+    /// With an mqtt:// source: the topic to subscribe to (QoS 1), e.g. tele/plug1/SENSOR or
+    /// dsmr/json; for Tasmota a bare device topic `plug1` means tele/plug1/SENSOR.
+    #[arg(long, value_name = "TOPIC")]
+    pub mqtt_topic: Option<String>,
+    /// With an mqtt:// source: the payload format, tasmota (the SENSOR message's ENERGY.Total)
+    /// or dsmr (dsmr-reader's JSON telegram, electricity_delivered_1 + _2).
+    #[arg(long, value_name = "tasmota|dsmr", default_value = "tasmota")]
+    pub mqtt_format: crate::mqtt::Format,
+    /// With an mqtt:// source: allow plaintext MQTT to a broker that is not on loopback.
+    #[arg(long)]
+    pub mqtt_allow_plaintext: bool,
     /// First day to read (YYYY-MM-DD); synthetic sources start on 2024-01-01 by default.
     #[arg(long)]
     pub from: Option<NaiveDate>,
@@ -386,6 +405,11 @@ pub struct RunArgs {
     /// receipts, still_queued and, with --daily-model, daily) instead of a sentence.
     #[arg(long)]
     pub json: bool,
+    /// Also serve the household dashboard (as `meter-client dashboard`, loopback only) at
+    /// this address while the run lasts, e.g. 127.0.0.1:8080; the link with its access key is
+    /// printed on stderr once the state holds the meter's identity.
+    #[arg(long)]
+    pub dashboard: Option<std::net::SocketAddr>,
 }
 
 /// The default days per batch: a week (see `--batch-days`).
@@ -397,6 +421,91 @@ pub struct InfoArgs {
     /// A state directory to describe.
     #[arg(long)]
     pub state: Option<PathBuf>,
+}
+
+/// `meter-client dashboard`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct DashboardArgs {
+    /// The state directory (as given to `run`).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Where to listen; a non-loopback address is refused (the page is served in plaintext).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// The tariff as a TOML file for the battery what-if (default: the BESCOM slabs).
+    #[arg(long)]
+    pub tariff: Option<PathBuf>,
+    /// The analytics lane's ε per reading (as given to `run`): the ε control starts there.
+    #[arg(long, default_value_t = DEFAULT_EPSILON)]
+    pub epsilon: f64,
+    /// The analytics lane's clamp Δ in Wh (as given to `run`).
+    #[arg(long, default_value_t = DEFAULT_SENSITIVITY_WH)]
+    pub sensitivity_wh: i64,
+    /// The month's ε budget (as given to `run`; default ε × 2976).
+    #[arg(long)]
+    pub monthly_budget: Option<f64>,
+    /// The meter's offset from UTC in minutes (its readings are wall-clock times).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub utc_offset_minutes: i32,
+    /// The utility server's URL, to show this home's released bills, forecasts and anomaly
+    /// flags (read with the household token in --token-env).
+    #[arg(long)]
+    pub utility: Option<String>,
+    /// The environment variable holding the household's token for --utility.
+    #[arg(long, default_value = "SEER_METER_TOKEN")]
+    pub token_env: String,
+}
+
+impl DashboardArgs {
+    /// Validated settings (reads the tariff file).
+    ///
+    /// # Errors
+    /// Invalid ε, Δ, offset or an unreadable tariff.
+    pub fn to_settings(&self) -> Result<crate::dashboard::DashboardSettings, Error> {
+        let epsilon = Epsilon::try_new(self.epsilon)?;
+        let monthly_budget = Epsilon::try_new(
+            self.monthly_budget
+                .unwrap_or(self.epsilon * MAX_READINGS_PER_MONTH as f64),
+        )?;
+        let tariff = match &self.tariff {
+            None => Tariff::bescom(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| Error::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+        };
+        let utc_offset = chrono::FixedOffset::east_opt(self.utc_offset_minutes.saturating_mul(60))
+            .ok_or_else(|| Error::InvalidSetting {
+                setting: "utc offset",
+                reason: format!("{} minutes is not a UTC offset", self.utc_offset_minutes),
+            })?;
+        Ok(crate::dashboard::DashboardSettings {
+            state_dir: self.state.clone(),
+            listen: self.listen,
+            tariff,
+            sensitivity: Wh::try_new(self.sensitivity_wh)?,
+            epsilon,
+            monthly_budget,
+            poll: std::time::Duration::from_secs(1),
+            utc_offset,
+            utility: self
+                .utility
+                .as_ref()
+                .map(|url| -> Result<_, Error> {
+                    Ok(crate::dashboard::utility::UtilityAccess {
+                        url: url.clone(),
+                        token: BearerToken::from_env(&self.token_env)?,
+                    })
+                })
+                .transpose()?,
+        })
+    }
 }
 
 /// `meter-client privacy`.
@@ -413,7 +522,27 @@ impl RunArgs {
     /// # Errors
     /// Invalid values, an unreadable tariff, a missing token when uploading.
     pub fn to_settings(&self) -> Result<Settings, Error> {
-        let (source, home_index) = source_and_home(&self.source, self.home_index)?;
+        let (mut source, home_index) = source_and_home(&self.source, self.home_index)?;
+        match (&mut source, &self.mqtt_topic) {
+            (SourceSpec::Mqtt(live), Some(topic)) => {
+                *live =
+                    live.clone()
+                        .try_with(topic, self.mqtt_format, self.mqtt_allow_plaintext)?;
+            }
+            (SourceSpec::Mqtt(_), None) => {
+                return Err(Error::InvalidSetting {
+                    setting: "mqtt topic",
+                    reason: "an mqtt:// source needs --mqtt-topic".into(),
+                });
+            }
+            (_, Some(_)) => {
+                return Err(Error::InvalidSetting {
+                    setting: "mqtt topic",
+                    reason: "--mqtt-topic needs an mqtt:// source".into(),
+                });
+            }
+            (_, None) => {}
+        }
         if !(1..=MAX_BATCH_DAYS).contains(&self.batch_days) {
             return Err(Error::InvalidSetting {
                 setting: "batch days",
@@ -537,6 +666,15 @@ pub async fn execute(
                 write_summary(out, &summary)?;
             }
         }
+        Command::Dashboard(args) => {
+            let settings = args.to_settings().context("invalid settings")?;
+            let mut progress = progress;
+            crate::dashboard::serve(settings, |link| {
+                let _ = writeln!(progress, "household dashboard: open {link}");
+            })
+            .await
+            .with_context(|| format!("serving the dashboard of {}", args.state.display()))?;
+        }
         Command::Privacy(args) => {
             let store = StateStore::open(&args.state)
                 .await
@@ -586,15 +724,43 @@ pub async fn execute(
         Command::Run(args) => {
             let settings = args.to_settings().context("invalid settings")?;
             let progress = Arc::new(Mutex::new(progress));
+            let observer_out = Arc::clone(&progress);
             let observer = Arc::new(move |event: &Event| {
                 if let Ok(mut w) = progress.lock() {
                     let _ = writeln!(w, "{}", describe(event));
                 }
             });
             let meter = settings.meter_id.clone();
-            let report = run(settings, observer)
-                .await
-                .with_context(|| format!("meter {meter}"))?;
+            let dashboard = match args.dashboard {
+                Some(listen) => {
+                    let dashboard = crate::dashboard::DashboardSettings {
+                        state_dir: settings.state_dir.clone(),
+                        listen,
+                        tariff: settings.tariff.clone(),
+                        sensitivity: settings.privacy.sensitivity,
+                        epsilon: settings.privacy.epsilon,
+                        monthly_budget: settings.privacy.monthly_budget,
+                        poll: std::time::Duration::from_secs(1),
+                        utc_offset: chrono::FixedOffset::east_opt(0).context("the UTC offset")?,
+                        utility: None,
+                    };
+                    let announce = Arc::clone(&observer_out);
+                    Some(tokio::spawn(crate::dashboard::serve_when_ready(
+                        dashboard,
+                        move |link| {
+                            if let Ok(mut w) = announce.lock() {
+                                let _ = writeln!(w, "household dashboard: open {link}");
+                            }
+                        },
+                    )))
+                }
+                None => None,
+            };
+            let report = run(settings, observer).await;
+            if let Some(d) = dashboard {
+                d.abort();
+            }
+            let report = report.with_context(|| format!("meter {meter}"))?;
             if args.json {
                 let summary = RunSummary::new(&meter, &report);
                 writeln!(out, "{}", serde_json::to_string(&summary)?)?;
@@ -695,6 +861,15 @@ pub struct RunSummary {
     /// history, already sent and pending, and its last failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily: Option<DailyRunReport>,
+    /// A live source (`mqtt://`): samples committed to the inbox by this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_stored: Option<u64>,
+    /// A live source: redeliveries of stored samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_duplicates: Option<u64>,
+    /// A live source: malformed messages (acknowledged, counted, not stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_malformed: Option<u64>,
 }
 
 impl RunSummary {
@@ -712,6 +887,9 @@ impl RunSummary {
             receipts: report.receipts.map_or(0, |r| r.recorded),
             still_queued: report.still_queued,
             daily: report.daily.clone(),
+            mqtt_stored: report.mqtt.as_ref().map(|m| m.stored),
+            mqtt_duplicates: report.mqtt.as_ref().map(|m| m.duplicates),
+            mqtt_malformed: report.mqtt.as_ref().map(|m| m.malformed),
         }
     }
 }
@@ -852,6 +1030,7 @@ mod tests {
             | Command::Daily(_)
             | Command::Info(_)
             | Command::Enrol(_)
+            | Command::Dashboard(_)
             | Command::Privacy(_) => {
                 unreachable!()
             }
@@ -886,6 +1065,7 @@ mod tests {
                 | Command::Daily(_)
                 | Command::Info(_)
                 | Command::Enrol(_)
+                | Command::Dashboard(_)
                 | Command::Privacy(_) => {
                     unreachable!()
                 }

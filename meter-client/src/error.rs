@@ -74,6 +74,16 @@ pub enum Error {
     #[error("state database: schema migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 
+    /// The MQTT broker of a live source refused the subscription or the session (a lost
+    /// connection is not an error: the client reconnects).
+    #[error("mqtt broker {broker}: {reason}")]
+    Mqtt {
+        /// The broker, `HOST:PORT`.
+        broker: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// The local state is inconsistent (a damaged file or a bug); nothing was sent from it.
     #[error("corrupt local state: {reason}")]
     CorruptState {

@@ -17,6 +17,8 @@
 //!
 //! - [`source`]: the UCI minute file, `timestamp,kwh` files and the [`synthetic`] generator,
 //!   brought to a 15-minute grid (incomplete intervals are skipped, never invented);
+//! - [`mqtt`]: a live meter on an MQTT broker (Tasmota, DSMR reader), each message committed
+//!   to the state before it is acknowledged, its windows batched as they complete;
 //! - [`batch`]: windows (cut at month ends), the billing and analytics lanes (the latter with
 //!   distributed noise shares and a signed noise plan), encryption;
 //! - [`privacy`]: the household's privacy ledger, per day and lane (`meter-client privacy`);
@@ -33,6 +35,10 @@
 //!   ciphertext with the next day's forecast inputs and the day's anomaly features at the
 //!   home's block, kept in the state directory until it is sent.
 //!
+//! - [`dashboard`]: `meter-client dashboard`, the household's own web page on loopback
+//!   (readings as batched, the analytics lane as sent, an ε preview drawn locally, a battery
+//!   what-if), behind a random access key; [`espi`]: its Green Button export.
+//!
 //! The client never holds a secret key: it is built without `seer-ckks/secret-key`.
 
 pub mod analytics;
@@ -41,12 +47,15 @@ pub mod app;
 pub mod batch;
 pub mod cli;
 pub mod daily;
+pub mod dashboard;
 pub mod error;
+pub mod espi;
 pub mod forecast;
 pub mod forecast_lane;
 pub mod forecast_upload;
 pub mod grpc;
 pub mod identity;
+pub mod mqtt;
 pub mod pins;
 pub mod privacy;
 pub mod queue;

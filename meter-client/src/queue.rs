@@ -51,6 +51,10 @@
 //! - The household's privacy ledger ([`crate::privacy`]) is written in the transaction that
 //!   commits the charge (the batch with its lane state, or forecast-lane draws with their
 //!   accountants), so it never shows a charge that was not committed, nor misses one.
+//! - Each batch's readings (whole Wh, and what its analytics lane carried for each) are written
+//!   to table `readings` in the transaction that commits the batch, so the household's
+//!   dashboard and Green Button export ([`crate::dashboard`]) show exactly what was queued.
+//!   The rows stay after the batch leaves the outbox.
 //! - One process at a time: the directory is locked (`state.lock`) while a store is open.
 
 use std::collections::BTreeMap;
@@ -72,7 +76,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 
-use crate::batch::{BuiltBatch, LaneState, SealedBatch, register_from, register_remainder};
+use crate::batch::{
+    BuiltBatch, LaneState, QueuedReading, SealedBatch, register_from, register_remainder,
+};
 use crate::error::Error;
 use crate::privacy::{LedgerEntry, PrivacyLane};
 use crate::signing::BatchSignatures;
@@ -225,6 +231,12 @@ impl StateStore {
     /// The state directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The database, for the modules that keep their own tables in the state file (the live
+    /// source's inbox, [`crate::mqtt::inbox`]).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Closes the database (waits for the connections to finish).
@@ -523,6 +535,7 @@ impl StateStore {
         .await
         .map_err(Error::db("queueing the batch"))?;
         record_ledger(&mut tx, &built.ledger).await?;
+        record_readings(&mut tx, &built.readings).await?;
         tx.commit()
             .await
             .map_err(Error::db("committing the batch"))?;
@@ -945,6 +958,28 @@ async fn record_ledger(
     Ok(())
 }
 
+/// Stores a committed batch's readings (table `readings`) in its transaction.
+async fn record_readings(
+    tx: &mut Transaction<'static, Sqlite>,
+    readings: &[QueuedReading],
+) -> Result<(), Error> {
+    for r in readings {
+        sqlx::query(
+            "INSERT INTO readings (start_at, interval_s, wh, analytics_wh, sequence) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(format_time(r.start))
+        .bind(i64::from(r.interval_s))
+        .bind(r.energy.get())
+        .bind(r.analytics)
+        .bind(to_i64(r.sequence)?)
+        .execute(&mut **tx)
+        .await
+        .map_err(Error::db("storing the batch's readings"))?;
+    }
+    Ok(())
+}
+
 fn batch_from_row(row: &SqliteRow) -> Result<SealedBatch, Error> {
     let read = Error::db("reading a queued batch");
     let text = |col: &str| -> Result<String, Error> {
@@ -1096,6 +1131,7 @@ mod tests {
             },
             batch,
             ledger: Vec::new(),
+            readings: Vec::new(),
         }
     }
 

@@ -61,6 +61,10 @@ pub enum SourceSpec {
         /// The home's number in the population.
         home: u32,
     },
+    /// `mqtt://HOST[:PORT]`: a live meter on an MQTT broker ([`crate::mqtt`]); its topic and
+    /// format come from `--mqtt-topic` and `--mqtt-format`. It has nothing to [`open`]: its
+    /// readings arrive over time.
+    Mqtt(crate::mqtt::MqttSource),
 }
 
 impl FromStr for SourceSpec {
@@ -71,6 +75,9 @@ impl FromStr for SourceSpec {
             spec: spec.to_owned(),
             reason: reason.to_owned(),
         };
+        if spec.starts_with("mqtt://") || spec.starts_with("mqtts://") {
+            return crate::mqtt::MqttSource::try_from_url(spec).map(Self::Mqtt);
+        }
         let (kind, rest) = spec
             .split_once(':')
             .ok_or_else(|| invalid("expected uci:FILE, csv:FILE or synthetic:SEED:HOME"))?;
@@ -103,6 +110,7 @@ impl fmt::Display for SourceSpec {
             Self::Uci(path) => write!(f, "uci:{}", path.display()),
             Self::Csv(path) => write!(f, "csv:{}", path.display()),
             Self::Synthetic { seed, home } => write!(f, "synthetic:{seed}:{home}"),
+            Self::Mqtt(source) => source.fmt(f),
         }
     }
 }
@@ -353,6 +361,12 @@ pub fn open(spec: &SourceSpec) -> Result<OpenedSource, Error> {
         }
         SourceSpec::Csv(path) => {
             OpenedSource::Series(load_kwh_csv(path, &LoadOptions::default())?.series)
+        }
+        SourceSpec::Mqtt(_) => {
+            return Err(Error::InvalidSource {
+                spec: spec.to_string(),
+                reason: "a live source has no file to read: only `run` reads it".into(),
+            });
         }
     })
 }

@@ -43,6 +43,7 @@ fn run_args(extra: &[&str]) -> RunArgs {
         | Command::Daily(_)
         | Command::Info(_)
         | Command::Enrol(_)
+        | Command::Dashboard(_)
         | Command::Privacy(_) => {
             unreachable!("a run was parsed")
         }

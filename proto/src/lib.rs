@@ -96,6 +96,8 @@ impl_message_limits!(client v1::release_client::ReleaseClient);
 impl_message_limits!(server v1::release_server::ReleaseServer);
 impl_message_limits!(client v1::bills_client::BillsClient);
 impl_message_limits!(server v1::bills_server::BillsServer);
+impl_message_limits!(client v1::home_results_client::HomeResultsClient);
+impl_message_limits!(server v1::home_results_server::HomeResultsServer);
 impl_message_limits!(client v1::analytics_receipts_client::AnalyticsReceiptsClient);
 impl_message_limits!(server v1::analytics_receipts_server::AnalyticsReceiptsServer);
 impl_message_limits!(client v1::analytics_client::AnalyticsClient);

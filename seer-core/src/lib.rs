@@ -3,6 +3,7 @@
 //! [`Period`], [`Lane`], [`SlotBlock`]; [`registered`]: the registered-computation trait and
 //! its typed [`Refusal`]).
 
+pub mod battery;
 pub mod circuits;
 pub mod data;
 pub mod dp;

@@ -203,6 +203,20 @@ pub async fn verify(
     public_key_pem: &str,
     anchor_file: Option<&Path>,
 ) -> Result<Verified> {
+    verify_collecting(target, public_key_pem, anchor_file, &mut Vec::new()).await
+}
+
+/// [`verify`], also handing back every entry fetched (in sequence order, up to the first
+/// problem) in `entries`: what `seer audit serve` shows beside the verdict.
+///
+/// # Errors
+/// As [`verify`].
+pub async fn verify_collecting(
+    target: &AuditTarget,
+    public_key_pem: &str,
+    anchor_file: Option<&Path>,
+    entries: &mut Vec<v1::AuditEntry>,
+) -> Result<Verified> {
     let key = ed25519_dalek::VerifyingKey::from_public_key_pem(public_key_pem)
         .context("parsing the key authority's public key (PEM)")?;
     let saved = anchor_file.map(AuditorAnchor::load).transpose()?.flatten();
@@ -253,6 +267,8 @@ pub async fn verify(
             if entry.sequence > head.sequence {
                 break 'pages;
             }
+            // Shown by `seer audit serve`, the entry a problem is found in included.
+            entries.push(entry.clone());
             ensure!(
                 entry.sequence == last + 1,
                 "sequence gap: expected entry {}, found {}: entries were deleted or renumbered",

@@ -28,6 +28,7 @@
 
 pub mod anomaly;
 pub mod audit;
+pub mod audit_serve;
 pub mod authority;
 pub mod daily;
 pub mod forecast;

@@ -73,6 +73,27 @@ enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         anchor: Option<PathBuf>,
     },
+    /// Serve a small web view: the log fetched and verified as `verify` does (head, signature,
+    /// anchor, or the first problem) and every entry as a table filterable by kind and
+    /// outcome; each load re-verifies. Prints `listening on URL` and runs until Ctrl-C.
+    Serve {
+        #[command(flatten)]
+        target: AuditTargetArgs,
+        /// The key authority's JWT public key (PEM, `key-authority jwt-public-key`).
+        #[arg(long, value_name = "KA_JWT_PUBLIC_PEM")]
+        public_key: PathBuf,
+        /// The fingerprint the public key must have (`key-authority fingerprints`:
+        /// jwt-public-key-sha256), obtained out of band.
+        #[arg(long, value_name = "HEX", env = "SEER_AUDIT_PUBLIC_KEY_SHA256")]
+        public_key_sha256: String,
+        /// The head kept from the previous verification (created when missing, advanced on
+        /// each successful verification).
+        #[arg(long, value_name = "FILE")]
+        anchor: Option<PathBuf>,
+        /// Where the view listens (plain HTTP: a loopback address only).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
     /// Print the entries, one JSON object a line.
     List {
         #[command(flatten)]
@@ -257,6 +278,10 @@ struct RunArgs {
     /// Print the report as JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// After the bills are released, leave the key authority, the utility server and the
+    /// dashboards up (until Ctrl-C) and print their addresses with a token for each role.
+    #[arg(long)]
+    keep_running: bool,
 }
 
 #[tokio::main]
@@ -280,6 +305,31 @@ async fn main() -> Result<()> {
                 .await
                 .context("the audit log does not verify")?;
             println!("{}", serde_json::to_string_pretty(&verified)?);
+            return Ok(());
+        }
+        Command::Audit(AuditCommand::Serve {
+            target,
+            public_key,
+            public_key_sha256,
+            anchor,
+            listen,
+        }) => {
+            let pem = std::fs::read_to_string(&public_key)
+                .with_context(|| format!("reading {}", public_key.display()))?;
+            seer_auth::fingerprint::check_public_key_fingerprint(&pem, &public_key_sha256)
+                .with_context(|| format!("checking {}", public_key.display()))?;
+            let view = seer::audit_serve::AuditView::new(target.target(), pem, anchor);
+            let listener = seer_web::WebListener::bind(listen, None)
+                .await
+                .with_context(|| format!("binding the audit view on {listen}"))?;
+            println!("listening on {}", listener.url());
+            let router = seer::audit_serve::router(std::sync::Arc::new(view));
+            listener
+                .serve(router, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .context("serving the audit view")?;
             return Ok(());
         }
         Command::Audit(AuditCommand::List {
@@ -388,12 +438,29 @@ async fn main() -> Result<()> {
         batch_days: args.batch_days,
         replay_speed: args.replay_speed,
         jobs: args.jobs,
+        keep_running: args.keep_running,
     };
-    let report = seer::run(&options).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        seer::report::print_table(&report, std::io::stdout().lock())?;
+    let json = args.json;
+    let print = |report: &seer::RunReport| -> Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(report)?);
+        } else {
+            seer::report::print_table(report, std::io::stdout().lock())?;
+        }
+        Ok(())
+    };
+    // Kept running: the report is printed while the servers are up, with the addresses;
+    // otherwise once they have stopped (with how each stopped).
+    let report = seer::run::run_and_then(&options, |report, access| {
+        if let Some(access) = access {
+            print(report)?;
+            seer::report::print_access(access, &mut std::io::stdout().lock())?;
+        }
+        Ok(())
+    })
+    .await?;
+    if !args.keep_running {
+        print(&report)?;
     }
     if !report.all_match() {
         bail!("a bill was refused, is missing or differs from its plaintext twin");

@@ -472,6 +472,68 @@ fn print_group_totals(g: &GroupTotalsSummary, out: &mut impl Write) -> std::io::
     Ok(())
 }
 
+/// Prints where to look at a deployment `seer run --keep-running` left up: the dashboards'
+/// addresses, the CA to trust, a token per role and the auditor's commands.
+///
+/// # Errors
+/// When writing fails.
+pub fn print_access(access: &crate::run::Access, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out)?;
+    writeln!(out, "SEER is running (Ctrl-C stops it).")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Utility dashboard:   {}   (log in with a token below)",
+        access.utility_dashboard
+    )?;
+    match &access.household_dashboard {
+        Some(url) => writeln!(
+            out,
+            "Household dashboard: {url}   (meter {}, this machine only)",
+            access.household_meter
+        )?,
+        None => writeln!(out, "Household dashboard: did not start (see logs/)")?,
+    }
+    writeln!(
+        out,
+        "Deployment CA:       {}   (import it into the browser, or accept the certificate warning)",
+        access.ca_file.display()
+    )?;
+    writeln!(out)?;
+    writeln!(out, "Tokens (paste one into the login page):")?;
+    for (role, token) in &access.tokens {
+        writeln!(out, "  {role}:")?;
+        writeln!(out, "    {token}")?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Auditor (verifies the key authority's log from its public key alone):"
+    )?;
+    let auditor = access
+        .tokens
+        .iter()
+        .find(|(role, _)| role == "auditor")
+        .map_or("AUDITOR_TOKEN", |(_, token)| token.as_str());
+    let env: Vec<String> = access
+        .auditor_env
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    for command in ["verify", "serve"] {
+        writeln!(
+            out,
+            "  {} seer audit {command} --key-authority {} --token {auditor} --public-key {} \
+             --public-key-sha256 {}",
+            env.join(" "),
+            access.key_authority,
+            access.audit_public_key.display(),
+            access.audit_public_key_sha256
+        )?;
+    }
+    out.flush()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

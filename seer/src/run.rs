@@ -73,6 +73,34 @@ pub struct RunOptions {
     pub replay_speed: Option<f64>,
     /// Meter clients running at once.
     pub jobs: usize,
+    /// Leave the programs and their dashboards up after the bills are released (until SIGINT
+    /// or SIGTERM), printing the addresses and a token for each role.
+    pub keep_running: bool,
+}
+
+/// What a newcomer needs to look at a deployment `seer run --keep-running` left up.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// The utility dashboard's base URL.
+    pub utility_dashboard: String,
+    /// The household dashboard's URL (with its access key), when it started.
+    pub household_dashboard: Option<String>,
+    /// The meter whose dashboard that is.
+    pub household_meter: String,
+    /// The deployment CA a browser must trust (or accept the certificate's warning).
+    pub ca_file: PathBuf,
+    /// One token per role for the utility dashboard's login: utility, admin, auditor and the
+    /// household of [`Access::household_meter`].
+    pub tokens: Vec<(String, String)>,
+    /// The key authority's gRPC URL (for `seer audit`).
+    pub key_authority: String,
+    /// The files `seer audit verify|serve` takes: the key authority's JWT public key and its
+    /// SHA-256 pin.
+    pub audit_public_key: PathBuf,
+    /// The pin of [`Access::audit_public_key`].
+    pub audit_public_key_sha256: String,
+    /// The auditor's client certificate, as the environment `seer audit` reads.
+    pub auditor_env: Vec<(String, String)>,
 }
 
 /// Writes a progress line to stderr.
@@ -87,16 +115,44 @@ fn progress(line: impl AsRef<str>) {
 /// interrupted. Refused or differing bills are not errors here: they are in the report
 /// ([`RunReport::all_match`]).
 pub async fn run(options: &RunOptions) -> Result<RunReport> {
+    run_and_then(options, |_, _| Ok(())).await
+}
+
+/// [`run`], calling `ready` with the report (and, with [`RunOptions::keep_running`], the
+/// deployment's addresses and tokens) while the servers are still up; with
+/// [`RunOptions::keep_running`] the servers then stay up until SIGINT or SIGTERM.
+///
+/// # Errors
+/// As [`run`], and what `ready` returns.
+pub async fn run_and_then(
+    options: &RunOptions,
+    ready: impl FnOnce(&RunReport, Option<&Access>) -> Result<()>,
+) -> Result<RunReport> {
     let binaries = Binaries::locate(options.bin_dir.clone())?;
     if options.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
     let workdir = prepare_workdir(&options.workdir)?;
     let mut servers = Servers::default();
+    let mut access = None;
     let outcome = tokio::select! {
-        outcome = phases(options, &binaries, &workdir, &mut servers) => outcome,
+        outcome = phases(options, &binaries, &workdir, &mut servers, &mut access) => outcome,
         signal = interrupted() => Err(anyhow!("interrupted by {signal}")),
     };
+    let mut household = None;
+    if let (Ok(report), true) = (&outcome, options.keep_running) {
+        if let Some(access) = access.as_mut() {
+            household = start_household_dashboard(&binaries, &workdir, access).await;
+        }
+        ready(report, access.as_ref())?;
+        let signal = interrupted().await;
+        progress(format!("{signal}: stopping"));
+    } else if let Ok(report) = &outcome {
+        ready(report, None)?;
+    }
+    if let Some(mut child) = household {
+        let _ = child.kill().await;
+    }
     let t = Instant::now();
     let exits = servers.stop_all().await;
     let mut report = outcome?;
@@ -200,10 +256,106 @@ fn key_authority_env(workdir: &Path) -> Vec<(String, String)> {
     ]
 }
 
+/// Where the utility server writes its dashboard's address.
+fn dashboard_address_file(workdir: &Path) -> PathBuf {
+    workdir.join("utility/dashboard-address")
+}
+
+/// The utility dashboard's URL, once the utility server has written it.
+async fn read_dashboard_address(workdir: &Path) -> Result<String> {
+    let file = dashboard_address_file(workdir);
+    for _ in 0..100 {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            let text = text.trim();
+            if !text.is_empty() {
+                return Ok(if text.contains("://") {
+                    text.to_owned()
+                } else {
+                    format!("https://{text}")
+                });
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!(
+        "the utility server wrote no dashboard address to {} (see logs/utility-server.log)",
+        file.display()
+    )
+}
+
+/// `meter-client dashboard` on the household's state directory; its URL goes into `access`.
+/// A failure is reported and leaves the rest up.
+async fn start_household_dashboard(
+    binaries: &Binaries,
+    workdir: &Path,
+    access: &mut Access,
+) -> Option<tokio::process::Child> {
+    let state = meter_state(workdir, &access.household_meter);
+    let log = workdir.join("logs/household-dashboard.log");
+    let mut child = match Command::new(binaries.path("meter-client"))
+        .arg("dashboard")
+        .arg("--state")
+        .arg(&state)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) => {
+            progress(format!("the household dashboard did not start: {error}"));
+            return None;
+        }
+    };
+    let stderr = child.stderr.take()?;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut log_file = tokio::fs::File::create(&log).await.ok();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(file) = log_file.as_mut() {
+                let _ = file.write_all(format!("{line}\n").as_bytes()).await;
+            }
+            if let Some(url) = line
+                .split_whitespace()
+                .find(|word| word.starts_with("http://") || word.starts_with("https://"))
+            {
+                return Some(url.to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    // Keep relaying its log after the address.
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(file) = log_file.as_mut() {
+                let _ = file.write_all(format!("{line}\n").as_bytes()).await;
+            }
+        }
+    });
+    match found {
+        Some(url) => access.household_dashboard = Some(url),
+        None => progress(format!(
+            "the household dashboard printed no address (see {})",
+            log.display()
+        )),
+    }
+    Some(child)
+}
+
 fn utility_env(workdir: &Path) -> Vec<(String, String)> {
+    let address_file = dashboard_address_file(workdir);
     let d = workdir.join("utility");
     let d = d.display();
     vec![
+        (
+            "SEER_UTILITY__DASHBOARD__ADDRESS_FILE".into(),
+            address_file.display().to_string(),
+        ),
         ("SEER_UTILITY__SERVER__PORT".into(), "0".into()),
         (
             "SEER_UTILITY__DATABASE__URL".into(),
@@ -221,6 +373,7 @@ async fn phases(
     binaries: &Binaries,
     workdir: &Path,
     servers: &mut Servers,
+    access: &mut Option<Access>,
 ) -> Result<RunReport> {
     let mut phases = Vec::new();
 
@@ -456,6 +609,50 @@ async fn phases(
         "group totals (release at the key authority)",
         t,
     );
+
+    if options.keep_running {
+        let mut tokens = Vec::new();
+        for role in ["utility", "admin", "auditor"] {
+            tokens.push((role.to_owned(), issue(role, None).await?));
+        }
+        let household_meter = plan
+            .homes
+            .first()
+            .map(|h| h.meter_id.clone())
+            .context("a run has at least one home")?;
+        let household = output(
+            binaries,
+            "key-authority",
+            &[
+                "issue-token",
+                "--role",
+                "household",
+                "--meter-id",
+                &household_meter,
+                "--audience",
+                seer_auth::AUDIENCE_UTILITY_SERVER,
+                "--lifetime",
+                "1h",
+            ],
+            &ka_env,
+        )
+        .await?;
+        tokens.push((
+            format!("household {household_meter}"),
+            household.trim().to_owned(),
+        ));
+        *access = Some(Access {
+            utility_dashboard: read_dashboard_address(workdir).await?,
+            household_dashboard: None,
+            household_meter,
+            ca_file: workdir.join("pki/ca.pem"),
+            tokens,
+            key_authority: ka_url.clone(),
+            audit_public_key: workdir.join("utility/key-authority-jwt.pem"),
+            audit_public_key_sha256: fingerprints.jwt_public_key_sha256.clone(),
+            auditor_env: pki.auditor_env("auditor")?,
+        });
+    }
 
     Ok(build_report(
         &plan,

@@ -46,6 +46,16 @@ impl RunPki {
         Ok(env)
     }
 
+    /// An auditor's client certificate (naming `name`), as the `SEER_TLS_*` variables
+    /// `seer audit` reads.
+    pub(crate) fn auditor_env(&self, name: &str) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .pki
+            .client(PartyKind::Auditor, name)
+            .with_context(|| format!("issuing auditor {name}'s certificate"))?
+            .client_env())
+    }
+
     /// A meter's client certificate (naming `meter_id`) and the public key pins.
     pub(crate) fn meter_env(
         &self,

@@ -238,6 +238,8 @@ pub struct Gate {
     limiter: Limiter,
     idle_timeout: Duration,
     limits: LimitSettings,
+    /// Where refusals are counted (`seer_gate_refusals_total`), when set.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl fmt::Debug for Gate {
@@ -266,7 +268,16 @@ impl Gate {
             limiter: Limiter::from_settings(limits),
             idle_timeout: limits.stream_idle_timeout(),
             limits: limits.clone(),
+            metrics: None,
         }
+    }
+
+    /// Refusals are also counted in `metrics` (`seer_gate_refusals_total{method, class}`).
+    /// [`serve`](crate::serve) sets the listener's metrics.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The limits the gate and the server apply.
@@ -415,6 +426,9 @@ where
             Err(refusal) => {
                 // The body is dropped unread.
                 drop(request);
+                if let Some(metrics) = &self.gate.metrics {
+                    metrics.refused(&refusal.method, refusal.class);
+                }
                 let status = Status::new(refusal.code, refusal.message.clone());
                 let recorded = self.gate.sink.refused(*refusal);
                 Box::pin(async move {

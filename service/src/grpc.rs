@@ -17,10 +17,13 @@ use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 
 use crate::gate::{Gate, GateLayer};
+use crate::metrics::{Metrics, MetricsLayer, MetricsListener, MetricsSettings};
 use crate::node::NodeService;
 
-/// The router [`serve`] hands to `add_services`: every route behind the [`Gate`].
-pub type GatedRouter = Router<tower_layer::Stack<GateLayer, tower_layer::Identity>>;
+/// The router [`serve`] hands to `add_services`: every route behind the [`Gate`], every call
+/// recorded by the listener's [`Metrics`] (outermost, so the gate's refusals are counted).
+pub type GatedRouter =
+    Router<tower_layer::Stack<GateLayer, tower_layer::Stack<MetricsLayer, tower_layer::Identity>>>;
 
 /// A bound, not yet serving, listener.
 #[derive(Debug)]
@@ -28,6 +31,8 @@ pub struct GrpcListener {
     listener: TcpListener,
     local_addr: SocketAddr,
     tls: Option<Arc<seer_tls::ServerTls>>,
+    metrics: Metrics,
+    metrics_listener: Option<MetricsListener>,
 }
 
 impl GrpcListener {
@@ -44,7 +49,34 @@ impl GrpcListener {
             listener,
             local_addr,
             tls: None,
+            metrics: Metrics::new(),
+            metrics_listener: None,
         })
+    }
+
+    /// Serves this server's [`Metrics`] at `GET /metrics` on the plain-HTTP listener of
+    /// `settings` (`[server.metrics]`), bound now, while [`serve`] runs; nothing when
+    /// `settings.enabled` is false. The calls are recorded either way.
+    ///
+    /// # Errors
+    /// When the metrics address cannot be bound or its address file cannot be written.
+    pub async fn with_metrics(mut self, settings: &MetricsSettings) -> anyhow::Result<Self> {
+        self.metrics_listener = MetricsListener::bind(settings).await?;
+        Ok(self)
+    }
+
+    /// The metrics registry (programs register their own metrics here before serving).
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The address `/metrics` is served on, when it is.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(MetricsListener::local_addr)
     }
 
     /// Serves mutual TLS with `tls` (see [`seer_tls::server`]): every connection must present
@@ -119,7 +151,9 @@ pub fn announce(address: SocketAddr) -> anyhow::Result<()> {
 /// `service_names` are the fully qualified names (`NamedService::NAME`) of the services
 /// `add_services` adds, reported SERVING by the health service. Every call passes `gate`
 /// (authentication, authorization and in-flight bounds before its body is read) and the
-/// server applies `gate`'s limits (call timeout, HTTP/2 keepalive and stream bounds).
+/// server applies `gate`'s limits (call timeout, HTTP/2 keepalive and stream bounds). Every
+/// call is recorded in the listener's [`Metrics`], served at `/metrics` while the server runs
+/// when the listener was given [`GrpcListener::with_metrics`].
 ///
 /// # Errors
 /// When the reflection service cannot be built or the server fails.
@@ -160,6 +194,16 @@ pub async fn serve(
         }
     };
 
+    let metrics = listener.metrics.clone();
+    let gate = gate.with_metrics(metrics.clone());
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = listener.metrics_listener.map(|metrics_listener| {
+        tokio::spawn(metrics_listener.serve(metrics.clone(), async move {
+            // Sent, or dropped, when the gRPC server has stopped.
+            let _ = metrics_stopped.await;
+        }))
+    });
+
     let builder = gate.limits().apply(Server::builder());
     if listener.tls.is_none() {
         plaintext_allowed(listener.local_addr)?;
@@ -171,6 +215,7 @@ pub async fn serve(
     }
     let router = builder
         .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .layer(metrics.layer())
         .layer(gate.layer())
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -196,6 +241,10 @@ pub async fn serve(
             .serve_with_incoming_shutdown(TcpIncoming::from(listener.listener), shutdown)
             .await
             .context("serving gRPC")?,
+    }
+    let _ = stop_metrics.send(());
+    if let Some(task) = metrics_task {
+        task.await.context("metrics task")??;
     }
     tracing::info!("stopped");
     Ok(())

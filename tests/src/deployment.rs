@@ -19,6 +19,10 @@ use seer_proto::v1::GetCursorRequest;
 use seer_proto::v1::ingest_client::IngestClient;
 use tonic::metadata::MetadataValue;
 
+/// The file (in the deployment's directory) where the utility server writes its dashboard's
+/// address.
+const DASHBOARD_ADDRESS_FILE: &str = "utility-dashboard.address";
+
 /// How a [`Deployment`] is set up; the default is SQLite everywhere and port 0 for both
 /// servers.
 #[derive(Clone, Debug, Default)]
@@ -118,6 +122,13 @@ impl Deployment {
                     pem_file.display().to_string(),
                 ),
                 ("SEER_UTILITY__LOG__FILTER".into(), "warn".into()),
+                (
+                    "SEER_UTILITY__DASHBOARD__ADDRESS_FILE".into(),
+                    dir.path()
+                        .join(DASHBOARD_ADDRESS_FILE)
+                        .display()
+                        .to_string(),
+                ),
             ]
             .into_iter()
             .chain(utility_env)
@@ -131,6 +142,34 @@ impl Deployment {
             dir,
             fingerprints,
         })
+    }
+
+    /// The base URL of the utility's dashboard (`https://127.0.0.1:PORT`), from the address
+    /// file the utility server writes when its dashboard listens (waits up to 20 s for it).
+    ///
+    /// # Errors
+    /// When the file does not appear or does not hold an address.
+    pub fn utility_dashboard(&self) -> anyhow::Result<String> {
+        let file = self.dir().join(DASHBOARD_ADDRESS_FILE);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                let text = text.trim();
+                if !text.is_empty() {
+                    return Ok(if text.contains("://") {
+                        text.to_owned()
+                    } else {
+                        format!("https://{text}")
+                    });
+                }
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the utility server wrote no dashboard address to {}",
+                file.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The fingerprints the key authority printed, which the utility and the meters pin.

@@ -41,6 +41,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 pub mod audit;
+pub mod browser;
 pub mod deployment;
 pub mod oracle;
 pub mod pki;

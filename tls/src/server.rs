@@ -136,6 +136,39 @@ pub fn server_config(files: &TlsFiles) -> Result<(rustls::ServerConfig, usize), 
     Ok((config, revoked))
 }
 
+/// The rustls configuration of a web listener (dashboards, the auditor's view): the
+/// server's certificate chain and key from `cert_file` and `key_file`, no client certificate
+/// asked for (browsers hold none; their users log in with a token instead), ALPN `h2` and
+/// `http/1.1`.
+///
+/// # Errors
+/// When a file cannot be read, the key file is group- or world-accessible, or either does not
+/// parse.
+pub fn web_server_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert_pem = read_public(cert_file)?;
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(cert_file, e))?;
+    if chain.is_empty() {
+        return Err(invalid(cert_file, "holds no PEM CERTIFICATE"));
+    }
+    let key_pem = read_private(key_file)?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| invalid(key_file, e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(cert_file, e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| invalid(cert_file, e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 impl ServerTls {
     /// Loads `files` (and the revocation list they name).
     ///

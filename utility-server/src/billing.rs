@@ -435,6 +435,10 @@ pub async fn bill_group(
             }
             if !outcome.granted {
                 tracing::warn!(meter = %outcome.meter_id, reason = %outcome.refusal, "bill refused");
+                // Shown on the dashboard as "bills refused".
+                store
+                    .record_bill_refusal(&outcome.meter_id, period, &outcome.refusal)
+                    .await?;
                 report.refused.push(Refusal {
                     meter_id: outcome.meter_id,
                     reason: outcome.refusal,

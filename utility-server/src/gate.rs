@@ -18,6 +18,10 @@ use crate::auth::{Authenticator, Principal};
 /// Households only.
 const UPLOADERS: &[Role] = &[Role::Household];
 
+/// Who may read a home's released daily results (`seer.v1.HomeResults`): the household (its
+/// own meter, checked by the handler), utility and admin; never an auditor.
+const HOME_READERS: &[Role] = &[Role::Household, Role::Utility, Role::Admin];
+
 /// The utility server's access table.
 #[must_use]
 pub fn access_table() -> AccessTable {
@@ -26,6 +30,14 @@ pub fn access_table() -> AccessTable {
         .with(
             "/seer.v1.AnalyticsIngest/UploadInput",
             Access::Roles(UPLOADERS),
+        )
+        .with(
+            "/seer.v1.HomeResults/DailyForecasts",
+            Access::Roles(HOME_READERS),
+        )
+        .with(
+            "/seer.v1.HomeResults/DailyAnomalies",
+            Access::Roles(HOME_READERS),
         )
 }
 
@@ -85,5 +97,9 @@ mod tests {
             Access::Roles(seer_service::gate::ANY_ROLE)
         );
         assert_eq!(table.access("/seer.v1.Node/GetInfo"), Access::Public);
+        assert_eq!(
+            table.access("/seer.v1.HomeResults/DailyAnomalies"),
+            Access::Roles(HOME_READERS)
+        );
     }
 }

@@ -161,6 +161,8 @@ pub struct IngestService {
     lanes: LaneValidator,
     policy: Arc<dyn MeterAuthorization>,
     signatures: Option<Arc<MeterSignatures>>,
+    /// The dashboard's count of refused batches, if it has one.
+    refusals: Option<crate::dashboard::IngestRefusals>,
 }
 
 impl IngestService {
@@ -182,6 +184,20 @@ impl IngestService {
             lanes,
             policy,
             signatures: None,
+            refusals: None,
+        }
+    }
+
+    /// Counts every refused batch in `refusals` (the dashboard's ingest status).
+    #[must_use]
+    pub fn with_refusal_counter(mut self, refusals: crate::dashboard::IngestRefusals) -> Self {
+        self.refusals = Some(refusals);
+        self
+    }
+
+    fn count_refusal(&self, status: &Status) {
+        if let Some(refusals) = &self.refusals {
+            refusals.record(status.code());
         }
     }
 
@@ -340,7 +356,9 @@ impl Ingest for IngestService {
     ) -> Result<Response<Self::UploadStream>, Status> {
         let principal = auth::principal(request.extensions()).cloned();
         if principal.is_none() {
-            return Err(AuthzError::Unauthenticated.into_status());
+            let status = AuthzError::Unauthenticated.into_status();
+            self.count_refusal(&status);
+            return Err(status);
         }
         let mut batches = request.into_inner();
         let service = self.clone();
@@ -351,7 +369,8 @@ impl Ingest for IngestService {
                     Ok(wire) => service
                         .ingest(principal.as_ref(), wire)
                         .await
-                        .map_err(Status::from),
+                        .map_err(Status::from)
+                        .inspect_err(|status| service.count_refusal(status)),
                     // The client went away, or the message was refused by the decoder
                     // (oversized, malformed protobuf): pass the status on and stop.
                     Err(status) => Err(status),

@@ -14,6 +14,8 @@
 //! - [`billing`]: the billing job (the packed billing circuit evaluated here, the bills
 //!   released by the key authority with the month's energy per tariff cell, stored);
 //! - [`bills`]: the `seer.v1.Bills` service over the stored bills;
+//! - [`household`]: `seer.v1.HomeResults`, one home's released daily forecasts and anomaly
+//!   results for its own dashboard;
 //! - [`key_authority`]: the jobs' client side of the key authority (their one error type,
 //!   connecting, chunked evaluation keys);
 //! - [`analytics`]: the deep analytics release shared by [`anomaly`] (daily scores) and
@@ -25,7 +27,10 @@
 //! - [`group_totals`]: the distributed-noise job: a noise group's batches of one window
 //!   (their analytics lanes carrying shares of one discrete Laplace draw, under the plan
 //!   each meter signed) streamed to the key authority, which releases the group's hourly
-//!   totals; the released hours are stored.
+//!   totals; the released hours are stored;
+//! - [`dashboard`]: the utility dashboard, server-rendered pages on their own listener over
+//!   what the store holds (released results, counts and times), live through server-sent
+//!   events.
 //!
 //! The utility never holds a secret key: this crate is built without `seer-ckks`'s
 //! `secret-key` feature.
@@ -42,11 +47,13 @@ pub mod batch;
 pub mod billing;
 pub mod bills;
 pub mod daily;
+pub mod dashboard;
 pub mod forecast;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod gate;
 pub mod group_totals;
+pub mod household;
 pub mod ingest;
 pub mod key_authority;
 pub mod lanes;

@@ -139,6 +139,9 @@ enum Command {
         #[arg(long)]
         period: Period,
     },
+    /// Print the settings in effect (defaults, then `--config`, then `SEER_UTILITY__*`
+    /// variables) as TOML, database passwords redacted.
+    PrintSettings,
 }
 
 /// `--window`: an RFC 3339 instant.
@@ -155,7 +158,7 @@ fn utility_token(name: &str) -> anyhow::Result<String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
-    telemetry::init(&settings.log.filter)?;
+    telemetry::init_with(&settings.log)?;
     // The utility calls the key authority with the certificate it serves with (it names the
     // utility); without `server.tls` the SEER_TLS_* variables may name one.
     if let Some(tls) = &settings.server.tls {
@@ -288,6 +291,10 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("listing the forecasts")?;
             println!("{}", serde_json::to_string_pretty(&listing)?);
+            Ok(())
+        }
+        Command::PrintSettings => {
+            print!("{}", seer_service::to_redacted_toml(&settings)?);
             Ok(())
         }
         Command::Bills { period } => {

@@ -38,6 +38,9 @@ pub struct Settings {
     /// The tariff bills are computed with (a `seer_core::tariff` configuration: `name`,
     /// `slabs = [{ up_to_kwh, rate_paise }, ...]`, optional `bands`); BESCOM by default.
     pub tariff: Tariff,
+    /// The utility dashboard (`[dashboard]`: `enabled`, `host`, `port`, `address_file`,
+    /// `[dashboard.grid]`).
+    pub dashboard: crate::dashboard::DashboardSettings,
 }
 
 impl Default for Settings {
@@ -49,6 +52,7 @@ impl Default for Settings {
             ckks: CkksSettings::default(),
             auth: AuthSettings::default(),
             tariff: Tariff::bescom(),
+            dashboard: crate::dashboard::DashboardSettings::default(),
         }
     }
 }
@@ -133,6 +137,7 @@ impl Settings {
         crate::store::backend_of(&self.database.url).context("database.url")?;
         let billing_set = self.ckks.billing()?;
         self.ckks.analytics()?;
+        self.dashboard.validate()?;
         anyhow::ensure!(
             billing_set.levels() >= billing::LEVELS_USED,
             "ckks.billing_parameter_set: {} has {} levels, the billing circuit needs {}",
@@ -177,6 +182,57 @@ mod tests {
             assert_eq!(settings.log.filter, "debug");
             jail.set_env(format!("{ENV_PREFIX}LOG__FILTER"), "=[");
             Settings::load(None).expect_err("invalid filter");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_dashboard_section_sets_its_listener_and_capacities() {
+        figment::Jail::expect_with(|jail| {
+            let defaults = Settings::default().dashboard;
+            assert!(defaults.enabled);
+            assert_eq!(defaults.address().to_string(), "127.0.0.1:0");
+            assert_eq!(defaults.grid.capacity_kw(7), 100.0);
+            jail.create_file(
+                "utility.toml",
+                r#"
+                [dashboard]
+                port = 8443
+                address_file = "dashboard-address"
+
+                [dashboard.grid]
+                default_capacity_kw = 250.0
+                groups = [{ group = 3, capacity_kw = 40.5 }]
+                "#,
+            )?;
+            let settings = Settings::load(Some(Path::new("utility.toml"))).expect("file");
+            assert_eq!(settings.dashboard.port, 8443);
+            assert_eq!(
+                settings.dashboard.address_file.as_deref(),
+                Some(Path::new("dashboard-address"))
+            );
+            assert_eq!(settings.dashboard.grid.capacity_kw(3), 40.5);
+            assert_eq!(settings.dashboard.grid.capacity_kw(4), 250.0);
+            jail.set_env(format!("{ENV_PREFIX}DASHBOARD__ENABLED"), "false");
+            assert!(
+                !Settings::load(Some(Path::new("utility.toml")))
+                    .expect("env")
+                    .dashboard
+                    .enabled
+            );
+            jail.create_file("bad.toml", "[dashboard.grid]\ndefault_capacity_kw = -1.0\n")?;
+            let error = Settings::load(Some(Path::new("bad.toml"))).expect_err("negative");
+            assert!(
+                format!("{error:#}").contains("default_capacity_kw"),
+                "{error:#}"
+            );
+            jail.create_file(
+                "twice.toml",
+                "[dashboard.grid]\ngroups = [{ group = 1, capacity_kw = 5.0 }, { group = 1, capacity_kw = 6.0 }]\n",
+            )?;
+            Settings::load(Some(Path::new("twice.toml"))).expect_err("a group twice");
+            jail.create_file("typo.toml", "[dashboard]\nprot = 1\n")?;
+            Settings::load(Some(Path::new("typo.toml"))).expect_err("unknown key");
             Ok(())
         });
     }

@@ -9,6 +9,7 @@ use seer_proto::WithMessageLimits as _;
 use seer_proto::v1::Role;
 use seer_proto::v1::analytics_ingest_server::AnalyticsIngestServer;
 use seer_proto::v1::bills_server::BillsServer;
+use seer_proto::v1::home_results_server::HomeResultsServer;
 use seer_proto::v1::ingest_server::IngestServer;
 use seer_service::{GrpcListener, NodeService};
 use tonic::server::NamedService as _;
@@ -17,6 +18,7 @@ use crate::Settings;
 use crate::analytics_ingest::AnalyticsIngestService;
 use crate::auth::{AuthInterceptor, Authenticator, JwtAuthenticator, NoAuthenticator};
 use crate::bills::BillsService;
+use crate::household::HomeResultsService;
 use crate::ingest::IngestService;
 use crate::lanes::LaneValidator;
 use crate::signatures::MeterSignatures;
@@ -30,6 +32,8 @@ pub struct Application {
     authenticator: Arc<dyn Authenticator>,
     signatures: Option<Arc<MeterSignatures>>,
     limits: seer_service::LimitSettings,
+    dashboard: Option<crate::dashboard::Dashboard>,
+    refusals: crate::dashboard::IngestRefusals,
 }
 
 impl std::fmt::Debug for Application {
@@ -76,6 +80,7 @@ impl Application {
             "store open"
         );
         let mut signatures = None;
+        let mut web_verifier = None;
         let authenticator: Arc<dyn Authenticator> = match &settings.auth.jwt_public_key_file {
             Some(path) => {
                 let pem = tokio::fs::read_to_string(path)
@@ -98,6 +103,14 @@ impl Application {
                         format!("{} is not an Ed25519 public key", path.display())
                     })?,
                 ));
+                // The dashboard's logins: the same pinned key and audience as the gRPC side.
+                web_verifier = Some(
+                    seer_auth::TokenVerifier::from_public_key_pem(
+                        &pem,
+                        &seer_auth::TokenPolicy::for_audience(seer_auth::AUDIENCE_UTILITY_SERVER),
+                    )
+                    .with_context(|| format!("{} is not an Ed25519 public key", path.display()))?,
+                );
                 Arc::new(
                     JwtAuthenticator::from_public_key_pem(&pem).with_context(|| {
                         format!("{} is not an Ed25519 public key", path.display())
@@ -112,10 +125,31 @@ impl Application {
                 Arc::new(NoAuthenticator)
             }
         };
+        let listener = GrpcListener::bind(settings.server.address())
+            .await?
+            .with_tls(settings.server.tls.as_ref())?
+            .with_metrics(&settings.server.metrics)
+            .await?;
+        let refusals = crate::dashboard::IngestRefusals::default();
+        let dashboard = if settings.dashboard.enabled {
+            Some(
+                crate::dashboard::Dashboard::bind(
+                    &settings.dashboard,
+                    settings.server.tls.as_ref(),
+                    web_verifier,
+                    store.clone(),
+                    settings.tariff.clone(),
+                    refusals.clone(),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
-            listener: GrpcListener::bind(settings.server.address())
-                .await?
-                .with_tls(settings.server.tls.as_ref())?,
+            listener,
+            dashboard,
+            refusals,
             store,
             lanes,
             authenticator,
@@ -150,6 +184,20 @@ impl Application {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// The dashboard's port (`None` when `dashboard.enabled` is false).
+    #[must_use]
+    pub fn dashboard_port(&self) -> Option<u16> {
+        self.dashboard.as_ref().map(|d| d.local_addr().port())
+    }
+
+    /// The dashboard's base URL, `https://ADDR` or `http://ADDR` (`None` when disabled).
+    #[must_use]
+    pub fn dashboard_url(&self) -> Option<String> {
+        self.dashboard
+            .as_ref()
+            .map(crate::dashboard::Dashboard::url)
     }
 
     /// The store (for jobs and tests).
@@ -193,7 +241,8 @@ impl Application {
         );
         let ingest = IngestServer::new(
             IngestService::new(self.store.clone(), self.lanes)
-                .with_signatures(self.signatures.clone()),
+                .with_signatures(self.signatures.clone())
+                .with_refusal_counter(self.refusals.clone()),
         )
         .with_seer_limits();
         let ingest = tonic::service::interceptor::InterceptedService::new(
@@ -209,9 +258,25 @@ impl Application {
         );
         let bills = tonic::service::interceptor::InterceptedService::new(
             BillsServer::new(BillsService::new(self.store.clone())).with_seer_limits(),
+            AuthInterceptor::new(Arc::clone(&self.authenticator)),
+        );
+        let home_results = tonic::service::interceptor::InterceptedService::new(
+            HomeResultsServer::new(HomeResultsService::new(self.store.clone())).with_seer_limits(),
             AuthInterceptor::new(self.authenticator),
         );
         let store = self.store;
+        // One shutdown for both listeners: the gRPC server's signal also stops the dashboard.
+        let (stop_dashboard, dashboard_stopped) = tokio::sync::watch::channel(false);
+        let dashboard = self.dashboard.map(|dashboard| {
+            let mut stopped = dashboard_stopped;
+            tokio::spawn(dashboard.serve(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
+        });
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_dashboard.send(true);
+        };
         let served = seer_service::serve(
             self.listener,
             node,
@@ -220,16 +285,23 @@ impl Application {
                 IngestServer::<IngestService>::NAME,
                 AnalyticsIngestServer::<AnalyticsIngestService>::NAME,
                 BillsServer::<BillsService>::NAME,
+                HomeResultsServer::<HomeResultsService>::NAME,
             ],
             |router| {
                 router
                     .add_service(ingest)
                     .add_service(analytics_ingest)
                     .add_service(bills)
+                    .add_service(home_results)
             },
             shutdown,
         )
         .await;
+        if let Some(dashboard) = dashboard {
+            // The gRPC server may also have ended by failing: stop the dashboard either way.
+            dashboard.abort();
+            let _ = dashboard.await;
+        }
         store.close().await;
         served
     }

@@ -171,6 +171,7 @@ impl Store {
         tx.commit()
             .await
             .map_err(query_error("committing a daily release"))?;
+        self.changed("daily");
         Ok((hours, days))
     }
 
@@ -351,6 +352,9 @@ impl Store {
         tx.commit()
             .await
             .map_err(query_error("committing a daily group forecast"))?;
+        if stored > 0 {
+            self.changed("group-forecast");
+        }
         Ok(stored)
     }
 

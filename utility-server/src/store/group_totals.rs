@@ -365,6 +365,9 @@ impl Store {
         tx.commit()
             .await
             .map_err(query_error("committing a released group hour"))?;
+        if outcome != RecordOutcome::Unchanged {
+            self.changed("group-totals");
+        }
         Ok(outcome)
     }
 

@@ -57,6 +57,7 @@ use crate::batch::{Batch, BatchNoisePlan, MeterId, Period, utc_from_micros, utc_
 
 mod analytics_inputs;
 mod daily;
+mod dashboard;
 mod group_totals;
 #[cfg(test)]
 mod tests;
@@ -65,6 +66,9 @@ pub use analytics_inputs::{
     AnalyticsInput, InputHeader, InputOutcome, InputStatus, StoredInput, decide_input,
 };
 pub use daily::{DailyAnomaly, DailyFilter, DailyForecast, GroupForecastHour, GroupHourTotal};
+pub use dashboard::{
+    BillRefusal, FlaggedDay, GroupHour, HomeRow, HomeSort, HomesQuery, HourCount, OverviewCounts,
+};
 pub use group_totals::{
     GroupTotal, GroupWindow, MAX_WINDOW_PAGE_SIZE, PlanCount, RecordOutcome, WindowBatch,
 };
@@ -322,11 +326,18 @@ enum Finish {
     Abandon,
 }
 
-/// The store. Cheap to clone (a shared connection pool).
+/// How many change notifications a slow subscriber may fall behind (it then hears that it
+/// lagged, which means "something changed" all the same).
+const CHANGE_BACKLOG: usize = 64;
+
+/// The store. Cheap to clone (a shared connection pool and change feed).
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// What this process stored (`batch`, `bill`, `daily`, `group-forecast`,
+    /// `group-totals`): the dashboard's live updates ([`Store::subscribe_changes`]).
+    changes: tokio::sync::broadcast::Sender<&'static str>,
 }
 
 impl Store {
@@ -385,13 +396,33 @@ impl Store {
             }
             Backend::Postgres => POSTGRES_MIGRATOR.run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        let (changes, _) = tokio::sync::broadcast::channel(CHANGE_BACKLOG);
+        Ok(Self {
+            pool,
+            backend,
+            changes,
+        })
     }
 
     /// Which database holds the store.
     #[must_use]
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The writes of this process from now on, by kind (`batch`, `bill`, `daily`,
+    /// `group-forecast`, `group-totals`), sent after their transaction committed. Writes by
+    /// other processes on the same database are not seen here
+    /// ([`Store::dashboard_change_counter`] notices them).
+    #[must_use]
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<&'static str> {
+        self.changes.subscribe()
+    }
+
+    /// Tells the subscribers that `what` was stored.
+    fn changed(&self, what: &'static str) {
+        // Nobody listening: nothing to tell.
+        let _ = self.changes.send(what);
     }
 
     /// Closes the connections; later calls fail.
@@ -507,10 +538,12 @@ impl Store {
                 .await
                 .map_err(query_error("advancing the meter's cursor"))?;
             match finish {
-                Finish::Commit => tx
-                    .commit()
-                    .await
-                    .map_err(query_error("committing the batch"))?,
+                Finish::Commit => {
+                    tx.commit()
+                        .await
+                        .map_err(query_error("committing the batch"))?;
+                    self.changed("batch");
+                }
                 #[cfg(test)]
                 Finish::Abandon => drop(tx),
             }
@@ -682,6 +715,9 @@ impl Store {
         tx.commit()
             .await
             .map_err(query_error("committing a released bill"))?;
+        if inserted == 1 {
+            self.changed("bill");
+        }
         Ok(())
     }
 

@@ -1116,6 +1116,215 @@ async fn daily_group_forecasts_are_stored_once_and_read_by_day(db: &TestDb) {
     );
 }
 
+async fn dashboard_reads_aggregate_in_sql(db: &TestDb) {
+    let store = db.open().await;
+    let mut changes = store.subscribe_changes();
+    let before = store.dashboard_change_counter().await.expect("counter");
+    // m1: two batches in January (ε 0.25 each), m2 one, m3 one; bills for m1 and m2.
+    for (m, sequence) in [("m1", 1), ("m1", 2), ("m2", 1), ("m3", 1)] {
+        store
+            .insert_batch(&batch(m, sequence, b"x"))
+            .await
+            .expect("batch");
+    }
+    assert_eq!(changes.recv().await.expect("a change"), "batch");
+    let after = store.dashboard_change_counter().await.expect("counter");
+    assert_ne!(before, after, "the counter moves with every batch");
+    store
+        .record_bill(&bill(
+            "m1",
+            "2007-01",
+            35_300,
+            &[("a", 50_000), ("b", 25_500)],
+        ))
+        .await
+        .expect("bill");
+    store
+        .record_bill(&bill("m2", "2007-01", 12_000, &[("a", 30_000), ("b", 0)]))
+        .await
+        .expect("bill");
+    store
+        .record_bill_refusal("m3", january(), "refused")
+        .await
+        .expect("refusal");
+    for (m, day, flagged) in [
+        ("m1", "2007-01-05", 1),
+        ("m2", "2007-01-05", 0),
+        ("m1", "2007-02-01", 1),
+    ] {
+        sqlx::query(
+            "INSERT INTO daily_anomalies (meter_id, day, model_blake3, score_milli, flagged, \
+             explanation, input_group, audit_seq, released_at_us) \
+             VALUES ($1, $2, 'model', 900, $3, NULL, 0, 1, 0)",
+        )
+        .bind(m)
+        .bind(day)
+        .bind(flagged)
+        .execute(&store.pool)
+        .await
+        .expect("anomaly");
+    }
+    assert_eq!(
+        store.dashboard_latest_period().await.expect("latest"),
+        Some(january())
+    );
+    let counts = store.dashboard_overview(january()).await.expect("overview");
+    assert_eq!(
+        counts,
+        OverviewCounts {
+            homes: 3,
+            batches: 4,
+            bills_released: 2,
+            bills_refused: 1,
+            billed_wh: 105_500,
+            billed_paise: 47_300,
+            anomalies_flagged: 1,
+        }
+    );
+    let query = |sort, descending, offset, limit, meter| HomesQuery {
+        period: january(),
+        cells: 2,
+        sort,
+        descending,
+        offset,
+        limit,
+        meter,
+    };
+    let rows = store
+        .dashboard_homes(&query(HomeSort::Amount, true, 0, None, None))
+        .await
+        .expect("homes");
+    let ids: Vec<&str> = rows.iter().map(|r| r.meter_id.as_str()).collect();
+    assert_eq!(ids, ["m1", "m2", "m3"], "amount descending, no bill last");
+    assert_eq!(rows[0].cell_wh, [Some(50_000), Some(25_500)]);
+    assert_eq!(rows[0].total_wh, Some(75_500));
+    assert_eq!(rows[0].amount_paise, Some(35_300));
+    assert_eq!(rows[0].batches, 2);
+    assert!((rows[0].epsilon - 0.5).abs() < 1e-12);
+    assert_eq!(rows[0].anomalies, 1, "February's flag is not January's");
+    assert!(rows[0].last_batch_us.is_some());
+    assert_eq!(rows[2].cell_wh, [None, None]);
+    assert_eq!(rows[2].amount_paise, None);
+    let rows = store
+        .dashboard_homes(&query(HomeSort::Cell(1), false, 0, None, None))
+        .await
+        .expect("homes");
+    let ids: Vec<&str> = rows.iter().map(|r| r.meter_id.as_str()).collect();
+    assert_eq!(ids, ["m2", "m1", "m3"], "cell 1 ascending");
+    let rows = store
+        .dashboard_homes(&query(HomeSort::Meter, false, 1, Some(1), None))
+        .await
+        .expect("page");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].meter_id, "m2");
+    let own = meter("m2");
+    let rows = store
+        .dashboard_homes(&query(HomeSort::Meter, false, 0, None, Some(&own)))
+        .await
+        .expect("one home");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        store.dashboard_home_count(Some(&own)).await.expect("count"),
+        1
+    );
+    assert_eq!(store.dashboard_home_count(None).await.expect("count"), 3);
+    let flagged = store
+        .dashboard_flagged_days(None, Some(january()), 10)
+        .await
+        .expect("flagged");
+    assert_eq!(flagged.len(), 1);
+    assert_eq!(
+        (flagged[0].meter_id.as_str(), flagged[0].day.as_str()),
+        ("m1", "2007-01-05")
+    );
+    assert!((flagged[0].score - 0.9).abs() < 1e-9);
+    let per_hour = store.dashboard_batches_per_hour(0).await.expect("per hour");
+    assert_eq!(per_hour.iter().map(|h| h.batches).sum::<u64>(), 4);
+    let refusals = store.bill_refusals(january(), 10).await.expect("refusals");
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[0].meter_id, "m3");
+    // Group hours: a forecast and a total of group 2 line up by hour text.
+    store
+        .record_daily_group_forecast(&[GroupForecastHour {
+            group: 2,
+            hour: "2007-01-06T05:00".into(),
+            model_blake3: "model".into(),
+            kwh_milli: 4_200,
+            homes: 3,
+            input_day: "2007-01-05".into(),
+            audit_seq: 3,
+        }])
+        .await
+        .expect("group forecast");
+    sqlx::query(
+        "INSERT INTO group_totals (billing_group, hour_start, total_wh, interval_wh, \
+         min_present, epsilon, noise_scale_wh, audit_seq, released_at_us) \
+         VALUES (2, '2007-01-06T05:00:00Z', 4100, '', 3, 0.5, 10.0, 4, 0)",
+    )
+    .execute(&store.pool)
+    .await
+    .expect("group total");
+    assert_eq!(
+        store.dashboard_latest_group_day().await.expect("day"),
+        Some("2007-01-06".to_owned())
+    );
+    let hours = store
+        .dashboard_group_hours("2007-01-06")
+        .await
+        .expect("hours");
+    assert_eq!(
+        hours,
+        [GroupHour {
+            group: 2,
+            hour: "2007-01-06T05".into(),
+            forecast_milli_kwh: Some(4_200),
+            forecast_homes: Some(3),
+            actual_wh: Some(4_100),
+        }]
+    );
+    for (hour, milli, day, audit) in [
+        ("2007-01-06T00:00", 900, "2007-01-05", 5),
+        ("2007-01-07T00:00", 410, "2007-01-06", 6),
+        ("2007-01-07T01:00", 380, "2007-01-06", 6),
+    ] {
+        sqlx::query(
+            "INSERT INTO daily_forecasts (meter_id, hour, model_blake3, kwh_milli, input_day, \
+             input_group, audit_seq, released_at_us) VALUES ('m1', $1, 'model', $2, $3, 0, $4, 0)",
+        )
+        .bind(hour)
+        .bind(milli)
+        .bind(day)
+        .bind(audit)
+        .execute(&store.pool)
+        .await
+        .expect("forecast");
+    }
+    assert_eq!(
+        store
+            .dashboard_home_forecast(&meter("m1"))
+            .await
+            .expect("forecast"),
+        [
+            ("2007-01-07T00:00".to_owned(), 410),
+            ("2007-01-07T01:00".to_owned(), 380)
+        ]
+    );
+    assert!(
+        store
+            .dashboard_home_forecast(&meter("m2"))
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    assert!(
+        store
+            .dashboard_group_hours("2007-01-07")
+            .await
+            .expect("none")
+            .is_empty()
+    );
+}
+
 /// Generates each test of the suite once per backend.
 macro_rules! storage_suite {
     ($($name:ident),* $(,)?) => {
@@ -1140,6 +1349,7 @@ macro_rules! storage_suite {
 }
 
 storage_suite!(
+    dashboard_reads_aggregate_in_sql,
     daily_group_forecasts_are_stored_once_and_read_by_day,
     inserts_in_order_and_keeps_the_cursor,
     a_resend_with_the_same_digest_is_a_duplicate,
