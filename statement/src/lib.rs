@@ -92,6 +92,26 @@ impl SlabLine {
             })
             .collect())
     }
+
+    /// [`SlabLine::priced`], or the cells unpriced when they do not fit `tariff` (a bill
+    /// released under another tariff): a statement still states the released Wh and amount.
+    #[must_use]
+    pub fn priced_or_unpriced(
+        tariff: &Tariff,
+        cells: impl IntoIterator<Item = (String, u64)>,
+    ) -> Vec<Self> {
+        let cells: Vec<(String, u64)> = cells.into_iter().collect();
+        Self::priced(tariff, cells.clone()).unwrap_or_else(|_| {
+            cells
+                .into_iter()
+                .map(|(label, wh)| Self {
+                    label,
+                    wh,
+                    amount_paise: None,
+                })
+                .collect()
+        })
+    }
 }
 
 /// The privacy side of the month: the ε the home's analytics lane spent and what the key

@@ -324,6 +324,50 @@ fn dashboards_in_a_browser() {
         shown_at.saturating_duration_since(billed).as_secs_f64() * 1e3
     );
 
+    // The utility's statements for the whole group: one PDF per home with a released bill,
+    // each holding that home's released amount.
+    let out = deployment.dir().join("statements");
+    let output = deployment
+        .utility_cli(
+            &[
+                "statements",
+                "--period",
+                PERIOD,
+                "--group",
+                "0",
+                "--out",
+                &out.display().to_string(),
+            ],
+            &utility_token,
+        )
+        .expect("utility-server statements");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let written = written["written"].as_array().expect("written");
+    assert_eq!(written.len(), HOMES.len() + 1, "{written:?}");
+    for statement in written {
+        let meter = statement["meter_id"].as_str().expect("meter");
+        let paise = if meter == LATE_HOME.0 {
+            late_paise
+        } else {
+            released[meter]
+        };
+        let file = std::path::Path::new(statement["file"].as_str().expect("file"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(file)
+                .expect("statement file")
+                .permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "{} is readable by others", file.display());
+        let text = pdf_text(file);
+        assert!(text.contains(&indian(paise)), "{meter}: {text}");
+        assert!(text.contains(meter), "{meter}: {text}");
+    }
+
     // A household: its own home only.
     let (own, _) = HOMES[0];
     let (other, _) = HOMES[1];
@@ -623,6 +667,22 @@ fn auditor_view(
     let _ = child.wait();
 }
 
+/// The text of a PDF, as `pdftotext -layout` extracts it.
+fn pdf_text(file: &std::path::Path) -> String {
+    let output = Command::new("pdftotext")
+        .args(["-layout"])
+        .arg(file)
+        .arg("-")
+        .output()
+        .expect("pdftotext (scripts/test-tools.sh installs poppler-utils)");
+    assert!(
+        output.status.success(),
+        "pdftotext failed on {}",
+        file.display()
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// `1,23,456.78` for 12345678 paise (the statement's Indian digit grouping).
 fn indian(paise: i64) -> String {
     let rupees = (paise / 100).to_string();
@@ -669,14 +729,7 @@ fn statement_text_holds_the_bill(
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("statement.pdf");
     std::fs::write(&file, &pdf).expect("write");
-    let output = Command::new("pdftotext")
-        .args(["-layout"])
-        .arg(&file)
-        .arg("-")
-        .output()
-        .expect("pdftotext (scripts/test-tools.sh installs poppler-utils)");
-    assert!(output.status.success(), "pdftotext failed");
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = pdf_text(&file);
     assert!(
         text.contains(&indian(paise)),
         "{} missing from:\n{text}",

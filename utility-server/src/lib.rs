@@ -60,6 +60,7 @@ pub mod lanes;
 pub mod settings;
 pub mod signatures;
 pub mod startup;
+pub mod statements;
 pub mod store;
 
 pub use seer_service::telemetry;

@@ -139,6 +139,20 @@ enum Command {
         #[arg(long)]
         period: Period,
     },
+    /// Write the monthly statement (PDF) of every home of a billing group whose bill of the
+    /// month was released, as `DIR/statement-METER-PERIOD.pdf` (mode 0600), and print what
+    /// was written as JSON.
+    Statements {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        period: Period,
+        /// The billing group.
+        #[arg(long)]
+        group: u32,
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the settings in effect (defaults, then `--config`, then `SEER_UTILITY__*`
     /// variables) as TOML, database passwords redacted.
     PrintSettings,
@@ -295,6 +309,20 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::PrintSettings => {
             print!("{}", seer_service::to_redacted_toml(&settings)?);
+            Ok(())
+        }
+        Command::Statements { period, group, out } => {
+            let store = Store::connect(&settings.database.url).await?;
+            let report = utility_server::statements::group_statements(
+                &store,
+                &settings.tariff,
+                period,
+                group,
+                &out,
+            )
+            .await
+            .with_context(|| format!("writing group {group}'s statements for {period}"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Bills { period } => {

@@ -679,15 +679,7 @@ pub(super) async fn statement(
         .sum();
     let tariff = &state.settings.tariff;
     let cells = bill.slabs.iter().map(|s| (s.label.clone(), s.wh));
-    let slabs = seer_statement::SlabLine::priced(tariff, cells.clone()).unwrap_or_else(|_| {
-        cells
-            .map(|(label, wh)| seer_statement::SlabLine {
-                label,
-                wh,
-                amount_paise: None,
-            })
-            .collect()
-    });
+    let slabs = seer_statement::SlabLine::priced_or_unpriced(tariff, cells);
     // The bill is the release whose grant time the utility returns; the daily results carry
     // their audit entries but no time, so they are not listed here.
     let releases = vec![seer_statement::ReleaseFact {

@@ -737,54 +737,26 @@ async fn statement(
     let meter_id = MeterId::try_new(meter.as_str())
         .map_err(|_| PageError::BadRequest(format!("{meter:?} is not a meter id")))?;
     let period = period_of(&state, &params).await?;
-    let Some(bill) = state
-        .store
-        .meter_bills(&meter_id, Some(period))
-        .await?
-        .into_iter()
-        .next()
-    else {
-        return Ok((
-            StatusCode::NOT_FOUND,
-            format!("no bill of {} released for {period}\n", meter_id.as_str()),
-        )
-            .into_response());
-    };
-    let summary = state.store.usage_summary(&meter_id, period).await?;
-    let cells = bill.slabs.iter().map(|s| (s.label.clone(), s.wh));
-    let slabs =
-        seer_statement::SlabLine::priced(&state.tariff, cells.clone()).unwrap_or_else(|_| {
-            // Cells released under another tariff: shown unpriced.
-            cells
-                .map(|(label, wh)| seer_statement::SlabLine {
-                    label,
-                    wh,
-                    amount_paise: None,
-                })
-                .collect()
-        });
-    let released = chrono::DateTime::from_timestamp_micros(bill.released_at_us).unwrap_or_default();
-    let document = seer_statement::Statement {
-        meter_id: meter_id.clone(),
-        period,
-        tariff_name: state.tariff.name().to_owned(),
-        slabs,
-        total_paise: bill.amount_paise,
-        daily_kwh: Vec::new(),
-        privacy: seer_statement::PrivacyFacts {
-            epsilon_spent: summary.epsilon_spent,
-            epsilon_budget: None,
-            releases: vec![seer_statement::ReleaseFact {
-                what: format!("bill {period}"),
-                when: released,
-            }],
-        },
-        issued_at: Utc::now(),
-    };
-    let pdf = seer_statement::render_pdf(&document).map_err(|error| {
-        tracing::error!(%error, "dashboard: rendering a statement");
-        PageError::BadRequest(format!("the statement cannot be rendered: {error}"))
-    })?;
+    let pdf =
+        match crate::statements::home_statement(&state.store, &state.tariff, &meter_id, period)
+            .await
+        {
+            Ok(Some(pdf)) => pdf,
+            Ok(None) => {
+                return Ok((
+                    StatusCode::NOT_FOUND,
+                    format!("no bill of {} released for {period}\n", meter_id.as_str()),
+                )
+                    .into_response());
+            }
+            Err(crate::statements::StatementError::Store(error)) => return Err(error.into()),
+            Err(error) => {
+                tracing::error!(%error, "dashboard: rendering a statement");
+                return Err(PageError::BadRequest(format!(
+                    "the statement cannot be rendered: {error}"
+                )));
+            }
+        };
     Ok((
         [
             (CONTENT_TYPE, "application/pdf".to_owned()),

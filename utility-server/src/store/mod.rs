@@ -632,6 +632,37 @@ impl Store {
         rows.iter().map(group_batch_from_row).collect()
     }
 
+    /// The meters of billing group `group` with batches in `period`, by meter id.
+    ///
+    /// # Errors
+    /// When the database fails or a stored meter id is invalid.
+    pub async fn group_meters(
+        &self,
+        period: Period,
+        group: u32,
+    ) -> Result<Vec<MeterId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT meter_id FROM batches WHERE period = $1 AND billing_group = $2 \
+             ORDER BY meter_id",
+        )
+        .bind(period.to_string())
+        .bind(i64::from(group))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("reading a billing group's meters"))?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row
+                    .try_get("meter_id")
+                    .map_err(query_error("reading a meter id"))?;
+                MeterId::try_new(id.as_str()).map_err(|_| StoreError::Corrupt {
+                    table: "batches",
+                    reason: format!("meter id {id:?}"),
+                })
+            })
+            .collect()
+    }
+
     /// The closing billing lanes of `group` in `period`: for each meter of the group with
     /// batches in the period, its highest-sequence batch of the period, if that batch ends
     /// where the period ends (the first instant of the next month, in the UTC offset the meter
