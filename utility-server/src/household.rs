@@ -16,7 +16,7 @@ use seer_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::bills::{BillsError, authorize};
-use crate::store::{DailyFilter, Store};
+use crate::store::Store;
 
 /// The longest day range one call may ask for.
 pub const MAX_DAYS: i64 = 62;
@@ -36,7 +36,7 @@ impl HomeResultsService {
 }
 
 /// The days `[from, to)` of a request, checked.
-fn day_range(request: &HomeResultsRequest) -> Result<Vec<NaiveDate>, Status> {
+fn day_range(request: &HomeResultsRequest) -> Result<(NaiveDate, NaiveDate), Status> {
     let parse = |name: &str, text: &str| {
         seer_core::parse_day(text).map_err(|_| {
             Status::invalid_argument(format!(
@@ -53,7 +53,7 @@ fn day_range(request: &HomeResultsRequest) -> Result<Vec<NaiveDate>, Status> {
             "the range must hold 1 to {MAX_DAYS} days, not {days}"
         )));
     }
-    Ok(from.iter_days().take_while(|d| *d < to).collect())
+    Ok((from, to))
 }
 
 fn store_error(error: crate::store::StoreError) -> Status {
@@ -69,33 +69,22 @@ impl HomeResults for HomeResultsService {
     ) -> Result<Response<DailyForecastsResponse>, Status> {
         let meter = authorize(&request, &request.get_ref().meter_id)?;
         tracing::Span::current().record("meter", meter.as_str());
-        let days = day_range(request.get_ref())?;
-        // A forecast hour of day D comes from the input of day D − 1.
-        let mut hours = Vec::new();
-        for day in &days {
-            let input_day = (*day - chrono::TimeDelta::days(1)).to_string();
-            let rows = self
-                .store
-                .daily_forecasts(DailyFilter {
-                    input_day: Some(&input_day),
-                    model_blake3: None,
-                })
-                .await
-                .map_err(store_error)?;
-            let prefix = day.to_string();
-            hours.extend(
-                rows.into_iter()
-                    .filter(|f| f.meter_id == meter.as_str() && f.hour.starts_with(&prefix))
-                    .map(|f| HomeForecastHour {
-                        hour: f.hour,
-                        kwh_milli: f.kwh_milli,
-                        input_day: f.input_day,
-                        model_blake3: f.model_blake3,
-                        audit_sequence: f.audit_seq,
-                    }),
-            );
-        }
-        hours.sort_by(|a, b| (&a.hour, &a.model_blake3).cmp(&(&b.hour, &b.model_blake3)));
+        let (from, to) = day_range(request.get_ref())?;
+        // One primary-key range of this meter's rows, whatever the fleet's size.
+        let hours: Vec<HomeForecastHour> = self
+            .store
+            .meter_daily_forecasts(meter.as_str(), &from.to_string(), &to.to_string())
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|f| HomeForecastHour {
+                hour: f.hour,
+                kwh_milli: f.kwh_milli,
+                input_day: f.input_day,
+                model_blake3: f.model_blake3,
+                audit_sequence: f.audit_seq,
+            })
+            .collect();
         Ok(Response::new(DailyForecastsResponse { hours }))
     }
 
@@ -106,30 +95,22 @@ impl HomeResults for HomeResultsService {
     ) -> Result<Response<DailyAnomaliesResponse>, Status> {
         let meter = authorize(&request, &request.get_ref().meter_id)?;
         tracing::Span::current().record("meter", meter.as_str());
-        let mut out = Vec::new();
-        for day in day_range(request.get_ref())? {
-            let day = day.to_string();
-            let rows = self
-                .store
-                .daily_anomalies(DailyFilter {
-                    input_day: Some(&day),
-                    model_blake3: None,
-                })
-                .await
-                .map_err(store_error)?;
-            out.extend(
-                rows.into_iter()
-                    .filter(|a| a.meter_id == meter.as_str())
-                    .map(|a| HomeAnomalyDay {
-                        day: a.day,
-                        score_milli: a.score_milli,
-                        flagged: a.flagged,
-                        explanation_json: a.explanation.unwrap_or_default(),
-                        model_blake3: a.model_blake3,
-                        audit_sequence: a.audit_seq,
-                    }),
-            );
-        }
+        let (from, to) = day_range(request.get_ref())?;
+        let out = self
+            .store
+            .meter_daily_anomalies(meter.as_str(), &from.to_string(), &to.to_string())
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|a| HomeAnomalyDay {
+                day: a.day,
+                score_milli: a.score_milli,
+                flagged: a.flagged,
+                explanation_json: a.explanation.unwrap_or_default(),
+                model_blake3: a.model_blake3,
+                audit_sequence: a.audit_seq,
+            })
+            .collect();
         Ok(Response::new(DailyAnomaliesResponse { days: out }))
     }
 }
@@ -150,8 +131,8 @@ mod tests {
     fn day_ranges_are_checked() {
         assert_eq!(
             day_range(&request("2010-01-30", "2010-02-02"))
-                .unwrap()
-                .len(),
+                .map(|(from, to)| (to - from).num_days())
+                .unwrap(),
             3
         );
         for (from, to) in [

@@ -7,6 +7,7 @@
 use chrono::Utc;
 use serde::Serialize;
 use sqlx::Row as _;
+use sqlx::any::AnyRow;
 
 use super::{
     InputHeader, InputStatus, Store, StoreError, decide_input, from_db, query_error, to_db,
@@ -194,28 +195,57 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(query_error("listing daily forecasts"))?;
-        let get = query_error("reading a daily forecast");
-        rows.iter()
-            .map(|row| {
-                Ok(DailyForecast {
-                    meter_id: row.try_get("meter_id").map_err(get)?,
-                    hour: row.try_get("hour").map_err(get)?,
-                    model_blake3: row.try_get("model_blake3").map_err(get)?,
-                    kwh_milli: row.try_get("kwh_milli").map_err(get)?,
-                    input_day: row.try_get("input_day").map_err(get)?,
-                    group: small(
-                        "daily_forecasts",
-                        "input_group",
-                        row.try_get("input_group").map_err(get)?,
-                    )?,
-                    audit_seq: from_db(
-                        "daily_forecasts",
-                        "audit_seq",
-                        row.try_get("audit_seq").map_err(get)?,
-                    )?,
-                })
-            })
-            .collect()
+        rows.iter().map(forecast_from_row).collect()
+    }
+
+    /// One meter's stored forecasts of the hours in `[from_day, to_day)` (`YYYY-MM-DD`), in
+    /// (hour, model) order: a range of the table's primary key, whatever the fleet's size.
+    ///
+    /// # Errors
+    /// When the database fails or a row is corrupt.
+    pub async fn meter_daily_forecasts(
+        &self,
+        meter_id: &str,
+        from_day: &str,
+        to_day: &str,
+    ) -> Result<Vec<DailyForecast>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT meter_id, hour, model_blake3, kwh_milli, input_day, input_group, audit_seq \
+             FROM daily_forecasts WHERE meter_id = $1 AND hour >= $2 AND hour < $3 \
+             ORDER BY hour, model_blake3",
+        )
+        .bind(meter_id)
+        .bind(from_day)
+        .bind(to_day)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("listing a meter's daily forecasts"))?;
+        rows.iter().map(forecast_from_row).collect()
+    }
+
+    /// One meter's stored anomaly results of the days in `[from_day, to_day)`, in (day, model)
+    /// order (a primary-key range).
+    ///
+    /// # Errors
+    /// When the database fails or a row is corrupt.
+    pub async fn meter_daily_anomalies(
+        &self,
+        meter_id: &str,
+        from_day: &str,
+        to_day: &str,
+    ) -> Result<Vec<DailyAnomaly>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT meter_id, day, model_blake3, score_milli, flagged, explanation, \
+             input_group, audit_seq FROM daily_anomalies \
+             WHERE meter_id = $1 AND day >= $2 AND day < $3 ORDER BY day, model_blake3",
+        )
+        .bind(meter_id)
+        .bind(from_day)
+        .bind(to_day)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("listing a meter's daily anomaly results"))?;
+        rows.iter().map(anomaly_from_row).collect()
     }
 
     /// The stored anomaly results matching `filter` (the input day is the day scored), in
@@ -237,30 +267,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(query_error("listing daily anomaly results"))?;
-        let get = query_error("reading a daily anomaly result");
-        rows.iter()
-            .map(|row| {
-                let flagged: i64 = row.try_get("flagged").map_err(get)?;
-                Ok(DailyAnomaly {
-                    meter_id: row.try_get("meter_id").map_err(get)?,
-                    day: row.try_get("day").map_err(get)?,
-                    model_blake3: row.try_get("model_blake3").map_err(get)?,
-                    score_milli: row.try_get("score_milli").map_err(get)?,
-                    flagged: flagged != 0,
-                    explanation: row.try_get("explanation").map_err(get)?,
-                    group: small(
-                        "daily_anomalies",
-                        "input_group",
-                        row.try_get("input_group").map_err(get)?,
-                    )?,
-                    audit_seq: from_db(
-                        "daily_anomalies",
-                        "audit_seq",
-                        row.try_get("audit_seq").map_err(get)?,
-                    )?,
-                })
-            })
-            .collect()
+        rows.iter().map(anomaly_from_row).collect()
     }
 
     /// Per evaluation group and hour, the sum of the stored forecasts matching `filter`, in
@@ -397,4 +404,48 @@ impl Store {
             })
             .collect()
     }
+}
+
+fn forecast_from_row(row: &AnyRow) -> Result<DailyForecast, StoreError> {
+    let get = query_error("reading a daily forecast");
+    Ok(DailyForecast {
+        meter_id: row.try_get("meter_id").map_err(get)?,
+        hour: row.try_get("hour").map_err(get)?,
+        model_blake3: row.try_get("model_blake3").map_err(get)?,
+        kwh_milli: row.try_get("kwh_milli").map_err(get)?,
+        input_day: row.try_get("input_day").map_err(get)?,
+        group: small(
+            "daily_forecasts",
+            "input_group",
+            row.try_get("input_group").map_err(get)?,
+        )?,
+        audit_seq: from_db(
+            "daily_forecasts",
+            "audit_seq",
+            row.try_get("audit_seq").map_err(get)?,
+        )?,
+    })
+}
+
+fn anomaly_from_row(row: &AnyRow) -> Result<DailyAnomaly, StoreError> {
+    let get = query_error("reading a daily anomaly result");
+    let flagged: i64 = row.try_get("flagged").map_err(get)?;
+    Ok(DailyAnomaly {
+        meter_id: row.try_get("meter_id").map_err(get)?,
+        day: row.try_get("day").map_err(get)?,
+        model_blake3: row.try_get("model_blake3").map_err(get)?,
+        score_milli: row.try_get("score_milli").map_err(get)?,
+        flagged: flagged != 0,
+        explanation: row.try_get("explanation").map_err(get)?,
+        group: small(
+            "daily_anomalies",
+            "input_group",
+            row.try_get("input_group").map_err(get)?,
+        )?,
+        audit_seq: from_db(
+            "daily_anomalies",
+            "audit_seq",
+            row.try_get("audit_seq").map_err(get)?,
+        )?,
+    })
 }
