@@ -604,6 +604,20 @@ fn csv_kwh(wh: Option<u64>) -> String {
     wh.map(crate::store::format_kwh).unwrap_or_default()
 }
 
+/// The id of the home a page names, for a viewer who may see it; one who may not is refused
+/// before anything is looked up (the answer says nothing of whether it exists).
+fn admit_home(caller: &seer_auth::Caller, meter: &str) -> Result<MeterId, PageError> {
+    let viewer = admit(caller, Page::Homes)?;
+    if !viewer.may_see_meter(meter) {
+        return Err(PageError::Forbidden(
+            "a household sees its own home only".into(),
+        ));
+    }
+    let meter_id = MeterId::try_new(meter)
+        .map_err(|_| PageError::BadRequest(format!("{meter:?} is not a meter id")))?;
+    Ok(meter_id)
+}
+
 #[tracing::instrument(name = "dashboard.home", skip_all, fields(meter = %meter))]
 async fn home(
     Authenticated(caller): Authenticated,
@@ -611,15 +625,7 @@ async fn home(
     Path(meter): Path<String>,
     Query(params): Query<Params>,
 ) -> PageResult {
-    let viewer = admit(&caller, Page::Homes)?;
-    // Refused before anything is looked up: the answer says nothing of whether it exists.
-    if !viewer.may_see_meter(&meter) {
-        return Err(PageError::Forbidden(
-            "a household sees its own home only".into(),
-        ));
-    }
-    let meter_id = MeterId::try_new(meter.as_str())
-        .map_err(|_| PageError::BadRequest(format!("{meter:?} is not a meter id")))?;
+    let meter_id = admit_home(&caller, &meter)?;
     let period = period_of(&state, &params).await?;
     let bills = state.store.meter_bills(&meter_id, None).await?;
     let summary = state.store.usage_summary(&meter_id, period).await?;
@@ -728,14 +734,7 @@ async fn statement(
     Path(meter): Path<String>,
     Query(params): Query<Params>,
 ) -> PageResult {
-    let viewer = admit(&caller, Page::Homes)?;
-    if !viewer.may_see_meter(&meter) {
-        return Err(PageError::Forbidden(
-            "a household sees its own home only".into(),
-        ));
-    }
-    let meter_id = MeterId::try_new(meter.as_str())
-        .map_err(|_| PageError::BadRequest(format!("{meter:?} is not a meter id")))?;
+    let meter_id = admit_home(&caller, &meter)?;
     let period = period_of(&state, &params).await?;
     let pdf =
         match crate::statements::home_statement(&state.store, &state.tariff, &meter_id, period)
