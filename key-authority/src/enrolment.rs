@@ -157,6 +157,9 @@ pub struct EnrolRequest {
     pub signature: Vec<u8>,
 }
 
+/// Meters per transaction in [`EnrolmentStore::issue_codes`].
+pub const ISSUE_BATCH: usize = 500;
+
 fn code_hash(code: &str) -> String {
     hex::encode(Sha256::digest(code.as_bytes()))
 }
@@ -213,38 +216,80 @@ impl EnrolmentStore {
         meter_id: &str,
         lifetime: Duration,
     ) -> Result<EnrolmentCode, EnrolmentError> {
-        validate_meter_id(meter_id)
-            .map_err(|reason| EnrolmentError::InvalidArgument(format!("meter id: {reason}")))?;
+        let mut codes = self.issue_codes(&[meter_id.to_owned()], lifetime).await?;
+        codes
+            .pop()
+            .map(|(_, code)| code)
+            .ok_or_else(|| EnrolmentError::InvalidArgument("no code was issued".into()))
+    }
+
+    /// Issues one one-time code per meter of `meter_ids` (in order), each valid for
+    /// `lifetime`: the bulk form of [`EnrolmentStore::issue_code`] with the same rows and the
+    /// same `enrolment-code` audit entry per meter, written in transactions of
+    /// [`ISSUE_BATCH`] meters (one head lock per batch instead of one per meter). Every meter
+    /// id is checked before anything is written; a meter named twice is refused.
+    ///
+    /// A failure part-way leaves the earlier batches issued (durable, audited); their codes
+    /// are lost with the error, and issuing again simply adds new codes (an unused code only
+    /// expires).
+    ///
+    /// # Errors
+    /// As [`EnrolmentStore::issue_code`]; [`EnrolmentError::InvalidArgument`] for an invalid
+    /// or repeated meter id.
+    pub async fn issue_codes(
+        &self,
+        meter_ids: &[String],
+        lifetime: Duration,
+    ) -> Result<Vec<(String, EnrolmentCode)>, EnrolmentError> {
+        let mut seen = std::collections::HashSet::with_capacity(meter_ids.len());
+        for meter_id in meter_ids {
+            validate_meter_id(meter_id).map_err(|reason| {
+                EnrolmentError::InvalidArgument(format!("meter id {meter_id:?}: {reason}"))
+            })?;
+            if !seen.insert(meter_id.as_str()) {
+                return Err(EnrolmentError::InvalidArgument(format!(
+                    "meter id {meter_id} is named twice"
+                )));
+            }
+        }
         let lifetime = chrono::Duration::from_std(lifetime)
             .ok()
             .filter(|l| *l > chrono::Duration::zero())
             .ok_or_else(|| EnrolmentError::InvalidArgument("lifetime out of range".into()))?;
-        let mut raw = Zeroizing::new([0_u8; 16]);
-        getrandom::fill(raw.as_mut_slice())
-            .map_err(|e| EnrolmentError::Auth(AuthError::Random(e.to_string())))?;
-        let code = Zeroizing::new(hex::encode(raw.as_slice()));
-        let hash = code_hash(&code);
-        let now = Utc::now();
-        let expires_at = now + lifetime;
-        let mut tx = self.log.begin_append().await?;
-        sqlx::query(
-            "INSERT INTO enrolment_codes (code_sha256, meter_id, created_at_us, expires_at_us) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(hash.clone())
-        .bind(meter_id.to_owned())
-        .bind(now.timestamp_micros())
-        .bind(expires_at.timestamp_micros())
-        .execute(&mut *tx.connection())
-        .await?;
-        tx.append(
-            NewEntry::new(kind(ENROLMENT_CODE)?, Decision::Granted)
-                .meter(meter_id)
-                .input(InputDigest::sha256(hash.as_bytes())),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(EnrolmentCode { code, expires_at })
+        let mut issued = Vec::with_capacity(meter_ids.len());
+        for batch in meter_ids.chunks(ISSUE_BATCH) {
+            let mut tx = self.log.begin_append().await?;
+            let mut codes = Vec::with_capacity(batch.len());
+            for meter_id in batch {
+                let mut raw = Zeroizing::new([0_u8; 16]);
+                getrandom::fill(raw.as_mut_slice())
+                    .map_err(|e| EnrolmentError::Auth(AuthError::Random(e.to_string())))?;
+                let code = Zeroizing::new(hex::encode(raw.as_slice()));
+                let hash = code_hash(&code);
+                let now = Utc::now();
+                let expires_at = now + lifetime;
+                sqlx::query(
+                    "INSERT INTO enrolment_codes (code_sha256, meter_id, created_at_us, \
+                     expires_at_us) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(hash.clone())
+                .bind(meter_id.clone())
+                .bind(now.timestamp_micros())
+                .bind(expires_at.timestamp_micros())
+                .execute(&mut *tx.connection())
+                .await?;
+                tx.append(
+                    NewEntry::new(kind(ENROLMENT_CODE)?, Decision::Granted)
+                        .meter(meter_id.as_str())
+                        .input(InputDigest::sha256(hash.as_bytes())),
+                )
+                .await?;
+                codes.push((meter_id.clone(), EnrolmentCode { code, expires_at }));
+            }
+            tx.commit().await?;
+            issued.extend(codes);
+        }
+        Ok(issued)
     }
 
     /// Revokes `meter_id`'s device key (audit entry `revoke-meter`, in the same transaction).

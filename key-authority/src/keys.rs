@@ -152,7 +152,9 @@ impl KeyStore {
         if specs.is_empty() {
             return Err(KeyStoreError::Config("no key sets configured".into()));
         }
-        create_private_dir(dir)?;
+        // Generate-or-load under the key directory's lock: two processes starting at once
+        // on an empty directory end with one key set (the second loads the first's).
+        let _lock = lock_key_dir(dir)?;
         let mut sets = BTreeMap::new();
         for spec in specs {
             let params = ParameterSet::try_from_id(&spec.parameter_set)?;
@@ -177,6 +179,27 @@ impl KeyStore {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &KeySet)> {
         self.sets.iter().map(|(id, set)| (id.as_str(), set))
     }
+}
+
+/// The exclusive hold of a key directory (see [`lock_key_dir`]); released on drop.
+#[derive(Debug)]
+pub struct KeyDirLock {
+    _dir: fs::File,
+}
+
+/// Creates `dir` (mode 0700) when missing and takes its exclusive advisory lock (`flock` on
+/// the directory itself, so no file is added to it), waiting while another process or thread
+/// holds it. Every generate-or-load of key material (the CKKS key sets, the JWT signing key)
+/// runs under it, so key-authority processes sharing a key directory never generate two
+/// different keys. Blocking: call it off the async runtime.
+///
+/// # Errors
+/// [`KeyStoreError::Io`] when the directory cannot be created, opened or locked.
+pub fn lock_key_dir(dir: &Path) -> Result<KeyDirLock, KeyStoreError> {
+    create_private_dir(dir)?;
+    let file = fs::File::open(dir).map_err(io(dir))?;
+    file.lock().map_err(io(dir))?;
+    Ok(KeyDirLock { _dir: file })
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyStoreError + '_ {

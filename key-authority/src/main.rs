@@ -1,5 +1,6 @@
 //! `key-authority`: a thin main over the `key_authority` library.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -51,11 +52,21 @@ enum Command {
         audience: Option<String>,
     },
     /// Issue a one-time enrolment code for a meter (admin action, audited) and print it on
-    /// stdout; the meter enrols with `meter-client enrol --code ...`.
+    /// stdout; the meter enrols with `meter-client enrol --code ...`. With `--meters-file`,
+    /// one code per meter of the file, printed as `METER_ID CODE` lines.
     EnrolmentCode {
         /// The meter the code enrols.
+        #[arg(
+            long,
+            required_unless_present = "meters_file",
+            conflicts_with = "meters_file"
+        )]
+        meter_id: Option<String>,
+        /// A file with one meter id per line (blank lines and lines starting with `#` are
+        /// skipped; `-` reads stdin): codes for all of them, in batched transactions, with
+        /// the same audit entry per meter as a single code.
         #[arg(long)]
-        meter_id: String,
+        meters_file: Option<PathBuf>,
         /// Lifetime: a number with s, m, h, d or w.
         #[arg(long, default_value = "24h")]
         lifetime: String,
@@ -184,7 +195,49 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::EnrolmentCode { meter_id, lifetime } => {
+        Command::EnrolmentCode {
+            meter_id: None,
+            meters_file: Some(file),
+            lifetime,
+        } => {
+            let lifetime = parse_lifetime(&lifetime)?;
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .context("reading the meters from stdin")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading the meters file {}", file.display()))?
+            };
+            let meters: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_owned)
+                .collect();
+            anyhow::ensure!(!meters.is_empty(), "{} names no meter", file.display());
+            let codes = enrolment_store(&settings)
+                .await?
+                .issue_codes(&meters, lifetime)
+                .await
+                .with_context(|| format!("issuing enrolment codes for {}", file.display()))?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for (meter_id, code) in &codes {
+                writeln!(out, "{meter_id} {}", code.code.as_str())?;
+            }
+            out.flush()?;
+            if let Some((_, first)) = codes.first() {
+                eprintln!(
+                    "{} enrolment codes, valid until {}",
+                    codes.len(),
+                    first.expires_at.to_rfc3339()
+                );
+            }
+            Ok(())
+        }
+        Command::EnrolmentCode {
+            meter_id, lifetime, ..
+        } => {
+            let meter_id = meter_id.context("--meter-id or --meters-file is required")?;
             let lifetime = parse_lifetime(&lifetime)?;
             let code = enrolment_store(&settings)
                 .await?

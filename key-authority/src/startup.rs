@@ -80,18 +80,25 @@ pub async fn init_audit(settings: &Settings) -> anyhow::Result<u64> {
     Ok(anchor.sequence)
 }
 
-/// Loads the JWT signing key of `settings` (generating it on first use), off the runtime.
+/// Loads the JWT signing key of `settings` (generating it on first use), off the runtime,
+/// under the key directory's lock ([`crate::keys::lock_key_dir`]): pool members starting at
+/// once share one signing key.
 async fn load_signing_key(settings: &Settings) -> anyhow::Result<(JwtSigningKey, KeyOrigin)> {
     let key_file = settings.auth.signing_key_file.clone();
-    tokio::task::spawn_blocking(move || JwtSigningKey::load_or_generate(&key_file))
-        .await
-        .context("signing key task")?
-        .with_context(|| {
-            format!(
-                "opening the JWT signing key {}",
-                settings.auth.signing_key_file.display()
-            )
-        })
+    let key_dir = settings.keys.dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let _lock = crate::keys::lock_key_dir(&key_dir)
+            .with_context(|| format!("locking the key directory {}", key_dir.display()))?;
+        JwtSigningKey::load_or_generate(&key_file).map_err(anyhow::Error::from)
+    })
+    .await
+    .context("signing key task")?
+    .with_context(|| {
+        format!(
+            "opening the JWT signing key {}",
+            settings.auth.signing_key_file.display()
+        )
+    })
 }
 
 /// A bound, not yet running, key-authority.

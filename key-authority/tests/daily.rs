@@ -498,20 +498,39 @@ async fn four_homes_are_released_as_their_plaintext_twin_says_once_per_day() {
             .all(|(_, period)| period.as_deref() == Some(&format!("{d}..{d}")))
     );
 
-    // The same day asked again (same receipts, a fresh honest result): refused, logged.
+    // The same request again (same meters, days, input ids, ciphertexts and model; a fresh
+    // honest result), as a utility worker that lost the first answer sends it: an exact
+    // retry, answered with the stored release bit for bit and the entry that granted it,
+    // logged as `daily.retry`; nothing is granted twice.
     let again = app.evaluate(&order);
-    let response = app
+    let retried = app
         .ask(&request_of(&order), &[again], &app.token(Identity::Utility))
         .await
         .expect("answered");
-    for released in &response.meters {
-        assert!(!released.granted);
-        assert!(
-            released.refusal.contains("already released"),
-            "{}",
-            released.refusal
-        );
-    }
+    assert_eq!(retried.meters, response.meters);
+    assert!(retried.result_verified);
+    assert_eq!(app.granted_entries("daily").await.len(), 4);
+    let retries = app.granted_entries("daily.retry").await;
+    assert_eq!(retries.len(), 4);
+    // Retried again, mixed with a meter of a new day: the retried meter is answered from its
+    // copy, the new one withheld (nothing evaluated), to be resubmitted alone.
+    let fresh = app.prepare("meter-1", 0.5, day(21), 1);
+    app.record(app.receipt(&fresh)).await.expect("recorded");
+    let mixed: Vec<&MeterDay> = vec![&meters[0], &fresh];
+    let result = app.evaluate(&mixed);
+    let answer = app
+        .ask(
+            &request_of(&mixed),
+            &[result],
+            &app.token(Identity::Utility),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(answer.meters[0], response.meters[1]);
+    assert!(!answer.meters[1].granted && answer.meters[1].withheld);
+    let alone = app.release_days(&[&fresh]).await;
+    assert!(alone.meters[0].granted, "{}", alone.meters[0].refusal);
+    assert_matches_oracle(&app, &fresh, &alone.meters[0]);
     // Even under a new input id (a second upload of the same day).
     let mut second = app.prepare("meter-0", 0.3, d, 0);
     second.ciphertext = app
@@ -531,7 +550,8 @@ async fn four_homes_are_released_as_their_plaintext_twin_says_once_per_day() {
         .expect("answered");
     assert!(!response.meters[0].granted);
     assert!(response.meters[0].refusal.contains("already released"));
-    assert_eq!(app.granted_entries("daily").await.len(), 4);
+    assert_eq!(app.granted_entries("daily").await.len(), 5);
+    assert_eq!(app.granted_entries("daily.retry").await.len(), 5);
     assert!(
         app.audit
             .verify(None)
@@ -539,6 +559,31 @@ async fn four_homes_are_released_as_their_plaintext_twin_says_once_per_day() {
             .expect("verify")
             .problem
             .is_none()
+    );
+
+    // A copy moved onto another entry (by someone with database access) answers no retry,
+    // and `Verify` names it.
+    let db = app.database().await;
+    sqlx::query("UPDATE daily_release_copies SET audit_seq = 1 WHERE meter_id = 'meter-3'")
+        .execute(&db)
+        .await
+        .expect("moved");
+    let m3 = [&meters[3]];
+    let result = app.evaluate(&m3);
+    let answer = app
+        .ask(&request_of(&m3), &[result], &app.token(Identity::Utility))
+        .await
+        .expect("answered");
+    assert!(!answer.meters[0].granted);
+    assert!(answer.meters[0].refusal.contains("already released"));
+    let problem = app.audit.verify(None).await.expect("verify").problem;
+    assert!(
+        matches!(
+            problem.as_ref().map(|p| &p.kind),
+            Some(key_authority::audit::ProblemKind::ReleaseNotInChain { table, .. })
+                if table == "daily_release_copies"
+        ),
+        "{problem:?}"
     );
 }
 

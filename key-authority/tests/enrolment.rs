@@ -129,6 +129,32 @@ impl App {
             .to_string()
     }
 
+    /// How many granted entries of `kind` the log holds.
+    async fn entries_of(&self, kind: &str) -> usize {
+        let mut count = 0;
+        let mut after = 0;
+        loop {
+            let page = self
+                .audit
+                .list(&ListQuery {
+                    after_sequence: after,
+                    limit: 1000,
+                    ..ListQuery::default()
+                })
+                .await
+                .expect("list");
+            count += page
+                .entries
+                .iter()
+                .filter(|e| e.kind.as_str() == kind && e.decision == Decision::Granted)
+                .count();
+            match page.next_after_sequence {
+                Some(next) => after = next,
+                None => return count,
+            }
+        }
+    }
+
     async fn last_entry(&self) -> key_authority::audit::AuditEntry {
         let head = self.audit.head().await.expect("head");
         let page = self
@@ -472,4 +498,80 @@ async fn a_flood_of_refused_enrolments_adds_a_bounded_number_of_entries() {
     assert!(added.len() as u64 <= settings.max_entries_per_window());
     let report = app.audit.verify(None).await.expect("verify");
     assert!(report.is_intact(), "{:?}", report.problem);
+}
+
+/// `key-authority enrolment-code --meters-file`: one code per meter of the file, printed as
+/// `METER_ID CODE` in file order, each enrolling its own meter only, one `enrolment-code`
+/// entry per meter; a file naming a meter twice issues nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_meters_file_issues_one_working_code_per_meter() {
+    let app = spawn_app().await;
+    let meters: Vec<String> = (0..25).map(|i| format!("BULK-{i:04}")).collect();
+    let file = app.dir.path().join("meters.txt");
+    std::fs::write(
+        &file,
+        format!("# fleet batch 1\n\n{}\n", meters.join("\n  ")),
+    )
+    .expect("write meters");
+    let cli = |meters_file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_key-authority"))
+            .args(["enrolment-code", "--lifetime", "1h", "--meters-file"])
+            .arg(meters_file)
+            .env(
+                "SEER_KEY_AUTHORITY__AUDIT__DATABASE_URL",
+                format!("sqlite://{}", app.dir.path().join("ka.db").display()),
+            )
+            .env(
+                "SEER_KEY_AUTHORITY__AUTH__SIGNING_KEY_FILE",
+                app.dir.path().join("jwt.pem"),
+            )
+            .env("SEER_KEY_AUTHORITY__KEYS__DIR", app.dir.path().join("keys"))
+            .output()
+            .expect("run key-authority")
+    };
+    let codes_before = app.entries_of("enrolment-code").await;
+    let output = cli(&file);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let printed: Vec<(String, String)> = stdout
+        .lines()
+        .map(|line| {
+            let (meter, code) = line.split_once(' ').expect("METER_ID CODE");
+            (meter.to_owned(), code.to_owned())
+        })
+        .collect();
+    assert_eq!(
+        printed.iter().map(|(m, _)| m.clone()).collect::<Vec<_>>(),
+        meters
+    );
+    assert_eq!(app.entries_of("enrolment-code").await, codes_before + 25);
+    let mut client = app.client.clone();
+    // A code enrols its own meter, not another.
+    let key = DeviceKey::generate().expect("key");
+    let status = client
+        .enrol(enrol_request(&printed[1].0, &printed[0].1, &key))
+        .await
+        .expect_err("another meter's code");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status}");
+    for (meter, code) in printed.iter().step_by(6) {
+        let key = DeviceKey::generate().expect("key");
+        client
+            .enrol(enrol_request(meter, code, &key))
+            .await
+            .expect("enrolled with its bulk code");
+    }
+
+    let twice = app.dir.path().join("twice.txt");
+    std::fs::write(&twice, "BULK-9000\nBULK-9001\nBULK-9000\n").expect("write");
+    let before = app.entries_of("enrolment-code").await;
+    let output = cli(&twice);
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("named twice"));
+    assert_eq!(app.entries_of("enrolment-code").await, before);
+    assert!(app.audit.verify(None).await.expect("verify").is_intact());
 }

@@ -914,7 +914,18 @@ async fn bills_equal_the_plaintext_tariff_and_every_refusal_is_logged() {
         .release(inputs(), Some(&utility))
         .await
         .expect("answered");
-    assert_eq!(again, bills, "a retry returns the very releases");
+    assert!(bills.iter().all(|b| !b.already_released));
+    let retried: Vec<v1::BillRelease> = bills
+        .iter()
+        .map(|b| v1::BillRelease {
+            already_released: true,
+            ..b.clone()
+        })
+        .collect();
+    assert_eq!(
+        again, retried,
+        "a retry returns the very releases, marked as released before"
+    );
     let retry = app.last_entry().await;
     assert_eq!(retry.sequence, before + 3);
     assert_eq!(retry.kind.as_str(), "bill.retry");
@@ -927,7 +938,14 @@ async fn bills_equal_the_plaintext_tariff_and_every_refusal_is_logged() {
         .await
         .expect("answered");
     assert!(mixed[0].refusal.contains("already released"), "{mixed:?}");
-    assert!(!mixed[1].granted && mixed[1].withheld, "{mixed:?}");
+    assert!(
+        !mixed[0].granted && mixed[0].already_released && !mixed[0].withheld,
+        "{mixed:?}"
+    );
+    assert!(
+        !mixed[1].granted && mixed[1].withheld && !mixed[1].already_released,
+        "{mixed:?}"
+    );
     assert!(mixed[1].refusal.contains("withheld"), "{mixed:?}");
     // No receipt can be added to a released period.
     let late = v1::ReceiptRequest {

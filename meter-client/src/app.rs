@@ -271,7 +271,9 @@ async fn run_on(
                 let store = Arc::clone(&store);
                 let observer = Arc::clone(&observer);
                 let status_rx = status_rx.clone();
-                tokio::spawn(async move { upload(store, &config, status_rx, &*observer).await })
+                tokio::spawn(seer_tls::inherit_client_identity(async move {
+                    upload(store, &config, status_rx, &*observer).await
+                }))
             };
             let config = ReceiptConfig {
                 url: settings.key_authority_url.clone(),
@@ -285,9 +287,9 @@ async fn run_on(
             let recorder = {
                 let store = Arc::clone(&store);
                 let observer = Arc::clone(&observer);
-                tokio::spawn(
-                    async move { record_receipts(store, &config, status_rx, &*observer).await },
-                )
+                tokio::spawn(seer_tls::inherit_client_identity(async move {
+                    record_receipts(store, &config, status_rx, &*observer).await
+                }))
             };
             Some(Workers { uploader, recorder })
         }
@@ -547,7 +549,7 @@ struct DailyTask {
 fn spawn_daily(mut follower: DailyFollower, store: Arc<StateStore>) -> DailyTask {
     let (days, mut rx) = tokio::sync::mpsc::unbounded_channel::<chrono::NaiveDate>();
     let span = tracing::info_span!("daily_lane");
-    let task = tokio::spawn(
+    let task = tokio::spawn(seer_tls::inherit_client_identity(
         async move {
             while let Some(mut through) = rx.recv().await {
                 while let Ok(later) = rx.try_recv() {
@@ -558,7 +560,7 @@ fn spawn_daily(mut follower: DailyFollower, store: Arc<StateStore>) -> DailyTask
             follower.finish()
         }
         .instrument(span),
-    );
+    ));
     DailyTask { days, task }
 }
 

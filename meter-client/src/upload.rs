@@ -268,7 +268,7 @@ async fn session(
     let window = config.window.max(1);
     let (tx, rx) = mpsc::channel::<UploadBatch>(window);
     let permits = Arc::new(Semaphore::new(window));
-    let feeder = tokio::spawn(feed(
+    let feeder = tokio::spawn(seer_tls::inherit_client_identity(feed(
         Arc::clone(store),
         config.meter_id.clone(),
         config.identity.clone(),
@@ -276,7 +276,7 @@ async fn session(
         tx,
         Arc::clone(&permits),
         producer,
-    ));
+    )));
     let mut feeder = AbortOnDrop(Some(feeder));
     let result = drive(
         store,

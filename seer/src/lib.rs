@@ -9,6 +9,8 @@
 //!   billing period, plus synthetic homes) and their plaintext bills;
 //! - [`process`]: the programs as child processes (start on port 0, SIGTERM);
 //! - [`run`]: the phases of a run;
+//! - [`fleet`]: `seer fleet`, many homes through utility replicas, job workers and a pool of
+//!   key authorities on one PostgreSQL server, checked and measured;
 //! - [`group_totals`]: the run's release of each billing group's hourly totals of the noised
 //!   analytics lane, and their error against the plaintext hourly sums;
 //! - [`report`]: the table and the JSON report;
@@ -31,6 +33,7 @@ pub mod audit;
 pub mod audit_serve;
 pub mod authority;
 pub mod daily;
+pub mod fleet;
 pub mod forecast;
 pub mod group_totals;
 pub mod pki;

@@ -152,6 +152,22 @@ pub async fn with_client_identity<F: std::future::Future>(
     Ok(SCOPED_IDENTITY.scope(config, future).await)
 }
 
+/// Wraps `future` so that it runs with the client identity of the task that calls this (the
+/// one [`with_client_identity`] set, if any). `tokio::spawn`ed futures do not inherit
+/// task-locals: a program speaking as several parties wraps what it spawns with this, so the
+/// spawned task's endpoints keep its party's certificate.
+pub fn inherit_client_identity<F: std::future::Future>(
+    future: F,
+) -> impl std::future::Future<Output = F::Output> {
+    let config = SCOPED_IDENTITY.try_with(ClientTlsConfig::clone).ok();
+    async move {
+        match config {
+            Some(config) => SCOPED_IDENTITY.scope(config, future).await,
+            None => future.await,
+        }
+    }
+}
+
 /// Installs `files` as this process's client identity for [`endpoint`] (the first
 /// installation wins; later ones are ignored).
 ///

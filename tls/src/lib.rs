@@ -33,8 +33,8 @@ pub mod pki;
 pub mod server;
 
 pub use config::{
-    ENV_CA_FILE, ENV_CERT_FILE, ENV_KEY_FILE, TlsFiles, endpoint, install_client_identity,
-    with_client_identity,
+    ENV_CA_FILE, ENV_CERT_FILE, ENV_KEY_FILE, TlsFiles, endpoint, inherit_client_identity,
+    install_client_identity, with_client_identity,
 };
 pub use error::TlsError;
 pub use fingerprints::Fingerprints;

@@ -74,6 +74,11 @@ pub struct BillingReport {
     pub group: u32,
     /// Homes of the group whose month is closed (closing lanes sent).
     pub closing_homes: usize,
+    /// Homes left out because their bill was already stored (a retried job).
+    pub already_stored: usize,
+    /// Homes the key authority had released to an earlier request, whose stored release it
+    /// returned when asked again for them alone.
+    pub released_before: usize,
     /// Bills released and stored.
     pub released: Vec<StoredBill>,
     /// Homes refused.
@@ -321,7 +326,6 @@ fn split_requests(closing: Vec<GroupBatch>) -> Vec<Vec<GroupBatch>> {
 /// When the store fails, the key authority is unreachable, its evaluation keys cannot be
 /// fetched, the circuit fails, or the key authority refuses a request as a whole (bad token,
 /// wrong role, malformed request, audit log unavailable).
-#[tracing::instrument(skip(store, lanes, token), fields(period = %period, group))]
 pub async fn bill_group(
     store: &Store,
     lanes: &LaneValidator,
@@ -330,10 +334,40 @@ pub async fn bill_group(
     period: Period,
     group: u32,
 ) -> Result<BillingReport, JobError> {
-    let closing = store.closing_batches(period, group).await?;
+    bill_group_with(store, lanes, key_authority, token, period, group, false).await
+}
+
+/// [`bill_group`], leaving out the homes whose bill of `period` is already stored when
+/// `skip_stored` (what the billing job of a worker does: a retried job asks only for what is
+/// still missing). A home whose bill the key authority released to an earlier request — one
+/// whose answer was lost, or another worker's running the same job — comes back
+/// `already_released`; it is asked for again on its own, and the key authority answers from
+/// its releases (`bill.retry`), so its bill is stored exactly as first released.
+///
+/// # Errors
+/// As [`bill_group`].
+#[tracing::instrument(skip(store, lanes, token), fields(period = %period, group))]
+pub async fn bill_group_with(
+    store: &Store,
+    lanes: &LaneValidator,
+    key_authority: &str,
+    token: &str,
+    period: Period,
+    group: u32,
+    skip_stored: bool,
+) -> Result<BillingReport, JobError> {
+    let mut closing = store.closing_batches(period, group).await?;
+    let mut already_stored = 0;
+    if skip_stored {
+        let billed = store.billed_meters(period, group).await?;
+        let before = closing.len();
+        closing.retain(|b| !billed.contains(b.meter_id.as_str()));
+        already_stored = before - closing.len();
+    }
     let mut report = BillingReport {
         period,
         group,
+        already_stored,
         closing_homes: closing.len(),
         released: Vec::new(),
         refused: Vec::new(),
@@ -342,6 +376,7 @@ pub async fn bill_group(
         circuit_ms_per_home: 0.0,
         evaluation_key_bytes: 0,
         requests: 0,
+        released_before: 0,
         result_verified: false,
     };
     if closing.is_empty() {
@@ -367,7 +402,12 @@ pub async fn bill_group(
     let labels = cell_labels(lanes.layout().tariff());
     let mut verified = true;
     let mut pending: std::collections::VecDeque<Vec<GroupBatch>> = split_requests(closing).into();
+    // Meters asked for alone after an `already_released` answer: asked once more at most.
+    let mut asked_alone: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     while let Some(batches) = pending.pop_front() {
+        let lone_retry = batches
+            .iter()
+            .all(|b| asked_alone.contains(b.meter_id.as_str()));
         // The circuit, on the blocking pool.
         let started = Instant::now();
         let (layout, keys_for_task) = (lanes.clone(), std::sync::Arc::clone(&keys));
@@ -426,10 +466,24 @@ pub async fn bill_group(
             .map(|b| (b.meter_id.as_str().to_owned(), b))
             .collect();
         let refused_before = report.refused.len();
+        let mut released_before = Vec::new();
         for outcome in response.bills {
             if outcome.withheld {
                 if let Some(batch) = by_meter.remove(&outcome.meter_id) {
                     withheld.push(batch);
+                }
+                continue;
+            }
+            if !outcome.granted
+                && outcome.already_released
+                && !asked_alone.contains(&outcome.meter_id)
+            {
+                // Released to an earlier request: asked for again on its own, the key
+                // authority returns its stored release.
+                if let Some(batch) = by_meter.remove(&outcome.meter_id) {
+                    tracing::info!(meter = %batch.meter_id, "bill released before: asking for the stored release");
+                    asked_alone.insert(outcome.meter_id.clone());
+                    released_before.push(batch);
                 }
                 continue;
             }
@@ -482,11 +536,18 @@ pub async fn bill_group(
                 slabs,
             };
             store.record_bill(&bill).await?;
+            if lone_retry {
+                report.released_before += 1;
+            }
             report.released.push(bill);
+        }
+        let answered_before = !released_before.is_empty();
+        if answered_before {
+            pending.push_back(released_before);
         }
         if withheld.is_empty() {
             verified &= response.result_verified;
-        } else if report.refused.len() > refused_before {
+        } else if report.refused.len() > refused_before || answered_before {
             // The refused inputs are out; the rest is asked for again on its own.
             tracing::info!(
                 withheld = withheld.len(),

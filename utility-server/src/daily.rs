@@ -75,6 +75,9 @@ pub struct DailyJob {
     pub token: String,
     /// Only the inputs of this day (the day the meters prepared); `None`: every pending one.
     pub day: Option<NaiveDate>,
+    /// Only the inputs of this evaluation group (a worker's job: one (day, group)); `None`:
+    /// every group.
+    pub group: Option<u32>,
     /// Where the key authority's Galois keys are kept between runs.
     pub key_cache: PathBuf,
 }
@@ -86,6 +89,7 @@ impl std::fmt::Debug for DailyJob {
             .field("key_authority", &self.key_authority)
             .field("token", &"[REDACTED]")
             .field("day", &self.day)
+            .field("group", &self.group)
             .field("key_cache", &self.key_cache)
             .finish()
     }
@@ -526,7 +530,7 @@ fn released_rows(
 /// # Errors
 /// [`JobError`] when the model, the store, the keys or a whole request fails; the inputs of
 /// requests not answered stay pending, so that a rerun takes them up.
-#[tracing::instrument(skip_all, fields(model = %job.model_path.display(), day = ?job.day))]
+#[tracing::instrument(skip_all, fields(model = %job.model_path.display(), day = ?job.day, group = ?job.group))]
 pub async fn run_pending(store: &Store, job: &DailyJob) -> Result<DailyReport, JobError> {
     let started = Instant::now();
     let model_err =
@@ -543,6 +547,7 @@ pub async fn run_pending(store: &Store, job: &DailyJob) -> Result<DailyReport, J
         .await?
         .into_iter()
         .filter(|i| day.as_ref().is_none_or(|d| &i.header.first_period == d))
+        .filter(|i| job.group.is_none_or(|g| i.header.group == g))
         .collect();
     let mut report = DailyReport {
         model_blake3: digest.clone(),
@@ -606,15 +611,17 @@ pub async fn run_pending(store: &Store, job: &DailyJob) -> Result<DailyReport, J
         report.anomaly_days_stored += outcome.days;
         if outcome.withheld.is_empty() {
             report.all_verified &= outcome.verified;
-        } else if outcome.refused.is_empty() {
+        } else if outcome.refused.is_empty() && outcome.released == 0 {
             return Err(JobError::Release {
                 code: tonic::Code::Internal,
                 message: "the key authority withheld inputs without refusing any".into(),
             });
         } else {
+            // Withheld for refused inputs, or for inputs the key authority answered from an
+            // earlier release (an exact retry): asked for again without them.
             tracing::info!(
                 withheld = outcome.withheld.len(),
-                "inputs withheld for refused ones: asking again without them"
+                "inputs withheld for refused or retried ones: asking again without them"
             );
             queue.push_back((outcome.withheld, true));
         }

@@ -55,6 +55,7 @@ pub mod gate;
 pub mod group_totals;
 pub mod household;
 pub mod ingest;
+pub mod jobs;
 pub mod key_authority;
 pub mod lanes;
 pub mod settings;

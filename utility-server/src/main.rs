@@ -6,8 +6,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use utility_server::batch::Period;
 use utility_server::lanes::LaneValidator;
+use utility_server::store::JobState;
 use utility_server::{
-    Application, Settings, Store, billing, daily, forecast, group_totals, key_authority, telemetry,
+    Application, Settings, Store, billing, daily, forecast, group_totals, jobs, key_authority,
+    telemetry,
 };
 
 /// The SEER utility server: bills, forecasts and anomaly scores on encrypted readings.
@@ -156,6 +158,88 @@ enum Command {
     /// Print the settings in effect (defaults, then `--config`, then `SEER_UTILITY__*`
     /// variables) as TOML, database passwords redacted.
     PrintSettings,
+    /// Prune the billing lanes of every (meter, month) whose bill was released more than
+    /// `[storage] billing_lane_retention_days` ago (batch rows, digests and signatures stay)
+    /// and print what was pruned as JSON.
+    Prune {
+        /// Change nothing: print what would be pruned.
+        #[arg(long)]
+        dry_run: bool,
+        /// PostgreSQL: rewrite each month left without billing lanes (`VACUUM FULL` of its
+        /// partition), returning the space to the operating system.
+        #[arg(long, conflicts_with = "dry_run")]
+        compact: bool,
+        /// PostgreSQL: also rewrite this month's partition (YYYY-MM, repeatable), e.g. one
+        /// pruned by an earlier run, or one a few unbilled homes keep lanes in.
+        #[arg(long, value_name = "PERIOD", conflicts_with = "dry_run")]
+        compact_month: Vec<Period>,
+    },
+    /// Print what the store occupies as JSON: bytes per table and partition, batches,
+    /// meters, months, and bytes per home-month.
+    Storage,
+    /// Schedule jobs for the workers (idempotent: a job's key names its work) and print what
+    /// was created as JSON: `--period` a billing job per packing group with batches in the
+    /// month; `--day` with `--daily-model` a daily job per evaluation group with pending
+    /// inputs of that day; `--due` every ended month and every pending daily day.
+    Schedule {
+        /// The month to bill, YYYY-MM.
+        #[arg(long, conflicts_with_all = ["day", "due"])]
+        period: Option<Period>,
+        /// The day whose daily inputs to release, YYYY-MM-DD (with `--daily-model`).
+        #[arg(long, requires = "daily_model", conflicts_with = "due")]
+        day: Option<chrono::NaiveDate>,
+        /// Everything due: every month that has ended, and (with `--daily-model`) every day
+        /// with pending daily inputs.
+        #[arg(long)]
+        due: bool,
+        /// A registered daily model file (repeatable with `--due`).
+        #[arg(long)]
+        daily_model: Vec<PathBuf>,
+        /// Attempts a job gets before it fails.
+        #[arg(long, default_value_t = utility_server::jobs::DEFAULT_MAX_ATTEMPTS)]
+        max_attempts: u32,
+    },
+    /// Run scheduled jobs: claim the oldest claimable job with a lease, renew it while
+    /// working, finish it, repeat. Any number of workers may run against one database; a
+    /// worker that dies loses its lease and another finishes its job. Prints one JSON line
+    /// per attempt.
+    Worker {
+        /// A key authority's URL; repeat for every member of the pool (each attempt starts at
+        /// the next one and moves on when one is unreachable).
+        #[arg(long, required = true)]
+        key_authority: Vec<String>,
+        /// A registered daily model file this worker runs the daily jobs of (repeatable).
+        #[arg(long)]
+        daily_model: Vec<PathBuf>,
+        /// Seconds a claim holds without renewal (renewed every third of it).
+        #[arg(long, default_value_t = 30)]
+        lease_seconds: u64,
+        /// Seconds between looks for work when idle.
+        #[arg(long, default_value_t = 1.0)]
+        poll_seconds: f64,
+        /// Stop when no job is claimable.
+        #[arg(long)]
+        exit_when_idle: bool,
+        /// The worker's name in leases (default: host name and process id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where the key authority's daily Galois keys are kept between runs.
+        #[arg(long, default_value = "var/utility-server/key-cache")]
+        key_cache: PathBuf,
+        /// The environment variable holding the utility's token (from the key authority).
+        #[arg(long, default_value = "SEER_UTILITY_TOKEN")]
+        token_env: String,
+    },
+    /// Print the job table as JSON: counts per state, and each job with its attempts (which
+    /// worker, when, how each ended; an attempt without an end is a lease its worker lost).
+    Jobs {
+        /// Only jobs in this state: pending, running, done, failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// Make a failed job pending again (with as many more attempts as a new job gets).
+        #[arg(long, value_name = "KEY")]
+        retry: Option<String>,
+    },
 }
 
 /// `--window`: an RFC 3339 instant.
@@ -274,6 +358,7 @@ async fn main() -> anyhow::Result<()> {
                 key_authority,
                 token: utility_token(&token_env)?,
                 day,
+                group: None,
                 key_cache,
             };
             let store = Store::connect(&settings.database.url).await?;
@@ -311,6 +396,39 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", seer_service::to_redacted_toml(&settings)?);
             Ok(())
         }
+        Command::Prune {
+            dry_run,
+            compact,
+            compact_month,
+        } => {
+            let store = Store::connect(&settings.database.url).await?;
+            let retention = settings.storage.billing_lane_retention();
+            let report = if dry_run {
+                store.plan_billing_lane_prune(retention).await?
+            } else {
+                store.prune_billing_lanes(retention).await?
+            };
+            let mut months = compact_month;
+            if compact {
+                months.extend(utility_server::store::report_periods(
+                    &report.months_fully_pruned,
+                )?);
+            }
+            months.sort_unstable();
+            months.dedup();
+            let compacted = store.compact_months(&months).await?;
+            let mut json = serde_json::to_value(&report)?;
+            json["retention_days"] = settings.storage.billing_lane_retention_days.into();
+            json["partitions_compacted"] = compacted.into();
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(())
+        }
+        Command::Storage => {
+            let store = Store::connect(&settings.database.url).await?;
+            let report = store.storage_report().await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Command::Statements { period, group, out } => {
             let store = Store::connect(&settings.database.url).await?;
             let report = utility_server::statements::group_statements(
@@ -325,11 +443,143 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        Command::Schedule {
+            period,
+            day,
+            due,
+            daily_model,
+            max_attempts,
+        } => {
+            let store = Store::connect(&settings.database.url).await?;
+            let models = daily_model
+                .into_iter()
+                .map(|path| {
+                    jobs::WorkerModel::load(path.clone())
+                        .with_context(|| format!("reading the model {}", path.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let report = if let Some(period) = period {
+                jobs::schedule_period(&store, period, max_attempts).await?
+            } else if let Some(day) = day {
+                let mut report = jobs::ScheduleReport::default();
+                for model in &models {
+                    let part = jobs::schedule_daily(&store, &model.blake3, Some(day), max_attempts)
+                        .await?;
+                    report.created.extend(part.created);
+                    report.reopened.extend(part.reopened);
+                    report.existing += part.existing;
+                }
+                report
+            } else if due {
+                let digests: Vec<String> = models.iter().map(|m| m.blake3.clone()).collect();
+                let today = chrono::Utc::now().date_naive();
+                jobs::schedule_due(&store, today, &digests, max_attempts).await?
+            } else {
+                anyhow::bail!("say what to schedule: --period, --day with --daily-model, or --due");
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Worker {
+            key_authority,
+            daily_model,
+            lease_seconds,
+            poll_seconds,
+            exit_when_idle,
+            name,
+            key_cache,
+            token_env,
+        } => {
+            let token = utility_token(&token_env)?;
+            let store = Store::connect(&settings.database.url).await?;
+            let billing_set = settings.ckks.billing()?;
+            let analytics_set = settings.ckks.analytics()?;
+            let tariff = settings.tariff.clone();
+            let lanes = tokio::task::spawn_blocking(move || {
+                LaneValidator::new(billing_set, analytics_set, &tariff)
+            })
+            .await
+            .context("building the CKKS contexts")??;
+            let daily_models = daily_model
+                .into_iter()
+                .map(|path| {
+                    jobs::WorkerModel::load(path.clone())
+                        .with_context(|| format!("reading the model {}", path.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::ensure!(lease_seconds >= 3, "--lease-seconds must be at least 3");
+            let config = jobs::WorkerConfig {
+                name: name.unwrap_or_else(jobs::default_worker_name),
+                key_authorities: key_authority,
+                token,
+                lease: std::time::Duration::from_secs(lease_seconds),
+                poll: std::time::Duration::from_secs_f64(poll_seconds.clamp(0.01, 3600.0)),
+                exit_when_idle,
+                max_backoff: std::time::Duration::from_secs(60),
+                daily_models,
+                key_cache,
+            };
+            tracing::info!(worker = %config.name, key_authorities = ?config.key_authorities, "worker started");
+            let report = jobs::run_worker(&store, &lanes, &config, shutdown_signal(), |attempt| {
+                if let Ok(line) = serde_json::to_string(attempt) {
+                    println!("{line}");
+                }
+            })
+            .await
+            .context("the worker's store")?;
+            tracing::info!(?report, "worker stopped");
+            Ok(())
+        }
+        Command::Jobs { state, retry } => {
+            let store = Store::connect(&settings.database.url).await?;
+            if let Some(key) = retry {
+                anyhow::ensure!(
+                    store
+                        .retry_failed_job(&key, jobs::DEFAULT_MAX_ATTEMPTS)
+                        .await?,
+                    "no failed job {key:?} (see `utility-server jobs --state failed`)"
+                );
+            }
+            let state = state
+                .map(|s| {
+                    JobState::ALL
+                        .into_iter()
+                        .find(|k| k.as_str() == s)
+                        .with_context(|| format!("--state {s:?}: pending, running, done or failed"))
+                })
+                .transpose()?;
+            let view = jobs::view(&store, state).await?;
+            println!("{}", serde_json::to_string_pretty(&view)?);
+            Ok(())
+        }
         Command::Bills { period } => {
             let store = Store::connect(&settings.database.url).await?;
             let bills = store.bills(period).await?;
             println!("{}", serde_json::to_string_pretty(&bills)?);
             Ok(())
         }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (a worker stops between jobs, or abandons the one in hand and
+/// leaves its lease to expire).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }

@@ -31,6 +31,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Where batches are stored.
     pub database: DatabaseSettings,
+    /// How long stored data is kept (`[storage]`: `billing_lane_retention_days`).
+    pub storage: StorageSettings,
     /// The CKKS parameter set of each lane.
     pub ckks: CkksSettings,
     /// How callers are authenticated.
@@ -49,6 +51,7 @@ impl Default for Settings {
             server: ServerSettings::loopback(DEFAULT_PORT),
             log: LogSettings::default(),
             database: DatabaseSettings::default(),
+            storage: StorageSettings::default(),
             ckks: CkksSettings::default(),
             auth: AuthSettings::default(),
             tariff: Tariff::bescom(),
@@ -71,6 +74,36 @@ impl Default for DatabaseSettings {
         Self {
             url: DEFAULT_DATABASE_URL.to_owned(),
         }
+    }
+}
+
+/// Default of [`StorageSettings::billing_lane_retention_days`].
+pub const DEFAULT_BILLING_LANE_RETENTION_DAYS: u32 = 90;
+
+/// How long stored data is kept (`utility-server prune`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Days after a bill's release when the billing lanes of its (meter, period) are pruned
+    /// (set to NULL; the batch rows, their digests and signatures stay as evidence). The
+    /// billing job never reads them again once the bill is released; the days leave time to
+    /// investigate a disputed bill with the ciphertexts at hand. 0 prunes at the next run.
+    pub billing_lane_retention_days: u32,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            billing_lane_retention_days: DEFAULT_BILLING_LANE_RETENTION_DAYS,
+        }
+    }
+}
+
+impl StorageSettings {
+    /// [`StorageSettings::billing_lane_retention_days`] as a duration.
+    #[must_use]
+    pub fn billing_lane_retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.billing_lane_retention_days) * 86_400)
     }
 }
 
@@ -251,6 +284,36 @@ mod tests {
         );
         assert_eq!(settings.tariff, Tariff::bescom());
         settings.validate().expect("the defaults are valid");
+    }
+
+    #[test]
+    fn the_storage_section_sets_the_billing_lane_retention() {
+        figment::Jail::expect_with(|jail| {
+            let defaults = Settings::default().storage;
+            assert_eq!(defaults.billing_lane_retention_days, 90);
+            assert_eq!(
+                defaults.billing_lane_retention(),
+                std::time::Duration::from_secs(90 * 24 * 3600)
+            );
+            jail.create_file(
+                "utility.toml",
+                "[storage]\nbilling_lane_retention_days = 7\n",
+            )?;
+            let settings = Settings::load(Some(Path::new("utility.toml"))).expect("file");
+            assert_eq!(settings.storage.billing_lane_retention_days, 7);
+            jail.set_env(
+                format!("{ENV_PREFIX}STORAGE__BILLING_LANE_RETENTION_DAYS"),
+                "0",
+            );
+            let settings = Settings::load(Some(Path::new("utility.toml"))).expect("env");
+            assert_eq!(
+                settings.storage.billing_lane_retention(),
+                std::time::Duration::ZERO
+            );
+            jail.create_file("bad.toml", "[storage]\nbilling_lane_retention = 7\n")?;
+            Settings::load(Some(Path::new("bad.toml"))).expect_err("unknown key");
+            Ok(())
+        });
     }
 
     #[test]

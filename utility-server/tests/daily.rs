@@ -771,6 +771,7 @@ async fn the_job_releases_retries_without_refused_meters_and_caches_the_keys() {
         key_authority: format!("http://{address}"),
         token: "test-token".into(),
         day: None,
+        group: None,
         key_cache: dir.path().join("key-cache"),
     };
     let report = daily::run_pending(&store, &job).await.expect("the run");

@@ -33,7 +33,10 @@
 //!   below; the utility sends exactly one result ciphertext (`result_count` 1), byte-identical
 //!   to `seer_daily::circuit::evaluate` over the meters in request order; the period is the
 //!   day, released at most once per (daily, meter, day) (one `analytics_releases` row:
-//!   `value_milli` the score in thousandths, 0 without the anomaly part).
+//!   `value_milli` the score in thousandths, 0 without the anomaly part). An exact retry
+//!   (same meter, day, input id, model and input ciphertexts) is answered from the copy
+//!   stored with the grant (`daily_release_copies`; a `daily.retry` entry, nothing
+//!   decrypted), so a worker that lost the answer loses no home-day (see `retry`).
 //!
 //! - **Deep key set** (opt-in, [`AnalyticsSettings::enabled`]; `anomaly` and `forecast`
 //!   receipts are refused while it is off): one N32768_L19 key set with
@@ -106,6 +109,7 @@
 mod engine;
 mod group_forecast;
 mod policy;
+mod retry;
 pub(crate) mod service;
 mod store;
 

@@ -9,6 +9,7 @@ use tracing::Instrument as _;
 
 use super::engine::{Computation, DeepEngine, MeterBlock, Released};
 use super::group_forecast::{self, GroupForecastReleaser, HomeForecast};
+use super::retry::{self, DailyCopy, RetryKey};
 use super::store::{self, AnalyticsStore, InputLane, ReleaseRow};
 use crate::audit::{AuditEntry, AuditLog, Decision, InputDigest, NewEntry, RequestKind};
 use crate::auth::{Caller, validate_meter_id};
@@ -111,6 +112,16 @@ struct Candidate {
     periods: Vec<String>,
     /// The indices into `periods` whose values may leave.
     released: Range<usize>,
+}
+
+/// What the checks before the circuit found for one meter.
+enum Checked {
+    /// Passed: the candidate (index unset) and its lane.
+    Passed(Candidate, InputLane),
+    /// An exact retry of a released `daily` home-day: the period, its stored copy, the lane.
+    Retry(String, DailyCopy, InputLane),
+    /// Refused, with the reason.
+    Refused(String),
 }
 
 fn request_kind(kind: &str) -> RequestKind {
@@ -232,18 +243,41 @@ impl AnalyticsReleaser {
         let mut refusals: Vec<Option<String>> = vec![None; request.meters.len()];
         let mut lanes: Vec<Option<InputLane>> = vec![None; request.meters.len()];
         let mut candidates: Vec<Candidate> = Vec::new();
+        let mut retries: Vec<Option<(String, DailyCopy)>> = vec![None; request.meters.len()];
         let mut seen = HashSet::new();
         for (index, meter) in request.meters.iter().enumerate() {
             match self
-                .check_meter(computation.as_ref(), meter, &mut seen, &candidates)
+                .check_meter(
+                    computation.as_ref(),
+                    &request.model_blake3,
+                    meter,
+                    &mut seen,
+                    &candidates,
+                )
                 .await?
             {
-                Ok((candidate, lane)) => {
+                Checked::Passed(candidate, lane) => {
                     lanes[index] = Some(lane);
                     candidates.push(Candidate { index, ..candidate });
                 }
-                Err(reason) => refusals[index] = Some(reason),
+                Checked::Retry(period, copy, lane) => {
+                    lanes[index] = Some(lane);
+                    retries[index] = Some((period, copy));
+                }
+                Checked::Refused(reason) => refusals[index] = Some(reason),
             }
+        }
+        // An exact retry of a `daily` release whose answer was lost: answered from the copies.
+        if retries.iter().any(Option::is_some) {
+            let flag_threshold = computation.flag_threshold();
+            return self
+                .answer_retries(caller, &request, &kind, retries, refusals, lanes)
+                .await
+                .map(|outcomes| AnalyticsDecisions {
+                    result_verified: outcomes.iter().all(|o| o.decision.is_ok()),
+                    outcomes,
+                    flag_threshold,
+                });
         }
 
         // Parsing, re-execution over every meter (isolated inside the circuit), comparison,
@@ -353,6 +387,45 @@ impl AnalyticsReleaser {
                     store::first_released(tx.connection(), kind.as_str(), &meter.meter_id, &periods)
                         .await?
                 {
+                    // Released meanwhile by a concurrent request (another worker, possibly
+                    // through another key authority of the pool): an exact `daily` retry of it
+                    // is answered from the stored copy, as if it had come after.
+                    let copy = if kind == RequestKind::DAILY {
+                        retry::exact_copy(
+                            tx.connection(),
+                            RetryKey {
+                                meter_id: &meter.meter_id,
+                                period: &period,
+                                input_id: &meter.input_id,
+                                model_blake3: &request.model_blake3,
+                                input_digest: &inputs_digest(&meter.inputs),
+                            },
+                        )
+                        .await?
+                    } else {
+                        None
+                    };
+                    if let Some(copy) = copy {
+                        tx.append(
+                            NewEntry::new(retry::retry_kind(), Decision::Granted)
+                                .caller(caller)
+                                .meter(meter.meter_id.clone())
+                                .period(format!("{period}..{period}"))
+                                .input(inputs_digest(&meter.inputs)),
+                        )
+                        .await?;
+                        outcomes.push(AnalyticsOutcome {
+                            meter_id: meter.meter_id.clone(),
+                            decision: Ok(vec![ReleasedPeriod {
+                                period,
+                                release: Released::Daily(copy.released),
+                            }]),
+                            audit_sequence: copy.audit_sequence,
+                            lane: lanes[index],
+                            withheld: false,
+                        });
+                        continue;
+                    }
                     decision = Err(format!(
                         "the {kind} of meter {} for {period} was already released (audit entry \
                          {seq})",
@@ -399,6 +472,19 @@ impl AnalyticsReleaser {
                     )
                     .await?;
                     if let Released::Daily(daily) = &d.release {
+                        retry::store_copy(
+                            tx.connection(),
+                            RetryKey {
+                                meter_id: &meter.meter_id,
+                                period: &d.period,
+                                input_id: &meter.input_id,
+                                model_blake3: &request.model_blake3,
+                                input_digest: &inputs_digest(&meter.inputs),
+                            },
+                            daily,
+                            entry.sequence,
+                        )
+                        .await?;
                         self.record_home_forecast(
                             tx.connection(),
                             meter,
@@ -421,15 +507,7 @@ impl AnalyticsReleaser {
         tx.commit()
             .instrument(tracing::debug_span!("release.commit"))
             .await?;
-        if !self.daily_home_forecasts {
-            for released in outcomes.iter_mut().filter_map(|o| o.decision.as_mut().ok()) {
-                for d in released.iter_mut() {
-                    if let Released::Daily(daily) = &mut d.release {
-                        daily.release.forecast = None;
-                    }
-                }
-            }
-        }
+        self.strip_home_forecasts(&mut outcomes);
         let granted = outcomes.iter().filter(|o| o.decision.is_ok()).count();
         tracing::info!(
             granted,
@@ -442,6 +520,107 @@ impl AnalyticsReleaser {
             result_verified,
             flag_threshold: computation.flag_threshold(),
         })
+    }
+
+    /// Without `analytics.daily_release_home_forecasts`, a `daily` answer carries no home
+    /// forecast (it is kept only for the group's aggregate).
+    fn strip_home_forecasts(&self, outcomes: &mut [AnalyticsOutcome]) {
+        if self.daily_home_forecasts {
+            return;
+        }
+        for released in outcomes.iter_mut().filter_map(|o| o.decision.as_mut().ok()) {
+            for d in released.iter_mut() {
+                if let Released::Daily(daily) = &mut d.release {
+                    daily.release.forecast = None;
+                }
+            }
+        }
+    }
+
+    /// Answers a request holding exact retries (see [`super::retry`]): each retried meter
+    /// from its stored copy (a `daily.retry` entry; the outcome names the granting entry),
+    /// nothing evaluated or decrypted. The request's other meters are refused (as checked) or
+    /// withheld: the utility resubmits them without the retried ones.
+    async fn answer_retries(
+        &self,
+        caller: &Caller,
+        request: &AnalyticsRequest,
+        kind: &RequestKind,
+        retries: Vec<Option<(String, DailyCopy)>>,
+        refusals: Vec<Option<String>>,
+        lanes: Vec<Option<InputLane>>,
+    ) -> Result<Vec<AnalyticsOutcome>, ReleaseError> {
+        let retried: Vec<&str> = request
+            .meters
+            .iter()
+            .zip(&retries)
+            .filter(|(_, r)| r.is_some())
+            .map(|(m, _)| m.meter_id.as_str())
+            .collect();
+        let named = retried.join(", ");
+        let mut tx = self.audit.begin_append().await?;
+        let mut outcomes = Vec::with_capacity(request.meters.len());
+        for (((meter, retry), refusal), lane) in
+            request.meters.iter().zip(retries).zip(refusals).zip(lanes)
+        {
+            let digest = inputs_digest(&meter.inputs);
+            let outcome = match (retry, refusal) {
+                (Some((period, copy)), _) => {
+                    tx.append(
+                        NewEntry::new(retry::retry_kind(), Decision::Granted)
+                            .caller(caller)
+                            .meter(meter.meter_id.clone())
+                            .period(format!("{period}..{period}"))
+                            .input(digest),
+                    )
+                    .await?;
+                    AnalyticsOutcome {
+                        meter_id: meter.meter_id.clone(),
+                        decision: Ok(vec![ReleasedPeriod {
+                            period,
+                            release: Released::Daily(copy.released),
+                        }]),
+                        audit_sequence: copy.audit_sequence,
+                        lane,
+                        withheld: false,
+                    }
+                }
+                (None, refusal) => {
+                    let withheld = refusal.is_none();
+                    let reason = refusal.unwrap_or_else(|| {
+                        format!(
+                            "withheld: the request mixes retried meters ({named}) with new \
+                             ones, so nothing new of it is evaluated or released; resubmit \
+                             without them"
+                        )
+                    });
+                    let entry = tx
+                        .append(
+                            NewEntry::new(kind.clone(), Decision::refused(reason.clone()))
+                                .caller(caller)
+                                .meter(meter.meter_id.clone())
+                                .input(digest),
+                        )
+                        .await?;
+                    AnalyticsOutcome {
+                        meter_id: meter.meter_id.clone(),
+                        decision: Err(reason),
+                        audit_sequence: entry.sequence,
+                        lane,
+                        withheld,
+                    }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        self.strip_home_forecasts(&mut outcomes);
+        tracing::info!(
+            retried = retried.len(),
+            others = outcomes.len() - retried.len(),
+            "daily retries answered from the stored releases"
+        );
+        Ok(outcomes)
     }
 
     /// Stores a granted `daily` meter-day's forecast for its group's aggregate (in the release
@@ -490,10 +669,36 @@ impl AnalyticsReleaser {
     async fn check_meter<'r>(
         &self,
         computation: &dyn Computation,
+        model_blake3: &str,
         meter: &'r AnalyticsMeterInput,
         seen: &mut HashSet<&'r str>,
         accepted: &[Candidate],
-    ) -> Result<Result<(Candidate, InputLane), String>, ReleaseError> {
+    ) -> Result<Checked, ReleaseError> {
+        Ok(
+            match self
+                .check_meter_inner(computation, model_blake3, meter, seen, accepted)
+                .await?
+            {
+                Ok(Ok((candidate, lane))) => Checked::Passed(candidate, lane),
+                Ok(Err((period, copy, lane))) => Checked::Retry(period, copy, lane),
+                Err(reason) => Checked::Refused(reason),
+            },
+        )
+    }
+
+    /// The checks of [`check_meter`](Self::check_meter): `Ok(Ok(..))` passed,
+    /// `Ok(Err(..))` an exact `daily` retry, `Err(reason)` refused.
+    async fn check_meter_inner<'r>(
+        &self,
+        computation: &dyn Computation,
+        model_blake3: &str,
+        meter: &'r AnalyticsMeterInput,
+        seen: &mut HashSet<&'r str>,
+        accepted: &[Candidate],
+    ) -> Result<
+        Result<Result<(Candidate, InputLane), (String, DailyCopy, InputLane)>, String>,
+        ReleaseError,
+    > {
         let id = meter.meter_id.as_str();
         if let Err(reason) = validate_meter_id(id) {
             return Ok(Err(format!("invalid meter id: {reason}")));
@@ -581,11 +786,29 @@ impl AnalyticsReleaser {
             )
             .await?
         {
+            // An exact retry of a released `daily` home-day is answered from its copy.
+            if kind == seer_core::registered::ComputationKind::Daily {
+                let mut conn = self.audit.pool().acquire().await?;
+                if let Some(copy) = retry::exact_copy(
+                    &mut conn,
+                    RetryKey {
+                        meter_id: id,
+                        period: &period,
+                        input_id: &meter.input_id,
+                        model_blake3,
+                        input_digest: &inputs_digest(&meter.inputs),
+                    },
+                )
+                .await?
+                {
+                    return Ok(Ok(Err((period, copy, receipt.lane))));
+                }
+            }
             return Ok(Err(format!(
                 "the {kind} of meter {id} for {period} was already released (audit entry {seq})"
             )));
         }
-        Ok(Ok((
+        Ok(Ok(Ok((
             Candidate {
                 index: 0,
                 meter: meter_block,
@@ -593,6 +816,6 @@ impl AnalyticsReleaser {
                 released: periods.released,
             },
             receipt.lane,
-        )))
+        ))))
     }
 }

@@ -11,6 +11,12 @@
 //! anchor, which is accepted (the newer entries must still chain to the anchored one); the
 //! database is never legitimately *behind* it.
 //!
+//! In a key-authority pool (several processes on one database) each process has its own
+//! anchor file, held under an exclusive lock ([`AnchorFile::lock`]) for as long as the log is
+//! open: a second process naming the same file is refused at start. Each anchor then records
+//! how far the chain had reached when its process last appended; it lags behind the head
+//! while other members append, which a start accepts (the head may be ahead of the anchor).
+//!
 //! File format (text, one field per line):
 //!
 //! ```text
@@ -39,6 +45,13 @@ pub fn anchor_message(anchor: &Anchor) -> Vec<u8> {
     crate::auth::audit_chain::anchor_message(anchor.sequence, anchor.entry_hash.as_bytes())
 }
 
+/// The exclusive hold of one anchor file (see [`AnchorFile::lock`]); released on drop (or
+/// when the process ends).
+#[derive(Debug)]
+pub struct AnchorLock {
+    _file: std::fs::File,
+}
+
 /// The anchor file at a path (see the [module documentation](self)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnchorFile {
@@ -56,6 +69,46 @@ impl AnchorFile {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Takes the exclusive lock of this anchor for the life of the returned guard: an
+    /// advisory `flock` on `<anchor>.lock` beside it (created with mode 0600). Two processes
+    /// (or two logs in one process) never share an anchor, so it only ever moves forward.
+    ///
+    /// # Errors
+    /// [`AuditError::AnchorInUse`] when another holder has it; [`AuditError::AnchorIo`] when
+    /// the lock file cannot be created.
+    pub fn lock(&self) -> Result<AnchorLock, AuditError> {
+        let io = |source| AuditError::AnchorIo {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let mut name = self
+            .path
+            .file_name()
+            .map(std::ffi::OsStr::to_os_string)
+            .unwrap_or_default();
+        name.push(".lock");
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let file = options.open(dir.join(name)).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(AnchorLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::AnchorInUse {
+                path: self.path.clone(),
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
+        }
     }
 
     /// Reads the anchor and checks its signature with `key`; `None` when there is no file.

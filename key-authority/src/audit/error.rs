@@ -76,6 +76,17 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
+    /// Another key-authority process holds this anchor file: every member of a key-authority
+    /// pool keeps its own anchor (`audit.anchor_file`), because two processes rewriting one
+    /// file could move it backwards.
+    #[error(
+        "audit anchor file {path} is in use by another key-authority process: give each pool \
+         member its own `audit.anchor_file` (and adopt it with `key-authority init-audit`)"
+    )]
+    AnchorInUse {
+        /// The anchor file.
+        path: std::path::PathBuf,
+    },
     /// The anchor file is malformed, names another key, or its signature does not verify.
     #[error("audit anchor file {path} is invalid: {detail}")]
     AnchorInvalid {

@@ -115,7 +115,7 @@ mod store;
 pub mod throttle;
 mod verify;
 
-pub use anchor::{ANCHOR_SIGNATURE_TAG, AnchorFile};
+pub use anchor::{ANCHOR_SIGNATURE_TAG, AnchorFile, AnchorLock};
 pub use entry::{
     AuditEntry, Decision, ENTRY_HASH_TAG, EntryCaller, EntryHash, HEAD_SIGNATURE_TAG, InputDigest,
     MAX_FIELD_LEN, MAX_REASON_LEN, NewEntry, RequestKind, head_message,

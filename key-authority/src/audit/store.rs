@@ -99,6 +99,9 @@ pub struct AuditLog {
 
 /// The key authority's anchor file and the head it last recorded there.
 struct AnchorState {
+    /// Held while the log is open (released by [`AuditLog::close`]): no other process
+    /// rewrites this anchor.
+    lock: Option<super::anchor::AnchorLock>,
     file: AnchorFile,
     anchored: Anchor,
 }
@@ -219,8 +222,9 @@ impl AuditLog {
         anchor: &std::path::Path,
         empty: EmptyLog,
     ) -> Result<Self, AuditError> {
-        let log = Self::connect(url, key).await?;
         let file = AnchorFile::new(anchor);
+        let lock = file.lock()?;
+        let log = Self::connect(url, key).await?;
         let refuse = |problem| Err(AuditError::StartRefused { problem });
         let anchored = file.read(&log.verifying_key())?;
         let head = log.head().await?;
@@ -275,7 +279,7 @@ impl AuditLog {
                 anchored
             }
         };
-        log.set_anchor(file, anchored);
+        log.set_anchor(lock, file, anchored);
         let report = log.verify(Some(anchored)).await?;
         if let Some(problem) = report.problem {
             return refuse(StartupProblem::Damaged {
@@ -324,9 +328,10 @@ impl AuditLog {
                     },
                 });
             }
+            let lock = file.lock()?;
             let head = log.head().await?.anchor();
             file.write(&head, &log.key)?;
-            log.set_anchor(file, head);
+            log.set_anchor(lock, file, head);
             log
         };
         let head = log.head().await?.anchor();
@@ -356,13 +361,16 @@ impl AuditLog {
         }
     }
 
-    fn set_anchor(&self, file: AnchorFile, anchored: Anchor) {
+    fn set_anchor(&self, lock: super::anchor::AnchorLock, file: AnchorFile, anchored: Anchor) {
         self.bind_releases(true);
         *self
             .anchor
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(AnchorState { file, anchored });
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(AnchorState {
+            lock: Some(lock),
+            file,
+            anchored,
+        });
     }
 
     /// Makes verification cross-check the release tables against the chain (see
@@ -453,9 +461,17 @@ impl AuditLog {
         &self.pool
     }
 
-    /// Closes the connections; later calls fail.
+    /// Closes the connections (later calls fail) and releases the anchor file's lock.
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(state) = self
+            .anchor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            state.lock = None;
+        }
     }
 
     async fn sign_empty_head(&self) -> Result<(), AuditError> {
@@ -808,6 +824,13 @@ impl AuditLog {
              WHERE NOT EXISTS (SELECT 1 FROM audit_entries e WHERE e.seq = r.audit_seq \
              AND e.decision = 'granted' AND e.request_kind = 'daily' \
              AND e.meter_id = r.meter_id) ORDER BY r.audit_seq LIMIT 1",
+            // A copy kept for exact retries names the granted `daily` entry of its meter
+            // with the same input digest.
+            "SELECT 'daily', r.meter_id, r.period, r.audit_seq FROM daily_release_copies r \
+             WHERE NOT EXISTS (SELECT 1 FROM audit_entries e WHERE e.seq = r.audit_seq \
+             AND e.decision = 'granted' AND e.request_kind = 'daily' \
+             AND e.meter_id = r.meter_id AND e.input_digest = r.input_digest) \
+             ORDER BY r.audit_seq LIMIT 1",
         ] {
             let row = sqlx::query(sql)
                 .fetch_optional(&self.pool)
@@ -817,7 +840,9 @@ impl AuditLog {
                 let read = |e: sqlx::Error| AuditError::Read(e);
                 let kind: String = row.try_get(0).map_err(read)?;
                 return Ok(Some(problem(ProblemKind::ReleaseNotInChain {
-                    table: if kind == "daily" {
+                    table: if sql.contains("daily_release_copies") {
+                        "daily_release_copies"
+                    } else if kind == "daily" {
                         "daily_group_forecasts"
                     } else {
                         "daily_group_forecast_releases"

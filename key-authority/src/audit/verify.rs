@@ -145,8 +145,8 @@ pub enum ProblemKind {
     /// A release row names no granted entry of its kind, meter and period at its
     /// `audit_seq`: it was inserted or altered outside the key authority.
     ReleaseNotInChain {
-        /// `releases`, `analytics_releases`, `group_total_releases`, `daily_group_forecasts` or
-        /// `daily_group_forecast_releases`.
+        /// `releases`, `analytics_releases`, `group_total_releases`, `daily_group_forecasts`,
+        /// `daily_group_forecast_releases` or `daily_release_copies`.
         table: String,
         /// The row's kind.
         kind: String,

@@ -64,6 +64,11 @@ pub struct BillOutcome {
     /// True when the input passed every check but the request as a whole was refused because
     /// other inputs were: resubmitting without those may release it.
     pub withheld: bool,
+    /// True when the bill was released before under this very receipt and lane: refused
+    /// (mixed with new inputs, or released meanwhile by another request, possibly through
+    /// another key authority of the pool), a lone retry returns the stored release; granted,
+    /// this outcome is that stored release.
+    pub already_released: bool,
 }
 
 /// The decisions on one request.
@@ -191,6 +196,26 @@ impl BillReleaser {
             );
         }
 
+        // Some inputs released before, others not: a concurrent request (possibly through
+        // another key authority of the pool) may have released the others since they were
+        // checked. Look again, so that a request racing its twin is answered as a retry.
+        if checked
+            .iter()
+            .any(|c| matches!(c, Checked::AlreadyReleased(_)))
+        {
+            for (input, c) in request.inputs.iter().zip(checked.iter_mut()) {
+                if let Checked::Passed(sequence, _) = c
+                    && let Some(done) = self
+                        .receipts
+                        .released(&RequestKind::BILL, &input.meter_id, &period)
+                        .await?
+                    && done.receipt_sequence == *sequence
+                {
+                    *c = Checked::AlreadyReleased(done);
+                }
+            }
+        }
+
         // A retry of a request whose answer was lost: every input was released before under
         // the same receipt and lane. The stored releases are returned, each retry logged.
         if checked
@@ -206,6 +231,7 @@ impl BillReleaser {
         // the refused inputs.
         let mut refusals: Vec<Option<String>> = vec![None; request.inputs.len()];
         let mut withheld = vec![false; request.inputs.len()];
+        let mut already = vec![false; request.inputs.len()];
         let refused_meters: Vec<&str> = request
             .inputs
             .iter()
@@ -263,11 +289,14 @@ impl BillReleaser {
             for (index, c) in checked.into_iter().enumerate() {
                 refusals[index] = Some(match c {
                     Checked::Refused(reason) => reason,
-                    Checked::AlreadyReleased(done) => format!(
-                        "the bill of meter {} for {period} was already released (audit entry \
+                    Checked::AlreadyReleased(done) => {
+                        already[index] = true;
+                        format!(
+                            "the bill of meter {} for {period} was already released (audit entry \
                          {}); ask for it alone to have the stored release returned",
-                        request.inputs[index].meter_id, done.audit_sequence
-                    ),
+                            request.inputs[index].meter_id, done.audit_sequence
+                        )
+                    }
                     Checked::Passed(..) => {
                         withheld[index] = true;
                         format!(
@@ -299,6 +328,9 @@ impl BillReleaser {
                 )
                 .await?
                 {
+                    // Released meanwhile (by a concurrent request, possibly through another
+                    // key authority of the pool): this request's checks ran before it.
+                    already[index] = done.receipt_sequence == receipt_sequence;
                     decision = Err(format!(
                         "the bill of meter {} for {period} was already released (audit entry {})",
                         input.meter_id, done.audit_sequence
@@ -345,6 +377,7 @@ impl BillReleaser {
                 decision: decision.map(|(_, bill)| bill),
                 audit_sequence: entry.sequence,
                 withheld: withheld[index],
+                already_released: already[index],
             });
         }
         tx.commit()
@@ -414,6 +447,7 @@ impl BillReleaser {
                 }),
                 audit_sequence: done.audit_sequence,
                 withheld: false,
+                already_released: true,
             });
         }
         tx.commit().await?;

@@ -223,6 +223,7 @@ impl Release for ReleaseService {
                         audit_sequence: outcome.audit_sequence,
                         cell_wh,
                         withheld: outcome.withheld,
+                        already_released: outcome.already_released,
                     }
                 })
                 .collect(),

@@ -1234,7 +1234,66 @@ async fn ingest(
         );
     }
     body.push_str("</tbody></table>");
+    jobs_section(&state, &mut body).await?;
     Ok(render(&caller, "/ingest", "Ingest status", &body))
+}
+
+/// The job table on the ingest page: counts per state, then every job not done and the most
+/// recently finished ones, with attempts, lease holder and last error (`utility-server jobs`
+/// prints the same with each attempt).
+async fn jobs_section(state: &DashboardState, body: &mut String) -> Result<(), StoreError> {
+    /// Finished jobs listed below the unfinished ones.
+    const RECENT_DONE: usize = 20;
+    let counts = state.store.job_counts().await?;
+    let mut jobs = state.store.jobs(None).await?;
+    body.push_str("<h2>Jobs</h2><div class=\"stats\">");
+    for (job_state, n) in &counts {
+        let name = job_state.as_str();
+        body.push_str(&stat(
+            &format!("jobs-{name}"),
+            &format!("Jobs {name}"),
+            &n.to_string(),
+        ));
+    }
+    body.push_str("</div>");
+    // Unfinished first (oldest first), then the latest finished.
+    jobs.sort_by_key(|j| {
+        (
+            j.state == crate::store::JobState::Done,
+            if j.state == crate::store::JobState::Done {
+                -j.finished_us.unwrap_or(0)
+            } else {
+                j.created_us
+            },
+        )
+    });
+    let unfinished = jobs
+        .iter()
+        .filter(|j| j.state != crate::store::JobState::Done)
+        .count();
+    jobs.truncate(unfinished + RECENT_DONE);
+    body.push_str(
+        "<table id=\"jobs\" data-testid=\"jobs\"><thead><tr><th>Job</th><th>State</th>\
+         <th>Attempts</th><th>Lease</th><th>Last change (UTC)</th><th>Last error</th></tr>\
+         </thead><tbody>",
+    );
+    for job in &jobs {
+        let changed = chrono::DateTime::from_timestamp_micros(job.updated_us)
+            .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}/{}</td><td>{}</td><td>{changed}</td>\
+             <td>{}</td></tr>",
+            escape(&job.key),
+            job.state.as_str(),
+            job.attempts,
+            job.max_attempts,
+            escape(job.lease_owner.as_deref().unwrap_or("—")),
+            escape(job.last_error.as_deref().unwrap_or("—")),
+        );
+    }
+    body.push_str("</tbody></table>");
+    Ok(())
 }
 
 #[cfg(test)]

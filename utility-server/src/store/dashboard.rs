@@ -615,19 +615,28 @@ impl Store {
     /// # Errors
     /// When the database fails.
     pub async fn dashboard_change_counter(&self) -> Result<i64, StoreError> {
-        let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        let row: (i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
             "SELECT \
              (SELECT CAST(COALESCE(SUM(last_sequence), 0) AS BIGINT) FROM meters), \
              (SELECT CAST(COUNT(*) AS BIGINT) FROM bills), \
              (SELECT CAST(COUNT(*) AS BIGINT) FROM bill_refusals), \
              (SELECT CAST(COUNT(*) AS BIGINT) FROM daily_anomalies), \
              (SELECT CAST(COUNT(*) AS BIGINT) FROM daily_group_forecasts), \
-             (SELECT CAST(COUNT(*) AS BIGINT) FROM group_totals)",
+             (SELECT CAST(COUNT(*) AS BIGINT) FROM group_totals), \
+             (SELECT CAST(COALESCE(MAX(updated_us), 0) AS BIGINT) FROM jobs)",
         )
         .fetch_one(&self.pool)
         .await
         .map_err(read("reading the change counter"))?;
-        // A sum of monotone counts: it only grows, so any change shows.
-        Ok(row.0 + row.1 + row.2 + row.3 + row.4 + row.5)
+        // A sum of monotone counts (and of the jobs' last change, a time that only grows): it
+        // only grows, so any change shows.
+        Ok(row
+            .0
+            .wrapping_add(row.1)
+            .wrapping_add(row.2)
+            .wrapping_add(row.3)
+            .wrapping_add(row.4)
+            .wrapping_add(row.5)
+            .wrapping_add(row.6))
     }
 }

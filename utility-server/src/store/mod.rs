@@ -10,7 +10,8 @@
 //! - `batches`, keyed by `(meter_id, sequence)`: the batch's period, interval (UTC
 //!   microseconds and the offset the meter stated), reading count, billing group and
 //!   position, both lanes' ciphertext bytes, ε, the BLAKE3 content digest and when it was
-//!   received;
+//!   received; the billing lane is NULL once pruned ([`Store::prune_billing_lanes`]), and
+//!   PostgreSQL partitions the table by month ([`partitions`]);
 //!
 //! and the billing job's: `bills`, one per (meter, period) the key authority released (paise,
 //! closing sequence, audit entry), and `bill_cells`, the bill's energy per tariff cell in
@@ -39,8 +40,12 @@
 //! inserts of a new meter queue on its primary key) — then reads the cursor, and either
 //! stores `last + 1` together with the advanced cursor and commits, or stores nothing. Two
 //! uploads of one (meter, sequence) therefore serialize: the second sees the first's batch
-//! and is answered as a duplicate or a conflict by comparing digests. The primary key on
-//! `(meter_id, sequence)` backs this up. A crash before the commit leaves neither the batch
+//! and is answered as a duplicate or a conflict by comparing digests. In SQLite the primary
+//! key on `(meter_id, sequence)` backs this up; PostgreSQL's `batches` is partitioned by
+//! month ([`partitions`]) and its primary key must include the partition key, so it is
+//! `(meter_id, sequence, period)` and the meter's cursor row alone keeps a sequence from being
+//! stored twice (in two months) — every writer of `batches` goes through this function. A
+//! crash before the commit leaves neither the batch
 //! nor the advanced cursor (SQLite's WAL and PostgreSQL's transactions are atomic), and a
 //! commit is durable when it returns (SQLite runs with `synchronous = FULL`), so an
 //! acknowledged batch is never lost.
@@ -59,6 +64,11 @@ mod analytics_inputs;
 mod daily;
 mod dashboard;
 mod group_totals;
+mod jobs;
+mod lifecycle;
+#[cfg(test)]
+mod lifecycle_tests;
+pub mod partitions;
 #[cfg(test)]
 mod tests;
 
@@ -71,6 +81,10 @@ pub use dashboard::{
 };
 pub use group_totals::{
     GroupTotal, GroupWindow, MAX_WINDOW_PAGE_SIZE, PlanCount, RecordOutcome, WindowBatch,
+};
+pub use jobs::{AttemptEnd, Claimed, JobAttempt, JobKind, JobRow, JobSpec, JobState, Scheduled};
+pub use lifecycle::{
+    PRUNE_CHUNK, PRUNE_LOCK, PruneReport, StorageReport, TableBytes, report_periods,
 };
 
 /// SQLite's schema, embedded at build time.
@@ -338,6 +352,8 @@ pub struct Store {
     /// What this process stored (`batch`, `bill`, `daily`, `group-forecast`,
     /// `group-totals`): the dashboard's live updates ([`Store::subscribe_changes`]).
     changes: tokio::sync::broadcast::Sender<&'static str>,
+    /// The months whose `batches` partition exists (PostgreSQL; see [`partitions`]).
+    partitions: partitions::KnownPartitions,
 }
 
 impl Store {
@@ -401,6 +417,7 @@ impl Store {
             pool,
             backend,
             changes,
+            partitions: partitions::KnownPartitions::default(),
         })
     }
 
@@ -462,6 +479,8 @@ impl Store {
         let meter = batch.meter_id().as_str();
         let sequence = to_db(batch.sequence());
         let now = Utc::now().timestamp_micros();
+        // Before the transaction, in one of its own: see `partitions`.
+        self.ensure_partition(batch.period()).await?;
         let mut tx = self.begin_write().await?;
 
         sqlx::query(
@@ -530,7 +549,16 @@ impl Store {
             .bind(wire.map(|p| i64::from(p.slot_count)))
             .execute(&mut *tx)
             .await
-            .map_err(query_error("storing the batch"))?;
+            .map_err(|source| {
+                if partitions::is_missing_partition(&source) {
+                    // Dropped behind this process's back: created again on the next try.
+                    self.partitions.forget(batch.period());
+                }
+                StoreError::Query {
+                    doing: "storing the batch",
+                    source,
+                }
+            })?;
             sqlx::query("UPDATE meters SET last_sequence = $2 WHERE meter_id = $1")
                 .bind(meter)
                 .bind(sequence)
@@ -598,7 +626,8 @@ impl Store {
 
     /// One page of the billing lanes of `group` in `period`, ordered by (meter, sequence),
     /// starting after `after` (from the start when `None`); at most `limit` batches (capped
-    /// at [`MAX_PAGE_SIZE`]). The billing job feeds them to a
+    /// at [`MAX_PAGE_SIZE`]); batches whose lane was pruned ([`Store::prune_billing_lanes`])
+    /// are left out. The billing job feeds them to a
     /// [`GroupAccumulator`](seer_core::circuits::billing::GroupAccumulator) page by page, so
     /// memory stays bounded however many homes the group has. An empty page is the end.
     ///
@@ -617,7 +646,7 @@ impl Store {
         // Meter ids are never empty, so ("", 0) precedes every row.
         let rows = sqlx::query(
             "SELECT meter_id, sequence, billing_position, billing_lane FROM batches \
-             WHERE period = $1 AND billing_group = $2 \
+             WHERE period = $1 AND billing_group = $2 AND billing_lane IS NOT NULL \
              AND (meter_id > $3 OR (meter_id = $3 AND sequence > $4)) \
              ORDER BY meter_id, sequence LIMIT $5",
         )
@@ -667,7 +696,9 @@ impl Store {
     /// batches in the period, its highest-sequence batch of the period, if that batch ends
     /// where the period ends (the first instant of the next month, in the UTC offset the meter
     /// stated). Period-to-date lanes make that one batch the home's whole month; meters whose
-    /// month is not closed yet are left out. Ordered by meter.
+    /// month is not closed yet are left out, and so are those whose closing lane was pruned
+    /// ([`Store::prune_billing_lanes`]: their bill was released long ago and is never computed
+    /// again). Ordered by meter.
     ///
     /// # Errors
     /// When the database fails or a row is unreadable.
@@ -679,7 +710,8 @@ impl Store {
         let rows = sqlx::query(
             "SELECT b.meter_id, b.sequence, b.billing_position, b.billing_lane, b.end_us, \
              b.utc_offset_s FROM batches b \
-             WHERE b.period = $1 AND b.billing_group = $2 AND b.sequence = \
+             WHERE b.period = $1 AND b.billing_group = $2 AND b.billing_lane IS NOT NULL \
+             AND b.sequence = \
              (SELECT MAX(b2.sequence) FROM batches b2 \
               WHERE b2.meter_id = b.meter_id AND b2.period = b.period) \
              ORDER BY b.meter_id",

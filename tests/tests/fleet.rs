@@ -1,0 +1,253 @@
+//! `seer fleet` end to end on PostgreSQL: 3 utility ingest replicas, 3 job workers and 2 key
+//! authorities (one key directory, one audit chain) bill 24 synthetic homes in 2 billing
+//! groups of 12 for a month, while the workers are SIGKILLed at random (during the ingest and
+//! the billing jobs, and each job's worker once mid-run) and restarted.
+//!
+//! Checked independently of the command's own checks, straight from the two databases it
+//! leaves in place (`--keep-databases`; dropped at the end): every home has exactly one bill
+//! for the month, equal to the plaintext tariff of the same synthetic readings computed here
+//! (the meter's generator, its Wh register, seer-core's exact tariff); the audit log holds
+//! exactly one granted `bill` entry per home and month; no job is lost (every billing job
+//! `done`, one per group); the audit chain's stored hashes recompute from its rows with the
+//! shared definition (`seer_auth::audit_chain`) and link without gaps.
+//!
+//! Needs PostgreSQL at `SEER_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432`)
+//! and the binaries built (`cargo build --release -p seer -p key-authority -p utility-server
+//! -p meter-client`).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use chrono::NaiveDate;
+use meter_client::synthetic::SyntheticHome;
+use seer_core::tariff::{Tariff, WhRegister};
+use seer_tests::bin_path;
+use serde_json::Value;
+use sqlx::Row as _;
+
+const HOMES: u32 = 24;
+const GROUP_SIZE: u32 = 12;
+const SEED: u64 = 11;
+const PERIOD: &str = "2024-03";
+
+fn server_url() -> String {
+    std::env::var("SEER_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// The plaintext bill of synthetic home `home` for March 2024, paise.
+fn plaintext_paise(home: u32) -> i64 {
+    let first = NaiveDate::from_ymd_opt(2024, 3, 1).expect("a date");
+    let until = NaiveDate::from_ymd_opt(2024, 4, 1).expect("a date");
+    let mut register = WhRegister::new();
+    Tariff::bescom()
+        .bill(
+            SyntheticHome::new(SEED, home)
+                .readings(first, until)
+                .iter()
+                .map(|r| (r.start, register.advance(r.energy))),
+        )
+        .expect("a bill")
+        .total()
+        .get()
+}
+
+/// Drops the fleet's databases when the test ends, passed or failed.
+struct DropDatabases(Vec<String>);
+
+impl Drop for DropDatabases {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.0);
+        // A runtime of its own on a thread of its own: this may run while the test's
+        // runtime unwinds.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(pool) = sqlx::PgPool::connect(&format!("{}/postgres", server_url())).await
+                else {
+                    return;
+                };
+                for name in names {
+                    // The names come from the command's report (its own prefix, a time and a
+                    // process id).
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&pool)
+                    .await;
+                }
+                pool.close().await;
+            });
+        })
+        .join();
+    }
+}
+
+fn hex32(text: &str) -> [u8; 32] {
+    let bytes = hex_decode(text);
+    bytes.try_into().expect("32 bytes")
+}
+
+fn hex_decode(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_bills_every_home_once_while_workers_are_killed() {
+    let work = tempfile::tempdir().expect("a work directory");
+    let output = Command::new(bin_path("seer").expect("the seer binary"))
+        .args(["fleet", "--json", "--keep-databases"])
+        .args(["--homes", &HOMES.to_string()])
+        .args(["--group-size", &GROUP_SIZE.to_string()])
+        .args([
+            "--replicas",
+            "3",
+            "--workers",
+            "3",
+            "--key-authorities",
+            "2",
+        ])
+        .args(["--concurrency", "4", "--period", PERIOD])
+        .args(["--seed", &SEED.to_string()])
+        .args(["--kill-workers-every", "0.7", "--lease-seconds", "3"])
+        .args(["--database-url", &server_url()])
+        .arg("--work-dir")
+        .arg(work.path().join("fleet"))
+        .output()
+        .expect("seer fleet runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("seer fleet printed no JSON report ({e}); stderr:\n{stderr}"));
+    let utility_db = report["utility_database"]
+        .as_str()
+        .expect("named")
+        .to_owned();
+    let audit_db = report["audit_database"].as_str().expect("named").to_owned();
+    let _cleanup = DropDatabases(vec![utility_db.clone(), audit_db.clone()]);
+    assert!(
+        output.status.success(),
+        "seer fleet failed: {:?}\n{stderr}",
+        report["problems"]
+    );
+    assert!(
+        report["worker_kills_mid_job"].as_u64().unwrap_or(0) >= 1,
+        "no worker was killed during a job: {stderr}"
+    );
+
+    // The utility's bills: one per home, each its plaintext tariff.
+    let utility = sqlx::PgPool::connect(&format!("{}/{utility_db}", server_url()))
+        .await
+        .expect("the utility database");
+    let rows = sqlx::query("SELECT meter_id, period, amount_paise FROM bills")
+        .fetch_all(&utility)
+        .await
+        .expect("bills");
+    let mut bills: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
+    for row in &rows {
+        bills
+            .entry(row.get::<String, _>(0))
+            .or_default()
+            .push((row.get(1), row.get(2)));
+    }
+    assert_eq!(bills.len(), HOMES as usize, "homes with a bill: {bills:?}");
+    for home in 0..HOMES {
+        let meter = format!("F-{home:05}");
+        let released = bills
+            .get(&meter)
+            .unwrap_or_else(|| panic!("{meter}: no bill"));
+        assert_eq!(released.len(), 1, "{meter}: {released:?}");
+        let (period, amount) = &released[0];
+        assert_eq!(period, PERIOD);
+        assert_eq!(*amount, plaintext_paise(home), "{meter}'s bill");
+    }
+    // No job lost: one billing job per group, all done.
+    let jobs = sqlx::query("SELECT job_key, kind, state, attempts FROM jobs")
+        .fetch_all(&utility)
+        .await
+        .expect("jobs");
+    let bill_jobs: Vec<(String, String)> = jobs
+        .iter()
+        .filter(|r| r.get::<String, _>(1) == "bill")
+        .map(|r| (r.get(0), r.get(2)))
+        .collect();
+    assert_eq!(
+        bill_jobs.len(),
+        (HOMES / GROUP_SIZE) as usize,
+        "{bill_jobs:?}"
+    );
+    assert!(
+        bill_jobs.iter().all(|(_, state)| state == "done"),
+        "{bill_jobs:?}"
+    );
+    // A job whose worker was killed mid-run was finished by a later attempt.
+    let retried = jobs
+        .iter()
+        .filter(|r| r.get::<String, _>(1) == "bill" && r.get::<i64, _>(3) >= 2)
+        .count();
+    assert!(retried >= 1, "no billing job needed a second attempt");
+    utility.close().await;
+
+    // The audit log: one granted bill per home, and the chain recomputes and links.
+    let audit = sqlx::PgPool::connect(&format!("{}/{audit_db}", server_url()))
+        .await
+        .expect("the audit database");
+    let entries = sqlx::query(
+        "SELECT seq, recorded_at_us, caller_subject, caller_role, request_kind, meter_id, \
+         period, input_digest, decision, reason, prev_hash, entry_hash FROM audit_entries \
+         ORDER BY seq",
+    )
+    .fetch_all(&audit)
+    .await
+    .expect("audit entries");
+    audit.close().await;
+    let mut grants: BTreeMap<String, usize> = BTreeMap::new();
+    let mut previous = [0_u8; 32];
+    for (i, row) in entries.iter().enumerate() {
+        let seq: i64 = row.get(0);
+        assert_eq!(seq, i as i64 + 1, "sequences run 1, 2, ... without gaps");
+        let subject: Option<String> = row.get(2);
+        let role: Option<String> = row.get(3);
+        let kind: String = row.get(4);
+        let meter: Option<String> = row.get(5);
+        let period: Option<String> = row.get(6);
+        let digest: Option<String> = row.get(7);
+        let decision: String = row.get(8);
+        let reason: Option<String> = row.get(9);
+        let prev = hex32(&row.get::<String, _>(10));
+        assert_eq!(prev, previous, "entry {seq} names its predecessor's hash");
+        let digest = digest.as_deref().map(hex32);
+        let fields = seer_auth::audit_chain::EntryFields {
+            sequence: seq as u64,
+            recorded_at_micros: row.get(1),
+            caller: subject.as_deref().zip(role.as_deref()),
+            kind: &kind,
+            meter_id: meter.as_deref(),
+            period: period.as_deref(),
+            input_digest: digest.as_ref(),
+            refusal: if decision == "granted" {
+                None
+            } else {
+                Some(reason.as_deref().unwrap_or_default())
+            },
+            previous_hash: &prev,
+        };
+        let hash = hex32(&row.get::<String, _>(11));
+        assert_eq!(fields.hash(), hash, "entry {seq}'s hash recomputes");
+        previous = hash;
+        if kind == "bill" && decision == "granted" && period.as_deref() == Some(PERIOD) {
+            *grants
+                .entry(meter.expect("a bill names its meter"))
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(grants.len(), HOMES as usize, "{grants:?}");
+    assert!(grants.values().all(|&n| n == 1), "{grants:?}");
+}
