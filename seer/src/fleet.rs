@@ -1496,9 +1496,17 @@ async fn ingest(
         let counters = Arc::clone(&counters);
         let peaks = peaks.clone();
         let ordinal = home.ordinal;
+        let state_dir = workdir.join("meters").join(&home.meter_id);
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await?;
             let done = meter.run(&counters, &peaks).await;
+            if done.is_ok() {
+                // The meter's queue database (its acknowledged batches' pages stay in the file)
+                // is never read again: a 10,000-home run would otherwise keep ~31 GB of it.
+                for name in ["state.db", "state.db-wal", "state.db-shm"] {
+                    let _ = tokio::fs::remove_file(state_dir.join(name)).await;
+                }
+            }
             counters.homes_done.fetch_add(1, Ordering::Relaxed);
             done.map(|d| (ordinal, d))
         });

@@ -929,3 +929,132 @@ async fn the_job_releases_retries_without_refused_meters_and_caches_the_keys() {
     );
     let _ = stop.send(());
 }
+
+/// The daily lane through the job table: `schedule_daily` makes one job per (day, group) with
+/// pending inputs, a worker (`run_worker`, stopping when idle) runs each through
+/// `daily::run_pending` for its (day, group) only — starting at a key authority that is down and
+/// moving on to the next — and every input ends decided, each group-day's forecasts stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_release_each_scheduled_group_day_once() {
+    use utility_server::jobs::{self, WorkerConfig, WorkerModel};
+    use utility_server::store::JobState;
+
+    let model_path = model_file();
+    let model_bytes = std::fs::read(&model_path).expect("model");
+    let digest = blake3::hash(&model_bytes).to_hex().to_string();
+    let model = DailyModel::from_json(std::str::from_utf8(&model_bytes).expect("utf-8"))
+        .expect("the model parses");
+    let keys = daily_keys();
+    let galois = GaloisKeys::from_bytes(&keys.ctx, &keys.galois).expect("galois");
+    let authority = FakeAuthority::new(model, Evaluator::new(&keys.ctx, None, Some(galois)), &[]);
+    let (address, stop) = spawn_authority(authority.clone()).await;
+    // A key authority that is down: a port nobody listens on.
+    let down = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address")
+    };
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::connect(&format!("sqlite://{}/seer.db", dir.path().display()))
+        .await
+        .expect("store");
+    let inputs = [
+        ("m0-g0", "2024-03-12", 0),
+        ("m1-g0", "2024-03-12", 0),
+        ("m2-g0", "2024-03-12", 0),
+        ("m0-g1", "2024-03-12", 1),
+        ("m1-g1", "2024-03-12", 1),
+        ("m0-g0", "2024-03-13", 0),
+    ];
+    for (k, (meter, day, group)) in inputs.iter().enumerate() {
+        let header = stored_header(meter, day, *group, &digest);
+        let block = header.slot_offset as usize / 512;
+        store
+            .insert_analytics_input(&AnalyticsInput {
+                header,
+                ciphertexts: vec![daily_ciphertext(block, k as u32)],
+            })
+            .await
+            .expect("store an input");
+    }
+
+    let scheduled = jobs::schedule_daily(&store, &digest, None, 3)
+        .await
+        .expect("schedule");
+    let mut created = scheduled.created.clone();
+    created.sort();
+    assert_eq!(
+        created,
+        [
+            format!("daily/2024-03-12/0/{digest}"),
+            format!("daily/2024-03-12/1/{digest}"),
+            format!("daily/2024-03-13/0/{digest}"),
+        ]
+    );
+    // Only one day asked for: its jobs exist already.
+    let again = jobs::schedule_daily(&store, &digest, "2024-03-12".parse().ok(), 3)
+        .await
+        .expect("schedule");
+    assert_eq!((again.created.len(), again.existing), (0, 2));
+
+    let lanes = utility_server::lanes::LaneValidator::new(
+        seer_core::circuits::billing::PARAMETER_SET,
+        seer_core::circuits::billing::PARAMETER_SET,
+        &seer_core::tariff::Tariff::bescom(),
+    )
+    .expect("lanes");
+    let config = WorkerConfig {
+        name: "test-worker".into(),
+        // The first attempt starts at the second key authority (attempt 1 mod 2): the one
+        // that is down.
+        key_authorities: vec![format!("http://{address}"), format!("http://{down}")],
+        token: "test-token".into(),
+        lease: std::time::Duration::from_secs(30),
+        poll: std::time::Duration::from_millis(50),
+        exit_when_idle: true,
+        max_backoff: std::time::Duration::from_secs(1),
+        daily_models: vec![WorkerModel::load(model_path.clone()).expect("model")],
+        key_cache: dir.path().join("key-cache"),
+    };
+    let attempts = Mutex::new(Vec::new());
+    let report = jobs::run_worker(&store, &lanes, &config, std::future::pending(), |a| {
+        attempts.lock().expect("lock").push(a.clone());
+    })
+    .await
+    .expect("the worker");
+    assert_eq!((report.done, report.failed), (3, 0), "{report:?}");
+    for attempt in attempts.lock().expect("lock").iter() {
+        assert_eq!(attempt.outcome, "done");
+        // Each job released only its own (day, group).
+        let expected = if attempt.job.contains("2024-03-12/0") {
+            3
+        } else if attempt.job.contains("2024-03-12/1") {
+            2
+        } else {
+            1
+        };
+        assert_eq!(attempt.detail["inputs"], expected, "{attempt:?}");
+        assert_eq!(attempt.detail["released"], expected, "{attempt:?}");
+        assert_eq!(
+            attempt.detail["key_authority"],
+            format!("http://{address}"),
+            "the worker moved on from the key authority that is down"
+        );
+    }
+    let counts = store.job_counts().await.expect("counts");
+    assert_eq!(counts[&JobState::Done], 3);
+    let pending = store
+        .analytics_inputs("daily", &digest, Some("pending"))
+        .await
+        .expect("list");
+    assert!(pending.is_empty(), "every input decided");
+    let results = daily::results(&store, None, None).await.expect("results");
+    assert_eq!(results.forecasts.len(), 6 * 24);
+    assert_eq!(results.anomalies.len(), 6);
+    // Nothing pending: scheduling again creates and reopens nothing.
+    let after = jobs::schedule_daily(&store, &digest, None, 3)
+        .await
+        .expect("schedule");
+    assert!(after.created.is_empty() && after.reopened.is_empty());
+    let _ = stop.send(());
+}
