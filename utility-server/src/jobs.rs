@@ -19,9 +19,10 @@
 //!   (`already_released`, then `bill.retry`) — so a bill released to a dead worker is stored by
 //!   the next, exactly as first released. Daily inputs stay `pending` until their release is
 //!   stored; the key authority answers an exact repeat from what it released.
-//! - **Key authorities**: a worker knows every key authority of the pool and starts each
-//!   attempt at the next one (`attempt mod K`), moving on within the attempt when one cannot
-//!   be reached, so a key authority that is down costs one connection timeout, not the job.
+//! - **Key authorities**: a worker knows every key authority of the pool; jobs start at a
+//!   member chosen by their key (so they spread over the pool), each further attempt at the
+//!   next one ([`first_key_authority`]), and an attempt moves on when a member cannot be
+//!   reached, so a key authority that is down costs one connection timeout, not the job.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -399,7 +400,19 @@ fn unreachable(error: &JobError) -> bool {
     }
 }
 
-/// Runs the work of `job` once, trying the key authorities in turn from `attempt mod K`.
+/// The key authority (an index below `count`) attempt `attempt` of the job `key` starts at:
+/// jobs spread over the pool by their key, and each further attempt moves to the next member.
+#[must_use]
+pub fn first_key_authority(key: &str, attempt: u64, count: usize) -> usize {
+    let hash = blake3::hash(key.as_bytes());
+    let mut first = [0_u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    let spread = u64::from_le_bytes(first).wrapping_add(attempt);
+    usize::try_from(spread % u64::try_from(count.max(1)).unwrap_or(1)).unwrap_or(0)
+}
+
+/// Runs the work of `job` once, trying the key authorities in turn from
+/// [`first_key_authority`].
 async fn run_job(
     store: &Store,
     lanes: &LaneValidator,
@@ -407,7 +420,7 @@ async fn run_job(
     job: &JobRow,
 ) -> Result<serde_json::Value, JobError> {
     let count = config.key_authorities.len().max(1);
-    let first = usize::try_from(job.attempts).unwrap_or(0) % count;
+    let first = first_key_authority(&job.key, job.attempts, count);
     let mut last_error = None;
     for offset in 0..count {
         let key_authority = &config.key_authorities[(first + offset) % count];
@@ -549,6 +562,23 @@ mod tests {
         assert_eq!(backoff(5, cap), Duration::from_secs(16));
         assert_eq!(backoff(7, cap), Duration::from_secs(60));
         assert_eq!(backoff(u64::MAX, cap), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn jobs_spread_over_the_pool_and_retries_move_on() {
+        let count = 3;
+        let mut used = [0_usize; 3];
+        for group in 0..30 {
+            let key = format!("bill/2027-01/{group}");
+            let first = first_key_authority(&key, 1, count);
+            used[first] += 1;
+            assert_eq!(first_key_authority(&key, 2, count), (first + 1) % count);
+        }
+        assert!(
+            used.iter().all(|&n| n > 0),
+            "every member gets jobs: {used:?}"
+        );
+        assert_eq!(first_key_authority("any", 7, 1), 0);
     }
 
     #[test]
