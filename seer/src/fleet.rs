@@ -456,36 +456,6 @@ async fn start_server(
     }
 }
 
-/// Creates `dir` fresh: an existing directory is emptied only if a previous fleet run made it.
-fn prepare_workdir(dir: &Path) -> Result<PathBuf> {
-    if dir.exists() {
-        let empty = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .next()
-            .is_none();
-        if !empty {
-            ensure!(
-                dir.join(WORKDIR_MARKER).is_file(),
-                "{} exists and was not made by `seer fleet` (no {WORKDIR_MARKER}): choose \
-                 another --work-dir",
-                dir.display()
-            );
-            std::fs::remove_dir_all(dir)
-                .with_context(|| format!("emptying the previous run's {}", dir.display()))?;
-        }
-    }
-    for sub in ["", "key-authority", "utility", "meters", "logs"] {
-        std::fs::create_dir_all(dir.join(sub))
-            .with_context(|| format!("creating {}", dir.join(sub).display()))?;
-    }
-    std::fs::write(
-        dir.join(WORKDIR_MARKER),
-        "made by `seer fleet`; the next run empties this directory\n",
-    )?;
-    dir.canonicalize()
-        .with_context(|| format!("resolving {}", dir.display()))
-}
-
 /// A small deterministic generator for the chaos schedule (SplitMix64).
 struct Chaos(u64);
 
@@ -529,7 +499,8 @@ pub async fn fleet(options: &FleetOptions) -> Result<FleetReport> {
     );
     ensure!(options.concurrency > 0, "--concurrency must be at least 1");
     let binaries = Binaries::locate(options.bin_dir.clone())?;
-    let workdir = prepare_workdir(&options.workdir)?;
+    let workdir =
+        crate::run::prepare_workdir(&options.workdir, WORKDIR_MARKER, "seer fleet", "--work-dir")?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -132,7 +132,7 @@ pub async fn run_and_then(
     if options.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
-    let workdir = prepare_workdir(&options.workdir)?;
+    let workdir = prepare_workdir(&options.workdir, WORKDIR_MARKER, "seer run", "--workdir")?;
     let mut servers = Servers::default();
     let mut access = None;
     let outcome = tokio::select! {
@@ -201,18 +201,25 @@ async fn interrupted() -> String {
     }
 }
 
-/// Creates `dir` fresh: an existing directory is emptied only if a previous run made it.
-fn prepare_workdir(dir: &Path) -> Result<PathBuf> {
+/// Creates `dir` fresh for `command` (`seer run`, `seer fleet`): an existing directory is
+/// emptied only if a previous run of that command made it (it holds the file `marker`; `flag`
+/// names the option to choose another).
+pub(crate) fn prepare_workdir(
+    dir: &Path,
+    marker: &str,
+    command: &str,
+    flag: &str,
+) -> Result<PathBuf> {
     if dir.exists() {
         let empty = std::fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?
             .next()
             .is_none();
         if !empty {
-            if !dir.join(WORKDIR_MARKER).is_file() {
+            if !dir.join(marker).is_file() {
                 bail!(
-                    "{} exists and was not made by `seer run` (it has no {WORKDIR_MARKER} file): \
-                     choose another --workdir",
+                    "{} exists and was not made by `{command}` (it has no {marker} file): \
+                     choose another {flag}",
                     dir.display()
                 );
             }
@@ -225,8 +232,8 @@ fn prepare_workdir(dir: &Path) -> Result<PathBuf> {
             .with_context(|| format!("creating {}", dir.join(sub).display()))?;
     }
     std::fs::write(
-        dir.join(WORKDIR_MARKER),
-        "made by `seer run`; the next run empties this directory\n",
+        dir.join(marker),
+        format!("made by `{command}`; the next run empties this directory\n"),
     )?;
     dir.canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))

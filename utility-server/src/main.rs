@@ -247,6 +247,28 @@ fn parse_window(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     group_totals::parse_window_start(text).map_err(|e| format!("not an RFC 3339 instant: {e}"))
 }
 
+/// The CKKS contexts of both lanes and the billing layout, from the settings (built off the
+/// async runtime).
+async fn lane_validator(settings: &Settings) -> anyhow::Result<LaneValidator> {
+    let billing_set = settings.ckks.billing()?;
+    let analytics_set = settings.ckks.analytics()?;
+    let tariff = settings.tariff.clone();
+    tokio::task::spawn_blocking(move || LaneValidator::new(billing_set, analytics_set, &tariff))
+        .await
+        .context("building the CKKS contexts")?
+}
+
+/// The daily model files named on the command line, each with its digest.
+fn load_models(paths: Vec<PathBuf>) -> anyhow::Result<Vec<jobs::WorkerModel>> {
+    paths
+        .into_iter()
+        .map(|path| {
+            jobs::WorkerModel::load(path.clone())
+                .with_context(|| format!("reading the model {}", path.display()))
+        })
+        .collect()
+}
+
 /// The utility's token from the environment variable `name`.
 fn utility_token(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("the utility token is expected in ${name}"))
@@ -278,14 +300,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let token = utility_token(&token_env)?;
             let store = Store::connect(&settings.database.url).await?;
-            let billing_set = settings.ckks.billing()?;
-            let analytics_set = settings.ckks.analytics()?;
-            let tariff = settings.tariff.clone();
-            let lanes = tokio::task::spawn_blocking(move || {
-                LaneValidator::new(billing_set, analytics_set, &tariff)
-            })
-            .await
-            .context("building the CKKS contexts")??;
+            let lanes = lane_validator(&settings).await?;
             let report = billing::bill_group(&store, &lanes, &key_authority, &token, period, group)
                 .await
                 .context("billing run")?;
@@ -451,13 +466,7 @@ async fn main() -> anyhow::Result<()> {
             max_attempts,
         } => {
             let store = Store::connect(&settings.database.url).await?;
-            let models = daily_model
-                .into_iter()
-                .map(|path| {
-                    jobs::WorkerModel::load(path.clone())
-                        .with_context(|| format!("reading the model {}", path.display()))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let models = load_models(daily_model)?;
             let report = if let Some(period) = period {
                 jobs::schedule_period(&store, period, max_attempts).await?
             } else if let Some(day) = day {
@@ -492,21 +501,8 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let token = utility_token(&token_env)?;
             let store = Store::connect(&settings.database.url).await?;
-            let billing_set = settings.ckks.billing()?;
-            let analytics_set = settings.ckks.analytics()?;
-            let tariff = settings.tariff.clone();
-            let lanes = tokio::task::spawn_blocking(move || {
-                LaneValidator::new(billing_set, analytics_set, &tariff)
-            })
-            .await
-            .context("building the CKKS contexts")??;
-            let daily_models = daily_model
-                .into_iter()
-                .map(|path| {
-                    jobs::WorkerModel::load(path.clone())
-                        .with_context(|| format!("reading the model {}", path.display()))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let lanes = lane_validator(&settings).await?;
+            let daily_models = load_models(daily_model)?;
             anyhow::ensure!(lease_seconds >= 3, "--lease-seconds must be at least 3");
             let config = jobs::WorkerConfig {
                 name: name.unwrap_or_else(jobs::default_worker_name),
