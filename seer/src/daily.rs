@@ -138,15 +138,27 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Every usable day of `source` as one history (the oracle's actual readings).
 fn whole_history(source: &OpenedSource) -> Result<(HomeHistory, NaiveDate, NaiveDate)> {
-    let stream = source.select(DateRange {
-        from: None,
-        until: None,
-        shift: MonthShift::NONE,
-    })?;
+    history_of(
+        source,
+        DateRange {
+            from: None,
+            until: None,
+            shift: MonthShift::NONE,
+        },
+    )
+}
+
+/// The readings of `source` in `range` as one history, with the first and last day read
+/// (readings the history refuses are left out, never invented, as the meter does).
+pub(crate) fn history_of(
+    source: &OpenedSource,
+    range: DateRange,
+) -> Result<(HomeHistory, NaiveDate, NaiveDate)> {
+    let stream = source.select(range)?;
     let minutes = stream.interval().as_secs() / 60;
     let readings = stream.readings();
     let (Some(first), Some(last)) = (readings.first(), readings.last()) else {
-        bail!("the file holds no readings");
+        bail!("the source holds no readings in the range read");
     };
     let (first, last) = (first.start.date(), last.start.date());
     let mut history = HomeHistory::new();

@@ -22,10 +22,17 @@
 //!    `utility-server bill` per group, W at a time); with `--kill-workers-every`, the worker
 //!    of each job seen running on its first attempt is also SIGKILLed once (the `jobs` table
 //!    polled every 20 ms), so the lease-expiry path is exercised, not only idle workers;
-//! 7. **checks**: every home's bill equals its plaintext twin (its own synthetic readings
+//! 7. **daily** (with `--daily-model`): one `meter-client daily --day D` per home (the day's
+//!    forecast inputs and anomaly features prepared from its own readings, encrypted under
+//!    the daily key, receipt at its key authority, upload to its replica), then
+//!    `utility-server schedule --day D --daily-model M` and the workers' daily jobs per
+//!    (day, group), the chaos still on;
+//! 8. **checks**: every home's bill equals its plaintext twin (its own synthetic readings
 //!    through the meter's Wh register and [`Tariff::bill`]), one `bills` row and one granted
 //!    `bill` audit entry per home, the audit chain verified from the public key alone
-//!    ([`crate::audit::verify_collecting`]), every job done.
+//!    ([`crate::audit::verify_collecting`]), every job done; with the daily lane, every home's
+//!    24 released forecast hours and anomaly score within one quantum (0.001) of the
+//!    plaintext model on the same readings and one granted `daily` entry per home.
 //!
 //! Meters run as processes, as on households' devices: each its own `meter-client` with its own
 //! state, device key and connections (its queue database is dropped once it has finished, so a
@@ -50,12 +57,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use chrono::{NaiveDate, TimeDelta};
 use meter_client::cli::RunSummary;
 use meter_client::source::{DateRange, MonthShift, SourceSpec, open};
 use seer_ckks::CkksContext;
 use seer_core::circuits::billing::{self, BillingLayout};
 use seer_core::data::Period;
 use seer_core::tariff::{Tariff, WhRegister};
+use seer_daily::DailyModel;
+use seer_daily::release::{DailyRelease, QUANTUM};
 use seer_tls::{LocalPki, PartyKind, TlsFiles};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -102,6 +112,11 @@ pub struct FleetOptions {
     pub keep_databases: bool,
     /// Where the programs are (default: beside the running executable).
     pub bin_dir: Option<PathBuf>,
+    /// With a registered daily model file: after the bills, a day of the daily lane (every
+    /// home's forecast of the next day and anomaly score, as jobs per (day, group)).
+    pub daily_model: Option<PathBuf>,
+    /// The daily lane's day (default: the period's last day).
+    pub daily_day: Option<NaiveDate>,
 }
 
 /// A timed phase.
@@ -179,6 +194,9 @@ pub struct FleetReport {
     pub audit_entries_verified: u64,
     /// The jobs' final counts (`utility-server jobs`), when billing ran as jobs.
     pub job_counts: Option<serde_json::Value>,
+    /// Jobs finished per key authority (`key-authority-K`), from the workers' attempt lines:
+    /// how the jobs spread over the pool.
+    pub jobs_done_per_key_authority: BTreeMap<String, u64>,
     /// Workers SIGKILLed (and restarted).
     pub worker_kills: u64,
     /// Of those, workers killed while running a job's first attempt (each job at most once).
@@ -200,10 +218,46 @@ pub struct FleetReport {
     pub sent_bytes: u64,
     /// Sent bytes per reading.
     pub sent_bytes_per_reading: f64,
+    /// The daily lane's day, with `--daily-model`.
+    pub daily: Option<DailyFleetReport>,
     /// Every mismatch found; empty when the run is correct.
     pub problems: Vec<String>,
     /// The work directory.
     pub workdir: String,
+}
+
+/// A day of the daily lane across the fleet: uploads, jobs, releases checked against the
+/// plaintext model.
+#[derive(Clone, Debug, Serialize)]
+pub struct DailyFleetReport {
+    /// The day whose inputs the meters prepared (forecasts are of the next day).
+    pub day: NaiveDate,
+    /// The model's BLAKE3 (hex).
+    pub model_blake3: String,
+    /// Days the meters sent (one per home).
+    pub uploads: usize,
+    /// Wall time of the uploads (a `meter-client daily` process per home), seconds.
+    pub upload_seconds: f64,
+    /// Mean ciphertext bytes per upload.
+    pub bytes_per_upload: f64,
+    /// Wall time of the daily jobs (schedule to the last job done), seconds.
+    pub jobs_seconds: f64,
+    /// Home-days with a released anomaly score (rows of `daily_anomalies` for the day).
+    pub home_days_released: usize,
+    /// Released home-days per second of the jobs phase.
+    pub home_days_per_second: f64,
+    /// Forecast hours released (rows of `daily_forecasts` for the day).
+    pub forecast_hours_released: usize,
+    /// Home-days whose every released value is within one quantum of the plaintext model.
+    pub home_days_matching: usize,
+    /// The largest |released − plaintext| over every value, kWh (or score units).
+    pub max_abs_diff: f64,
+    /// Home-days flagged as anomalous.
+    pub flagged: usize,
+    /// Granted `daily` audit entries for the day.
+    pub grants: usize,
+    /// Granted group forecast totals (`daily-group-forecast` audit entries).
+    pub group_totals_granted: usize,
 }
 
 impl FleetReport {
@@ -227,7 +281,7 @@ impl FleetReport {
             self.concurrency
         );
         for p in &self.phases {
-            let _ = writeln!(s, "  {:<40} {:>9.1} s", p.name, p.seconds);
+            let _ = writeln!(s, "  {:<46} {:>9.1} s", p.name, p.seconds);
         }
         let l = &self.ack_latency;
         let _ = writeln!(
@@ -246,6 +300,14 @@ impl FleetReport {
             self.worker_kills,
             self.worker_kills_mid_job
         );
+        if !self.jobs_done_per_key_authority.is_empty() {
+            let spread: Vec<String> = self
+                .jobs_done_per_key_authority
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let _ = writeln!(s, "  jobs done per key authority: {}", spread.join(", "));
+        }
         let _ = writeln!(
             s,
             "  stored {} B ({}), {:.0} B per home-month ({:.0} B of batches); sent {:.0} B per reading",
@@ -255,6 +317,24 @@ impl FleetReport {
             self.batch_bytes_per_home_month,
             self.sent_bytes_per_reading
         );
+        if let Some(d) = &self.daily {
+            let _ = writeln!(
+                s,
+                "  daily {}: {} uploads ({:.0} B each) in {:.1} s; {} home-days released in {:.1} s ({:.1}/s), {} match the plaintext model (max |diff| {:.4}), {} flagged, {} grants, {} group totals",
+                d.day,
+                d.uploads,
+                d.bytes_per_upload,
+                d.upload_seconds,
+                d.home_days_released,
+                d.jobs_seconds,
+                d.home_days_per_second,
+                d.home_days_matching,
+                d.max_abs_diff,
+                d.flagged,
+                d.grants,
+                d.group_totals_granted
+            );
+        }
         let rss: Vec<String> = self
             .peak_rss_kib
             .iter()
@@ -666,7 +746,16 @@ impl Fleet<'_> {
 
         // 0. The homes and their plaintext bills.
         let t = Instant::now();
-        let (homes, group_size, groups) = plan_homes(options).await?;
+        let (homes, group_size, capacity, groups) = plan_homes(options).await?;
+        let daily = match &options.daily_model {
+            Some(path) => Some(DailyPlan::load(
+                path,
+                options
+                    .daily_day
+                    .unwrap_or(options.period.end_day() - TimeDelta::days(1)),
+            )?),
+            None => None,
+        };
         progress(format!(
             "{} homes in {} billing group(s) of up to {group_size}, plaintext bills computed",
             homes.len(),
@@ -695,6 +784,14 @@ impl Fleet<'_> {
             ),
             ("SEER_KEY_AUTHORITY__LOG__FILTER".into(), "warn".into()),
         ];
+        if let Some(plan) = &daily {
+            // Registered by its absolute path (the key authorities' working directory is
+            // this process's).
+            ka_env.push((
+                "SEER_KEY_AUTHORITY__ANALYTICS__DAILY_MODELS".into(),
+                format!("[{:?}]", plan.path.display().to_string()),
+            ));
+        }
         ka_env.extend(
             pki.server("key-authority")
                 .context("issuing the key authority's certificate")?
@@ -885,6 +982,10 @@ impl Fleet<'_> {
         let jobs_mode = supports(&self.binaries, "utility-server", &["schedule", "--help"]).await
             && supports(&self.binaries, "utility-server", &["worker", "--help"]).await;
         let billing_mode = if jobs_mode { "jobs" } else { "bill" };
+        ensure!(
+            jobs_mode || daily.is_none(),
+            "--daily-model needs utility-server's schedule and worker commands"
+        );
         let mut chaos = None;
         let mut killer: Option<Arc<Killer>> = None;
         if jobs_mode {
@@ -900,6 +1001,9 @@ impl Fleet<'_> {
                 "--key-cache".into(),
                 workdir.join("utility/key-cache").display().to_string(),
             ]);
+            if let Some(plan) = &daily {
+                args.extend(["--daily-model".into(), plan.path.display().to_string()]);
+            }
             let spec = WorkerSpec {
                 path: self.binaries.path("utility-server"),
                 args,
@@ -928,18 +1032,17 @@ impl Fleet<'_> {
         }
 
         let t = Instant::now();
-        let ingest = ingest(
-            &self.binaries,
+        let meters = Meters {
+            binaries: &self.binaries,
             options,
-            &homes,
-            &meter_files,
-            &fingerprints.public_key_pins.join(","),
-            &ka_urls,
-            &ut_urls,
-            &workdir,
-            &self.peaks,
-        )
-        .await?;
+            homes: &homes,
+            files: &meter_files,
+            pins: fingerprints.public_key_pins.join(","),
+            ka_urls: &ka_urls,
+            ut_urls: &ut_urls,
+            workdir: &workdir,
+        };
+        let ingest = ingest(&meters, &self.peaks).await?;
         let ingest_seconds = t.elapsed().as_secs_f64();
         timed("ingest (encrypt, upload, receipts)", t);
 
@@ -963,7 +1066,9 @@ impl Fleet<'_> {
                 killer.as_deref().map(|k| (k, utility_db.as_str())),
             )
             .await;
-            if let Some((task, stop)) = chaos.take() {
+            if daily.is_none()
+                && let Some((task, stop)) = chaos.take()
+            {
                 let _ = stop.send(true);
                 let _ = task.await;
             }
@@ -982,6 +1087,47 @@ impl Fleet<'_> {
         }
         let billing_seconds = t.elapsed().as_secs_f64();
         timed("billing (jobs at the key authorities)", t);
+
+        // 6. A day of the daily lane: each meter sends its day, the workers run the jobs per
+        // (day, group) — with the chaos still on.
+        let mut daily_timings = None;
+        if let Some(plan) = &daily {
+            let utility_db = self.utility_url_db();
+            let outcome = async {
+                let t = Instant::now();
+                let (uploads, bytes) = daily_uploads(&meters, plan, capacity).await?;
+                let upload_seconds = t.elapsed().as_secs_f64();
+                timed("daily uploads (prepare, encrypt, sign, send)", t);
+                let t = Instant::now();
+                let day = plan.day.to_string();
+                let model = plan.path.display().to_string();
+                let scheduled = output(
+                    &self.binaries,
+                    "utility-server",
+                    &["schedule", "--day", &day, "--daily-model", &model],
+                    &cli_env,
+                )
+                .await?;
+                progress(format!("scheduled: {}", scheduled.trim()));
+                let counts = wait_for_jobs(
+                    &self.binaries,
+                    &cli_env,
+                    killer.as_deref().map(|k| (k, utility_db.as_str())),
+                )
+                .await?;
+                let jobs_seconds = t.elapsed().as_secs_f64();
+                timed("daily jobs (forecasts and anomaly scores)", t);
+                anyhow::Ok((counts, (uploads, bytes, upload_seconds, jobs_seconds)))
+            }
+            .await;
+            if let Some((task, stop)) = chaos.take() {
+                let _ = stop.send(true);
+                let _ = task.await;
+            }
+            let (counts, timings) = outcome?;
+            job_counts = Some(counts);
+            daily_timings = Some(timings);
+        }
         let (worker_kills, worker_kills_mid_job) = killer.as_ref().map_or((0, 0), |k| {
             (
                 k.kills.load(Ordering::Relaxed),
@@ -989,7 +1135,7 @@ impl Fleet<'_> {
             )
         });
 
-        // 6. Checks.
+        // 7. Checks.
         let t = Instant::now();
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
@@ -1089,6 +1235,30 @@ impl Fleet<'_> {
                 }
             }
         }
+        let daily_report = match (&daily, daily_timings) {
+            (Some(plan), Some((uploads, bytes, upload_seconds, jobs_seconds))) => {
+                let checked = check_daily(&pool, &homes, options.seed, plan, &entries).await?;
+                problems.extend(checked.problems);
+                Some(DailyFleetReport {
+                    day: plan.day,
+                    model_blake3: plan.blake3.clone(),
+                    uploads,
+                    upload_seconds,
+                    bytes_per_upload: bytes / (uploads as f64).max(1.0),
+                    jobs_seconds,
+                    home_days_released: checked.home_days,
+                    home_days_per_second: checked.home_days as f64 / jobs_seconds.max(1e-9),
+                    forecast_hours_released: checked.forecast_hours,
+                    home_days_matching: checked.matching,
+                    max_abs_diff: checked.max_abs_diff,
+                    flagged: checked.flagged,
+                    grants: checked.grants,
+                    group_totals_granted: checked.group_totals,
+                })
+            }
+            _ => None,
+        };
+        let jobs_done_per_key_authority = jobs_per_key_authority(&workdir.join("logs"), &ka_urls);
         let (storage, stored_bytes, stored_bytes_source) =
             storage(&self.binaries, &cli_env, &pool).await;
         pool.close().await;
@@ -1127,6 +1297,7 @@ impl Fleet<'_> {
             bill_grants,
             audit_entries_verified,
             job_counts,
+            jobs_done_per_key_authority,
             worker_kills,
             worker_kills_mid_job,
             peak_rss_kib: BTreeMap::new(),
@@ -1150,6 +1321,7 @@ impl Fleet<'_> {
             storage,
             sent_bytes,
             sent_bytes_per_reading: sent_bytes as f64 / (readings as f64).max(1.0),
+            daily: daily_report,
             problems,
             workdir: workdir.display().to_string(),
         })
@@ -1193,7 +1365,9 @@ async fn futures_all<F: Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
 }
 
 /// The homes: meter ids, deployment indices (groups of `group_size`), plaintext bills.
-async fn plan_homes(options: &FleetOptions) -> Result<(Vec<FleetHome>, usize, Vec<u64>)> {
+/// Also returns the homes per group and the layout's capacity (a group's span of deployment
+/// indices).
+async fn plan_homes(options: &FleetOptions) -> Result<(Vec<FleetHome>, usize, usize, Vec<u64>)> {
     let options = options.clone();
     tokio::task::spawn_blocking(move || {
         let tariff = Tariff::bescom();
@@ -1240,7 +1414,7 @@ async fn plan_homes(options: &FleetOptions) -> Result<(Vec<FleetHome>, usize, Ve
                 plaintext_paise: bill.total().get(),
             });
         }
-        Ok((homes, group_size, groups.into_iter().collect()))
+        Ok((homes, group_size, capacity, groups.into_iter().collect()))
     })
     .await?
 }
@@ -1395,28 +1569,58 @@ impl Ingest {
 #[derive(Default)]
 struct Counters {
     homes_done: AtomicU64,
-    batches_acked: AtomicU64,
+    /// Batches acknowledged (ingest) or days sent (the daily lane).
+    counted: AtomicU64,
+}
+
+/// What every meter process of the fleet shares: the programs, the homes with their
+/// certificates, the key pins and the servers (meter i talks to key authority i mod K and
+/// replica i mod R).
+struct Meters<'a> {
+    binaries: &'a Binaries,
+    options: &'a FleetOptions,
+    homes: &'a [FleetHome],
+    files: &'a [TlsFiles],
+    pins: String,
+    ka_urls: &'a [String],
+    ut_urls: &'a [String],
+    workdir: &'a Path,
+}
+
+impl Meters<'_> {
+    /// The meter's state directory (its device key, pinned keys, queue).
+    fn state(&self, home: &FleetHome) -> PathBuf {
+        self.workdir.join("meters").join(&home.meter_id)
+    }
+
+    /// The key authority and the utility replica the meter talks to.
+    fn servers(&self, home: &FleetHome) -> (String, String) {
+        (
+            self.ka_urls[home.ordinal % self.ka_urls.len()].clone(),
+            self.ut_urls[home.ordinal % self.ut_urls.len()].clone(),
+        )
+    }
+
+    /// The meter's environment: its client certificate and the public-key pins.
+    fn env(&self, files: &TlsFiles) -> Vec<(String, String)> {
+        let mut env = files.client_env();
+        env.push(("SEER_METER_PUBLIC_KEY_PINS".into(), self.pins.clone()));
+        env
+    }
 }
 
 /// Runs one meter process per home, `concurrency` at a time, with the progress bar.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; the pieces of the meters' command lines"
-)]
-async fn ingest(
-    binaries: &Binaries,
-    options: &FleetOptions,
-    homes: &[FleetHome],
-    files: &[TlsFiles],
-    pins: &str,
-    ka_urls: &[String],
-    ut_urls: &[String],
-    workdir: &Path,
-    peaks: &Peaks,
-) -> Result<Ingest> {
+async fn ingest(meters: &Meters<'_>, peaks: &Peaks) -> Result<Ingest> {
+    let Meters {
+        binaries,
+        options,
+        homes,
+        workdir,
+        ..
+    } = *meters;
     let counters = Arc::new(Counters::default());
     let total = homes.len() as u64;
-    let bar = spawn_bar(Arc::clone(&counters), total);
+    let bar = spawn_bar(Arc::clone(&counters), total, "batches acknowledged");
     // Homes per group in this run: each meter's noise group.
     let mut per_group: HashMap<u64, u32> = HashMap::new();
     for h in homes {
@@ -1424,8 +1628,9 @@ async fn ingest(
     }
     let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
-    for (home, files) in homes.iter().zip(files) {
+    for (home, files) in homes.iter().zip(meters.files) {
         let group_size = per_group.get(&home.group).copied().unwrap_or(1);
+        let (ka_url, ut_url) = meters.servers(home);
         let mut args: Vec<String> = vec![
             "run".into(),
             "--meter-id".into(),
@@ -1437,15 +1642,11 @@ async fn ingest(
             "--until".into(),
             options.period.end().date().to_string(),
             "--key-authority".into(),
-            ka_urls[home.ordinal % ka_urls.len()].clone(),
+            ka_url,
             "--utility".into(),
-            ut_urls[home.ordinal % ut_urls.len()].clone(),
+            ut_url,
             "--state".into(),
-            workdir
-                .join("meters")
-                .join(&home.meter_id)
-                .display()
-                .to_string(),
+            meters.state(home).display().to_string(),
             "--home-index".into(),
             home.index.to_string(),
             "--noise-group-size".into(),
@@ -1457,12 +1658,10 @@ async fn ingest(
             "--json".into(),
         ];
         args.shrink_to_fit();
-        let mut env = files.client_env();
-        env.push(("SEER_METER_PUBLIC_KEY_PINS".into(), pins.to_owned()));
         let meter = MeterProcess {
             path: binaries.path("meter-client"),
             args,
-            env,
+            env: meters.env(files),
             meter_id: home.meter_id.clone(),
             log: workdir.join("logs").join(format!("{}.log", home.meter_id)),
         };
@@ -1470,7 +1669,7 @@ async fn ingest(
         let counters = Arc::clone(&counters);
         let peaks = peaks.clone();
         let ordinal = home.ordinal;
-        let state_dir = workdir.join("meters").join(&home.meter_id);
+        let state_dir = meters.state(home);
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await?;
             let done = meter.run(&counters, &peaks).await;
@@ -1519,7 +1718,11 @@ async fn ingest(
 
 /// The progress bar on stderr: homes done, batches acknowledged, rate, ETA. Redrawn in place
 /// (`\r`) on a terminal, a line every 10 s otherwise.
-fn spawn_bar(counters: Arc<Counters>, total: u64) -> tokio::task::JoinHandle<()> {
+fn spawn_bar(
+    counters: Arc<Counters>,
+    total: u64,
+    unit: &'static str,
+) -> tokio::task::JoinHandle<()> {
     let terminal = std::io::stderr().is_terminal();
     let start = Instant::now();
     tokio::spawn(async move {
@@ -1527,7 +1730,7 @@ fn spawn_bar(counters: Arc<Counters>, total: u64) -> tokio::task::JoinHandle<()>
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
             let homes = counters.homes_done.load(Ordering::Relaxed);
-            let batches = counters.batches_acked.load(Ordering::Relaxed);
+            let batches = counters.counted.load(Ordering::Relaxed);
             let secs = start.elapsed().as_secs_f64();
             let rate = batches as f64 / secs.max(1e-9);
             let eta = if homes == 0 {
@@ -1541,7 +1744,7 @@ fn spawn_bar(counters: Arc<Counters>, total: u64) -> tokio::task::JoinHandle<()>
                 .checked_div(total as usize)
                 .unwrap_or(0);
             let line = format!(
-                "[{}{}] {homes}/{total} homes, {batches} batches acknowledged, {rate:.1} batches/s, ETA {eta}",
+                "[{}{}] {homes}/{total} homes, {batches} {unit}, {rate:.1}/s, ETA {eta}",
                 "#".repeat(filled.min(width)),
                 "-".repeat(width - filled.min(width)),
             );
@@ -1599,7 +1802,7 @@ impl MeterProcess {
                         if let Some(seq) = batch_number(&line, "queued batch ") {
                             queued.insert(seq, Instant::now());
                         } else if let Some(seq) = batch_number(&line, "sent batch ") {
-                            counters.batches_acked.fetch_add(1, Ordering::Relaxed);
+                            counters.counted.fetch_add(1, Ordering::Relaxed);
                             if let Some(t) = queued.remove(&seq) {
                                 latencies.push(t.elapsed().as_secs_f64() * 1e3);
                             }
@@ -1842,6 +2045,362 @@ async fn bill_groups(
         joined??;
     }
     Ok(())
+}
+
+/// Jobs done per key authority, from the workers' attempt lines (`worker-I.jobs.jsonl` in
+/// `logs`: each `done` attempt names the key authority that answered it).
+fn jobs_per_key_authority(logs: &Path, ka_urls: &[String]) -> BTreeMap<String, u64> {
+    let mut done = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(logs) else {
+        return done;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("worker-") && name.ends_with(".jobs.jsonl")) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        for line in text.lines() {
+            let Ok(attempt) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if attempt["outcome"] != "done" {
+                continue;
+            }
+            let url = attempt["detail"]["key_authority"]
+                .as_str()
+                .unwrap_or_default();
+            let member = ka_urls
+                .iter()
+                .position(|u| u == url)
+                .map_or_else(|| "unknown".to_owned(), |k| format!("key-authority-{k}"));
+            *done.entry(member).or_default() += 1;
+        }
+    }
+    done
+}
+
+/// The daily lane's part of a run: the model (by its absolute path, as the key authorities
+/// register it) and the day.
+#[derive(Clone)]
+struct DailyPlan {
+    path: PathBuf,
+    model: DailyModel,
+    blake3: String,
+    day: NaiveDate,
+}
+
+impl DailyPlan {
+    fn load(path: &Path, day: NaiveDate) -> Result<Self> {
+        let path = path
+            .canonicalize()
+            .with_context(|| format!("the daily model {}", path.display()))?;
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("reading the daily model {}", path.display()))?;
+        let lane = meter_client::daily::DailyLane::try_new(
+            &bytes,
+            0,
+            meter_client::daily::DEFAULT_GROUP_SIZE,
+        )
+        .with_context(|| format!("the daily model {}", path.display()))?;
+        Ok(Self {
+            model: lane.model().clone(),
+            blake3: lane.model_blake3().to_owned(),
+            path,
+            day,
+        })
+    }
+
+    /// The plaintext twin of what the key authority must release for synthetic home `home`:
+    /// the model on the readings of the day's window, read from the same generator as the
+    /// meter's (`synthetic:SEED:HOME`).
+    fn twin(&self, seed: u64, home: u32) -> Result<DailyRelease> {
+        let source = open(&SourceSpec::Synthetic { seed, home })?;
+        let (start, end) = meter_client::daily::window(self.day);
+        let (history, _, _) = crate::daily::history_of(
+            &source,
+            DateRange {
+                from: Some(start.date()),
+                until: Some(end.date()),
+                shift: MonthShift::NONE,
+            },
+        )?;
+        let input = self
+            .model
+            .prepare(&history, self.day)
+            .with_context(|| format!("the plaintext model cannot prepare {}", self.day))?;
+        self.model
+            .release(self.day, &self.model.evaluate_plain(&input))
+            .map_err(|e| anyhow!("the plaintext model refuses its own day {}: {e}", self.day))
+    }
+}
+
+/// A `meter-client daily --day D` per home, `concurrency` at a time, with the progress bar:
+/// each meter prepares the day from its own readings, encrypts it under the daily key, records
+/// its signed receipt at its key authority and sends it to its replica. Returns the days sent
+/// and their ciphertext bytes.
+async fn daily_uploads(
+    meters: &Meters<'_>,
+    plan: &DailyPlan,
+    capacity: usize,
+) -> Result<(usize, f64)> {
+    let counters = Arc::new(Counters::default());
+    let bar = spawn_bar(
+        Arc::clone(&counters),
+        meters.homes.len() as u64,
+        "days sent",
+    );
+    let permits = Arc::new(tokio::sync::Semaphore::new(meters.options.concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (home, files) in meters.homes.iter().zip(meters.files) {
+        let (ka_url, ut_url) = meters.servers(home);
+        let args: Vec<String> = vec![
+            "daily".into(),
+            "--meter-id".into(),
+            home.meter_id.clone(),
+            "--source".into(),
+            format!("synthetic:{}:{}", meters.options.seed, home.synthetic),
+            "--home-index".into(),
+            home.index.to_string(),
+            // The deployment indices of a group span the layout's capacity.
+            "--group-size".into(),
+            capacity.to_string(),
+            "--day".into(),
+            plan.day.to_string(),
+            "--model".into(),
+            plan.path.display().to_string(),
+            "--utility".into(),
+            ut_url,
+            "--key-authority".into(),
+            ka_url,
+            "--state".into(),
+            meters.state(home).display().to_string(),
+        ];
+        let env = meters.env(files);
+        let path = meters.binaries.path("meter-client");
+        let id = home.meter_id.clone();
+        let log = meters.workdir.join("logs").join(format!("{id}.daily.log"));
+        let permits = Arc::clone(&permits);
+        let counters = Arc::clone(&counters);
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            let out = Command::new(&path)
+                .args(&args)
+                .env_remove("SEER_METER_TOKEN")
+                .env("RUST_LOG", "warn")
+                .envs(env)
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .with_context(|| format!("starting {}", path.display()))?;
+            tokio::fs::write(&log, &out.stderr)
+                .await
+                .with_context(|| format!("writing {}", log.display()))?;
+            ensure!(
+                out.status.success(),
+                "meter-client daily for {id} failed ({}); the end of {}:\n{}",
+                out.status,
+                log.display(),
+                log_tail(&log, 15)
+            );
+            let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .with_context(|| format!("meter-client daily for {id} printed no JSON"))?;
+            let sent = summary["sent"].as_array().map_or(0, Vec::len);
+            let bytes = summary["bytes_per_upload"].as_f64().unwrap_or(0.0) * sent as f64;
+            counters.homes_done.fetch_add(1, Ordering::Relaxed);
+            counters.counted.fetch_add(sent as u64, Ordering::Relaxed);
+            anyhow::Ok((sent, bytes))
+        });
+    }
+    let mut totals = (0, 0.0);
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.map_err(anyhow::Error::from).and_then(|r| r) {
+            Ok((sent, bytes)) => {
+                totals.0 += sent;
+                totals.1 += bytes;
+            }
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                    tasks.abort_all();
+                }
+            }
+        }
+    }
+    bar.abort();
+    let _ = bar.await;
+    eprintln!();
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(totals),
+    }
+}
+
+/// What the daily checks found.
+struct DailyChecked {
+    home_days: usize,
+    forecast_hours: usize,
+    matching: usize,
+    max_abs_diff: f64,
+    flagged: usize,
+    grants: usize,
+    group_totals: usize,
+    problems: Vec<String>,
+}
+
+/// The day's releases against their plaintext twins: every home's 24 forecast hours and its
+/// anomaly score within one quantum of the plaintext model on the same readings, stored once
+/// at the utility, and exactly one granted `daily` audit entry per home for the day.
+async fn check_daily(
+    pool: &sqlx::PgPool,
+    homes: &[FleetHome],
+    seed: u64,
+    plan: &DailyPlan,
+    entries: &[seer_proto::v1::AuditEntry],
+) -> Result<DailyChecked> {
+    let day = plan.day.to_string();
+    let forecasts: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT meter_id, hour, kwh_milli FROM daily_forecasts \
+         WHERE input_day = $1 AND model_blake3 = $2 ORDER BY meter_id, hour",
+    )
+    .bind(&day)
+    .bind(&plan.blake3)
+    .fetch_all(pool)
+    .await
+    .context("reading the released forecasts")?;
+    let anomalies: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT meter_id, score_milli, flagged FROM daily_anomalies \
+         WHERE day = $1 AND model_blake3 = $2",
+    )
+    .bind(&day)
+    .bind(&plan.blake3)
+    .fetch_all(pool)
+    .await
+    .context("reading the released anomaly scores")?;
+    let mut hours: HashMap<&str, Vec<f64>> = HashMap::new();
+    for (meter, _, milli) in &forecasts {
+        hours
+            .entry(meter.as_str())
+            .or_default()
+            .push(*milli as f64 / 1000.0);
+    }
+    let mut scores: HashMap<&str, Vec<(f64, bool)>> = HashMap::new();
+    for (meter, milli, flagged) in &anomalies {
+        scores
+            .entry(meter.as_str())
+            .or_default()
+            .push((*milli as f64 / 1000.0, *flagged != 0));
+    }
+    // A `daily` grant names the days it released (`FIRST..LAST`); a group total names its
+    // group, the forecast day (the next) and the model.
+    let covers = |period: &str| {
+        period.split_once("..").is_some_and(|(first, last)| {
+            first.parse::<NaiveDate>().is_ok_and(|f| f <= plan.day)
+                && last.parse::<NaiveDate>().is_ok_and(|l| plan.day <= l)
+        })
+    };
+    let group_total = format!(
+        " day {} model {}",
+        plan.day + TimeDelta::days(1),
+        plan.blake3
+    );
+    let mut grants: HashMap<&str, usize> = HashMap::new();
+    let mut group_totals = 0;
+    for e in entries {
+        if e.decision != seer_proto::v1::AuditDecision::Granted as i32 {
+            continue;
+        }
+        let period = e.period.as_deref().unwrap_or_default();
+        match (e.kind.as_str(), &e.meter_id) {
+            ("daily", Some(m)) if covers(period) => *grants.entry(m.as_str()).or_default() += 1,
+            ("daily-group-forecast", _) if period.ends_with(&group_total) => group_totals += 1,
+            _ => {}
+        }
+    }
+    let twins = {
+        let synthetic: Vec<u32> = homes.iter().map(|h| h.synthetic).collect();
+        let plan = plan.clone();
+        tokio::task::spawn_blocking(move || {
+            synthetic
+                .into_iter()
+                .map(|h| plan.twin(seed, h))
+                .collect::<Vec<_>>()
+        })
+        .await?
+    };
+    let mut checked = DailyChecked {
+        home_days: anomalies.len(),
+        forecast_hours: forecasts.len(),
+        matching: 0,
+        max_abs_diff: 0.0,
+        flagged: anomalies.iter().filter(|a| a.2 != 0).count(),
+        grants: grants.values().sum(),
+        group_totals,
+        problems: Vec::new(),
+    };
+    // One quantum, and the float noise of comparing two rounded values.
+    let tolerance = QUANTUM + 1e-9;
+    for (home, twin) in homes.iter().zip(twins) {
+        let id = home.meter_id.as_str();
+        let twin = match twin {
+            Ok(t) => t,
+            Err(e) => {
+                checked.problems.push(format!("{id} {day}: {e:#}"));
+                continue;
+            }
+        };
+        let mut ok = true;
+        let released = hours.get(id).map_or(&[][..], Vec::as_slice);
+        let expected = twin.forecast.as_deref().unwrap_or_default();
+        if released.len() == expected.len() {
+            for (r, e) in released.iter().zip(expected) {
+                checked.max_abs_diff = checked.max_abs_diff.max((r - e).abs());
+                ok &= (r - e).abs() <= tolerance;
+            }
+        } else {
+            ok = false;
+            checked.problems.push(format!(
+                "{id} {day}: {} forecast hours released, the plaintext model has {}",
+                released.len(),
+                expected.len()
+            ));
+        }
+        match (scores.get(id).map(Vec::as_slice), &twin.anomaly) {
+            (Some([(score, _)]), Some(a)) => {
+                checked.max_abs_diff = checked.max_abs_diff.max((score - a.score).abs());
+                ok &= (score - a.score).abs() <= tolerance;
+            }
+            (None, None) => {}
+            (got, want) => {
+                ok = false;
+                checked.problems.push(format!(
+                    "{id} {day}: {} anomaly scores released, the plaintext model has {}",
+                    got.map_or(0, <[_]>::len),
+                    usize::from(want.is_some())
+                ));
+            }
+        }
+        if ok {
+            checked.matching += 1;
+        } else {
+            checked.problems.push(format!(
+                "{id} {day}: released {released:?} / {:?}, plaintext {expected:?} / {:?}",
+                scores.get(id),
+                twin.anomaly.as_ref().map(|a| a.score)
+            ));
+        }
+        let n = grants.get(id).copied().unwrap_or(0);
+        if n != 1 {
+            checked
+                .problems
+                .push(format!("{id}: {n} granted daily entries for {day}"));
+        }
+    }
+    Ok(checked)
 }
 
 /// The utility's stored bytes: `utility-server storage` when it exists, else the sum of

@@ -55,7 +55,8 @@ enum Command {
     /// A fleet on one PostgreSQL server: K key authorities sharing keys and one audit chain,
     /// R utility ingest replicas, W job workers; N synthetic homes (one meter-client process
     /// each, C at a time) send a month, the jobs bill it; every bill is checked against its
-    /// plaintext twin, released exactly once, the audit chain verified; figures per phase.
+    /// plaintext twin, released exactly once, the audit chain verified; with `--daily-model`,
+    /// a day of forecasts and anomaly scores too, checked the same way; figures per phase.
     /// Exits non-zero on any mismatch.
     Fleet(Box<FleetArgs>),
 }
@@ -108,6 +109,15 @@ struct FleetArgs {
     /// Where the programs are (default: beside this one).
     #[arg(long, env = "SEER_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    /// After the bills, a day of the daily lane with this registered model file (e.g.
+    /// daily/models/uci-daily.json): every home sends the day, the workers release every
+    /// home's forecast of the next day and anomaly score, each checked against the plaintext
+    /// model.
+    #[arg(long, value_name = "MODEL")]
+    daily_model: Option<PathBuf>,
+    /// The daily lane's day, YYYY-MM-DD (default: the period's last day).
+    #[arg(long, requires = "daily_model")]
+    daily_day: Option<chrono::NaiveDate>,
     /// Print the report as JSON on stdout (the summary goes to stderr).
     #[arg(long)]
     json: bool,
@@ -145,6 +155,8 @@ async fn run_fleet(a: FleetArgs) -> Result<()> {
         lease_seconds: a.lease_seconds,
         keep_databases: a.keep_databases,
         bin_dir: a.bin_dir,
+        daily_model: a.daily_model,
+        daily_day: a.daily_day,
     };
     let report = seer::fleet::fleet(&options).await?;
     if a.json {

@@ -9,7 +9,12 @@
 //! (the meter's generator, its Wh register, seer-core's exact tariff); the audit log holds
 //! exactly one granted `bill` entry per home and month; no job is lost (every billing job
 //! `done`, one per group); the audit chain's stored hashes recompute from its rows with the
-//! shared definition (`seer_auth::audit_chain`) and link without gaps.
+//! shared definition (`seer_auth::audit_chain`) and link without gaps. After the bills, a
+//! day of the daily lane (`--daily-model`, the chaos still on): every home's 24 released
+//! forecast hours and its anomaly score are within one quantum (0.001) of the plaintext model
+//! on the same readings (`DailyModel::prepare` → `evaluate_plain` → `release`, computed
+//! here), stored once, with one granted `daily` audit entry per home and every daily job
+//! `done`.
 //!
 //! Needs PostgreSQL at `SEER_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432`)
 //! and the binaries built (`cargo build --release -p seer -p key-authority -p utility-server
@@ -18,9 +23,14 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use chrono::NaiveDate;
+use std::path::{Path, PathBuf};
+
+use chrono::{NaiveDate, TimeDelta};
 use meter_client::synthetic::SyntheticHome;
 use seer_core::tariff::{Tariff, WhRegister};
+use seer_daily::DailyModel;
+use seer_daily::history::HomeHistory;
+use seer_daily::release::{DailyRelease, QUANTUM};
 use seer_tests::bin_path;
 use serde_json::Value;
 use sqlx::Row as _;
@@ -29,6 +39,8 @@ const HOMES: u32 = 24;
 const GROUP_SIZE: u32 = 12;
 const SEED: u64 = 11;
 const PERIOD: &str = "2024-03";
+/// The daily lane's day (its forecasts are of the next day).
+const DAY: &str = "2024-03-31";
 
 fn server_url() -> String {
     std::env::var("SEER_TEST_POSTGRES_URL")
@@ -50,6 +62,30 @@ fn plaintext_paise(home: u32) -> i64 {
         .expect("a bill")
         .total()
         .get()
+}
+
+fn daily_model_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../daily/models/uci-daily.json")
+}
+
+/// The plaintext twin of synthetic home `home`'s daily release for [`DAY`]: the model on the
+/// day and the 28 days before it, read from the meter's generator.
+fn daily_twin(model: &DailyModel, home: u32) -> DailyRelease {
+    let day: NaiveDate = DAY.parse().expect("a date");
+    let mut history = HomeHistory::new();
+    for r in
+        SyntheticHome::new(SEED, home).readings(day - TimeDelta::days(28), day + TimeDelta::days(1))
+    {
+        history
+            .add(r.start, 15, r.energy.to_kwh().get())
+            .expect("a valid reading");
+    }
+    let input = model
+        .prepare(&history, day)
+        .expect("the model prepares the day");
+    model
+        .release(day, &model.evaluate_plain(&input))
+        .expect("a plausible release")
 }
 
 /// Drops the fleet's databases when the test ends, passed or failed.
@@ -119,6 +155,9 @@ async fn a_fleet_bills_every_home_once_while_workers_are_killed() {
         .args(["--seed", &SEED.to_string()])
         .args(["--kill-workers-every", "0.7", "--lease-seconds", "3"])
         .args(["--database-url", &server_url()])
+        .arg("--daily-model")
+        .arg(daily_model_path())
+        .args(["--daily-day", DAY])
         .arg("--work-dir")
         .arg(work.path().join("fleet"))
         .output()
@@ -193,6 +232,84 @@ async fn a_fleet_bills_every_home_once_while_workers_are_killed() {
         .filter(|r| r.get::<String, _>(1) == "bill" && r.get::<i64, _>(3) >= 2)
         .count();
     assert!(retried >= 1, "no billing job needed a second attempt");
+    let daily_jobs: Vec<(String, String)> = jobs
+        .iter()
+        .filter(|r| r.get::<String, _>(1) == "daily")
+        .map(|r| (r.get(0), r.get(2)))
+        .collect();
+    assert_eq!(
+        daily_jobs.len(),
+        (HOMES / GROUP_SIZE) as usize,
+        "one daily job per group: {daily_jobs:?}"
+    );
+    assert!(
+        daily_jobs.iter().all(|(_, state)| state == "done"),
+        "{daily_jobs:?}"
+    );
+
+    // The daily lane: each home's released hours and score against the plaintext model.
+    let model = DailyModel::from_json(
+        &std::fs::read_to_string(daily_model_path()).expect("the daily model"),
+    )
+    .expect("a valid model");
+    let forecasts = sqlx::query(
+        "SELECT meter_id, kwh_milli FROM daily_forecasts WHERE input_day = $1 \
+         ORDER BY meter_id, hour",
+    )
+    .bind(DAY)
+    .fetch_all(&utility)
+    .await
+    .expect("daily forecasts");
+    let mut hours: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for row in &forecasts {
+        hours
+            .entry(row.get(0))
+            .or_default()
+            .push(row.get::<i64, _>(1) as f64 / 1000.0);
+    }
+    let anomalies = sqlx::query("SELECT meter_id, score_milli FROM daily_anomalies WHERE day = $1")
+        .bind(DAY)
+        .fetch_all(&utility)
+        .await
+        .expect("daily anomalies");
+    let mut scores: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for row in &anomalies {
+        scores
+            .entry(row.get(0))
+            .or_default()
+            .push(row.get::<i64, _>(1) as f64 / 1000.0);
+    }
+    assert_eq!(
+        hours.len(),
+        HOMES as usize,
+        "homes with forecasts: {hours:?}"
+    );
+    assert_eq!(
+        scores.len(),
+        HOMES as usize,
+        "homes with scores: {scores:?}"
+    );
+    for home in 0..HOMES {
+        let meter = format!("F-{home:05}");
+        let twin = daily_twin(&model, home);
+        let expected = twin.forecast.expect("the plaintext model forecasts");
+        let released = &hours[&meter];
+        assert_eq!(released.len(), 24, "{meter}: {released:?}");
+        for (hour, (r, e)) in released.iter().zip(&expected).enumerate() {
+            assert!(
+                (r - e).abs() <= QUANTUM + 1e-9,
+                "{meter} hour {hour}: released {r}, plaintext {e}"
+            );
+        }
+        let score = twin.anomaly.expect("the plaintext model scores").score;
+        let released = &scores[&meter];
+        assert_eq!(released.len(), 1, "{meter}: {released:?}");
+        assert!(
+            (released[0] - score).abs() <= QUANTUM + 1e-9,
+            "{meter}: released score {}, plaintext {score}",
+            released[0]
+        );
+    }
     utility.close().await;
 
     // The audit log: one granted bill per home, and the chain recomputes and links.
@@ -209,6 +326,7 @@ async fn a_fleet_bills_every_home_once_while_workers_are_killed() {
     .expect("audit entries");
     audit.close().await;
     let mut grants: BTreeMap<String, usize> = BTreeMap::new();
+    let mut daily_grants: BTreeMap<String, usize> = BTreeMap::new();
     let mut previous = [0_u8; 32];
     for (i, row) in entries.iter().enumerate() {
         let seq: i64 = row.get(0);
@@ -244,10 +362,18 @@ async fn a_fleet_bills_every_home_once_while_workers_are_killed() {
         previous = hash;
         if kind == "bill" && decision == "granted" && period.as_deref() == Some(PERIOD) {
             *grants
-                .entry(meter.expect("a bill names its meter"))
+                .entry(meter.clone().expect("a bill names its meter"))
+                .or_default() += 1;
+        }
+        // A daily grant names the days it released, FIRST..LAST: here the one day.
+        if kind == "daily" && decision == "granted" && period == Some(format!("{DAY}..{DAY}")) {
+            *daily_grants
+                .entry(meter.expect("a daily release names its meter"))
                 .or_default() += 1;
         }
     }
     assert_eq!(grants.len(), HOMES as usize, "{grants:?}");
     assert!(grants.values().all(|&n| n == 1), "{grants:?}");
+    assert_eq!(daily_grants.len(), HOMES as usize, "{daily_grants:?}");
+    assert!(daily_grants.values().all(|&n| n == 1), "{daily_grants:?}");
 }
