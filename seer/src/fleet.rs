@@ -1684,7 +1684,27 @@ async fn ingest(meters: &Meters<'_>, peaks: &Peaks) -> Result<Ingest> {
             done.map(|d| (ordinal, d))
         });
     }
-    let mut done = Vec::with_capacity(homes.len());
+    let mut done = join_meters(tasks, bar).await?;
+    done.sort_by_key(|(ordinal, _)| *ordinal);
+    let mut latencies_ms = Vec::new();
+    let mut summaries = Vec::with_capacity(done.len());
+    for (_, (summary, lat)) in done {
+        latencies_ms.extend(lat);
+        summaries.push(summary);
+    }
+    Ok(Ingest {
+        summaries,
+        latencies_ms,
+    })
+}
+
+/// Awaits the meters' tasks; the first error aborts the others and is returned. Stops the
+/// progress bar either way.
+async fn join_meters<T: 'static>(
+    mut tasks: tokio::task::JoinSet<Result<T>>,
+    bar: tokio::task::JoinHandle<()>,
+) -> Result<Vec<T>> {
+    let mut done = Vec::with_capacity(tasks.len());
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
         match joined.map_err(anyhow::Error::from).and_then(|r| r) {
@@ -1700,20 +1720,10 @@ async fn ingest(meters: &Meters<'_>, peaks: &Peaks) -> Result<Ingest> {
     bar.abort();
     let _ = bar.await;
     eprintln!();
-    if let Some(e) = first_error {
-        return Err(e);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(done),
     }
-    done.sort_by_key(|(ordinal, _)| *ordinal);
-    let mut latencies_ms = Vec::new();
-    let mut summaries = Vec::with_capacity(done.len());
-    for (_, (summary, lat)) in done {
-        latencies_ms.extend(lat);
-        summaries.push(summary);
-    }
-    Ok(Ingest {
-        summaries,
-        latencies_ms,
-    })
 }
 
 /// The progress bar on stderr: homes done, batches acknowledged, rate, ETA. Redrawn in place
@@ -2215,29 +2225,10 @@ async fn daily_uploads(
             anyhow::Ok((sent, bytes))
         });
     }
-    let mut totals = (0, 0.0);
-    let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        match joined.map_err(anyhow::Error::from).and_then(|r| r) {
-            Ok((sent, bytes)) => {
-                totals.0 += sent;
-                totals.1 += bytes;
-            }
-            Err(e) => {
-                if first_error.is_none() {
-                    first_error = Some(e);
-                    tasks.abort_all();
-                }
-            }
-        }
-    }
-    bar.abort();
-    let _ = bar.await;
-    eprintln!();
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(totals),
-    }
+    let done = join_meters(tasks, bar).await?;
+    Ok(done
+        .into_iter()
+        .fold((0, 0.0), |(n, b), (sent, bytes)| (n + sent, b + bytes)))
 }
 
 /// What the daily checks found.
