@@ -21,9 +21,8 @@
 //! -p meter-client`).
 
 use std::collections::BTreeMap;
-use std::process::Command;
-
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use chrono::{NaiveDate, TimeDelta};
 use meter_client::synthetic::SyntheticHome;
@@ -86,6 +85,18 @@ fn daily_twin(model: &DailyModel, home: u32) -> DailyRelease {
     model
         .release(day, &model.evaluate_plain(&input))
         .expect("a plausible release")
+}
+
+/// Rows of (meter id, thousandths) as each meter's values, in row order.
+fn per_meter(rows: &[sqlx::postgres::PgRow]) -> BTreeMap<String, Vec<f64>> {
+    let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for row in rows {
+        values
+            .entry(row.get(0))
+            .or_default()
+            .push(row.get::<i64, _>(1) as f64 / 1000.0);
+    }
+    values
 }
 
 /// Drops the fleet's databases when the test ends, passed or failed.
@@ -248,25 +259,13 @@ async fn a_fleet_bills_every_home_once_while_workers_are_killed() {
     .fetch_all(&utility)
     .await
     .expect("daily forecasts");
-    let mut hours: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for row in &forecasts {
-        hours
-            .entry(row.get(0))
-            .or_default()
-            .push(row.get::<i64, _>(1) as f64 / 1000.0);
-    }
+    let hours = per_meter(&forecasts);
     let anomalies = sqlx::query("SELECT meter_id, score_milli FROM daily_anomalies WHERE day = $1")
         .bind(DAY)
         .fetch_all(&utility)
         .await
         .expect("daily anomalies");
-    let mut scores: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for row in &anomalies {
-        scores
-            .entry(row.get(0))
-            .or_default()
-            .push(row.get::<i64, _>(1) as f64 / 1000.0);
-    }
+    let scores = per_meter(&anomalies);
     assert_eq!(
         hours.len(),
         HOMES as usize,
